@@ -1,0 +1,38 @@
+"""Lifecycle event kinds the harness adds around a CLI run, and the shape of every stored event.
+
+A job's event log is a sequence of `JobEvent`s: ``job_started``, then the normalized agent events
+(`eventing.agent_events.EventKind`), then ``job_finished``. ``seq`` starts at 1 and has no gaps; it
+is also the SSE event id, so a client resumes with ``Last-Event-ID``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class JobEventKind(StrEnum):
+    JOB_STARTED = "job_started"  # {prompt, cli, resume_id}
+    JOB_FINISHED = "job_finished"  # {status, summary, error, exit_code, duration_ms}
+
+
+class JobStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+
+    @property
+    def finished(self) -> bool:
+        return self is not JobStatus.RUNNING
+
+
+class JobEvent(BaseModel):
+    job_id: str
+    seq: int
+    kind: str
+    data: dict[str, Any]
+    ts: float

@@ -1,0 +1,148 @@
+"""The harness HTTP API (v1), built by `create_app`. Started by `python -m harness`.
+
+Endpoints (all but ``/healthz`` need ``Authorization: Bearer <session token>``):
+
+    GET    /healthz                        liveness and what this harness runs
+    POST   /v1/bootstrap                   clone repos, write instructions and CLI config
+    POST   /v1/jobs                        run a prompt; ``mode``: sync (JSON), stream (SSE), async (202)
+    GET    /v1/jobs/{job_id}               job status and summary
+    GET    /v1/jobs/{job_id}/events        SSE; resumes after ``Last-Event-ID``
+    POST   /v1/jobs/{job_id}/cancel        stop a running job
+    GET    /v1/files?path=                 list a directory
+    GET    /v1/files/content?path=         read a file
+    PUT    /v1/files/content?path=         write a file (raw body)
+    DELETE /v1/files?path=[&recursive=1]   delete
+    POST   /v1/shutdown                    transcript, commit and push both repos
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from harness import routes_files
+from harness.adapters import get_adapter
+from harness.adapters.base import Adapter
+from harness.bootstrap import BootstrapRequest, bootstrap
+from harness.http import EXCEPTION_HANDLERS, TokenAuth, parse_json
+from harness.jobs import JobRequest, JobRunner
+from harness.settings import HarnessSettings
+from harness.sse import event_stream, resume_point
+from harness.transcript import shutdown_repos
+from harness.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+
+class CreateJob(JobRequest):
+    mode: Literal["sync", "stream", "async"] = "sync"
+
+
+@dataclass
+class HarnessState:
+    settings: HarnessSettings
+    workspace: Workspace
+    adapter: Adapter
+    runner: JobRunner
+
+
+def _state(request: Request) -> HarnessState:
+    return request.app.state.harness
+
+
+async def health(request: Request) -> Response:
+    state = _state(request)
+    return JSONResponse({
+        "status": "ok",
+        "cli": state.adapter.kind,
+        "bootstrapped": state.workspace.session_repo.is_dir(),
+        "running_job_id": state.runner.current.id if state.runner.current else None,
+    })
+
+
+async def bootstrap_workspace(request: Request) -> Response:
+    state = _state(request)
+    body = await parse_json(request, BootstrapRequest, state.settings.server.max_request_bytes)
+    report = await bootstrap(state.workspace, body, state.adapter.instruction_file_name)
+    return JSONResponse({"changed": report.changed, "unchanged": report.unchanged})
+
+
+async def create_job(request: Request) -> Response:
+    state = _state(request)
+    body = await parse_json(request, CreateJob, state.settings.server.max_request_bytes)
+    job, created = state.runner.start(JobRequest(**body.model_dump(exclude={"mode"})))
+    match body.mode:
+        case "async":
+            return JSONResponse(job.to_dict(), status_code=202 if created else 200)
+        case "stream":
+            return event_stream(job.log, 0, state.settings.server.heartbeat_s)
+        case _:
+            await state.runner.wait(job)
+            return JSONResponse(job.to_dict())
+
+
+async def get_job(request: Request) -> Response:
+    job = _state(request).runner.get(request.path_params["job_id"])
+    return JSONResponse(job.to_dict())
+
+
+async def job_events(request: Request) -> Response:
+    state = _state(request)
+    job = state.runner.get(request.path_params["job_id"])
+    return event_stream(job.log, resume_point(request), state.settings.server.heartbeat_s)
+
+
+async def cancel_job(request: Request) -> Response:
+    job = await _state(request).runner.cancel(request.path_params["job_id"])
+    return JSONResponse(job.to_dict())
+
+
+async def shutdown(request: Request) -> Response:
+    state = _state(request)
+    await state.runner.close()
+    outcome = await shutdown_repos(state.workspace)
+    return JSONResponse(outcome)
+
+
+def create_app(settings: HarnessSettings) -> Starlette:
+    workspace = Workspace(settings.workspace)
+    adapter = get_adapter(settings.cli.kind)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        workspace.ensure_dirs()
+        runner = JobRunner(settings, workspace, adapter)
+        runner.recover()
+        app.state.harness = HarnessState(settings, workspace, adapter, runner)
+        logger.info("harness ready", extra={"cli": adapter.kind, "workspace": str(workspace.root)})
+        try:
+            yield
+        finally:
+            await runner.close()
+
+    routes = [
+        Route("/healthz", health, methods=["GET"]),
+        Route("/v1/bootstrap", bootstrap_workspace, methods=["POST"]),
+        Route("/v1/jobs", create_job, methods=["POST"]),
+        Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/events", job_events, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+        *routes_files.routes(lambda request: _state(request).workspace,
+                             lambda request: _state(request).settings.limits.max_file_bytes),
+        Route("/v1/shutdown", shutdown, methods=["POST"]),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(TokenAuth, token=settings.server.session_token)],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )

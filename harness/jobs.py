@@ -1,0 +1,318 @@
+"""Job lifecycle: run one prompt through the CLI, one job at a time per session.
+
+`JobRunner` owns the session's single job slot, the wall-clock timeout, cancellation, the event
+log of each job and the resume state (the CLI session id is saved the moment the CLI announces it,
+so even a first turn that dies can be resumed). It sits between the HTTP layer (`harness.app`),
+the transport (`harness.transport`) and the adapters (`harness.adapters`), which know nothing of
+each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from eventing.agent_events import AgentEvent, EventKind, RunSummary, Usage
+from eventing.job_events import JobEventKind, JobStatus
+from harness.adapters.base import Adapter, AdapterParseError, Parser, RunSpec
+from harness.errors import JobAlreadyRunning, NotBootstrapped, NotFound
+from harness.event_log import EventLog
+from harness.settings import HarnessSettings
+from harness.transport import CliProcess, TransportError
+from harness.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+# Only these variables of the harness's own environment reach the CLI: the session token and any
+# other secret of the harness must not be readable by the agent's shell commands.
+_INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS")
+
+
+# Job ids name files on the volume: only this alphabet, so an id can never be a path.
+_JOB_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+_JOB_ID = re.compile(_JOB_ID_PATTERN)
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=512_000)
+    job_id: str | None = Field(default=None, pattern=_JOB_ID_PATTERN)
+    model: str | None = Field(default=None, max_length=200)
+    timeout_s: float | None = Field(default=None, gt=0, le=86_400)
+    new_session: bool = False
+
+
+@dataclass
+class Job:
+    id: str
+    prompt: str
+    log: EventLog
+    status: JobStatus = JobStatus.RUNNING
+    created_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    summary: RunSummary | None = None
+    error: dict[str, Any] | None = None
+    exit_code: int | None = None
+    task: asyncio.Task[None] | None = None
+    cancel_requested: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.id,
+            "status": self.status.value,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "exit_code": self.exit_code,
+            "summary": self.summary.model_dump() if self.summary else None,
+            "error": self.error,
+            "last_seq": self.log.last_seq,
+        }
+
+
+class JobRunner:
+    def __init__(self, settings: HarnessSettings, workspace: Workspace, adapter: Adapter) -> None:
+        self._settings = settings
+        self._ws = workspace
+        self._adapter = adapter
+        self._jobs: dict[str, Job] = {}
+        self._current: Job | None = None
+
+    @property
+    def current(self) -> Job | None:
+        return self._current if self._current and not self._current.status.finished else None
+
+    # -- starting and finding jobs ------------------------------------------------------------
+
+    def start(self, request: JobRequest) -> tuple[Job, bool]:
+        """Start a job; returns it and whether it is new (False: an existing job with that id)."""
+        if request.job_id and (existing := self._find(request.job_id)) is not None:
+            return existing, False
+        if (running := self.current) is not None:
+            raise JobAlreadyRunning(
+                f"job {running.id} is still running; wait for it to finish or cancel it "
+                "(one job at a time per session)",
+                running_job_id=running.id,
+            )
+        if not self._ws.session_repo.is_dir():
+            raise NotBootstrapped("the workspace is not bootstrapped yet; POST /v1/bootstrap first")
+        job_id = request.job_id or f"job_{uuid.uuid4().hex}"
+        log = EventLog(job_id, self._ws.jobs_dir / f"{job_id}.jsonl",
+                       queue_size=self._settings.limits.subscriber_queue)
+        job = Job(id=job_id, prompt=request.prompt, log=log)
+        self._jobs[job_id] = job
+        self._current = job
+        self._save_meta(job)
+        job.task = asyncio.create_task(self._run(job, request), name=f"job-{job_id}")
+        return job, True
+
+    def get(self, job_id: str) -> Job:
+        job = self._find(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r} in this session", job_id=job_id)
+        return job
+
+    async def wait(self, job: Job) -> Job:
+        if job.task is not None:
+            await asyncio.shield(job.task)
+        return job
+
+    async def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if not job.status.finished and job.task is not None:
+            job.cancel_requested = True
+            job.task.cancel()
+            await asyncio.gather(job.task, return_exceptions=True)
+        return job
+
+    async def close(self) -> None:
+        """Stop a running job (harness shutting down); its log records the cancellation."""
+        if (job := self.current) is not None:
+            await self.cancel(job.id)
+
+    def recover(self) -> None:
+        """After a restart: jobs the previous process left running can never finish; say so."""
+        for meta_path in sorted(self._ws.jobs_dir.glob("*.json")):
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if meta.get("status") != JobStatus.RUNNING:
+                continue
+            job = self._load(meta["job_id"])
+            if job is None:
+                continue
+            job.log.reopen()
+            self._finish(job, JobStatus.FAILED, error={
+                "code": "harness_restarted",
+                "message": "the harness restarted while this job ran; send the prompt again "
+                "(the CLI session resumes)",
+            })
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def _run(self, job: Job, request: JobRequest) -> None:
+        started = time.monotonic()
+        state = self._ws.load_state()
+        resume_id = None if request.new_session else state.get("cli_session_id")
+        checkpoint = state.get("usage_checkpoint") or {}
+        baseline = (
+            Usage(**checkpoint["usage"])
+            if resume_id and checkpoint.get("cli_session_id") == resume_id
+            else None
+        )
+        spec = self._spec(request, resume_id)
+        parser = self._adapter.new_parser(usage_baseline=baseline, prices=self._settings.cli.prices)
+        job.log.append(JobEventKind.JOB_STARTED, {
+            "prompt": request.prompt, "cli": self._adapter.kind, "resume_id": resume_id,
+            "model": spec.model,
+        })
+        limits = self._settings.limits
+        process: CliProcess | None = None
+        status, error = JobStatus.FAILED, None
+        try:
+            self._adapter.write_config(spec)
+            invocation = self._adapter.invocation(spec)
+            process = CliProcess(
+                invocation.argv,
+                env=self._child_env(invocation.env),
+                cwd=spec.cwd,
+                max_line_bytes=limits.max_line_bytes,
+                stderr_tail_bytes=limits.stderr_tail_bytes,
+                kill_grace_s=limits.kill_grace_s,
+            )
+            async with asyncio.timeout(request.timeout_s or limits.job_timeout_s):
+                await process.start()
+                async for obj in process.objects():
+                    self._emit(job, parser.feed(obj))
+                job.exit_code = await process.wait()
+            self._emit(job, parser.finish(job.exit_code))
+            status = JobStatus.FAILED if parser.summary.is_error else JobStatus.SUCCEEDED
+            if parser.summary.is_error:
+                error = {"code": "cli_failed", "message": parser.summary.error or "the CLI run failed"}
+        except TimeoutError:
+            status = JobStatus.TIMEOUT
+            error = {"code": "timeout", "message": (
+                f"the job ran longer than {request.timeout_s or limits.job_timeout_s:g} s and was "
+                "stopped; is the model endpoint reachable? raise timeout_s for long tasks")}
+        except asyncio.CancelledError:
+            status = JobStatus.CANCELLED
+            error = {"code": "cancelled", "message": "the job was cancelled"}
+        except (TransportError, AdapterParseError) as exc:
+            error = {"code": exc.code, "message": exc.message, "details": _jsonable(exc.details)}
+        except Exception as exc:  # the job must end with a record whatever broke
+            logger.exception("job crashed", extra={"job_id": job.id})
+            error = {"code": "internal", "message": f"the harness failed running the job: {exc}"}
+        finally:
+            if process is not None:
+                code = await asyncio.shield(process.close())
+                job.exit_code = job.exit_code if job.exit_code is not None else code
+                if tail := process.stderr.text():
+                    job.log.append(EventKind.STDERR, {"tail": tail})
+        if status is JobStatus.SUCCEEDED and (usage := parser.usage_checkpoint) is not None:
+            self._update_state(usage_checkpoint={
+                "cli_session_id": parser.summary.cli_session_id, "usage": usage.model_dump()})
+        summary = parser.summary
+        if error is not None and not summary.is_error:
+            summary = summary.model_copy(update={"is_error": True, "error": error["message"]})
+        job.summary = summary
+        self._finish(job, status, error=error, duration_ms=int((time.monotonic() - started) * 1000))
+
+    def _emit(self, job: Job, events: list[AgentEvent]) -> None:
+        for event in events:
+            job.log.append(event.kind, event.data)
+            if event.kind == EventKind.SESSION_STARTED:
+                session_id = event.data.get("cli_session_id")
+                if session_id and self._ws.load_state().get("cli_session_id") != session_id:
+                    # Saved at once: a first turn that dies later can still be resumed.
+                    self._update_state(cli_session_id=session_id)
+
+    def _finish(self, job: Job, status: JobStatus, *, error: dict[str, Any] | None,
+                duration_ms: int | None = None) -> None:
+        job.status = status
+        job.error = error
+        job.finished_at = time.time()
+        job.log.append(JobEventKind.JOB_FINISHED, {
+            "status": status.value,
+            "summary": job.summary.model_dump() if job.summary else None,
+            "error": error,
+            "exit_code": job.exit_code,
+            "duration_ms": duration_ms,
+        })
+        job.log.close()
+        self._save_meta(job)
+        logger.info("job finished", extra={"job_id": job.id, "status": status.value,
+                                           "duration_ms": duration_ms})
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _spec(self, request: JobRequest, resume_id: str | None) -> RunSpec:
+        cli = self._settings.cli
+        return RunSpec(
+            prompt=request.prompt,
+            workspace=self._ws.root,
+            cwd=self._ws.session_repo,
+            home=self._ws.cli_home,
+            instruction_file=self._ws.root / self._adapter.instruction_file_name,
+            binary=cli.binary,
+            model=request.model or cli.model,
+            resume_id=resume_id,
+            system_prompt=cli.system_prompt,
+            provider=cli.provider,
+        )
+
+    def _child_env(self, adapter_env: dict[str, str]) -> dict[str, str]:
+        env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
+        env.setdefault("LANG", "C.UTF-8")
+        env["NO_COLOR"] = "1"
+        env.update(adapter_env)
+        return env
+
+    def _update_state(self, **changes: Any) -> None:
+        state = self._ws.load_state()
+        state.update(changes)
+        self._ws.save_state(state)
+
+    def _save_meta(self, job: Job) -> None:
+        meta = {"job_id": job.id, "prompt": job.prompt, **job.to_dict()}
+        path = self._ws.jobs_dir / f"{job.id}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _find(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id) or self._load(job_id)
+
+    def _load(self, job_id: str) -> Job | None:
+        if not _JOB_ID.fullmatch(job_id):
+            return None
+        meta_path = self._ws.jobs_dir / f"{job_id}.json"
+        if not meta_path.exists():
+            return None
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        job = Job(
+            id=job_id,
+            prompt=meta.get("prompt", ""),
+            log=EventLog.load(job_id, self._ws.jobs_dir / f"{job_id}.jsonl"),
+            status=JobStatus(meta["status"]),
+            created_at=meta.get("created_at") or 0.0,
+            finished_at=meta.get("finished_at"),
+            summary=RunSummary(**meta["summary"]) if meta.get("summary") else None,
+            error=meta.get("error"),
+            exit_code=meta.get("exit_code"),
+        )
+        self._jobs[job_id] = job
+        return job
+
+
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,145 @@
+"""Harness settings, read from the environment once at start-up and passed down.
+
+Every variable is prefixed ``VWM_``. Times are seconds, sizes bytes. The provider API key is a
+secret: it lives only in this object and in the CLI's environment, never in logs or on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.adapters import ADAPTERS
+from harness.adapters.base import Prices, ProviderConfig
+
+# The CLIs are installed per project (see harness/clis/package.json) into this folder.
+_PROJECT_CLI_BIN = Path(__file__).resolve().parent.parent / ".tools" / "clis" / "node_modules" / ".bin"
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a harness that can start; the message says which variable."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    session_token: str = field(default="", repr=False)
+    token_generated: bool = False
+    max_request_bytes: int = 1 << 20
+    heartbeat_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class CliSettings:
+    kind: str = "claude"
+    binary: str = "claude"
+    model: str | None = None
+    provider: ProviderConfig | None = field(default=None, repr=False)
+    prices: Prices | None = None
+    system_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    job_timeout_s: float = 1800.0
+    kill_grace_s: float = 5.0
+    max_line_bytes: int = 8 << 20
+    stderr_tail_bytes: int = 16 << 10
+    max_file_bytes: int = 32 << 20
+    subscriber_queue: int = 1024
+
+
+@dataclass(frozen=True)
+class HarnessSettings:
+    workspace: Path
+    server: ServerSettings
+    cli: CliSettings
+    limits: LimitSettings
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> HarnessSettings:
+        env = os.environ if env is None else env
+        kind = env.get("VWM_CLI", "claude")
+        if kind not in ADAPTERS:
+            raise SettingsError(f"VWM_CLI={kind!r} is not one of {', '.join(sorted(ADAPTERS))}")
+        token = env.get("VWM_SESSION_TOKEN", "")
+        server = ServerSettings(
+            host=env.get("VWM_HARNESS_HOST", "127.0.0.1"),
+            port=_int(env, "VWM_HARNESS_PORT", 8080),
+            session_token=token or secrets.token_urlsafe(24),
+            token_generated=not token,
+            max_request_bytes=_int(env, "VWM_MAX_REQUEST_BYTES", 1 << 20),
+            heartbeat_s=_float(env, "VWM_HEARTBEAT_S", 15.0),
+        )
+        base_url = env.get("VWM_PROVIDER_BASE_URL")
+        provider = (
+            ProviderConfig(base_url=base_url.rstrip("/"), api_key=env.get("VWM_PROVIDER_API_KEY", ""))
+            if base_url
+            else None
+        )
+        cli = CliSettings(
+            kind=kind,
+            binary=env.get("VWM_CLI_BIN") or _find_binary(kind),
+            model=env.get("VWM_MODEL") or None,
+            provider=provider,
+            prices=_prices(env.get("VWM_PRICES")),
+            system_prompt=env.get("VWM_SYSTEM_PROMPT") or None,
+        )
+        limits = LimitSettings(
+            job_timeout_s=_float(env, "VWM_JOB_TIMEOUT_S", 1800.0),
+            kill_grace_s=_float(env, "VWM_KILL_GRACE_S", 5.0),
+            max_line_bytes=_int(env, "VWM_MAX_LINE_BYTES", 8 << 20),
+            stderr_tail_bytes=_int(env, "VWM_STDERR_TAIL_BYTES", 16 << 10),
+            max_file_bytes=_int(env, "VWM_MAX_FILE_BYTES", 32 << 20),
+        )
+        workspace = Path(env.get("VWM_WORKSPACE", "workspace")).resolve()
+        return cls(workspace=workspace, server=server, cli=cli, limits=limits)
+
+
+def _find_binary(kind: str) -> str:
+    project_copy = _PROJECT_CLI_BIN / kind
+    if project_copy.exists():
+        return str(project_copy)
+    return shutil.which(kind) or kind
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} must be a whole number") from None
+    if value <= 0 and name != "VWM_HARNESS_PORT":
+        raise SettingsError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} must be a number of seconds") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def _prices(raw: str | None) -> Prices | None:
+    """``VWM_PRICES`` is JSON: USD per million tokens, e.g. {"input": 3, "output": 15, ...}."""
+    if not raw:
+        return None
+    try:
+        return Prices(**json.loads(raw))
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(f"VWM_PRICES is not a valid price table: {exc}") from None
