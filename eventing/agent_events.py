@@ -46,6 +46,8 @@ class Usage(BaseModel):
     """Token counts of one run, normalized across CLIs.
 
     ``input`` never includes cached tokens: ``input + cache_read + cache_write`` is the whole prompt.
+    ``output`` is every generated token, reasoning included; ``reasoning`` is the part of ``output``
+    that was reasoning, never to be added on top of it.
     """
 
     model_config = ConfigDict(frozen=True)

@@ -36,6 +36,7 @@ SLEEP_TRIGGER = re.compile(r"\bsleep\s+(?P<seconds>\d+(?:\.\d+)?)\b", re.IGNOREC
 WORKING_DIR_PATTERNS = (
     re.compile(r"<cwd>\s*(?P<dir>/[^<\n]*?)\s*</cwd>"),
     re.compile(r"working directory:\s*(?P<dir>/\S+)", re.IGNORECASE),
+    re.compile(r"Workspace Directories:\**\s*-\s*(?P<dir>/\S+)"),
 )
 
 
@@ -94,11 +95,15 @@ class Reply:
     tool_call: ToolCall | None = None
     duration: float = 0.0
     usage: Usage | None = None
-    """Usage to report; None lets the provider choose (fixed for turns, zero for auxiliary calls)."""
+    """Usage to report; None lets the provider choose (fixed for turns, zero for auxiliary)."""
 
     def describe(self) -> dict[str, Any]:
         if self.tool_call is not None:
-            return {"kind": "tool_call", "name": self.tool_call.name, "arguments": self.tool_call.arguments}
+            return {
+                "kind": "tool_call",
+                "name": self.tool_call.name,
+                "arguments": self.tool_call.arguments,
+            }
         return {"kind": "text", "text": self.text}
 
 
@@ -125,7 +130,9 @@ class DefaultScript:
     def reply(self, request: ModelRequest) -> Reply | Failure:
         duration = sleep_seconds(request.prompt)
         if request.json_schema is not None:
-            return Reply(text=json.dumps(example_for_schema(request.json_schema)), duration=duration)
+            return Reply(
+                text=json.dumps(example_for_schema(request.json_schema)), duration=duration
+            )
         name = file_to_write(request.prompt)
         if name is not None and request.tools:
             if request.tool_result_after_prompt:
@@ -172,7 +179,11 @@ def _file_writer_path_key(tool: ToolSpec) -> str | None:
     if "write" not in tool.name.lower() or "content" not in tool.properties:
         return None
     return next(
-        (key for key in ("file_path", "filePath", "path", "absolute_path") if key in tool.properties),
+        (
+            key
+            for key in ("file_path", "filePath", "path", "absolute_path")
+            if key in tool.properties
+        ),
         None,
     )
 

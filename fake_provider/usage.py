@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 class Usage:
     """Tokens of one model call.
 
-    `input` is the uncached prompt (prompt minus `cache_read` minus `cache_write`). `output` is every
-    generated token, reasoning included (that is how all four APIs bill); `reasoning` is the part of
-    `output` that was reasoning, so it is never added on top of `output`.
+    `input` is the uncached prompt (prompt minus `cache_read` minus `cache_write`). `output` is
+    every generated token, reasoning included (that is how all four APIs bill); `reasoning` is the
+    part of `output` that was reasoning, so it is never added on top of `output`.
     """
 
     input: int = 0

@@ -1,0 +1,120 @@
+"""The ledger: one entry per request the fake provider served, with the usage it reported.
+
+Written by the app (on the server's event loop), read by tests from other threads, hence the lock.
+Keys are never stored: only `key_id`, a short SHA-256 prefix that tells keys apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from fake_provider.usage import ZERO, Usage
+
+
+def key_id(api_key: str | None) -> str | None:
+    """A stable, non-reversible id of an API key (first 12 hex digits of its SHA-256)."""
+    if not api_key:
+        return None
+    return "sha256:" + hashlib.sha256(api_key.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One request. `kind` is "model" for a model call, else what the endpoint was for.
+
+    `counted` is true for model calls that offered tools (an agent's turn) and reported usage;
+    auxiliary calls (no tools offered: titles, routing, summaries) report zero usage and are not
+    counted, so the counted sum equals what each CLI reports as its own total.
+    """
+
+    seq: int
+    time: float
+    api: str
+    method: str
+    path: str
+    kind: str
+    status: int
+    model: str | None = None
+    key_id: str | None = None
+    stream: bool = False
+    tools_offered: tuple[str, ...] = ()
+    prompt: str = ""
+    answer: dict[str, Any] = field(default_factory=dict)
+    usage: Usage = ZERO
+    counted: bool = False
+    finished: bool = True
+    """False while a streamed answer is still being sent (or after the client went away)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "time": self.time,
+            "api": self.api,
+            "method": self.method,
+            "path": self.path,
+            "kind": self.kind,
+            "status": self.status,
+            "model": self.model,
+            "key_id": self.key_id,
+            "stream": self.stream,
+            "tools_offered": list(self.tools_offered),
+            "prompt": self.prompt,
+            "answer": self.answer,
+            "usage": self.usage.as_dict(),
+            "counted": self.counted,
+            "finished": self.finished,
+        }
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[LedgerEntry] = []
+        self._next_seq = 1
+
+    def record(self, **fields: Any) -> LedgerEntry:
+        with self._lock:
+            entry = LedgerEntry(seq=self._next_seq, time=time.time(), **fields)
+            self._next_seq += 1
+            self._entries.append(entry)
+            return entry
+
+    def mark_finished(self, seq: int) -> None:
+        with self._lock:
+            for index, entry in enumerate(self._entries):
+                if entry.seq == seq:
+                    self._entries[index] = replace(entry, finished=True)
+                    return
+
+    def entries(self, *, key: str | None = None, kind: str | None = None) -> list[LedgerEntry]:
+        """Entries in order, optionally only those made with API key `key` or of one kind."""
+        wanted = key_id(key) if key is not None else None
+        with self._lock:
+            return [
+                entry
+                for entry in self._entries
+                if (wanted is None or entry.key_id == wanted)
+                and (kind is None or entry.kind == kind)
+            ]
+
+    def model_calls(self, *, key: str | None = None) -> list[LedgerEntry]:
+        return self.entries(key=key, kind="model")
+
+    def counted_usage(self, *, key: str | None = None) -> Usage:
+        """Sum of the usage reported to counted calls: what a CLI's own total should equal."""
+        return Usage.total(entry.usage for entry in self.entries(key=key) if entry.counted)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def as_dict(self) -> dict[str, Any]:
+        entries = self.entries()
+        return {
+            "entries": [entry.as_dict() for entry in entries],
+            "counted_usage": Usage.total(e.usage for e in entries if e.counted).as_dict(),
+        }

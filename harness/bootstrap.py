@@ -1,0 +1,231 @@
+"""Bootstrap: turn an empty session volume into a workspace the CLI can work in.
+
+Called by the HTTP layer (``POST /v1/bootstrap``) before the first prompt, and again on every
+start of the harness for the same session. It clones the worker's knowledge base into
+``worker_repo/`` and the task into ``session_repo/``, and writes the CLI's instruction file at the
+workspace root. It is idempotent: repositories already cloned from the same URL are left exactly
+as they are (the agent's uncommitted work lives there), and the instruction file is rewritten
+only when its content changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.dataclasses import dataclass as model_dataclass
+
+from harness import gitops
+from harness.errors import Conflict
+from harness.workspace import Workspace, write_atomic
+
+logger = logging.getLogger(__name__)
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_INSTRUCTIONS = 512_000
+
+
+@model_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class RepoSpec:
+    """A repository to clone: any git URL (https, ssh, a local path or bare repository)."""
+
+    url: str = Field(min_length=1, max_length=4096)
+    branch: str = Field(default="main", min_length=1, max_length=255)
+
+    @field_validator("url", "branch")
+    @classmethod
+    def _no_option_or_control_chars(cls, value: str) -> str:
+        # A leading "-" would reach git as an option; control characters have no place in either.
+        if value.startswith("-") or _CONTROL_CHARS.search(value):
+            raise ValueError("must not start with '-' or contain control characters")
+        return value
+
+
+class BootstrapRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    worker_repo: RepoSpec | None = None
+    session_repo: RepoSpec | None = None
+    system_instructions: str = Field(default="", max_length=_MAX_INSTRUCTIONS)
+    worker_instructions: str = Field(default="", max_length=_MAX_INSTRUCTIONS)
+
+
+@dataclass(frozen=True)
+class BootstrapReport:
+    """What this bootstrap changed and what it found already in place, by workspace entry."""
+
+    changed: list[str]
+    unchanged: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"changed": self.changed, "unchanged": self.unchanged, "notes": self.notes}
+
+
+async def bootstrap(
+    ws: Workspace, request: BootstrapRequest, instruction_file_name: str
+) -> BootstrapReport:
+    """Bring the workspace in line with `request`; `instruction_file_name` is the CLI's own
+    (CLAUDE.md, AGENTS.md, GEMINI.md). Raises Conflict if a repository folder holds a clone of
+    another URL, GitError if a clone fails."""
+    if Path(instruction_file_name).name != instruction_file_name or instruction_file_name in (
+        "",
+        ".",
+        "..",
+    ):
+        raise ValueError(f"{instruction_file_name!r} is not a plain file name")
+    ws.ensure_dirs()
+    changed: list[str] = []
+    unchanged: list[str] = []
+    notes: list[str] = []
+
+    for label, dest, spec in (
+        ("worker_repo", ws.worker_repo, request.worker_repo),
+        ("session_repo", ws.session_repo, request.session_repo),
+    ):
+        if spec is not None:
+            did_clone, note = await _ensure_clone(label, dest, spec)
+        elif label == "session_repo":
+            did_clone, note = await _ensure_empty_repo(dest), None
+        else:
+            continue  # no knowledge base for this worker
+        (changed if did_clone else unchanged).append(label)
+        if note:
+            notes.append(note)
+
+    content = render_instructions(
+        request.system_instructions,
+        request.worker_instructions,
+        has_worker_repo=request.worker_repo is not None or ws.worker_repo.is_dir(),
+    )
+    if _write_if_changed(ws.root / instruction_file_name, content):
+        changed.append(instruction_file_name)
+        logger.info("instructions written", extra={"file": instruction_file_name})
+    else:
+        unchanged.append(instruction_file_name)
+
+    _record(ws, request, instruction_file_name, content)
+    logger.info("bootstrapped", extra={"changed": changed, "unchanged": unchanged})
+    return BootstrapReport(changed=changed, unchanged=unchanged, notes=notes)
+
+
+def render_instructions(system: str, worker: str, *, has_worker_repo: bool) -> str:
+    """The instruction file: system instructions, then the worker's, then the workspace layout."""
+    sections = ["<!-- Written by the VWM harness at bootstrap. Edits here are overwritten. -->"]
+    if system.strip():
+        sections.append(f"# System instructions\n\n{system.strip()}")
+    if worker.strip():
+        sections.append(f"# Worker instructions\n\n{worker.strip()}")
+    layout = [
+        "# Workspace",
+        "",
+        "The folder holding this file is your workspace:",
+        "",
+        "- `session_repo/` is the task of this session and your working directory. "
+        "Your changes there are committed and pushed when the session ends.",
+    ]
+    if has_worker_repo:
+        layout.append(
+            "- `worker_repo/` holds your knowledge base as this worker, kept across sessions. "
+            "Read it before you start; record there what future sessions should know. "
+            "It is committed and pushed when the session ends."
+        )
+    sections.append("\n".join(layout))
+    return "\n\n".join(sections) + "\n"
+
+
+async def _ensure_clone(label: str, dest: Path, spec: RepoSpec) -> tuple[bool, str | None]:
+    """Clone unless `dest` already is a clone of the same URL; never touches an existing clone."""
+    url = gitops.mask_credentials(spec.url)
+    if await gitops.is_clone_of(dest, spec.url):
+        branch = await gitops.current_branch(dest)
+        if branch != spec.branch:
+            logger.warning(
+                "existing clone is on another branch; left as it is",
+                extra={"repo": label, "branch": branch, "requested_branch": spec.branch},
+            )
+        logger.info("already cloned", extra={"repo": label, "url": url})
+        return False, None
+    if _holds_anything(dest):
+        origin = await gitops.remote_url(dest) if (dest / ".git").exists() else None
+        found = (
+            f"a clone of {gitops.mask_credentials(origin)}"
+            if origin
+            else "files that are not a clone of it"
+        )
+        raise Conflict(
+            f"{label}/ should be a clone of {url} but holds {found}; a workspace keeps its "
+            "repositories for its whole life: start a new session to work on another repository",
+            repo=label,
+            url=url,
+            found=gitops.mask_credentials(origin) if origin else None,
+        )
+    result = await gitops.clone(spec.url, spec.branch, dest)
+    logger.info(
+        "cloned",
+        extra={
+            "repo": label,
+            "url": url,
+            "branch": spec.branch,
+            "branch_created": result.created_branch,
+            "head": result.head,
+        },
+    )
+    note = None
+    if result.created_branch:
+        note = (
+            f"{label}: branch {spec.branch!r} does not exist on {url}; it was created locally "
+            "and is pushed at shutdown"
+        )
+    return True, note
+
+
+async def _ensure_empty_repo(dest: Path) -> bool:
+    if (dest / ".git").exists():
+        return False
+    await gitops.init(dest, "main")
+    logger.info("initialised empty repository", extra={"repo": "session_repo"})
+    return True
+
+
+def _holds_anything(path: Path) -> bool:
+    if not path.exists() and not path.is_symlink():
+        return False
+    return not path.is_dir() or path.is_symlink() or any(path.iterdir())
+
+
+def _write_if_changed(path: Path, content: str) -> bool:
+    data = content.encode()
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    write_atomic(path, data)
+    return True
+
+
+def _record(ws: Workspace, request: BootstrapRequest, file_name: str, content: str) -> None:
+    """Remember what the workspace was bootstrapped from; credentials and the instruction text
+    itself stay out (a hash says whether they changed)."""
+    record = {
+        "worker_repo": _repo_record(request.worker_repo),
+        "session_repo": _repo_record(request.session_repo),
+        "instruction_file": file_name,
+        "instructions_sha256": hashlib.sha256(content.encode()).hexdigest(),
+    }
+    state = ws.load_state()
+    if state.get("bootstrap") != record:
+        state["bootstrap"] = record
+        ws.save_state(state)
+
+
+def _repo_record(spec: RepoSpec | None) -> dict[str, str] | None:
+    if spec is None:
+        return None
+    return {"url": gitops.mask_credentials(spec.url), "branch": spec.branch}

@@ -1,0 +1,147 @@
+"""Failure paths with the real CLIs: bad key, provider down, cancel, timeout, a second job,
+an over-long output line, and SSE reconnects. Nothing may hang, and no process may be left behind.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import CLIS, bootstrap_body, harness_env, processes_in, start_harness
+from tests.support.harness_process import free_port
+from tests.support.sse import iter_sse
+
+pytestmark = pytest.mark.cli
+
+
+def _wait_for_no_processes(directory, timeout: float = 10) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := processes_in(directory)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+@pytest.fixture
+def booted(tmp_path, repos):
+    """Start a bootstrapped harness with the given CLI and env; stops it at the end."""
+    started = []
+
+    def boot(cli: str, env: dict[str, str]):
+        harness = start_harness(tmp_path, cli, env, name=f"ws{len(started)}")
+        started.append(harness)
+        with harness.client() as client:
+            assert client.post("/v1/bootstrap", json=bootstrap_body(repos)).status_code == 200
+        return harness
+
+    yield boot
+    for harness in started:
+        harness.stop()
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_bad_key_fails_the_job_quickly_with_a_clear_error(cli, booted, fake_provider):
+    harness = booted(cli, harness_env(cli, fake_provider.base_url, key="bad-key"))
+    started = time.monotonic()
+    with harness.client() as client:
+        job = client.post("/v1/jobs", json={"prompt": "say hello", "timeout_s": 60}).json()
+    assert time.monotonic() - started < 30
+    assert job["status"] == "failed", job
+    message = (job["error"] or {}).get("message", "") + str(job["summary"])
+    assert any(word in message.lower() for word in ("401", "api key", "unauthorized", "auth")), job
+    assert _wait_for_no_processes(harness.workspace) == []
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_provider_down_ends_the_job_within_its_timeout(cli, booted):
+    down = f"http://127.0.0.1:{free_port()}"
+    harness = booted(cli, harness_env(cli, down))
+    started = time.monotonic()
+    with harness.client() as client:
+        job = client.post("/v1/jobs", json={"prompt": "say hello", "timeout_s": 20}).json()
+    elapsed = time.monotonic() - started
+    assert job["status"] in ("failed", "timeout"), job
+    assert elapsed < 20 + 10, elapsed  # the timeout plus the kill grace
+    if job["status"] == "timeout":
+        assert job["error"]["code"] == "timeout"
+    assert _wait_for_no_processes(harness.workspace) == []
+
+
+@pytest.mark.parametrize("cli", ["claude", "codex"])
+def test_cancel_mid_run_and_a_concurrent_job_gets_409(cli, booted, fake_provider):
+    harness = booted(cli, harness_env(cli, fake_provider.base_url))
+    with harness.client() as client:
+        job = client.post("/v1/jobs", json={"prompt": "sleep 60", "mode": "async"})
+        assert job.status_code == 202, job.text
+        job_id = job.json()["job_id"]
+        second = client.post("/v1/jobs", json={"prompt": "say hello"})
+        assert second.status_code == 409
+        assert second.json()["error"]["code"] == "job_running"
+        # Let the CLI get going before cancelling it.
+        with client.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
+            for event in iter_sse(stream):
+                if event.event in ("session_started", "text_delta", "assistant_text"):
+                    break
+        cancelled = client.post(f"/v1/jobs/{job_id}/cancel").json()
+        assert cancelled["status"] == "cancelled"
+        assert _wait_for_no_processes(harness.workspace) == []
+        # The slot is free again.
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+        after = client.post("/v1/jobs", json={"prompt": "say hello"}).json()
+        assert after["status"] == "succeeded", after
+
+
+def test_wall_clock_timeout_kills_the_run(booted, fake_provider):
+    harness = booted("claude", harness_env("claude", fake_provider.base_url))
+    with harness.client() as client:
+        job = client.post("/v1/jobs", json={"prompt": "sleep 60", "timeout_s": 4}).json()
+    assert job["status"] == "timeout"
+    assert job["error"]["code"] == "timeout"
+    assert _wait_for_no_processes(harness.workspace) == []
+
+
+def test_over_long_output_line_fails_the_job_and_the_harness_survives(booted, fake_provider):
+    env = harness_env("claude", fake_provider.base_url, VWM_MAX_LINE_BYTES="300")
+    harness = booted("claude", env)
+    with harness.client() as client:
+        job = client.post("/v1/jobs", json={"prompt": "say hello"}).json()
+        assert job["status"] == "failed"
+        assert job["error"]["code"] == "line_too_long"
+        assert "VWM_MAX_LINE_BYTES" in job["error"]["message"]
+        assert client.get("/healthz").json()["status"] == "ok"
+    assert _wait_for_no_processes(harness.workspace) == []
+
+
+def test_sse_reconnect_with_last_event_id_gets_exactly_the_missed_events(booted, fake_provider):
+    harness = booted("claude", harness_env("claude", fake_provider.base_url))
+    with harness.client() as client:
+        job_id = client.post("/v1/jobs", json={"prompt": "sleep 3", "mode": "async"}).json()["job_id"]
+        first: list = []
+        with client.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
+            for event in iter_sse(stream):
+                first.append(event)
+                if len(first) == 2:
+                    break  # disconnect mid-job
+        headers = {"Last-Event-ID": first[-1].id}
+        with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as stream:
+            rest = list(iter_sse(stream))
+        assert rest[-1].event == "job_finished"
+        full = list(iter_sse(client.get(f"/v1/jobs/{job_id}/events")))
+    seen = [int(e.id) for e in first + rest]
+    assert seen == list(range(1, len(full) + 1))
+    assert [e.data for e in first + rest] == [e.data for e in full]
+
+
+def test_every_endpoint_but_health_needs_the_token(booted, fake_provider):
+    harness = booted("claude", harness_env("claude", fake_provider.base_url))
+    calls = [("GET", "/v1/jobs/x"), ("POST", "/v1/jobs"), ("POST", "/v1/bootstrap"),
+             ("GET", "/v1/jobs/x/events"), ("POST", "/v1/jobs/x/cancel"), ("GET", "/v1/files"),
+             ("GET", "/v1/files/content?path=a"), ("PUT", "/v1/files/content?path=a"),
+             ("DELETE", "/v1/files?path=a"), ("POST", "/v1/shutdown")]
+    for method, path in calls:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            response = httpx.request(method, harness.url + path, headers=headers)
+            assert response.status_code == 401, (method, path)
+            assert response.json()["error"]["code"] == "unauthorized"
+    assert httpx.get(harness.url + "/healthz").status_code == 200
