@@ -29,7 +29,12 @@ from harness.adapters import get_adapter  # noqa: E402
 from harness.adapters.base import ProviderConfig, RunSpec  # noqa: E402
 from tests.support.harness_process import CLI_BIN, HarnessProcess  # noqa: E402
 
-MODELS = {"claude": "claude-sonnet-4-5", "codex": "gpt-fake", "gemini": "gemini-fake", "opencode": None}
+MODELS = {
+    "claude": "claude-sonnet-4-5",
+    "codex": "gpt-fake",
+    "gemini": "gemini-fake",
+    "opencode": "fake-model",
+}
 PROMPT = "say hello"
 KEY = "bench-key"
 
@@ -39,17 +44,30 @@ def bare_run(cli: str, base_url: str, root: Path) -> float:
     (workspace / "session_repo").mkdir(parents=True)
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=workspace / "session_repo", check=True)
     adapter = get_adapter(cli)
-    spec = RunSpec(prompt=PROMPT, workspace=workspace, cwd=workspace / "session_repo",
-                   home=workspace / ".cli-home",
-                   instruction_file=workspace / adapter.instruction_file_name,
-                   binary=str(CLI_BIN / cli), model=MODELS[cli],
-                   provider=ProviderConfig(base_url=base_url, api_key=KEY))
+    spec = RunSpec(
+        prompt=PROMPT,
+        workspace=workspace,
+        cwd=workspace / "session_repo",
+        home=workspace / ".cli-home",
+        instruction_file=workspace / adapter.instruction_file_name,
+        binary=str(CLI_BIN / cli),
+        model=MODELS[cli],
+        provider=ProviderConfig(base_url=base_url, api_key=KEY),
+    )
     adapter.write_config(spec)
     invocation = adapter.invocation(spec)
     env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "NO_COLOR": "1", **invocation.env}
     started = time.perf_counter()
-    subprocess.run(invocation.argv, cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=True)
+    subprocess.run(
+        invocation.argv,
+        cwd=spec.cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=120,
+        check=True,
+    )
     return time.perf_counter() - started
 
 
@@ -66,8 +84,9 @@ def first_bytes(client: httpx.Client) -> tuple[float, float]:
     """Seconds to the first SSE byte, and to the first event that came from the CLI."""
     started = time.perf_counter()
     first_byte = first_cli_event = None
-    with client.stream("POST", "/v1/jobs", json={"prompt": PROMPT, "mode": "stream",
-                                                 "new_session": True}) as response:
+    with client.stream(
+        "POST", "/v1/jobs", json={"prompt": PROMPT, "mode": "stream", "new_session": True}
+    ) as response:
         for line in response.iter_lines():
             now = time.perf_counter() - started
             first_byte = first_byte or now
@@ -110,14 +129,19 @@ def main() -> None:
     parser.add_argument("--cli", action="append", choices=sorted(MODELS))
     args = parser.parse_args()
     clis = args.cli or list(MODELS)
-    print(f"{'cli':<9} {'bare p50':>9} {'harness p50':>12} {'ratio':>7} {'first byte':>11} "
-          f"{'first CLI event':>16}")
+    print(
+        f"{'cli':<9} {'bare p50':>9} {'harness p50':>12} {'ratio':>7} {'first byte':>11} "
+        f"{'first CLI event':>16}"
+    )
     with serve_in_thread() as provider, tempfile.TemporaryDirectory() as tmp:
         for cli in clis:
             row = bench_cli(cli, args.runs, provider.base_url, Path(tmp))
-            print(f"{cli:<9} {row['bare_median_s']:>8.2f}s {row['harness_median_s']:>11.2f}s "
-                  f"{row['ratio']:>7.3f} {row['first_byte_ms']:>9.1f}ms "
-                  f"{row['first_cli_event_ms']:>14.1f}ms", flush=True)
+            print(
+                f"{cli:<9} {row['bare_median_s']:>8.2f}s {row['harness_median_s']:>11.2f}s "
+                f"{row['ratio']:>7.3f} {row['first_byte_ms']:>9.1f}ms "
+                f"{row['first_cli_event_ms']:>14.1f}ms",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -20,14 +20,22 @@ def main() -> int:
         print(f"harness: {exc}", file=sys.stderr)
         return 2
     server = settings.server
-    print(f"harness: {settings.cli.kind} on http://{server.host}:{server.port}, "
-          f"workspace {settings.workspace}", flush=True)
+    print(
+        f"harness: {settings.cli.kind} on http://{server.host}:{server.port}, "
+        f"workspace {settings.workspace}",
+        flush=True,
+    )
     if server.token_generated:
         # Shown once, on the terminal only: the token is a secret and never goes to the log.
         print(f"harness: session token (generated): {server.session_token}", flush=True)
-    uvicorn.run(create_app(settings), host=server.host, port=server.port,
-                log_level=logging.getLevelName(logging.getLogger().level).lower(),
-                access_log=False, timeout_graceful_shutdown=10)
+    uvicorn.run(
+        create_app(settings),
+        host=server.host,
+        port=server.port,
+        log_level=logging.getLevelName(logging.getLogger().level).lower(),
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
     return 0
 
 

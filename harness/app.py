@@ -61,12 +61,14 @@ def _state(request: Request) -> HarnessState:
 
 async def health(request: Request) -> Response:
     state = _state(request)
-    return JSONResponse({
-        "status": "ok",
-        "cli": state.adapter.kind,
-        "bootstrapped": state.workspace.session_repo.is_dir(),
-        "running_job_id": state.runner.current.id if state.runner.current else None,
-    })
+    return JSONResponse(
+        {
+            "status": "ok",
+            "cli": state.adapter.kind,
+            "bootstrapped": state.workspace.session_repo.is_dir(),
+            "running_job_id": state.runner.current.id if state.runner.current else None,
+        }
+    )
 
 
 async def bootstrap_workspace(request: Request) -> Response:
@@ -136,8 +138,10 @@ def create_app(settings: HarnessSettings) -> Starlette:
         Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
         Route("/v1/jobs/{job_id}/events", job_events, methods=["GET"]),
         Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
-        *routes_files.routes(lambda request: _state(request).workspace,
-                             lambda request: _state(request).settings.limits.max_file_bytes),
+        *routes_files.routes(
+            lambda request: _state(request).workspace,
+            lambda request: _state(request).settings.limits.max_file_bytes,
+        ),
         Route("/v1/shutdown", shutdown, methods=["POST"]),
     ]
     return Starlette(

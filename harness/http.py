@@ -77,7 +77,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes", limit=limit)
+            raise PayloadTooLarge(
+                f"the request body is over the limit of {limit} bytes", limit=limit
+            )
     return bytes(body)
 
 

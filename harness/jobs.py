@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eventing.agent_events import AgentEvent, EventKind, RunSummary, Usage
 from eventing.job_events import JobEventKind, JobStatus
-from harness.adapters.base import Adapter, AdapterParseError, Parser, RunSpec
-from harness.errors import JobAlreadyRunning, NotBootstrapped, NotFound
+from harness.adapters.base import Adapter, Invocation, Parser, RunSpec
+from harness.errors import HarnessError, JobAlreadyRunning, NotBootstrapped, NotFound
 from harness.event_log import EventLog
 from harness.settings import HarnessSettings
 from harness.transport import CliProcess, TransportError
@@ -79,6 +79,13 @@ class Job:
         }
 
 
+@dataclass(frozen=True)
+class _PreparedRun:
+    spec: RunSpec
+    invocation: Invocation
+    parser: Parser
+
+
 class JobRunner:
     def __init__(self, settings: HarnessSettings, workspace: Workspace, adapter: Adapter) -> None:
         self._settings = settings
@@ -105,14 +112,19 @@ class JobRunner:
             )
         if not self._ws.session_repo.is_dir():
             raise NotBootstrapped("the workspace is not bootstrapped yet; POST /v1/bootstrap first")
+        # Set the run up before accepting the job, so a config problem is a 4xx, not a failed job.
+        run = self._prepare(request)
         job_id = request.job_id or f"job_{uuid.uuid4().hex}"
-        log = EventLog(job_id, self._ws.jobs_dir / f"{job_id}.jsonl",
-                       queue_size=self._settings.limits.subscriber_queue)
+        log = EventLog(
+            job_id,
+            self._ws.jobs_dir / f"{job_id}.jsonl",
+            queue_size=self._settings.limits.subscriber_queue,
+        )
         job = Job(id=job_id, prompt=request.prompt, log=log)
         self._jobs[job_id] = job
         self._current = job
         self._save_meta(job)
-        job.task = asyncio.create_task(self._run(job, request), name=f"job-{job_id}")
+        job.task = asyncio.create_task(self._run(job, request, run), name=f"job-{job_id}")
         return job, True
 
     def get(self, job_id: str) -> Job:
@@ -149,16 +161,19 @@ class JobRunner:
             if job is None:
                 continue
             job.log.reopen()
-            self._finish(job, JobStatus.FAILED, error={
-                "code": "harness_restarted",
-                "message": "the harness restarted while this job ran; send the prompt again "
-                "(the CLI session resumes)",
-            })
+            self._finish(
+                job,
+                JobStatus.FAILED,
+                error={
+                    "code": "harness_restarted",
+                    "message": "the harness restarted while this job ran; send the prompt again "
+                    "(the CLI session resumes)",
+                },
+            )
 
     # -- running -----------------------------------------------------------------------------
 
-    async def _run(self, job: Job, request: JobRequest) -> None:
-        started = time.monotonic()
+    def _prepare(self, request: JobRequest) -> _PreparedRun:
         state = self._ws.load_state()
         resume_id = None if request.new_session else state.get("cli_session_id")
         checkpoint = state.get("usage_checkpoint") or {}
@@ -168,17 +183,27 @@ class JobRunner:
             else None
         )
         spec = self._spec(request, resume_id)
+        self._adapter.write_config(spec)
+        invocation = self._adapter.invocation(spec)
         parser = self._adapter.new_parser(usage_baseline=baseline, prices=self._settings.cli.prices)
-        job.log.append(JobEventKind.JOB_STARTED, {
-            "prompt": request.prompt, "cli": self._adapter.kind, "resume_id": resume_id,
-            "model": spec.model,
-        })
+        return _PreparedRun(spec, invocation, parser)
+
+    async def _run(self, job: Job, request: JobRequest, run: _PreparedRun) -> None:
+        started = time.monotonic()
+        spec, invocation, parser = run.spec, run.invocation, run.parser
+        job.log.append(
+            JobEventKind.JOB_STARTED,
+            {
+                "prompt": request.prompt,
+                "cli": self._adapter.kind,
+                "resume_id": spec.resume_id,
+                "model": spec.model,
+            },
+        )
         limits = self._settings.limits
         process: CliProcess | None = None
         status, error = JobStatus.FAILED, None
         try:
-            self._adapter.write_config(spec)
-            invocation = self._adapter.invocation(spec)
             process = CliProcess(
                 invocation.argv,
                 env=self._child_env(invocation.env),
@@ -195,16 +220,23 @@ class JobRunner:
             self._emit(job, parser.finish(job.exit_code))
             status = JobStatus.FAILED if parser.summary.is_error else JobStatus.SUCCEEDED
             if parser.summary.is_error:
-                error = {"code": "cli_failed", "message": parser.summary.error or "the CLI run failed"}
+                error = {
+                    "code": "cli_failed",
+                    "message": parser.summary.error or "the CLI run failed",
+                }
         except TimeoutError:
             status = JobStatus.TIMEOUT
-            error = {"code": "timeout", "message": (
-                f"the job ran longer than {request.timeout_s or limits.job_timeout_s:g} s and was "
-                "stopped; is the model endpoint reachable? raise timeout_s for long tasks")}
+            error = {
+                "code": "timeout",
+                "message": (
+                    f"the job ran longer than {request.timeout_s or limits.job_timeout_s:g} s and was "
+                    "stopped; is the model endpoint reachable? raise timeout_s for long tasks"
+                ),
+            }
         except asyncio.CancelledError:
             status = JobStatus.CANCELLED
             error = {"code": "cancelled", "message": "the job was cancelled"}
-        except (TransportError, AdapterParseError) as exc:
+        except (TransportError, HarnessError) as exc:
             error = {"code": exc.code, "message": exc.message, "details": _jsonable(exc.details)}
         except Exception as exc:  # the job must end with a record whatever broke
             logger.exception("job crashed", extra={"job_id": job.id})
@@ -216,8 +248,12 @@ class JobRunner:
                 if tail := process.stderr.text():
                     job.log.append(EventKind.STDERR, {"tail": tail})
         if status is JobStatus.SUCCEEDED and (usage := parser.usage_checkpoint) is not None:
-            self._update_state(usage_checkpoint={
-                "cli_session_id": parser.summary.cli_session_id, "usage": usage.model_dump()})
+            self._update_state(
+                usage_checkpoint={
+                    "cli_session_id": parser.summary.cli_session_id,
+                    "usage": usage.model_dump(),
+                }
+            )
         summary = parser.summary
         if error is not None and not summary.is_error:
             summary = summary.model_copy(update={"is_error": True, "error": error["message"]})
@@ -233,22 +269,33 @@ class JobRunner:
                     # Saved at once: a first turn that dies later can still be resumed.
                     self._update_state(cli_session_id=session_id)
 
-    def _finish(self, job: Job, status: JobStatus, *, error: dict[str, Any] | None,
-                duration_ms: int | None = None) -> None:
+    def _finish(
+        self,
+        job: Job,
+        status: JobStatus,
+        *,
+        error: dict[str, Any] | None,
+        duration_ms: int | None = None,
+    ) -> None:
         job.status = status
         job.error = error
         job.finished_at = time.time()
-        job.log.append(JobEventKind.JOB_FINISHED, {
-            "status": status.value,
-            "summary": job.summary.model_dump() if job.summary else None,
-            "error": error,
-            "exit_code": job.exit_code,
-            "duration_ms": duration_ms,
-        })
+        job.log.append(
+            JobEventKind.JOB_FINISHED,
+            {
+                "status": status.value,
+                "summary": job.summary.model_dump() if job.summary else None,
+                "error": error,
+                "exit_code": job.exit_code,
+                "duration_ms": duration_ms,
+            },
+        )
         job.log.close()
         self._save_meta(job)
-        logger.info("job finished", extra={"job_id": job.id, "status": status.value,
-                                           "duration_ms": duration_ms})
+        logger.info(
+            "job finished",
+            extra={"job_id": job.id, "status": status.value, "duration_ms": duration_ms},
+        )
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -310,8 +357,6 @@ class JobRunner:
         )
         self._jobs[job_id] = job
         return job
-
-
 
 
 def _jsonable(value: Any) -> Any:

@@ -18,7 +18,9 @@ from harness.adapters import ADAPTERS
 from harness.adapters.base import Prices, ProviderConfig
 
 # The CLIs are installed per project (see harness/clis/package.json) into this folder.
-_PROJECT_CLI_BIN = Path(__file__).resolve().parent.parent / ".tools" / "clis" / "node_modules" / ".bin"
+_PROJECT_CLI_BIN = (
+    Path(__file__).resolve().parent.parent / ".tools" / "clis" / "node_modules" / ".bin"
+)
 
 
 class SettingsError(ValueError):
@@ -79,7 +81,9 @@ class HarnessSettings:
         )
         base_url = env.get("VWM_PROVIDER_BASE_URL")
         provider = (
-            ProviderConfig(base_url=base_url.rstrip("/"), api_key=env.get("VWM_PROVIDER_API_KEY", ""))
+            ProviderConfig(
+                base_url=base_url.rstrip("/"), api_key=env.get("VWM_PROVIDER_API_KEY", "")
+            )
             if base_url
             else None
         )

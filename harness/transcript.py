@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import gitops
-from harness.errors import GitError, PushRejected
+from harness.errors import GitError, HarnessError, PushRejected
 from harness.files import write_file
 from harness.workspace import Workspace
 
@@ -46,15 +46,26 @@ def write_transcript(ws: Workspace, session_repo: Path) -> Path | None:
 
 async def shutdown_repos(ws: Workspace, *, message: str = SHUTDOWN_MESSAGE) -> dict[str, Any]:
     """Transcript, then commit and push of session_repo and worker_repo (those that exist; a repo
-    without a remote is committed only). Returns ``{transcript, repos: {name: {committed, pushed,
-    error}}}``; raises PushRejected (or GitError if no push failed) after trying both, with the
+    without a remote is committed only). Returns ``{transcript, transcript_error, repos: {name:
+    {committed, pushed, error}}}``; a transcript that cannot be written does not stop the commits.
+    Raises PushRejected (or GitError if no push failed) after trying both, with the
     same per-repo outcomes in its details. Nothing is lost locally either way."""
-    transcript = write_transcript(ws, ws.session_repo) if _is_repo(ws.session_repo) else None
+    transcript, transcript_error = None, None
+    if _is_repo(ws.session_repo):
+        try:
+            transcript = write_transcript(ws, ws.session_repo)
+        except HarnessError as exc:  # e.g. the agent left a symlink at .vwm: still save the work
+            transcript_error = exc.to_dict()
+            logger.warning("transcript not written", extra={"error": exc.message})
     repos: dict[str, dict[str, Any]] = {}
     for label, repo in (("session_repo", ws.session_repo), ("worker_repo", ws.worker_repo)):
         if _is_repo(repo):
             repos[label] = await _save(label, repo, message)
-    outcome = {"transcript": str(transcript) if transcript else None, "repos": repos}
+    outcome = {
+        "transcript": str(transcript) if transcript else None,
+        "transcript_error": transcript_error,
+        "repos": repos,
+    }
     failed = {label: result["error"] for label, result in repos.items() if result["error"]}
     if failed:
         push_failed = any(error["code"] == PushRejected.code for error in failed.values())

@@ -15,8 +15,12 @@ CLIS = ("claude", "codex", "gemini", "opencode")
 
 # The model each CLI asks the fake provider for. The fake answers any model; these names only need
 # to satisfy the CLI's own checks (opencode wants provider/model, defined in its config).
-MODELS = {"claude": "claude-sonnet-4-5", "codex": "gpt-fake", "gemini": "gemini-fake",
-          "opencode": None}
+MODELS = {
+    "claude": "claude-sonnet-4-5",
+    "codex": "gpt-fake",
+    "gemini": "gemini-fake",
+    "opencode": "fake-model",
+}
 
 GOOD_KEY = "test-key"
 
@@ -27,8 +31,9 @@ def require_cli(cli: str) -> None:
 
 
 def git(*args: str, cwd: Path | None = None) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def make_bare_repo(path: Path, files: dict[str, str]) -> Path:
@@ -92,7 +97,9 @@ def processes_in(directory: Path) -> list[int]:
     return found
 
 
-def start_harness(tmp_path: Path, cli: str, env: dict[str, str], name: str = "ws") -> HarnessProcess:
+def start_harness(
+    tmp_path: Path, cli: str, env: dict[str, str], name: str = "ws"
+) -> HarnessProcess:
     require_cli(cli)
     harness = HarnessProcess(tmp_path / name, cli, env, tmp_path / f"{name}-harness.log")
     harness.start()

@@ -42,8 +42,9 @@ def test_prompt_tool_write_resume_restart_and_shutdown(cli, tmp_path, fake_provi
             assert (harness.workspace / "worker_repo" / "README.md").exists()
 
             mark = last_seq(fake_provider)
-            with client.stream("POST", "/v1/jobs",
-                               json={"prompt": "write hello.txt", "mode": "stream"}) as response:
+            with client.stream(
+                "POST", "/v1/jobs", json={"prompt": "write hello.txt", "mode": "stream"}
+            ) as response:
                 assert response.status_code == 200
                 assert response.headers["content-type"].startswith("text/event-stream")
                 events = list(iter_sse(response))

@@ -116,7 +116,9 @@ def test_over_long_output_line_fails_the_job_and_the_harness_survives(booted, fa
 def test_sse_reconnect_with_last_event_id_gets_exactly_the_missed_events(booted, fake_provider):
     harness = booted("claude", harness_env("claude", fake_provider.base_url))
     with harness.client() as client:
-        job_id = client.post("/v1/jobs", json={"prompt": "sleep 3", "mode": "async"}).json()["job_id"]
+        job_id = client.post("/v1/jobs", json={"prompt": "sleep 3", "mode": "async"}).json()[
+            "job_id"
+        ]
         first: list = []
         with client.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
             for event in iter_sse(stream):
@@ -135,10 +137,18 @@ def test_sse_reconnect_with_last_event_id_gets_exactly_the_missed_events(booted,
 
 def test_every_endpoint_but_health_needs_the_token(booted, fake_provider):
     harness = booted("claude", harness_env("claude", fake_provider.base_url))
-    calls = [("GET", "/v1/jobs/x"), ("POST", "/v1/jobs"), ("POST", "/v1/bootstrap"),
-             ("GET", "/v1/jobs/x/events"), ("POST", "/v1/jobs/x/cancel"), ("GET", "/v1/files"),
-             ("GET", "/v1/files/content?path=a"), ("PUT", "/v1/files/content?path=a"),
-             ("DELETE", "/v1/files?path=a"), ("POST", "/v1/shutdown")]
+    calls = [
+        ("GET", "/v1/jobs/x"),
+        ("POST", "/v1/jobs"),
+        ("POST", "/v1/bootstrap"),
+        ("GET", "/v1/jobs/x/events"),
+        ("POST", "/v1/jobs/x/cancel"),
+        ("GET", "/v1/files"),
+        ("GET", "/v1/files/content?path=a"),
+        ("PUT", "/v1/files/content?path=a"),
+        ("DELETE", "/v1/files?path=a"),
+        ("POST", "/v1/shutdown"),
+    ]
     for method, path in calls:
         for headers in ({}, {"Authorization": "Bearer wrong"}):
             response = httpx.request(method, harness.url + path, headers=headers)

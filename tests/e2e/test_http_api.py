@@ -11,8 +11,9 @@ from tests.e2e.conftest import bootstrap_body, start_harness
 
 @pytest.fixture
 def harness(tmp_path, repos):
-    harness = start_harness(tmp_path, "claude",
-                            {"VWM_MAX_FILE_BYTES": "1000", "VWM_MAX_REQUEST_BYTES": "2000"})
+    harness = start_harness(
+        tmp_path, "claude", {"VWM_MAX_FILE_BYTES": "1000", "VWM_MAX_REQUEST_BYTES": "2000"}
+    )
     with harness.client() as client:
         assert client.post("/v1/bootstrap", json=bootstrap_body(repos)).status_code == 200
     yield harness
@@ -29,20 +30,34 @@ def outside(tmp_path):
 
 def test_files_round_trip_inside_the_workspace(harness):
     with harness.client() as client:
-        put = client.put("/v1/files/content", params={"path": "session_repo/notes/a.txt"},
-                         content=b"hello")
+        put = client.put(
+            "/v1/files/content", params={"path": "session_repo/notes/a.txt"}, content=b"hello"
+        )
         assert put.status_code == 200, put.text
-        assert client.get("/v1/files/content", params={"path": "session_repo/notes/a.txt"}).content == b"hello"
+        assert (
+            client.get("/v1/files/content", params={"path": "session_repo/notes/a.txt"}).content
+            == b"hello"
+        )
         listing = client.get("/v1/files", params={"path": "session_repo/notes"}).json()["entries"]
         assert [entry["name"] for entry in listing] == ["a.txt"]
-        assert client.delete("/v1/files", params={"path": "session_repo/notes/a.txt"}).status_code == 204
+        assert (
+            client.delete("/v1/files", params={"path": "session_repo/notes/a.txt"}).status_code
+            == 204
+        )
         missing = client.get("/v1/files/content", params={"path": "session_repo/notes/a.txt"})
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "not_found"
 
 
-@pytest.mark.parametrize("path", ["../outside/secret.txt", "session_repo/../../outside/secret.txt",
-                                  "/etc/passwd", "session_repo/\x00x"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../outside/secret.txt",
+        "session_repo/../../outside/secret.txt",
+        "/etc/passwd",
+        "session_repo/\x00x",
+    ],
+)
 def test_path_escapes_are_refused_and_touch_nothing(harness, outside, path):
     before = (outside.read_bytes(), os.stat(outside).st_mtime_ns)
     with harness.client() as client:
@@ -64,10 +79,16 @@ def test_symlinks_pointing_outside_are_refused(harness, outside):
     with harness.client() as client:
         for path in ("session_repo/link/secret.txt", "session_repo/filelink"):
             assert client.get("/v1/files/content", params={"path": path}).status_code in (400, 403)
-            assert client.put("/v1/files/content", params={"path": path},
-                              content=b"pwned").status_code in (400, 403)
-        assert client.delete("/v1/files", params={"path": "session_repo/link/secret.txt"}).status_code in (400, 403)
-        assert client.get("/v1/files", params={"path": "session_repo/link"}).status_code in (400, 403)
+            assert client.put(
+                "/v1/files/content", params={"path": path}, content=b"pwned"
+            ).status_code in (400, 403)
+        assert client.delete(
+            "/v1/files", params={"path": "session_repo/link/secret.txt"}
+        ).status_code in (400, 403)
+        assert client.get("/v1/files", params={"path": "session_repo/link"}).status_code in (
+            400,
+            403,
+        )
     assert outside.exists()
     assert (outside.read_bytes(), os.stat(outside).st_mtime_ns) == before
 
@@ -75,7 +96,9 @@ def test_symlinks_pointing_outside_are_refused(harness, outside):
 def test_bad_input_gets_4xx_json_never_500(harness):
     with harness.client() as client:
         cases = [
-            client.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}),
+            client.post(
+                "/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}
+            ),
             client.post("/v1/jobs", json=["a list"]),
             client.post("/v1/jobs", json={"prompt": 42}),
             client.post("/v1/jobs", json={"prompt": ""}),
@@ -88,11 +111,17 @@ def test_bad_input_gets_4xx_json_never_500(harness):
             client.get("/v1/jobs/nope/events"),
             client.get("/v1/jobs/x/events", headers={"Last-Event-ID": "abc"}),
             client.post("/v1/jobs/nope/cancel"),
-            client.put("/v1/files/content", params={"path": "session_repo/big"}, content=b"x" * 1001),
+            client.put(
+                "/v1/files/content", params={"path": "session_repo/big"}, content=b"x" * 1001
+            ),
             client.get("/v1/nowhere"),
         ]
         for response in cases:
-            assert 400 <= response.status_code < 500, (response.request.url, response.status_code, response.text)
+            assert 400 <= response.status_code < 500, (
+                response.request.url,
+                response.status_code,
+                response.text,
+            )
             error = response.json()["error"]
             assert error["code"] and error["message"]
         assert cases[0].json()["error"]["code"] == "bad_request"

@@ -1,4 +1,5 @@
-"""Fixtures for the fake provider's own tests: a provider on a real loopback socket, an httpx client."""
+"""Fixtures for the fake provider's own tests: one provider on a real loopback socket per module
+(its ledger emptied before each test), and an httpx client for it."""
 
 from __future__ import annotations
 
@@ -10,10 +11,16 @@ import pytest
 from fake_provider.testing import RunningProvider, serve_in_thread
 
 
-@pytest.fixture
-def provider() -> Iterator[RunningProvider]:
+@pytest.fixture(scope="module")
+def running_provider() -> Iterator[RunningProvider]:
     with serve_in_thread() as running:
         yield running
+
+
+@pytest.fixture
+def provider(running_provider: RunningProvider) -> RunningProvider:
+    running_provider.ledger.reset()
+    return running_provider
 
 
 @pytest.fixture

@@ -195,3 +195,11 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+async def test_transports_that_run_programs_are_not_allowed(tmp_path):
+    marker = tmp_path / "pwned"
+    with pytest.raises(GitError) as caught:
+        await gitops.clone(f"ext::sh -c touch% {marker}", "main", tmp_path / "dest")
+    assert "not allowed" in caught.value.message
+    assert not marker.exists()

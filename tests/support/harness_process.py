@@ -49,8 +49,13 @@ class HarnessProcess:
     def start(self, timeout: float = 30) -> None:
         log = self._log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness"], cwd=REPO_ROOT, env=self._env,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            [sys.executable, "-m", "harness"],
+            cwd=REPO_ROOT,
+            env=self._env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -78,13 +83,15 @@ class HarnessProcess:
         return self._log_path.read_text(errors="replace") if self._log_path.exists() else ""
 
     def client(self, timeout: float = 120) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout,
-                            headers={"Authorization": f"Bearer {TOKEN}"})
+        return httpx.Client(
+            base_url=self.url, timeout=timeout, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
 
 
 @contextmanager
-def running_harness(workspace: Path, cli: str, env: Mapping[str, str],
-                    log_path: Path) -> Iterator[HarnessProcess]:
+def running_harness(
+    workspace: Path, cli: str, env: Mapping[str, str], log_path: Path
+) -> Iterator[HarnessProcess]:
     harness = HarnessProcess(workspace, cli, env, log_path)
     harness.start()
     try:
