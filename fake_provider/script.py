@@ -8,7 +8,8 @@ Default triggers (matched in the last user prompt, case-insensitive):
 - `write NAME` / `create NAME` (optionally "a file named NAME"), where NAME is a relative file name
   with an extension: one call of the CLI's own file-writing tool (or its shell tool) that writes
   NAME with `FILE_CONTENT`; once a tool result follows the prompt, the text `done: wrote NAME`.
-- `sleep N`: the answer streams over N seconds, first chunk at once.
+- `sleep N`: the answer streams over N seconds, first chunk at once (only when tools are offered:
+  auxiliary calls answer at once).
 - anything else: the text `TEXT`. A request that asks for JSON output gets a minimal object that
   fits the requested schema.
 """
@@ -128,7 +129,9 @@ class DefaultScript:
     """The triggers described in the module docstring."""
 
     def reply(self, request: ModelRequest) -> Reply | Failure:
-        duration = sleep_seconds(request.prompt)
+        # Only a turn (tools offered) is slowed down: a CLI's auxiliary calls (titles, routing)
+        # answer at once, so "sleep N" holds the agent's answer, not the CLI's bookkeeping.
+        duration = sleep_seconds(request.prompt) if request.tools else 0.0
         if request.json_schema is not None:
             return Reply(
                 text=json.dumps(example_for_schema(request.json_schema)), duration=duration

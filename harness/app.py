@@ -17,10 +17,11 @@ Endpoints (all but ``/healthz`` need ``Authorization: Bearer <session token>``):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from starlette.applications import Starlette
@@ -33,6 +34,7 @@ from harness import routes_files
 from harness.adapters import get_adapter
 from harness.adapters.base import Adapter
 from harness.bootstrap import BootstrapRequest, bootstrap
+from harness.errors import JobAlreadyRunning
 from harness.http import EXCEPTION_HANDLERS, TokenAuth, parse_json
 from harness.jobs import JobRequest, JobRunner
 from harness.settings import HarnessSettings
@@ -53,6 +55,7 @@ class HarnessState:
     workspace: Workspace
     adapter: Adapter
     runner: JobRunner
+    bootstrap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def _state(request: Request) -> HarnessState:
@@ -74,8 +77,14 @@ async def health(request: Request) -> Response:
 async def bootstrap_workspace(request: Request) -> Response:
     state = _state(request)
     body = await parse_json(request, BootstrapRequest, state.settings.server.max_request_bytes)
-    report = await bootstrap(state.workspace, body, state.adapter.instruction_file_name)
-    return JSONResponse({"changed": report.changed, "unchanged": report.unchanged})
+    if (running := state.runner.current) is not None:
+        raise JobAlreadyRunning(
+            f"job {running.id} is running; bootstrap again when it has finished",
+            running_job_id=running.id,
+        )
+    async with state.bootstrap_lock:  # one bootstrap at a time per workspace
+        report = await bootstrap(state.workspace, body, state.adapter.instruction_file_name)
+    return JSONResponse(report.to_dict())
 
 
 async def create_job(request: Request) -> Response:

@@ -37,6 +37,11 @@ class Unauthorized(HarnessError):
     code = "unauthorized"
 
 
+class Forbidden(HarnessError):
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(HarnessError):
     status_code = 404
     code = "not_found"

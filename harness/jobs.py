@@ -33,8 +33,25 @@ from harness.workspace import Workspace
 logger = logging.getLogger(__name__)
 
 # Only these variables of the harness's own environment reach the CLI: the session token and any
-# other secret of the harness must not be readable by the agent's shell commands.
+# other secret of the harness must not be readable by the agent's shell commands. Vendor keys pass
+# through for workers that use the vendor's endpoint (a configured provider overrides them).
 _INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS")
+_VENDOR_ENV = (
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "OPENAI_API_KEY",
+    "CODEX_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "GOOGLE_GEMINI_BASE_URL",
+)
+# HOME points into the workspace, so the agent's own git commits need an identity from here.
+_AGENT_GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "VWM agent",
+    "GIT_AUTHOR_EMAIL": "agent@vwm.invalid",
+    "GIT_COMMITTER_NAME": "VWM agent",
+    "GIT_COMMITTER_EMAIL": "agent@vwm.invalid",
+}
 
 
 # Job ids name files on the volume: only this alphabet, so an id can never be a path.
@@ -315,9 +332,11 @@ class JobRunner:
         )
 
     def _child_env(self, adapter_env: dict[str, str]) -> dict[str, str]:
-        env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
+        inherited = _INHERITED_ENV + (_VENDOR_ENV if self._settings.cli.provider is None else ())
+        env = {name: os.environ[name] for name in inherited if name in os.environ}
         env.setdefault("LANG", "C.UTF-8")
         env["NO_COLOR"] = "1"
+        env.update(_AGENT_GIT_IDENTITY)
         env.update(adapter_env)
         return env
 

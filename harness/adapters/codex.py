@@ -141,13 +141,14 @@ class CodexParser(Parser):
 
 
 def _usage(usage: dict[str, Any]) -> Usage:
-    """Codex's cumulative thread usage, normalized; `input_tokens` includes the cached part and
-    `output_tokens` the reasoning part."""
+    """Codex's cumulative thread usage, normalized. `input_tokens` is the whole prompt (as in the
+    Responses API), cache reads and writes included; `output_tokens` includes reasoning."""
     cached = usage.get("cached_input_tokens", 0)
+    written = usage.get("cache_write_input_tokens", 0)
     return Usage(
-        input=max(0, usage["input_tokens"] - cached),
+        input=max(0, usage["input_tokens"] - cached - written),
         cache_read=cached,
-        cache_write=usage.get("cache_write_input_tokens", 0),
+        cache_write=written,
         output=usage["output_tokens"],
         reasoning=usage.get("reasoning_output_tokens", 0),
     )

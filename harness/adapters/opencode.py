@@ -94,8 +94,7 @@ def _model_ref(spec: RunSpec) -> str | None:
         return spec.model  # already "provider/model" for a vendor opencode knows
     if not spec.model:
         raise AdapterConfigError(
-            "opencode needs a model name to use a custom provider; set VWM_MODEL or the job's "
-            "model"
+            "opencode needs a model name to use a custom provider; set VWM_MODEL or the job's model"
         )
     return f"{_PROVIDER_ID}/{spec.model}"
 

@@ -145,11 +145,13 @@ EXPECTED: dict[str, Expected] = {
     "gemini/instr.json": Expected(
         "792ea58d-13fc-4c9e-8d28-d0334757ee56", HELLO, (190, 10, 0, 28, 4)
     ),
-    "gemini/text.json": Expected("590bfcbc-d6bf-4d97-a6e1-946c9f83faac", HELLO, (190, 10, 0, 28, 4)),
+    "gemini/text.json": Expected(
+        "590bfcbc-d6bf-4d97-a6e1-946c9f83faac", HELLO, (190, 10, 0, 28, 4)
+    ),
     "gemini/tool-default-approval.json": Expected(
         "b099662d-b15d-4e16-b0cd-c0af790ee8d1", DONE, (285, 15, 0, 42, 6)
     ),
-    # Gemini stream-json: output_tokens (24) is candidates only; total 228 − prompt 200 − 24 = 4
+    # Gemini stream-json: output_tokens (24) is candidates only; total 228 - prompt 200 - 24 = 4
     # thoughts, so output 28 with reasoning 4, as json mode says for the same run shape.
     "gemini/bad-key.jsonl": Expected(
         "f7a29538-a7cc-462b-b803-f336433a32d4",
@@ -172,7 +174,9 @@ EXPECTED: dict[str, Expected] = {
     "gemini/text.jsonl": Expected(
         "e739ec1c-d100-4e25-959a-da547a57d000", HELLO, (190, 10, 0, 28, 4)
     ),
-    "gemini/tool.jsonl": Expected("cc7aa6b8-841d-42a6-8c5d-19e3edaa6640", DONE, (285, 15, 0, 42, 6)),
+    "gemini/tool.jsonl": Expected(
+        "cc7aa6b8-841d-42a6-8c5d-19e3edaa6640", DONE, (285, 15, 0, 42, 6)
+    ),
     # OpenCode: step_finish tokens summed; cost 0 is what it reports for a model without prices.
     "opencode/bad-key.jsonl": Expected(
         "ses_df3ecf239ffergIkhskHxknv8b",
@@ -201,10 +205,18 @@ EXPECTED: dict[str, Expected] = {
         "ses_df3ed41fbffeCCrclLIOG7hu5E", HELLO, (95, 5, 0, 12, 0), cost=0.0, cost_source="reported"
     ),
     "opencode/tool-no-npm-registry.jsonl": Expected(
-        "ses_df3e936f5ffeYVp9wEQ67lzPrp", DONE, (190, 10, 0, 24, 0), cost=0.0, cost_source="reported"
+        "ses_df3e936f5ffeYVp9wEQ67lzPrp",
+        DONE,
+        (190, 10, 0, 24, 0),
+        cost=0.0,
+        cost_source="reported",
     ),
     "opencode/tool.jsonl": Expected(
-        "ses_df3ed255bffeOAfJwZGLD0rwc3", DONE, (190, 10, 0, 24, 0), cost=0.0, cost_source="reported"
+        "ses_df3ed255bffeOAfJwZGLD0rwc3",
+        DONE,
+        (190, 10, 0, 24, 0),
+        cost=0.0,
+        cost_source="reported",
     ),
     # `opencode serve` HTTP responses, not `run` stdout: nothing in them is a run event (no
     # "type"; one is a JSON array), so the run has no end and no session.

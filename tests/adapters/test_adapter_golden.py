@@ -44,7 +44,7 @@ def test_every_transcript_has_a_hand_written_expectation():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_transcript_parses_to_its_expectation(name: str):
     expected = EXPECTED[name]
-    events, parser = _replay(name)
+    _, parser = _replay(name)
     summary = parser.summary
     usage = summary.usage
     assert summary.cli_session_id == expected.session

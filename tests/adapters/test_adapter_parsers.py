@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -151,7 +152,9 @@ def test_opencode_counts_reasoning_as_output_and_sums_reported_cost():
         },
     }
     replay(parser, [step, step], exit_code=0)
-    assert parser.summary.usage == Usage(input=20, cache_read=4, cache_write=2, output=20, reasoning=12)
+    assert parser.summary.usage == Usage(
+        input=20, cache_read=4, cache_write=2, output=20, reasoning=12
+    )
     assert (parser.summary.cost_usd, parser.summary.cost_source) == (0.5, "reported")
 
 
@@ -166,7 +169,7 @@ def test_codex_resumed_turn_reports_its_own_usage():
 
     second = ADAPTERS["codex"].new_parser(usage_baseline=baseline)
     replay(second, _objects("codex/resume.jsonl"))
-    # (300 − 15) − (200 − 10) uncached input, 15 − 10 cached, 36 − 24 output, 9 − 6 reasoning.
+    # (300 - 15) - (200 - 10) uncached input, 15 - 10 cached, 36 - 24 output, 9 - 6 reasoning.
     assert second.summary.usage == Usage(input=95, cache_read=5, output=12, reasoning=3)
     assert second.usage_checkpoint == Usage(input=285, cache_read=15, output=36, reasoning=9)
 
@@ -240,10 +243,18 @@ def test_usage_event_carries_cost():
 
 def test_claude_error_result_without_result_text_uses_its_errors():
     parser = ADAPTERS["claude"].new_parser()
-    replay(parser, [{
-        "type": "result", "subtype": "error_during_execution", "is_error": True,
-        "session_id": "s1", "errors": ["tool crashed"],
-    }])  # fmt: skip
+    replay(
+        parser,
+        [
+            {
+                "type": "result",
+                "subtype": "error_during_execution",
+                "is_error": True,
+                "session_id": "s1",
+                "errors": ["tool crashed"],
+            }
+        ],
+    )
     assert parser.summary.is_error
     assert parser.summary.error == "tool crashed"
     assert parser.summary.final_text == ""
@@ -251,24 +262,38 @@ def test_claude_error_result_without_result_text_uses_its_errors():
 
 def test_claude_tool_result_blocks_are_joined_and_errors_flagged():
     parser = ADAPTERS["claude"].new_parser()
-    [result] = parser.feed({
-        "type": "user",
-        "message": {"role": "user", "content": [{
-            "type": "tool_result", "tool_use_id": "t1", "is_error": True,
-            "content": [{"type": "text", "text": "exit 1: "}, {"type": "text", "text": "boom"}],
-        }]},
-    })  # fmt: skip
+    [result] = parser.feed(
+        {
+            "type": "user",
+            "message": {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "is_error": True,
+                        "content": [
+                            {"type": "text", "text": "exit 1: "},
+                            {"type": "text", "text": "boom"},
+                        ],
+                    }
+                ],
+            },
+        }
+    )
     assert result.data == {"id": "t1", "output": "exit 1: boom", "is_error": True}
 
 
 def test_gemini_json_mode_error_document_is_a_terminal_error():
     # What gemini printed (to stderr) without the auth setting: the same shape as a json-mode run.
     text = (transcripts_dir() / "gemini/gateway-auth-invalid.stderr.txt").read_text()
-    import json
-
     parser = ADAPTERS["gemini"].new_parser()
     events = replay(parser, [json.loads(text)])
-    assert [e.kind for e in events] == [EventKind.SESSION_STARTED, EventKind.USAGE, EventKind.RESULT]
+    assert [e.kind for e in events] == [
+        EventKind.SESSION_STARTED,
+        EventKind.USAGE,
+        EventKind.RESULT,
+    ]
     assert parser.summary.cli_session_id == "cbf9d2d5-ec2a-4bd5-915a-18d702c68bb8"
     assert parser.summary.is_error
     assert parser.summary.error == "Invalid auth method selected."
@@ -276,16 +301,28 @@ def test_gemini_json_mode_error_document_is_a_terminal_error():
 
 def test_gemini_failed_tool_and_text_around_it():
     parser = ADAPTERS["gemini"].new_parser()
-    events = replay(parser, [
-        {"type": "init", "session_id": "g1", "model": "m"},
-        {"type": "message", "role": "assistant", "content": "Let me ", "delta": True},
-        {"type": "message", "role": "assistant", "content": "try.", "delta": True},
-        {"type": "tool_use", "tool_name": "run_shell_command", "tool_id": "t1", "parameters": {}},
-        {"type": "tool_result", "tool_id": "t1", "status": "error",
-         "error": {"type": "denied", "message": "not allowed"}},
-        {"type": "message", "role": "assistant", "content": " Done.", "delta": True},
-        {"type": "result", "status": "success", "stats": {}},
-    ])  # fmt: skip
+    events = replay(
+        parser,
+        [
+            {"type": "init", "session_id": "g1", "model": "m"},
+            {"type": "message", "role": "assistant", "content": "Let me ", "delta": True},
+            {"type": "message", "role": "assistant", "content": "try.", "delta": True},
+            {
+                "type": "tool_use",
+                "tool_name": "run_shell_command",
+                "tool_id": "t1",
+                "parameters": {},
+            },
+            {
+                "type": "tool_result",
+                "tool_id": "t1",
+                "status": "error",
+                "error": {"type": "denied", "message": "not allowed"},
+            },
+            {"type": "message", "role": "assistant", "content": " Done.", "delta": True},
+            {"type": "result", "status": "success", "stats": {}},
+        ],
+    )
     texts = [e.data["text"] for e in events if e.kind == EventKind.ASSISTANT_TEXT]
     assert texts == ["Let me try.", " Done."]
     [result] = [e.data for e in events if e.kind == EventKind.TOOL_RESULT]
@@ -295,8 +332,12 @@ def test_gemini_failed_tool_and_text_around_it():
 
 def test_codex_file_change_arrives_completed_only():
     parser = ADAPTERS["codex"].new_parser()
-    item = {"id": "i3", "type": "file_change", "status": "completed",
-            "changes": [{"path": "a.txt", "kind": "add"}]}  # fmt: skip
+    item = {
+        "id": "i3",
+        "type": "file_change",
+        "status": "completed",
+        "changes": [{"path": "a.txt", "kind": "add"}],
+    }
     call, result = parser.feed({"type": "item.completed", "item": item})
     assert (call.kind, result.kind) == (EventKind.TOOL_CALL, EventKind.TOOL_RESULT)
     assert call.data["name"] == "file_change"
@@ -305,8 +346,14 @@ def test_codex_file_change_arrives_completed_only():
 
 def test_codex_failed_command_is_a_tool_error():
     parser = ADAPTERS["codex"].new_parser()
-    item = {"id": "i1", "type": "command_execution", "command": "false",
-            "aggregated_output": "", "exit_code": 1, "status": "failed"}  # fmt: skip
+    item = {
+        "id": "i1",
+        "type": "command_execution",
+        "command": "false",
+        "aggregated_output": "",
+        "exit_code": 1,
+        "status": "failed",
+    }
     events = parser.feed({"type": "item.completed", "item": item})
     assert [e.kind for e in events] == [EventKind.TOOL_CALL, EventKind.TOOL_RESULT]
     assert events[1].data["is_error"] is True

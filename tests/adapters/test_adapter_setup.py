@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from dataclasses import replace
 from pathlib import Path
@@ -239,11 +240,7 @@ def test_write_config_is_idempotent(cli: str, workspace: Path):
     spec = spec_for(cli, workspace, system_prompt="Be brief.")
     spec.instruction_file.write_text("Use tabs.\n")
     ADAPTERS[cli].write_config(spec)
-    first = _files(spec.home)
-    for path in first:  # make a rewrite visible even on a coarse clock
-        path.touch()
-        import os
-
+    for path in _files(spec.home):  # an old mtime makes any rewrite visible, whatever the clock
         os.utime(path, ns=(1_000_000_000, 1_000_000_000))
     before = _files(spec.home)
     ADAPTERS[cli].write_config(spec)

@@ -130,3 +130,20 @@ def test_bad_input_gets_4xx_json_never_500(harness):
         assert cases[13].status_code == 413
         assert not (harness.workspace / "session_repo" / "big").exists()
         assert list((harness.workspace / ".vwm" / "jobs").glob("*")) == []
+
+
+def test_cli_state_is_never_served_and_harness_state_is_read_only(harness):
+    (harness.workspace / ".cli-home").mkdir(exist_ok=True)
+    (harness.workspace / ".cli-home" / "credentials.json").write_text('{"key": "secret"}')
+    with harness.client() as client:
+        hidden = client.get("/v1/files/content", params={"path": ".cli-home/credentials.json"})
+        assert hidden.status_code == 403
+        assert hidden.json()["error"]["code"] == "forbidden"
+        assert client.get("/v1/files", params={"path": ".cli-home"}).status_code == 403
+        assert (
+            client.get("/v1/files/content", params={"path": ".vwm/state.json"}).status_code == 200
+        )
+        write = client.put("/v1/files/content", params={"path": ".vwm/state.json"}, content=b"{}")
+        assert write.status_code == 403
+        assert client.delete("/v1/files", params={"path": ".vwm"}).status_code == 403
+    assert (harness.workspace / ".vwm" / "state.json").read_text() != "{}"

@@ -7,6 +7,7 @@ run touches lives under one root directory: HOME, the CLI's state dirs, TMPDIR, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -32,6 +33,7 @@ class CliResult:
     stdout: str
     stderr: str
     seconds: float
+    workspace: Path
     events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -285,6 +287,7 @@ def isolated_env(root: Path) -> dict[str, str]:
 
 
 def git_workspace(root: Path) -> Path:
+    """`root/workspace`, a fresh git repository: the CLI's working directory."""
     workspace = root / "workspace"
     workspace.mkdir(parents=True, exist_ok=True)
     subprocess.run(["git", "init", "-q", str(workspace)], check=True, capture_output=True)
@@ -312,10 +315,8 @@ def launch(
 
 def kill_group(proc: subprocess.Popen[str]) -> None:
     """Kill what is left of the run's process group (the CLI, or helpers it left behind)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def run_cli(
@@ -333,6 +334,7 @@ def run_cli(
         exit_code = None
     finally:
         kill_group(proc)
-    result = CliResult(cli.name, exit_code, stdout, stderr, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    result = CliResult(cli.name, exit_code, stdout, stderr, seconds, root / "workspace")
     result.events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     return result

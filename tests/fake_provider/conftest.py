@@ -27,3 +27,17 @@ def provider(running_provider: RunningProvider) -> RunningProvider:
 def client(provider: RunningProvider) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=provider.base_url, timeout=30) as http:
         yield http
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List how long each real-CLI run took (recorded by test_real_clis.py)."""
+    rows = [
+        (report.nodeid.split("::")[-1], value)
+        for report in terminalreporter.getreports("passed") + terminalreporter.getreports("failed")
+        for name, value in report.user_properties
+        if name == "cli_seconds"
+    ]
+    if rows:
+        terminalreporter.section("real CLI wall times (s)")
+        for test, seconds in sorted(rows):
+            terminalreporter.write_line(f"{seconds:7.2f}  {test}")

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from fake_provider import FakeProvider, Failure, ModelRequest, Reply, Usage, serve_in_thread
+from fake_provider import Failure, FakeProvider, ModelRequest, Reply, Usage, serve_in_thread
 from fake_provider.ledger import key_id
 from fake_provider.testing import RunningProvider
 from tests.support.sse import iter_sse

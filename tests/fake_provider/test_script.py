@@ -88,7 +88,9 @@ def test_write_without_a_known_working_directory_uses_the_bare_name() -> None:
 def test_write_falls_back_to_a_shell_tool_with_its_argument_shape() -> None:
     codex = DefaultScript().reply(request("write hello.txt", CODEX_EXEC))
     assert codex == Reply(
-        tool_call=ToolCall("exec_command", {"cmd": "printf %s 'hello from fake model\n' > hello.txt"})
+        tool_call=ToolCall(
+            "exec_command", {"cmd": "printf %s 'hello from fake model\n' > hello.txt"}
+        )
     )
     shell = DefaultScript().reply(request("write hello.txt", ARRAY_SHELL))
     assert isinstance(shell, Reply) and shell.tool_call is not None
@@ -105,9 +107,14 @@ def test_write_without_tools_is_a_plain_answer() -> None:
     assert DefaultScript().reply(request("write hello.txt")) == Reply(text=TEXT)
 
 
-def test_sleep_applies_to_any_answer() -> None:
+def test_sleep_slows_down_any_answer_of_a_turn() -> None:
     reply = DefaultScript().reply(request("sleep 2 then write x.txt", CODEX_EXEC))
     assert isinstance(reply, Reply) and reply.duration == 2.0 and reply.tool_call is not None
+
+
+def test_sleep_does_not_slow_down_auxiliary_calls() -> None:
+    # Gemini CLI's router and OpenCode's title call see the prompt too, but offer no tools.
+    assert DefaultScript().reply(request("sleep 60")) == Reply(text=TEXT)
 
 
 def test_json_requests_get_an_object_matching_the_schema() -> None:

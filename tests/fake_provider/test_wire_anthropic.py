@@ -47,7 +47,12 @@ def test_text_stream_has_the_real_event_sequence(client: httpx.Client) -> None:
     events = stream_events(client, body("say hello"))
     kinds = [kind for kind, _ in events]
     assert kinds[:3] == ["message_start", "ping", "content_block_start"]
-    assert kinds[-4:] == ["content_block_delta", "content_block_stop", "message_delta", "message_stop"]
+    assert kinds[-4:] == [
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
     assert all(kind == data["type"] for kind, data in events)
     text = "".join(d["delta"]["text"] for k, d in events if k == "content_block_delta")
     assert text == "hello from fake model"
@@ -77,7 +82,10 @@ def test_after_the_tool_result_it_says_done(client: httpx.Client) -> None:
     payload = body("write hello.txt", stream=False)
     payload["messages"] += [
         {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Write"}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}],
+        },
     ]
     reply = client.post("/v1/messages", json=payload, headers=HEADERS).json()
     assert reply["content"] == [{"type": "text", "text": "done: wrote hello.txt"}]

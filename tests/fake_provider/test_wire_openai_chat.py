@@ -82,7 +82,10 @@ def test_tool_call_deltas(client: httpx.Client) -> None:
     assert calls[0]["index"] == 0 and calls[0]["id"].startswith("call_")
     assert calls[0]["function"] == {"name": "write", "arguments": ""}
     arguments = "".join(c["function"]["arguments"] for c in calls[1:])
-    assert json.loads(arguments) == {"filePath": "/ws/notes.md", "content": "hello from fake model\n"}
+    assert json.loads(arguments) == {
+        "filePath": "/ws/notes.md",
+        "content": "hello from fake model\n",
+    }
     assert data[-2]["choices"][0]["finish_reason"] == "tool_calls"
 
 
@@ -94,7 +97,10 @@ def test_tool_message_leads_to_done_non_streaming(client: httpx.Client) -> None:
     ]
     reply = client.post("/v1/chat/completions", json=payload, headers=HEADERS).json()
     assert reply["object"] == "chat.completion"
-    assert reply["choices"][0]["message"] == {"role": "assistant", "content": "done: wrote notes.md"}
+    assert reply["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "done: wrote notes.md",
+    }
     assert reply["usage"]["prompt_tokens"] == 100
 
 

@@ -25,7 +25,9 @@ def user(text: str) -> dict[str, Any]:
     return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
 
 
-def body(prompt: str, *, stream: bool = True, extra_input: list[Any] | None = None) -> dict[str, Any]:
+def body(
+    prompt: str, *, stream: bool = True, extra_input: list[Any] | None = None
+) -> dict[str, Any]:
     return {
         "model": "gpt-fake",
         "stream": stream,
@@ -96,7 +98,9 @@ def test_function_call_output_leads_to_done(client: httpx.Client) -> None:
         {"type": "function_call_output", "call_id": "c1", "output": "exit 0"},
     ]
     reply = client.post(
-        "/v1/responses", json=body("write hello.txt", stream=False, extra_input=history), headers=HEADERS
+        "/v1/responses",
+        json=body("write hello.txt", stream=False, extra_input=history),
+        headers=HEADERS,
     ).json()
     assert reply["object"] == "response" and reply["status"] == "completed"
     assert reply["output"][0]["content"][0]["text"] == "done: wrote hello.txt"
@@ -104,7 +108,9 @@ def test_function_call_output_leads_to_done(client: httpx.Client) -> None:
 
 def test_bad_key_gets_openais_401_without_the_key(client: httpx.Client) -> None:
     key = "sk-bad-0123456789abcdef"
-    reply = client.post("/v1/responses", json=body("hi"), headers={"authorization": f"Bearer {key}"})
+    reply = client.post(
+        "/v1/responses", json=body("hi"), headers={"authorization": f"Bearer {key}"}
+    )
     assert reply.status_code == 401
     error = reply.json()["error"]
     assert error["type"] == "invalid_request_error" and error["code"] == "invalid_api_key"
