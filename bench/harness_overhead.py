@@ -40,9 +40,14 @@ KEY = "bench-key"
 
 
 def bare_run(cli: str, base_url: str, root: Path) -> float:
-    workspace = root / f"bare-{time.monotonic_ns()}"
-    (workspace / "session_repo").mkdir(parents=True)
-    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=workspace / "session_repo", check=True)
+    """One run of the bare CLI in a workspace of its own that, like the harness's, persists
+    between runs (a fresh CLI home each time would time the CLI's first-start work instead)."""
+    workspace = root / f"bare-{cli}"
+    if not (workspace / "session_repo").exists():
+        (workspace / "session_repo").mkdir(parents=True)
+        subprocess.run(
+            ["git", "init", "-q", "-b", "main"], cwd=workspace / "session_repo", check=True
+        )
     adapter = get_adapter(cli)
     spec = RunSpec(
         prompt=PROMPT,

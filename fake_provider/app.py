@@ -64,7 +64,7 @@ class FakeProvider:
         try:
             body = await read_json(request)
             parsed = api.parse(request, body)
-        except ValueError as error:
+        except (ValueError, TypeError, AttributeError) as error:
             return self._reject(api, request, None, Failure(400, f"invalid request body: {error}"))
         self._dump(api.name, request, body)
         key = api.api_key(request)

@@ -37,8 +37,8 @@ class CodexAdapter:
         # Codex looks for AGENTS.md only from cwd up to the git root (session_repo), never in
         # the workspace root above it; $CODEX_HOME/AGENTS.md is its global instruction file.
         sync_instructions(spec, codex_home / "AGENTS.md")
-        if spec.provider is not None:
-            write_if_changed(codex_home / "config.toml", _config_toml(spec.provider.base_url))
+        base_url = spec.provider.base_url if spec.provider is not None else None
+        write_if_changed(codex_home / "config.toml", _config_toml(base_url))
 
     def invocation(self, spec: RunSpec) -> Invocation:
         options = ["--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox"]
@@ -68,19 +68,28 @@ def _codex_home(spec: RunSpec) -> Path:
     return spec.home / ".codex"
 
 
-def _config_toml(base_url: str) -> str:
-    # The endpoint can only be set here (OPENAI_BASE_URL is ignored); the key stays in the
-    # environment, named by env_key.
-    return (
-        "# Written by the VWM harness (harness/adapters/codex.py) before every run.\n"
-        f"model_provider = {toml_string(_PROVIDER_ID)}\n"
-        "\n"
-        f"[model_providers.{_PROVIDER_ID}]\n"
-        f"name = {toml_string(_PROVIDER_ID)}\n"
-        f"base_url = {toml_string(base_url + '/v1')}\n"
-        f"env_key = {toml_string(PROVIDER_KEY_ENV)}\n"
-        'wire_api = "responses"\n'
-    )
+def _config_toml(base_url: str | None) -> str:
+    # Analytics and plugin sync would reach chatgpt.com and github.com from inside the sandbox;
+    # both are off. The endpoint can only be set here (OPENAI_BASE_URL is ignored); the key stays
+    # in the environment, named by env_key. One retry at most: fail fast, the job can be re-sent.
+    lines = [
+        "# Written by the VWM harness (harness/adapters/codex.py) before every run.",
+    ]
+    if base_url is not None:
+        lines.append(f"model_provider = {toml_string(_PROVIDER_ID)}")
+    lines += ["", "[analytics]", "enabled = false", "", "[features]", "plugins = false"]
+    if base_url is not None:
+        lines += [
+            "",
+            f"[model_providers.{_PROVIDER_ID}]",
+            f"name = {toml_string(_PROVIDER_ID)}",
+            f"base_url = {toml_string(base_url + '/v1')}",
+            f"env_key = {toml_string(PROVIDER_KEY_ENV)}",
+            'wire_api = "responses"',
+            "request_max_retries = 1",
+            "stream_max_retries = 1",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 class CodexParser(Parser):

@@ -68,6 +68,8 @@ class OpencodeAdapter:
             "OPENCODE_DISABLE_MODELS_FETCH": "1",
             "OPENCODE_DISABLE_AUTOUPDATE": "1",
             "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+            # Otherwise every fresh run installs @opencode-ai/plugin from the npm registry.
+            "npm_config_offline": "true",
         }
         if spec.provider is not None:
             env[PROVIDER_KEY_ENV] = spec.provider.api_key
@@ -103,6 +105,7 @@ def _config(spec: RunSpec, instructions: list[str]) -> dict[str, Any]:
     config: dict[str, Any] = {
         "$schema": "https://opencode.ai/config.json",
         "autoupdate": False,
+        "share": "disabled",
         # Outside the git root (session_repo) opencode finds no AGENTS.md by itself.
         "instructions": instructions,
     }

@@ -200,6 +200,7 @@ def test_opencode_invocation(workspace: Path):
     env = invocation.env
     for name in ("MODELS_FETCH", "AUTOUPDATE", "LSP_DOWNLOAD"):
         assert env[f"OPENCODE_DISABLE_{name}"] == "1"
+    assert env["npm_config_offline"] == "true"  # else it installs a plugin from the registry
     assert env["XDG_DATA_HOME"] == str(spec.home / ".local" / "share")
 
 
@@ -216,7 +217,11 @@ def test_without_a_provider_no_endpoint_or_key_is_set(cli: str, workspace: Path)
         "VWM_PROVIDER_API_KEY",
     ):
         assert name not in env
-    assert not (spec.home / ".codex" / "config.toml").exists()
+    codex_toml = spec.home / ".codex" / "config.toml"
+    if codex_toml.exists():
+        config = tomllib.loads(codex_toml.read_text())
+        assert "model_providers" not in config and "model_provider" not in config
+        assert config["analytics"]["enabled"] is False  # never phones home
     opencode_json = spec.home / ".config" / "opencode" / "opencode.json"
     if opencode_json.exists():
         assert "provider" not in json.loads(opencode_json.read_text())
@@ -259,6 +264,10 @@ def test_codex_config_toml_points_at_the_provider(workspace: Path):
     assert provider["base_url"] == "http://127.0.0.1:18002/v1"
     assert provider["wire_api"] == "responses"
     assert provider["env_key"] == "VWM_PROVIDER_API_KEY"
+    assert provider["request_max_retries"] <= 1  # fail fast, not minutes of retries
+    # Analytics and plugin sync would reach chatgpt.com and github.com.
+    assert config["analytics"]["enabled"] is False
+    assert config["features"]["plugins"] is False
     assert SECRET not in text
     # Codex reads AGENTS.md only up to the git root: the global copy carries the instructions.
     assert (spec.home / ".codex" / "AGENTS.md").read_text() == "Use tabs.\n"

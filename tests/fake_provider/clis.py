@@ -103,9 +103,17 @@ class Claude:
 class Codex:
     name = "codex"
     model = "gpt-fake"
+    # [analytics] and [features] keep it off the network: without them it resolves chatgpt.com
+    # (analytics) and github.com / api.github.com (curated plugin sync) on every run.
     CONFIG = """\
 model = "{model}"
 model_provider = "fake"
+
+[analytics]
+enabled = false
+
+[features]
+plugins = false
 
 [model_providers.fake]
 name = "fake"
@@ -240,6 +248,9 @@ class OpenCode:
             "OPENCODE_DISABLE_MODELS_FETCH": "1",
             "OPENCODE_DISABLE_AUTOUPDATE": "1",
             "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+            # Otherwise it installs @opencode-ai/plugin from registry.npmjs.org into its config
+            # dir on every run (in the background; a failure is only logged).
+            "npm_config_offline": "true",
         }
 
     def argv(self, prompt: str, workspace: Path) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -30,9 +31,22 @@ ARRAY_SHELL = ToolSpec("shell", {"properties": {"command": {"type": "array"}}})
 READ = ToolSpec("Read", {"properties": {"file_path": {"type": "string"}}})
 
 
-def request(prompt: str, *tools: ToolSpec, **fields: object) -> ModelRequest:
-    values: dict[str, object] = {"tool_result_after_prompt": False, "context": ""} | fields
-    return ModelRequest(api="test", model="m", prompt=prompt, tools=tools, **values)  # type: ignore[arg-type]
+def request(
+    prompt: str,
+    *tools: ToolSpec,
+    tool_result_after_prompt: bool = False,
+    context: str = "",
+    json_schema: dict[str, Any] | None = None,
+) -> ModelRequest:
+    return ModelRequest(
+        api="test",
+        model="m",
+        prompt=prompt,
+        tool_result_after_prompt=tool_result_after_prompt,
+        tools=tools,
+        context=context,
+        json_schema=json_schema,
+    )
 
 
 @pytest.mark.parametrize(

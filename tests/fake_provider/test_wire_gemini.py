@@ -110,5 +110,7 @@ def test_side_endpoints(client: httpx.Client) -> None:
     assert count.json() == {"totalTokens": 100}
     models = client.get("/v1beta/models", headers=HEADERS).json()["models"]
     assert models[0]["name"].startswith("models/")
+    info = client.get("/v1beta/models/gemini-fake", headers=HEADERS).json()
+    assert info["name"] == "models/gemini-fake"
     embed = client.post("/v1beta/models/e:embedContent", json={}, headers=HEADERS).json()
     assert len(embed["embedding"]["values"]) > 0
