@@ -190,9 +190,9 @@ class JobRunner:
 
     # -- running -----------------------------------------------------------------------------
 
-    def _prepare(self, request: JobRequest) -> _PreparedRun:
+    def _prepare(self, request: JobRequest, *, fresh: bool = False) -> _PreparedRun:
         state = self._ws.load_state()
-        resume_id = None if request.new_session else state.get("cli_session_id")
+        resume_id = None if request.new_session or fresh else state.get("cli_session_id")
         checkpoint = state.get("usage_checkpoint") or {}
         baseline = (
             Usage(**checkpoint["usage"])
@@ -207,47 +207,36 @@ class JobRunner:
 
     async def _run(self, job: Job, request: JobRequest, run: _PreparedRun) -> None:
         started = time.monotonic()
-        spec, invocation, parser = run.spec, run.invocation, run.parser
         job.log.append(
             JobEventKind.JOB_STARTED,
             {
                 "prompt": request.prompt,
                 "cli": self._adapter.kind,
-                "resume_id": spec.resume_id,
-                "model": spec.model,
+                "resume_id": run.spec.resume_id,
+                "model": run.spec.model,
             },
         )
-        limits = self._settings.limits
-        process: CliProcess | None = None
+        timeout_s = request.timeout_s or self._settings.limits.job_timeout_s
         status, error = JobStatus.FAILED, None
         try:
-            process = CliProcess(
-                invocation.argv,
-                env=self._child_env(invocation.env),
-                cwd=spec.cwd,
-                max_line_bytes=limits.max_line_bytes,
-                stderr_tail_bytes=limits.stderr_tail_bytes,
-                kill_grace_s=limits.kill_grace_s,
-            )
-            async with asyncio.timeout(request.timeout_s or limits.job_timeout_s):
-                await process.start()
-                async for obj in process.objects():
-                    self._emit(job, parser.feed(obj))
-                job.exit_code = await process.wait()
-            self._emit(job, parser.finish(job.exit_code))
-            status = JobStatus.FAILED if parser.summary.is_error else JobStatus.SUCCEEDED
-            if parser.summary.is_error:
+            async with asyncio.timeout(timeout_s):
+                stderr_tail = await self._attempt(job, run)
+                if self._resume_was_refused(run, job.exit_code, stderr_tail):
+                    run = self._start_over(job, request, run)
+                    await self._attempt(job, run)
+            status = JobStatus.FAILED if run.parser.summary.is_error else JobStatus.SUCCEEDED
+            if run.parser.summary.is_error:
                 error = {
                     "code": "cli_failed",
-                    "message": parser.summary.error or "the CLI run failed",
+                    "message": run.parser.summary.error or "the CLI run failed",
                 }
         except TimeoutError:
             status = JobStatus.TIMEOUT
             error = {
                 "code": "timeout",
                 "message": (
-                    f"the job ran longer than {request.timeout_s or limits.job_timeout_s:g} s and was "
-                    "stopped; is the model endpoint reachable? raise timeout_s for long tasks"
+                    f"the job ran longer than {timeout_s:g} s and was stopped; is the model "
+                    "endpoint reachable? raise timeout_s for long tasks"
                 ),
             }
         except asyncio.CancelledError:
@@ -258,12 +247,7 @@ class JobRunner:
         except Exception as exc:  # the job must end with a record whatever broke
             logger.exception("job crashed", extra={"job_id": job.id})
             error = {"code": "internal", "message": f"the harness failed running the job: {exc}"}
-        finally:
-            if process is not None:
-                code = await asyncio.shield(process.close())
-                job.exit_code = job.exit_code if job.exit_code is not None else code
-                if tail := process.stderr.text():
-                    job.log.append(EventKind.STDERR, {"tail": tail})
+        parser = run.parser
         if status is JobStatus.SUCCEEDED and (usage := parser.usage_checkpoint) is not None:
             self._update_state(
                 usage_checkpoint={
@@ -276,6 +260,56 @@ class JobRunner:
             summary = summary.model_copy(update={"is_error": True, "error": error["message"]})
         job.summary = summary
         self._finish(job, status, error=error, duration_ms=int((time.monotonic() - started) * 1000))
+
+    async def _attempt(self, job: Job, run: _PreparedRun) -> str:
+        """One CLI process from start to exit; returns its stderr tail. The process is always
+        closed, whatever interrupts the run (timeout, cancel, a transport error)."""
+        limits = self._settings.limits
+        process = CliProcess(
+            run.invocation.argv,
+            env=self._child_env(run.invocation.env),
+            cwd=run.spec.cwd,
+            max_line_bytes=limits.max_line_bytes,
+            stderr_tail_bytes=limits.stderr_tail_bytes,
+            kill_grace_s=limits.kill_grace_s,
+        )
+        job.exit_code = None
+        try:
+            await process.start()
+            async for obj in process.objects():
+                self._emit(job, run.parser.feed(obj))
+            job.exit_code = await process.wait()
+            self._emit(job, run.parser.finish(job.exit_code))
+        finally:
+            code = await asyncio.shield(process.close())
+            job.exit_code = job.exit_code if job.exit_code is not None else code
+            if tail := process.stderr.text():
+                job.log.append(EventKind.STDERR, {"tail": tail})
+        return process.stderr.text()
+
+    def _resume_was_refused(self, run: _PreparedRun, exit_code: int | None, stderr: str) -> bool:
+        return (
+            run.spec.resume_id is not None
+            and run.parser.summary.is_error
+            and self._adapter.is_unknown_session(exit_code, stderr)
+        )
+
+    def _start_over(self, job: Job, request: JobRequest, refused: _PreparedRun) -> _PreparedRun:
+        """The CLI has no record of the saved session (e.g. its first turn was cancelled before
+        the CLI wrote anything): forget it and run the prompt in a new CLI session."""
+        job.log.append(
+            EventKind.ERROR,
+            {
+                "code": "resume_failed",
+                "fatal": False,
+                "message": (
+                    f"the CLI has no record of session {refused.spec.resume_id}; "
+                    "starting a new CLI session"
+                ),
+            },
+        )
+        self._update_state(cli_session_id=None, usage_checkpoint=None)
+        return self._prepare(request, fresh=True)
 
     def _emit(self, job: Job, events: list[AgentEvent]) -> None:
         for event in events:

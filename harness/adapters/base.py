@@ -246,3 +246,8 @@ class Adapter(Protocol):
     def new_parser(
         self, *, usage_baseline: Usage | None = None, prices: Prices | None = None
     ) -> Parser: ...
+
+    def is_unknown_session(self, exit_code: int | None, stderr: str) -> bool:
+        """Whether a failed resumed run failed because the CLI has no record of the session id
+        (then the harness starts a new CLI session instead of failing every later job)."""
+        ...

@@ -61,6 +61,10 @@ class ClaudeAdapter:
     ) -> ClaudeParser:
         return ClaudeParser(usage_baseline=usage_baseline, prices=prices)
 
+    def is_unknown_session(self, exit_code: int | None, stderr: str) -> bool:
+        # Observed: an unknown resume id fails with "No conversation found with session ID" (CLI-NOTES.md).
+        return exit_code != 0 and "No conversation found" in stderr
+
 
 def _config_dir(spec: RunSpec) -> Path:
     return spec.home / ".claude"

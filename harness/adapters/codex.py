@@ -63,6 +63,10 @@ class CodexAdapter:
     ) -> CodexParser:
         return CodexParser(usage_baseline=usage_baseline, prices=prices)
 
+    def is_unknown_session(self, exit_code: int | None, stderr: str) -> bool:
+        # Observed: an unknown resume id fails with "no rollout found" (CLI-NOTES.md).
+        return exit_code != 0 and "no rollout found" in stderr
+
 
 def _codex_home(spec: RunSpec) -> Path:
     return spec.home / ".codex"

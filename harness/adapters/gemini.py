@@ -70,6 +70,10 @@ class GeminiAdapter:
     ) -> GeminiParser:
         return GeminiParser(usage_baseline=usage_baseline, prices=prices)
 
+    def is_unknown_session(self, exit_code: int | None, stderr: str) -> bool:
+        # Observed: an unknown resume id fails with exit code 42 (CLI-NOTES.md).
+        return exit_code == 42
+
 
 def _gemini_dir(spec: RunSpec) -> Path:
     return spec.home / ".gemini"

@@ -80,6 +80,10 @@ class OpencodeAdapter:
     ) -> OpencodeParser:
         return OpencodeParser(usage_baseline=usage_baseline, prices=prices)
 
+    def is_unknown_session(self, exit_code: int | None, stderr: str) -> bool:
+        # Observed: an unknown resume id fails with "Session not found" (CLI-NOTES.md).
+        return exit_code != 0 and "Session not found" in stderr
+
 
 def _xdg_dirs(spec: RunSpec) -> dict[str, Path]:
     # Config, the session database and caches: all in the workspace, so sessions survive.

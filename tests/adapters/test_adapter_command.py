@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.adapters import ADAPTERS
 from tests.adapters.expectations import REPO_ROOT, transcripts_dir
 
 SUMMARY_KEYS = [
@@ -113,3 +114,19 @@ def test_corrupt_json_line_exits_1(tmp_path: Path):
     done = _run("gemini", str(bad))
     assert done.returncode == 1
     assert "not valid JSON" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("cli", "exit_code", "stderr"),
+    [
+        ("claude", 1, "No conversation found with session ID: 5580faf0"),
+        ("codex", 1, "Error: thread/resume: thread/resume failed: no rollout found for thread id x"),
+        ("gemini", 42, ""),
+        ("opencode", 1, "\x1b[91mError: \x1b[0mSession not found"),
+    ],
+)
+def test_an_unknown_resume_id_is_recognised(cli, exit_code, stderr):
+    adapter = ADAPTERS[cli]
+    assert adapter.is_unknown_session(exit_code, stderr)
+    assert not adapter.is_unknown_session(0, "")
+    assert not adapter.is_unknown_session(1, "Invalid API key")

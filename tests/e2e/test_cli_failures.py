@@ -4,6 +4,7 @@ an over-long output line, and SSE reconnects. Nothing may hang, and no process m
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -155,3 +156,29 @@ def test_every_endpoint_but_health_needs_the_token(booted, fake_provider):
             assert response.status_code == 401, (method, path)
             assert response.json()["error"]["code"] == "unauthorized"
     assert httpx.get(harness.url + "/healthz").status_code == 200
+
+
+BOGUS_SESSION_IDS = {
+    "claude": "5580faf0-a152-43f6-96eb-2e0ce991af8a",
+    "codex": "01a20c10-9262-77a2-b86e-2bd5c2825e6e",
+    "gemini": "cc7aa6b8-841d-42a6-8c5d-19e3edaa6640",
+    "opencode": "ses_df3ed255bffeOAfJwZGLD0rwc3",
+}
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_a_session_the_cli_never_recorded_is_replaced_by_a_new_one(cli, booted, fake_provider):
+    harness = booted(cli, harness_env(cli, fake_provider.base_url))
+    state_file = harness.workspace / ".vwm" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["cli_session_id"] = BOGUS_SESSION_IDS[cli]
+    state_file.write_text(json.dumps(state))
+    with harness.client() as client:
+        job = client.post("/v1/jobs", json={"prompt": "say hello"}).json()
+        assert job["status"] == "succeeded", job
+        new_id = job["summary"]["cli_session_id"]
+        assert new_id and new_id != BOGUS_SESSION_IDS[cli]
+        events = list(iter_sse(client.get(f"/v1/jobs/{job['job_id']}/events")))
+    warnings = [e.json["data"] for e in events if e.event == "error"]
+    assert any(w.get("code") == "resume_failed" and w["fatal"] is False for w in warnings)
+    assert json.loads(state_file.read_text())["cli_session_id"] == new_id
