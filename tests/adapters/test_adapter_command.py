@@ -120,7 +120,11 @@ def test_corrupt_json_line_exits_1(tmp_path: Path):
     ("cli", "exit_code", "stderr"),
     [
         ("claude", 1, "No conversation found with session ID: 5580faf0"),
-        ("codex", 1, "Error: thread/resume: thread/resume failed: no rollout found for thread id x"),
+        (
+            "codex",
+            1,
+            "Error: thread/resume: thread/resume failed: no rollout found for thread id x",
+        ),
         ("gemini", 42, ""),
         ("opencode", 1, "\x1b[91mError: \x1b[0mSession not found"),
     ],
