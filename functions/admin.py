@@ -1,0 +1,482 @@
+"""The `admin` function: runtimes, workers, system settings and API keys (scope `admin`).
+
+A runtime says which CLI runs, at which version, with which model endpoint and prices; a worker
+names a runtime, a knowledge repo and instructions. `credential_ref` is the *name* of the place the
+model key lives (an environment variable locally, a Secret in production), never the key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from functions.api import Endpoint
+from functions.context import db, settings
+from functions.db.api_keys import ApiKeys
+from functions.db.errors import InUse, NameTaken, NotFoundError
+from functions.db.models import Runtime, SystemSetting, Worker, WorkerSession
+from functions.http import parse_body
+
+NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+CredentialRef = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_./-]{0,199}$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Prices(Strict):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    cache_read: float = Field(ge=0)
+    cache_write: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class RuntimeLimits(Strict):
+    job_timeout_s: float | None = Field(default=None, gt=0, le=86_400)
+
+
+class RuntimeFields(Strict):
+    cli_version: str = Field(min_length=1, max_length=64)
+    image: str | None = Field(default=None, max_length=500)
+    default_model: str | None = Field(default=None, max_length=200)
+    prices: Prices | None = None
+    credential_ref: str | None = CredentialRef
+    provider_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s]{1,500}$")
+    limits: RuntimeLimits = Field(default_factory=RuntimeLimits)
+
+
+class RuntimeIn(RuntimeFields):
+    name: str = Field(pattern=NAME)
+    cli: Literal["claude", "codex", "gemini", "opencode"]
+
+
+class RuntimePatch(Strict):
+    cli_version: str | None = Field(default=None, min_length=1, max_length=64)
+    image: str | None = Field(default=None, max_length=500)
+    default_model: str | None = Field(default=None, max_length=200)
+    prices: Prices | None = None
+    credential_ref: str | None = CredentialRef
+    provider_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s]{1,500}$")
+    limits: RuntimeLimits | None = None
+
+
+class RuntimeOut(RuntimeIn):
+    id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class WorkerTimeouts(Strict):
+    job_s: float | None = Field(default=None, gt=0, le=86_400)
+    idle_s: float | None = Field(default=None, gt=0)
+
+
+class WorkerFields(Strict):
+    repo_url: str = Field(min_length=1, max_length=2000)
+    repo_branch: str = Field(default="main", min_length=1, max_length=200)
+    instructions: str = Field(default="", max_length=512_000)
+    auto_learning: bool = False
+    model: str | None = Field(default=None, max_length=200)
+    timeouts: WorkerTimeouts = Field(default_factory=WorkerTimeouts)
+
+
+class WorkerIn(WorkerFields):
+    name: str = Field(pattern=NAME)
+    runtime: str = Field(pattern=NAME)
+
+
+class WorkerPatch(Strict):
+    runtime: str | None = Field(default=None, pattern=NAME)
+    repo_url: str | None = Field(default=None, min_length=1, max_length=2000)
+    repo_branch: str | None = Field(default=None, min_length=1, max_length=200)
+    instructions: str | None = Field(default=None, max_length=512_000)
+    auto_learning: bool | None = None
+    model: str | None = Field(default=None, max_length=200)
+    timeouts: WorkerTimeouts | None = None
+
+
+class WorkerOut(WorkerIn):
+    id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SettingIn(Strict):
+    value: Any
+
+
+class SettingOut(BaseModel):
+    key: str
+    value: Any
+    version: int
+    updated_at: datetime
+
+
+class KeyIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    scope: Literal["admin", "client"]
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    scope: str
+    created_at: datetime
+    key: str | None = Field(default=None, description="the key itself; shown only at creation")
+
+
+class ListOf(BaseModel):
+    items: list[dict[str, Any]]
+
+
+# -- rows to answers --------------------------------------------------------------------------
+
+
+def runtime_out(row: Runtime) -> dict[str, Any]:
+    return RuntimeOut(
+        id=row.id,
+        name=row.name,
+        cli=row.cli,
+        cli_version=row.cli_version,
+        image=row.image,
+        default_model=row.default_model,
+        prices=row.prices,
+        credential_ref=row.credential_ref,
+        provider_base_url=row.provider_base_url,
+        limits=row.limits or {},
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    ).model_dump(mode="json")
+
+
+def worker_out(row: Worker, runtime_name: str) -> dict[str, Any]:
+    return WorkerOut(
+        id=row.id,
+        name=row.name,
+        runtime=runtime_name,
+        repo_url=row.repo_url,
+        repo_branch=row.repo_branch,
+        instructions=row.instructions,
+        auto_learning=row.auto_learning,
+        model=row.model,
+        timeouts=row.timeouts or {},
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    ).model_dump(mode="json")
+
+
+def setting_out(row: SystemSetting) -> dict[str, Any]:
+    return SettingOut(
+        key=row.key, value=row.value, version=row.version, updated_at=row.updated_at
+    ).model_dump(mode="json")
+
+
+def find_runtime(session: Session, name: str) -> Runtime:
+    row = session.scalar(select(Runtime).where(Runtime.name == name))
+    if row is None:
+        raise NotFoundError("runtime", name)
+    return row
+
+
+def find_worker(session: Session, name: str) -> Worker:
+    row = session.scalar(select(Worker).where(Worker.name == name))
+    if row is None:
+        raise NotFoundError("worker", name)
+    return row
+
+
+def _limit() -> int:
+    return settings().max_request_bytes
+
+
+def _flush_unique(session: Session, kind: str, name: str) -> None:
+    try:
+        session.flush()
+    except IntegrityError:
+        raise NameTaken(kind, name) from None
+
+
+# -- runtimes ---------------------------------------------------------------------------------
+
+
+async def create_runtime(request: Request) -> Response:
+    body = await parse_body(request, RuntimeIn, _limit())
+
+    def create(session: Session) -> dict[str, Any]:
+        if session.scalar(select(Runtime.id).where(Runtime.name == body.name)):
+            raise NameTaken("runtime", body.name)
+        row = Runtime(**body.model_dump(mode="json"))
+        session.add(row)
+        _flush_unique(session, "runtime", body.name)
+        return runtime_out(row)
+
+    return JSONResponse(await db(create), status_code=201)
+
+
+async def list_runtimes(_: Request) -> Response:
+    def rows(session: Session) -> list[dict[str, Any]]:
+        return [runtime_out(r) for r in session.scalars(select(Runtime).order_by(Runtime.name))]
+
+    return JSONResponse({"items": await db(rows)})
+
+
+async def get_runtime(request: Request) -> Response:
+    name = request.path_params["name"]
+    return JSONResponse(await db(lambda s: runtime_out(find_runtime(s, name))))
+
+
+async def patch_runtime(request: Request) -> Response:
+    name = request.path_params["name"]
+    body = await parse_body(request, RuntimePatch, _limit())
+
+    def patch(session: Session) -> dict[str, Any]:
+        row = find_runtime(session, name)
+        for field, value in body.model_dump(mode="json", exclude_unset=True).items():
+            setattr(row, field, value)
+        session.flush()
+        return runtime_out(row)
+
+    return JSONResponse(await db(patch))
+
+
+async def delete_runtime(request: Request) -> Response:
+    name = request.path_params["name"]
+
+    def delete(session: Session) -> None:
+        row = find_runtime(session, name)
+        if session.scalar(select(Worker.id).where(Worker.runtime_id == row.id).limit(1)):
+            raise InUse("runtime", name, "workers")
+        session.delete(row)
+
+    await db(delete)
+    return Response(status_code=204)
+
+
+# -- workers ----------------------------------------------------------------------------------
+
+
+async def create_worker(request: Request) -> Response:
+    body = await parse_body(request, WorkerIn, _limit())
+
+    def create(session: Session) -> dict[str, Any]:
+        runtime = find_runtime(session, body.runtime)
+        if session.scalar(select(Worker.id).where(Worker.name == body.name)):
+            raise NameTaken("worker", body.name)
+        fields = body.model_dump(mode="json", exclude={"runtime"})
+        row = Worker(runtime_id=runtime.id, **fields)
+        session.add(row)
+        _flush_unique(session, "worker", body.name)
+        return worker_out(row, runtime.name)
+
+    return JSONResponse(await db(create), status_code=201)
+
+
+async def list_workers(_: Request) -> Response:
+    def rows(session: Session) -> list[dict[str, Any]]:
+        names = dict(session.execute(select(Runtime.id, Runtime.name)).tuples().all())
+        return [
+            worker_out(w, names[w.runtime_id])
+            for w in session.scalars(select(Worker).order_by(Worker.name))
+        ]
+
+    return JSONResponse({"items": await db(rows)})
+
+
+async def get_worker(request: Request) -> Response:
+    name = request.path_params["name"]
+
+    def get(session: Session) -> dict[str, Any]:
+        row = find_worker(session, name)
+        return worker_out(row, session.get(Runtime, row.runtime_id).name)  # type: ignore[union-attr]
+
+    return JSONResponse(await db(get))
+
+
+async def patch_worker(request: Request) -> Response:
+    name = request.path_params["name"]
+    body = await parse_body(request, WorkerPatch, _limit())
+
+    def patch(session: Session) -> dict[str, Any]:
+        row = find_worker(session, name)
+        changes = body.model_dump(mode="json", exclude_unset=True)
+        if (runtime_name := changes.pop("runtime", None)) is not None:
+            row.runtime_id = find_runtime(session, runtime_name).id
+        for field, value in changes.items():
+            setattr(row, field, value)
+        session.flush()
+        return worker_out(row, session.get(Runtime, row.runtime_id).name)  # type: ignore[union-attr]
+
+    return JSONResponse(await db(patch))
+
+
+async def delete_worker(request: Request) -> Response:
+    name = request.path_params["name"]
+
+    def delete(session: Session) -> None:
+        row = find_worker(session, name)
+        if session.scalar(
+            select(WorkerSession.id).where(WorkerSession.worker_id == row.id).limit(1)
+        ):
+            raise InUse("worker", name, "sessions")
+        session.delete(row)
+
+    await db(delete)
+    return Response(status_code=204)
+
+
+# -- settings and keys ------------------------------------------------------------------------
+
+
+async def list_settings(_: Request) -> Response:
+    def rows(session: Session) -> list[dict[str, Any]]:
+        return [
+            setting_out(r)
+            for r in session.scalars(select(SystemSetting).order_by(SystemSetting.key))
+        ]
+
+    return JSONResponse({"items": await db(rows)})
+
+
+async def put_setting(request: Request) -> Response:
+    key = request.path_params["key"]
+    body = await parse_body(request, SettingIn, _limit())
+
+    def put(session: Session) -> dict[str, Any]:
+        row = session.get(SystemSetting, key)
+        if row is None:
+            row = SystemSetting(key=key, value=body.value, version=1)
+            session.add(row)
+        else:
+            row.value = body.value
+            row.version += 1
+        session.flush()
+        return setting_out(row)
+
+    return JSONResponse(await db(put))
+
+
+async def create_key(request: Request) -> Response:
+    body = await parse_body(request, KeyIn, _limit())
+
+    def create(session: Session) -> dict[str, Any]:
+        row, plaintext = ApiKeys(session).issue(body.name, body.scope)
+        return KeyOut(
+            id=row.id, name=row.name, scope=row.scope, created_at=row.created_at, key=plaintext
+        ).model_dump(mode="json")
+
+    return JSONResponse(await db(create), status_code=201)
+
+
+TAGS = ("admin",)
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/v1/admin/runtimes",
+        create_runtime,
+        "Create a runtime",
+        body=RuntimeIn,
+        response=RuntimeOut,
+        status=201,
+        other_statuses=(409,),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "GET", "/v1/admin/runtimes", list_runtimes, "List runtimes", response=ListOf, tags=TAGS
+    ),
+    Endpoint(
+        "GET",
+        "/v1/admin/runtimes/{name}",
+        get_runtime,
+        "Get a runtime",
+        response=RuntimeOut,
+        tags=TAGS,
+    ),
+    Endpoint(
+        "PATCH",
+        "/v1/admin/runtimes/{name}",
+        patch_runtime,
+        "Change a runtime",
+        body=RuntimePatch,
+        response=RuntimeOut,
+        tags=TAGS,
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/admin/runtimes/{name}",
+        delete_runtime,
+        "Delete an unused runtime",
+        status=204,
+        other_statuses=(409,),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/admin/workers",
+        create_worker,
+        "Create a worker",
+        body=WorkerIn,
+        response=WorkerOut,
+        status=201,
+        other_statuses=(409,),
+        tags=TAGS,
+    ),
+    Endpoint("GET", "/v1/admin/workers", list_workers, "List workers", response=ListOf, tags=TAGS),
+    Endpoint(
+        "GET", "/v1/admin/workers/{name}", get_worker, "Get a worker", response=WorkerOut, tags=TAGS
+    ),
+    Endpoint(
+        "PATCH",
+        "/v1/admin/workers/{name}",
+        patch_worker,
+        "Change a worker",
+        body=WorkerPatch,
+        response=WorkerOut,
+        tags=TAGS,
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/admin/workers/{name}",
+        delete_worker,
+        "Delete a worker without sessions",
+        status=204,
+        other_statuses=(409,),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/admin/settings",
+        list_settings,
+        "List system settings",
+        response=ListOf,
+        tags=TAGS,
+    ),
+    Endpoint(
+        "PUT",
+        "/v1/admin/settings/{key}",
+        put_setting,
+        "Set a system setting (e.g. global_instructions); applies to the next session and prompt",
+        body=SettingIn,
+        response=SettingOut,
+        tags=TAGS,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/admin/keys",
+        create_key,
+        "Create an API key (shown once)",
+        body=KeyIn,
+        response=KeyOut,
+        status=201,
+        tags=TAGS,
+    ),
+]

@@ -1,0 +1,176 @@
+"""Endpoints declared once, served by Starlette and described by OpenAPI from the same table.
+
+Each function module (`admin`, `sessions`, `prompts`, `telemetry`) exports a list of `Endpoint`s.
+`build_app` turns lists of them into one Starlette app (one function alone in production, all of
+them in `vwm up`), and `openapi_document` describes exactly those routes, with request and response
+schemas taken from the pydantic models the handlers validate with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from functions.http import ApiKeyAuth, KeyLookup, handle_error
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+ERROR_CODES = {
+    400: "Malformed request",
+    401: "Missing or wrong API key",
+    403: "The key's scope does not allow this",
+    404: "Not found",
+    409: "Conflict with the current state",
+    413: "Body too large",
+    422: "Invalid request",
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    other_statuses: tuple[int, ...] = ()
+    sse: bool = False
+    public: bool = False
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+async def health(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def build_app(
+    endpoints: Sequence[Endpoint], lookup: KeyLookup, *, title: str, lifespan: Any = None
+) -> Starlette:
+    document: dict[str, Any] = {}
+
+    async def openapi(_: Request) -> Response:
+        if not document:
+            document.update(openapi_document(endpoints, title=title))
+        return JSONResponse(document)
+
+    routes = [
+        Route("/healthz", health, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        *(Route(e.path, e.handler, methods=[e.method]) for e in endpoints),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(ApiKeyAuth, lookup=lookup)],
+        exception_handlers={Exception: handle_error},
+        lifespan=lifespan,
+    )
+
+
+def openapi_document(endpoints: Iterable[Endpoint], *, title: str) -> dict[str, Any]:
+    endpoints = list(endpoints)
+    models = {m for e in endpoints for m in (e.body, e.response, e.query) if m is not None}
+    schemas: dict[str, Any] = {}
+    if models:
+        keyed = [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)]
+        _, defs = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
+        schemas = defs.get("$defs", {})
+    schemas["Error"] = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "details": {"type": "object"},
+                },
+            }
+        },
+    }
+    paths: dict[str, Any] = {}
+    for endpoint in endpoints:
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)
+    paths["/healthz"] = {
+        "get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "OK"}}}
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"apiKey": []}],
+    }
+
+
+def _operation(endpoint: Endpoint) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": endpoint.summary,
+        "operationId": endpoint.handler.__name__,
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _path_params(endpoint.path)
+        ],
+    }
+    if endpoint.tags:
+        operation["tags"] = list(endpoint.tags)
+    if endpoint.query is not None:
+        for name, info in endpoint.query.model_json_schema()["properties"].items():
+            operation["parameters"].append(
+                {"name": name, "in": "query", "required": False, "schema": info}
+            )
+    if endpoint.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(endpoint.body)}},
+        }
+    success: dict[str, Any] = {"description": endpoint.summary}
+    if endpoint.sse:
+        success["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+    elif endpoint.response is not None:
+        success["content"] = {"application/json": {"schema": _ref(endpoint.response)}}
+    responses: dict[str, Any] = {str(endpoint.status): success}
+    for status in endpoint.other_statuses:
+        responses[str(status)] = success if status < 300 else _error(status)
+    errors = [401, 422, 400] if endpoint.body or endpoint.query else [401]
+    if "{" in endpoint.path:
+        errors.append(404)
+    if endpoint.body is not None:
+        errors.append(413)
+    for status in errors:
+        responses.setdefault(str(status), _error(status))
+    if endpoint.public:
+        operation["security"] = []
+    operation["responses"] = responses
+    return operation
+
+
+def _error(status: int) -> dict[str, Any]:
+    return {
+        "description": ERROR_CODES.get(status, "Error"),
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _path_params(path: str) -> list[str]:
+    return [part[1:-1].split(":")[0] for part in path.split("/") if part.startswith("{")]

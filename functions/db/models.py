@@ -1,0 +1,369 @@
+"""The control plane's tables as SQLAlchemy 2 typed models, and the vocabularies of their status
+and kind columns. Every enum column is backed by a CHECK constraint, so the database refuses what
+the code would refuse. The schema itself changes only through `migrations/`.
+
+Three PostgreSQL schemas: `shared` (things other platform services may read), `vwm` (this
+service's own state) and `vw_telemetry` (append-only facts). On SQLite they are mapped away
+(see `engine.SCHEMA_TRANSLATE_MAP`); table names are unique across schemas so that is safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BLANK_SCHEMA,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from functions.db.columns import Json, UTCDateTime, new_id, utcnow
+
+SCHEMAS = ("shared", "vwm", "vw_telemetry")
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Cli(StrEnum):
+    CLAUDE = "claude"
+    CODEX = "codex"
+    GEMINI = "gemini"
+    OPENCODE = "opencode"
+
+
+class SessionStatus(StrEnum):
+    PROVISIONING = "provisioning"
+    READY = "ready"
+    ENDING = "ending"
+    ENDED = "ended"
+    FAILED = "failed"
+
+
+class JobKind(StrEnum):
+    PROMPT = "prompt"
+    LEARNING = "learning"
+
+
+class JobMode(StrEnum):
+    SYNC = "sync"
+    STREAM = "stream"
+    ASYNC = "async"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+
+
+ACTIVE_JOB_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+FINISHED_JOB_STATUSES = frozenset(JobStatus) - ACTIVE_JOB_STATUSES
+
+
+class ApiKeyScope(StrEnum):
+    ADMIN = "admin"
+    CLIENT = "client"
+
+
+class CostSource(StrEnum):
+    REPORTED = "reported"
+    ESTIMATED = "estimated"
+
+
+def one_of(column: str, values: Iterable[str]) -> str:
+    """SQL for `column IN ('a', 'b')`, for CHECK constraints and partial index predicates."""
+    return f"{column} IN ({', '.join(repr(str(value)) for value in sorted(values))})"
+
+
+def non_negative(*columns: str) -> str:
+    return " AND ".join(f"{column} >= 0" for column in columns)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: Json,
+        list[Any]: Json,
+    }
+
+
+class Runtime(Base):
+    """A CLI, its version and image, its default model, and the prices used to estimate cost."""
+
+    __tablename__ = "runtimes"
+    __table_args__ = (CheckConstraint(one_of("cli", Cli), name="cli"), {"schema": "shared"})
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    cli: Mapped[str] = mapped_column(String(16))
+    cli_version: Mapped[str] = mapped_column(String(64))
+    image: Mapped[str | None] = mapped_column(Text)
+    default_model: Mapped[str | None] = mapped_column(String(200))
+    # {input, cache_read, cache_write, output}: USD per million tokens.
+    prices: Mapped[dict[str, Any] | None]
+    # The NAME of where the provider key lives (env variable, Secret), never the key itself.
+    credential_ref: Mapped[str | None] = mapped_column(String(200))
+    provider_base_url: Mapped[str | None] = mapped_column(Text)
+    limits: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {job_timeout_s}
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Skill(Base):
+    """An uploaded skill package: the blob lives in storage, the row says where and what."""
+
+    __tablename__ = "skills"
+    __table_args__ = (
+        UniqueConstraint("name", "version"),
+        CheckConstraint(non_negative("size"), name="size_non_negative"),
+        {"schema": "shared"},
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(64))
+    blob_key: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    manifest: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Worker(Base):
+    """A named agent: a runtime, a repository it works in, its instructions and timeouts."""
+
+    __tablename__ = "workers"
+    __table_args__ = {"schema": "vwm"}
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    runtime_id: Mapped[str] = mapped_column(ForeignKey("shared.runtimes.id"), index=True)
+    repo_url: Mapped[str] = mapped_column(Text)
+    repo_branch: Mapped[str] = mapped_column(String(200), default="main")
+    instructions: Mapped[str] = mapped_column(Text, default="")
+    auto_learning: Mapped[bool] = mapped_column(Boolean, default=False)
+    model: Mapped[str | None] = mapped_column(String(200))
+    timeouts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {job_s, idle_s}
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WorkerSkill(Base):
+    __tablename__ = "worker_skills"
+    __table_args__ = {"schema": "vwm"}
+
+    worker_id: Mapped[str] = mapped_column(
+        ForeignKey("vwm.workers.id", ondelete="CASCADE"), primary_key=True
+    )
+    skill_id: Mapped[str] = mapped_column(
+        ForeignKey("shared.skills.id"), primary_key=True, index=True
+    )
+
+
+class WorkerSession(Base):
+    """One running copy of a worker, served by one harness.
+
+    `runtime_state` is the runtime backend's handle on the harness: locally `{pid, port, token}`;
+    on Knative the Service, PVC and the NAME of the Secret holding the harness token. The harness
+    token is stored (locally) because the control plane must present it; provider keys never are.
+    """
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        CheckConstraint(one_of("status", SessionStatus), name="status"),
+        Index(None, "worker_id", "created_at"),
+        Index(None, "created_at", "id"),
+        {"schema": "vwm"},
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    worker_id: Mapped[str] = mapped_column(ForeignKey("vwm.workers.id"))
+    status: Mapped[str] = mapped_column(String(16), default=SessionStatus.PROVISIONING, index=True)
+    session_repo_url: Mapped[str | None] = mapped_column(Text)
+    session_repo_branch: Mapped[str | None] = mapped_column(String(200))
+    workspace: Mapped[str] = mapped_column(Text)  # a folder (local) or a PVC name (Knative)
+    endpoint: Mapped[str | None] = mapped_column(Text)  # the harness base URL
+    runtime_state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    cli_session_id: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ready_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    """One prompt (or learning run) on a session. At most one queued or running job per session:
+    the partial unique index is the database's half of "a session takes one job at a time"."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(one_of("kind", JobKind), name="kind"),
+        CheckConstraint(one_of("mode", JobMode), name="mode"),
+        CheckConstraint(one_of("status", JobStatus), name="status"),
+        CheckConstraint("timeout_s > 0", name="timeout_positive"),
+        UniqueConstraint("session_id", "idempotency_key"),
+        Index(None, "session_id", "created_at"),
+        Index(
+            "uq_jobs_one_active_per_session",
+            "session_id",
+            unique=True,
+            postgresql_where=text(one_of("status", ACTIVE_JOB_STATUSES)),
+            sqlite_where=text(one_of("status", ACTIVE_JOB_STATUSES)),
+        ),
+        {"schema": "vwm"},
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    session_id: Mapped[str] = mapped_column(ForeignKey("vwm.sessions.id"))
+    kind: Mapped[str] = mapped_column(String(16), default=JobKind.PROMPT)
+    prompt: Mapped[str] = mapped_column(Text)
+    mode: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
+    result: Mapped[dict[str, Any] | None]  # the harness's job summary
+    error: Mapped[dict[str, Any] | None]
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    harness_job_id: Mapped[str | None] = mapped_column(String(64))
+    timeout_s: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class SystemSetting(Base):
+    """A hot setting (e.g. `global_instructions`); every write bumps `version`."""
+
+    __tablename__ = "system_settings"
+    __table_args__ = (CheckConstraint("version >= 1", name="version_positive"), {"schema": "vwm"})
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[Any] = mapped_column(Json)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ApiKey(Base):
+    """An API key `vwm_<id>_<secret>`: only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint(one_of("scope", ApiKeyScope), name="scope"),
+        {"schema": "vwm"},
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+TOKEN_COLUMNS = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
+DURATION_COLUMNS = ("queued_ms", "cli_start_ms", "first_output_ms", "total_ms")
+
+
+class TelemetryRequest(Base):
+    """What one finished job cost and how long it took. Session, worker and runtime ids are kept
+    as plain values, not foreign keys: telemetry is a record of facts and outlives what it names."""
+
+    __tablename__ = "requests"
+    __table_args__ = (
+        CheckConstraint(one_of("cli", Cli), name="cli"),
+        CheckConstraint(one_of("status", FINISHED_JOB_STATUSES), name="status"),
+        CheckConstraint(one_of("cost_source", CostSource), name="cost_source"),
+        CheckConstraint("(cost_usd IS NULL) = (cost_source IS NULL)", name="cost_has_source"),
+        CheckConstraint(non_negative(*TOKEN_COLUMNS), name="tokens_non_negative"),
+        CheckConstraint(non_negative(*DURATION_COLUMNS), name="durations_non_negative"),
+        CheckConstraint(non_negative("cost_usd", "instructions_version"), name="cost_non_negative"),
+        Index(None, "worker_id", "created_at"),
+        Index(None, "session_id", "created_at"),
+        Index(None, "created_at"),
+        {"schema": "vw_telemetry"},
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("vwm.jobs.id"), unique=True)
+    session_id: Mapped[str] = mapped_column(String(32))
+    worker_id: Mapped[str] = mapped_column(String(32))
+    runtime_id: Mapped[str] = mapped_column(String(32))
+    cli: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str | None] = mapped_column(String(200))
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[float | None] = mapped_column(Double)
+    cost_source: Mapped[str | None] = mapped_column(String(16))
+    queued_ms: Mapped[int | None] = mapped_column(Integer)
+    cli_start_ms: Mapped[int | None] = mapped_column(Integer)
+    first_output_ms: Mapped[int | None] = mapped_column(Integer)
+    total_ms: Mapped[int | None] = mapped_column(Integer)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    instructions_version: Mapped[int] = mapped_column(Integer, default=0)  # 0: none set
+    raw_output: Mapped[str] = mapped_column(Text, default="")  # bounded by the writer
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Learning(Base):
+    """What an auto-learning run taught the worker's repository."""
+
+    __tablename__ = "learnings"
+    __table_args__ = (
+        CheckConstraint(non_negative("input_tokens", "output_tokens"), name="tokens_non_negative"),
+        Index(None, "worker_id", "created_at"),
+        Index(None, "session_id"),
+        {"schema": "vw_telemetry"},
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    session_id: Mapped[str] = mapped_column(String(32))
+    worker_id: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("vwm.jobs.id"), unique=True)
+    summary: Mapped[str] = mapped_column(Text)
+    files_changed: Mapped[list[Any]] = mapped_column(default=list)
+    commit_sha: Mapped[str | None] = mapped_column(String(64))
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def schemaless_metadata() -> MetaData:
+    """A copy of the metadata with every schema removed: what the tables look like on SQLite."""
+    copy = MetaData(naming_convention=NAMING_CONVENTION)
+    for table in Base.metadata.sorted_tables:
+        table.to_metadata(copy, schema=None, referred_schema_fn=lambda *_: BLANK_SCHEMA)
+    return copy

@@ -1,0 +1,352 @@
+"""Repositories: the queries of each aggregate (runtimes, skills, workers, sessions, jobs,
+settings), used by the control plane's services inside a transaction they own.
+Repositories flush (to surface conflicts as our errors) but never commit.
+
+Status changes are not here: they go through `transitions`. API keys are in `api_keys`,
+telemetry in `telemetry`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from functions.db.columns import utcnow
+from functions.db.errors import (
+    ConflictError,
+    DbError,
+    InUse,
+    NameTaken,
+    NotFoundError,
+    VersionMismatch,
+)
+from functions.db.models import (
+    ACTIVE_JOB_STATUSES,
+    Base,
+    Job,
+    Runtime,
+    SessionStatus,
+    Skill,
+    SystemSetting,
+    Worker,
+    WorkerSession,
+    WorkerSkill,
+)
+from functions.db.pagination import MAX_PAGE_SIZE, Page, decode_cursor, encode_cursor
+
+M = TypeVar("M", bound=Base)
+_IMMUTABLE = frozenset({"id", "created_at"})
+
+
+def _insert(db: Session, row: M, conflict: Callable[[], DbError | None]) -> M:
+    """Add and flush `row` in a savepoint; a unique violation becomes `conflict()`'s error."""
+    try:
+        with db.begin_nested():
+            db.add(row)
+    except IntegrityError:
+        error = conflict()
+        if error is None:
+            raise
+        raise error from None
+    return row
+
+
+def _apply(db: Session, row: M, changes: dict[str, Any], conflict: Callable[[], DbError]) -> M:
+    """Set `changes` on `row` and flush them in a savepoint; a unique violation raises
+    `conflict()`'s error. Unknown or immutable attributes are a programming error."""
+    columns = type(row).__table__.columns.keys()
+    unknown = set(changes) - set(columns) | (set(changes) & _IMMUTABLE)
+    if unknown:
+        raise TypeError(f"cannot set {sorted(unknown)} on {type(row).__name__}")
+    try:
+        with db.begin_nested():
+            for name, value in changes.items():
+                setattr(row, name, value)
+    except IntegrityError:
+        raise conflict() from None
+    return row
+
+
+def _require(row: M | None, kind: str, key: str) -> M:
+    if row is None:
+        raise NotFoundError(kind, key)
+    return row
+
+
+class Runtimes:
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def add(self, **fields: Any) -> Runtime:
+        name = fields["name"]
+        return _insert(self.db, Runtime(**fields), lambda: self._taken(name))
+
+    def get(self, name: str) -> Runtime:
+        return _require(
+            self.db.scalar(select(Runtime).where(Runtime.name == name)), "runtime", name
+        )
+
+    def get_by_id(self, runtime_id: str) -> Runtime:
+        return _require(self.db.get(Runtime, runtime_id), "runtime", runtime_id)
+
+    def list_all(self) -> list[Runtime]:
+        return list(self.db.scalars(select(Runtime).order_by(Runtime.name)))
+
+    def update(self, runtime: Runtime, **changes: Any) -> Runtime:
+        name = changes.get("name", runtime.name)
+        return _apply(self.db, runtime, changes, lambda: NameTaken("runtime", name))
+
+    def delete(self, name: str) -> None:
+        runtime = self.get(name)
+        user = self.db.scalar(select(Worker.name).where(Worker.runtime_id == runtime.id).limit(1))
+        if user is not None:
+            raise InUse("runtime", name, f"worker {user!r}")
+        self.db.delete(runtime)
+        self.db.flush()
+
+    def _taken(self, name: str) -> DbError | None:
+        exists = self.db.scalar(select(Runtime.id).where(Runtime.name == name))
+        return NameTaken("runtime", name) if exists else None
+
+
+class Skills:
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def add(self, **fields: Any) -> Skill:
+        skill = Skill(**fields)
+        label = f"{skill.name}@{skill.version}"
+        return _insert(
+            self.db,
+            skill,
+            lambda: ConflictError(
+                f"skill {label} is already uploaded; bump the version", code="skill_exists"
+            ),
+        )
+
+    def get(self, name: str, version: str) -> Skill:
+        found = self.db.scalar(select(Skill).where(Skill.name == name, Skill.version == version))
+        return _require(found, "skill", f"{name}@{version}")
+
+    def list_all(self, name: str | None = None) -> list[Skill]:
+        query = select(Skill).order_by(Skill.name, Skill.created_at)
+        if name is not None:
+            query = query.where(Skill.name == name)
+        return list(self.db.scalars(query))
+
+    def delete(self, name: str, version: str) -> None:
+        skill = self.get(name, version)
+        user = self.db.scalar(
+            select(Worker.name)
+            .join(WorkerSkill, WorkerSkill.worker_id == Worker.id)
+            .where(WorkerSkill.skill_id == skill.id)
+            .limit(1)
+        )
+        if user is not None:
+            raise InUse("skill", f"{name}@{version}", f"worker {user!r}")
+        self.db.delete(skill)
+        self.db.flush()
+
+
+class Workers:
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def add(self, **fields: Any) -> Worker:
+        name = fields["name"]
+        return _insert(self.db, Worker(**fields), lambda: self._taken(name))
+
+    def get(self, name: str) -> Worker:
+        return _require(self.db.scalar(select(Worker).where(Worker.name == name)), "worker", name)
+
+    def get_by_id(self, worker_id: str) -> Worker:
+        return _require(self.db.get(Worker, worker_id), "worker", worker_id)
+
+    def list_all(self) -> list[Worker]:
+        return list(self.db.scalars(select(Worker).order_by(Worker.name)))
+
+    def update(self, worker: Worker, **changes: Any) -> Worker:
+        name = changes.get("name", worker.name)
+        return _apply(self.db, worker, changes, lambda: NameTaken("worker", name))
+
+    def delete(self, name: str) -> None:
+        """Only a worker that never had a session can be deleted: sessions, jobs and telemetry
+        keep pointing at it."""
+        worker = self.get(name)
+        sessions = self.db.scalar(
+            select(WorkerSession.id).where(WorkerSession.worker_id == worker.id).limit(1)
+        )
+        if sessions is not None:
+            raise InUse("worker", name, "its sessions")
+        self.db.delete(worker)
+        self.db.flush()
+
+    def set_skills(self, worker: Worker, skill_ids: Iterable[str]) -> None:
+        self.db.execute(delete(WorkerSkill).where(WorkerSkill.worker_id == worker.id))
+        self.db.add_all(WorkerSkill(worker_id=worker.id, skill_id=sid) for sid in set(skill_ids))
+        self.db.flush()
+
+    def skills(self, worker: Worker) -> list[Skill]:
+        query = (
+            select(Skill)
+            .join(WorkerSkill, WorkerSkill.skill_id == Skill.id)
+            .where(WorkerSkill.worker_id == worker.id)
+            .order_by(Skill.name)
+        )
+        return list(self.db.scalars(query))
+
+    def _taken(self, name: str) -> DbError | None:
+        exists = self.db.scalar(select(Worker.id).where(Worker.name == name))
+        return NameTaken("worker", name) if exists else None
+
+
+class Sessions:
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def add(self, worker_id: str, workspace: str, **fields: Any) -> WorkerSession:
+        """A new session, status `provisioning`."""
+        session = WorkerSession(worker_id=worker_id, workspace=workspace, **fields)
+        self.db.add(session)
+        self.db.flush()
+        return session
+
+    def get(self, session_id: str, *, for_update: bool = False) -> WorkerSession:
+        """`for_update` locks the row (PostgreSQL) until the transaction ends."""
+        query = select(WorkerSession).where(WorkerSession.id == session_id)
+        if for_update:
+            query = query.with_for_update()
+        return _require(self.db.scalar(query), "session", session_id)
+
+    def page(
+        self,
+        *,
+        worker_id: str | None = None,
+        status: SessionStatus | str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[WorkerSession]:
+        """Newest first, by (created_at, id); pass `next_cursor` back for the next page."""
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, not {limit}")
+        query = select(WorkerSession).order_by(
+            WorkerSession.created_at.desc(), WorkerSession.id.desc()
+        )
+        if worker_id is not None:
+            query = query.where(WorkerSession.worker_id == worker_id)
+        if status is not None:
+            query = query.where(WorkerSession.status == SessionStatus(status))
+        if cursor is not None:
+            created_at, row_id = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    WorkerSession.created_at < created_at,
+                    and_(WorkerSession.created_at == created_at, WorkerSession.id < row_id),
+                )
+            )
+        rows = list(self.db.scalars(query.limit(limit + 1)))
+        if len(rows) <= limit:
+            return Page(rows, None)
+        last = rows[limit - 1]
+        return Page(rows[:limit], encode_cursor(last.created_at, last.id))
+
+    def idle(self, before: datetime) -> list[WorkerSession]:
+        """Ready sessions with no activity since `before`: candidates for idle cleanup."""
+        query = select(WorkerSession).where(
+            WorkerSession.status == SessionStatus.READY, WorkerSession.last_activity_at < before
+        )
+        return list(self.db.scalars(query.order_by(WorkerSession.last_activity_at)))
+
+    def live(self) -> list[WorkerSession]:
+        """Sessions not yet ended (failed ones included: they still hold resources)."""
+        query = select(WorkerSession).where(WorkerSession.status != SessionStatus.ENDED)
+        return list(self.db.scalars(query.order_by(WorkerSession.created_at)))
+
+    def touch(self, session_id: str) -> None:
+        self.db.execute(
+            update(WorkerSession)
+            .where(WorkerSession.id == session_id)
+            .values(last_activity_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
+class Jobs:
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def get(self, job_id: str) -> Job:
+        return _require(self.db.get(Job, job_id), "job", job_id)
+
+    def active(self, session_id: str) -> Job | None:
+        """The session's queued or running job, if any (there is at most one)."""
+        return self.db.scalar(
+            select(Job).where(Job.session_id == session_id, Job.status.in_(ACTIVE_JOB_STATUSES))
+        )
+
+    def for_session(self, session_id: str, limit: int = 50) -> list[Job]:
+        query = (
+            select(Job)
+            .where(Job.session_id == session_id)
+            .order_by(Job.created_at.desc(), Job.id.desc())
+        )
+        return list(self.db.scalars(query.limit(limit)))
+
+
+class Settings:
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def get(self, key: str) -> SystemSetting | None:
+        return self.db.get(SystemSetting, key)
+
+    def value(self, key: str, default: Any = None) -> Any:
+        setting = self.get(key)
+        return default if setting is None else setting.value
+
+    def list_all(self) -> list[SystemSetting]:
+        return list(self.db.scalars(select(SystemSetting).order_by(SystemSetting.key)))
+
+    def put(self, key: str, value: Any, *, expected_version: int | None = None) -> SystemSetting:
+        """Write a setting, version 1 on the first write and one more on each write after.
+        With `expected_version` (0: must not exist yet) a concurrent writer makes this raise
+        `VersionMismatch` instead of silently overwriting."""
+        if value is None:
+            raise ValueError(f"setting {key!r}: a value cannot be null; delete the key instead")
+        query = update(SystemSetting).where(SystemSetting.key == key)
+        if expected_version is not None:
+            query = query.where(SystemSetting.version == expected_version)
+        bump = query.values(value=value, version=SystemSetting.version + 1, updated_at=utcnow())
+        bump = bump.execution_options(synchronize_session=False)
+        if self.db.execute(bump).rowcount == 1:  # type: ignore[attr-defined]
+            return self._fresh(key)
+        current = self._version(key)
+        if expected_version is not None:
+            if current is not None or expected_version != 0:
+                raise VersionMismatch(key, expected_version, current)
+        elif current is not None:  # created since our UPDATE looked: bump that one
+            return self.put(key, value)
+        try:
+            with self.db.begin_nested():
+                self.db.add(SystemSetting(key=key, value=value, version=1))
+        except IntegrityError:  # another writer created it first
+            if expected_version == 0:
+                raise VersionMismatch(key, 0, self._version(key)) from None
+            return self.put(key, value)
+        return self._fresh(key)
+
+    def delete(self, key: str) -> None:
+        self.db.execute(delete(SystemSetting).where(SystemSetting.key == key))
+
+    def _version(self, key: str) -> int | None:
+        return self.db.scalar(select(SystemSetting.version).where(SystemSetting.key == key))
+
+    def _fresh(self, key: str) -> SystemSetting:
+        setting = self.db.get(SystemSetting, key, populate_existing=True)
+        assert setting is not None
+        return setting

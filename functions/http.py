@@ -1,0 +1,146 @@
+"""The HTTP edge of the control plane: API-key auth, body limits, errors as JSON with stable codes.
+
+Services raise their own errors (`functions.db.errors`, `functions.runtime`, `functions.harness_client`,
+`ApiError`); only this module maps them to responses. A caller never sees a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+Model = TypeVar("Model", bound=BaseModel)
+
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
+
+
+class ApiError(Exception):
+    """An error a handler raises on purpose, with its HTTP status and stable code."""
+
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if details:
+        body["error"]["details"] = details
+    return JSONResponse(body, status_code=status)
+
+
+def to_response(exc: Exception) -> JSONResponse:
+    """Any exception as an error response; unknown ones are logged and become a bare 500."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, exc.message, **exc.details)
+    if isinstance(exc, ValidationError):
+        problems = [
+            {"field": ".".join(str(p) for p in err["loc"]), "problem": err["msg"]}
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        return error_response(422, "invalid_request", "the request is not valid", errors=problems)
+    if isinstance(exc, HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+    mapped = _map_known(exc)
+    if mapped is not None:
+        return mapped
+    logger.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal", "the control plane failed; see its log for details")
+
+
+_MAPPERS: list[Callable[[Exception], JSONResponse | None]] = []
+
+
+def register_error_mapper(mapper: Callable[[Exception], JSONResponse | None]) -> None:
+    """Let a layer (db, runtime, harness client) map its own error tree without this module
+    importing it at start-up (a scale-to-zero function pays for every import)."""
+    _MAPPERS.append(mapper)
+
+
+def _map_known(exc: Exception) -> JSONResponse | None:
+    for mapper in _MAPPERS:
+        if (response := mapper(exc)) is not None:
+            return response
+    return None
+
+
+async def handle_error(_: Request, exc: Exception) -> JSONResponse:
+    return to_response(exc)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes")
+    return bytes(body)
+
+
+async def parse_body(request: Request, model: type[Model], limit: int) -> Model:
+    raw = await read_body(request, limit)
+    try:
+        data = json.loads(raw or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_request", f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_request", "the request body must be a JSON object")
+    return model.model_validate(data)
+
+
+def parse_query(request: Request, model: type[Model]) -> Model:
+    return model.model_validate(dict(request.query_params))
+
+
+# The scope of a live API key presented in full, or None for a missing, wrong or revoked key.
+KeyLookup = Callable[[str], Awaitable[str | None]]
+
+
+def scope_allows(scope: str, path: str) -> bool:
+    """`admin` reaches everything; `client` everything but the admin API."""
+    return scope == "admin" or not path.startswith("/v1/admin")
+
+
+class ApiKeyAuth:
+    """Pure ASGI middleware (streaming-safe). Puts the caller's scope in `scope["state"]`."""
+
+    def __init__(self, app: ASGIApp, lookup: KeyLookup) -> None:
+        self.app = app
+        self._lookup = lookup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        scheme, _, presented = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        key_scope = await self._lookup(presented.strip()) if scheme.lower() == "bearer" else None
+        if key_scope is None:
+            response = error_response(
+                401, "unauthorized", "send an API key as 'Authorization: Bearer vwm_…'"
+            )
+            await response(scope, receive, send)
+            return
+        if not scope_allows(key_scope, scope["path"]):
+            response = error_response(403, "forbidden", "this API key's scope is not 'admin'")
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["key_scope"] = key_scope
+        await self.app(scope, receive, send)

@@ -1,0 +1,278 @@
+"""The `prompts` function: run a prompt on a session (sync, stream, async) and read jobs.
+
+Every job gets a recorder: a task that follows the harness's event stream to the end, then writes
+the job's result and its telemetry row. Sync answers when the recorder is done; stream relays the
+same harness events as SSE while the recorder runs beside it (a client that drops loses nothing:
+it reconnects to `GET /v1/jobs/{id}/events` with `Last-Event-ID`); async answers 202 at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from functions.api import Endpoint
+from functions.context import db, settings
+from functions.db.errors import NotFoundError, SessionBusy
+from functions.db.models import Job, JobStatus, WorkerSession
+from functions.db.transitions import start_job, transition_job
+from functions.harness_client import HarnessCallError, decode
+from functions.http import ApiError, parse_body
+from functions.session_runtime import bootstrap_body, client_for, global_instructions, reach
+from functions.telemetry_writer import record_job
+
+logger = logging.getLogger(__name__)
+
+_recorders: dict[str, asyncio.Task[None]] = {}
+
+
+class PromptIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    session_id: str = Field(min_length=1, max_length=64)
+    prompt: str = Field(min_length=1, max_length=512_000)
+    mode: Literal["sync", "stream", "async"] = "sync"
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    timeout_s: int | None = Field(default=None, gt=0, le=86_400)
+
+
+class JobOut(BaseModel):
+    id: str
+    session_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "timeout"]
+    mode: str
+    prompt: str
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+def job_out(row: Job) -> dict[str, Any]:
+    return JobOut(
+        id=row.id,
+        session_id=row.session_id,
+        status=row.status,
+        mode=row.mode,  # type: ignore[arg-type]
+        prompt=row.prompt,
+        result=row.result,
+        error=row.error,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    ).model_dump(mode="json")
+
+
+def _get_job(session: Session, job_id: str) -> Job:
+    row = session.get(Job, job_id)
+    if row is None:
+        raise NotFoundError("job", job_id)
+    return row
+
+
+async def create_prompt(request: Request) -> Response:
+    body = await parse_body(request, PromptIn, settings().max_request_bytes)
+    view, endpoint = await reach(body.session_id)
+    started = await db(
+        lambda s: start_job(
+            s,
+            body.session_id,
+            prompt=body.prompt,
+            mode=body.mode,
+            idempotency_key=body.idempotency_key,
+            timeout_s=body.timeout_s,
+        )
+    )
+    job = started.job
+    if started.created:
+        instructions, version = await db(global_instructions)
+        try:
+            async with client_for(endpoint) as harness:
+                # Hot instructions: the harness rewrites the instruction file only if it changed.
+                await harness.bootstrap(bootstrap_body(view, instructions))
+                await harness.start_job(
+                    {"prompt": body.prompt, "job_id": job.id, "timeout_s": body.timeout_s}
+                )
+        except HarnessCallError as exc:
+            failure = {"code": exc.code, "message": exc.message}
+            await db(
+                lambda s: transition_job(s, _get_job(s, job.id), JobStatus.FAILED, error=failure)
+            )
+            if exc.code == "job_running":
+                raise SessionBusy(body.session_id, str(exc.details.get("running_job_id"))) from None
+            raise
+        job = await db(
+            lambda s: transition_job(
+                s, _get_job(s, job.id), JobStatus.RUNNING, harness_job_id=job.id
+            )
+        )
+        _start_recorder(job.id, view.session.id, version)
+    if body.mode == "async":
+        return JSONResponse(job_out(job), status_code=202 if started.created else 200)
+    if body.mode == "stream":
+        return _relay(job.id, body.session_id, after=0)
+    await _wait_recorded(job.id)
+    return JSONResponse(await db(lambda s: job_out(_get_job(s, job.id))))
+
+
+def _start_recorder(job_id: str, session_id: str, instructions_version: int) -> None:
+    task = asyncio.create_task(_record(job_id, session_id, instructions_version))
+    _recorders[job_id] = task
+    task.add_done_callback(lambda _: _recorders.pop(job_id, None))
+
+
+async def _wait_recorded(job_id: str) -> None:
+    if (task := _recorders.get(job_id)) is not None:
+        await asyncio.shield(task)
+
+
+async def _record(job_id: str, session_id: str, instructions_version: int) -> None:
+    """Follow the harness's events to `job_finished`, then store the result and telemetry."""
+    events: list[dict[str, Any]] = []
+    try:
+        _, endpoint = await reach(session_id)
+        async with client_for(endpoint) as harness:
+            async for message in harness.events(job_id):
+                events.append(decode(message))
+        await db(record_job, job_id, events, instructions_version, settings().raw_output_limit)
+    except Exception as exc:  # the job row must not stay `running` forever
+        logger.exception("recording the job failed", extra={"job_id": job_id})
+        await db(_fail_unrecorded, job_id, str(exc))
+
+
+def _fail_unrecorded(session: Session, job_id: str, reason: str) -> None:
+    row = _get_job(session, job_id)
+    if row.status in ("queued", "running"):
+        transition_job(
+            session,
+            row,
+            JobStatus.FAILED,
+            error={"code": "harness_lost", "message": f"the job's harness was lost: {reason}"},
+        )
+
+
+def _relay(job_id: str, session_id: str, after: int) -> EventSourceResponse:
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        try:
+            _, endpoint = await reach(session_id)
+            async with client_for(endpoint) as harness:
+                async for message in harness.events(job_id, after=after):
+                    yield ServerSentEvent(id=message.id, event=message.event, data=message.data)
+            return
+        except Exception:  # the harness is gone: fall back to the stored record below
+            logger.info("relaying from the stored record", extra={"job_id": job_id})
+        for event in await db(_stored_events, job_id, after):
+            yield ServerSentEvent(
+                id=str(event["seq"]),
+                event=event["kind"],
+                data=json.dumps(event, separators=(",", ":")),
+            )
+
+    return EventSourceResponse(
+        events(),
+        ping=settings().heartbeat_s,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        ping_message_factory=lambda: ServerSentEvent(comment="heartbeat"),
+    )
+
+
+def _stored_events(session: Session, job_id: str, after: int) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from functions.db.models import TelemetryRequest
+
+    raw = session.scalar(
+        select(TelemetryRequest.raw_output).where(TelemetryRequest.job_id == job_id)
+    )
+    events = []
+    for line in (raw or "").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the bounded record's truncation marker
+        if isinstance(event, dict) and event.get("seq", 0) > after:
+            events.append(event)
+    return events
+
+
+async def get_job(request: Request) -> Response:
+    job_id = request.path_params["job_id"]
+    return JSONResponse(await db(lambda s: job_out(_get_job(s, job_id))))
+
+
+async def job_events(request: Request) -> Response:
+    job_id = request.path_params["job_id"]
+    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    if not raw.isdigit():
+        raise ApiError(400, "bad_request", "Last-Event-ID (or ?after=) must be a sequence number")
+    job = await db(lambda s: _get_job(s, job_id))
+    session_row = await db(lambda s: s.get(WorkerSession, job.session_id))
+    if job.status in ("queued", "running") or (session_row and session_row.status == "ready"):
+        return _relay(job_id, job.session_id, after=int(raw))
+    return _relay_stored(job_id, int(raw))
+
+
+def _relay_stored(job_id: str, after: int) -> EventSourceResponse:
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        for event in await db(_stored_events, job_id, after):
+            yield ServerSentEvent(
+                id=str(event["seq"]),
+                event=event["kind"],
+                data=json.dumps(event, separators=(",", ":")),
+            )
+
+    return EventSourceResponse(events(), headers={"Cache-Control": "no-cache"})
+
+
+async def cancel_job(request: Request) -> Response:
+    job_id = request.path_params["job_id"]
+    job = await db(lambda s: _get_job(s, job_id))
+    if job.status in ("queued", "running"):
+        _, endpoint = await reach(job.session_id)
+        async with client_for(endpoint) as harness:
+            await harness.cancel(job_id)
+        await _wait_recorded(job_id)
+    return JSONResponse(await db(lambda s: job_out(_get_job(s, job_id))))
+
+
+TAGS = ("prompts",)
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/v1/prompts",
+        create_prompt,
+        "Run a prompt on a session: sync (JSON), stream (SSE) or async (202)",
+        body=PromptIn,
+        response=JobOut,
+        other_statuses=(202, 409),
+        tags=TAGS,
+    ),
+    Endpoint("GET", "/v1/jobs/{job_id}", get_job, "Get a job", response=JobOut, tags=TAGS),
+    Endpoint(
+        "GET",
+        "/v1/jobs/{job_id}/events",
+        job_events,
+        "A job's events as SSE; resumes after Last-Event-ID",
+        sse=True,
+        other_statuses=(400,),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/jobs/{job_id}/cancel",
+        cancel_job,
+        "Cancel a running job",
+        response=JobOut,
+        tags=TAGS,
+    ),
+]

@@ -1,0 +1,123 @@
+"""The runtime backend contract: how a session's harness is provisioned, found and torn down.
+
+The sessions and events functions call a `RuntimeBackend`; `functions.runtime.local` runs each
+harness as a local process (the embedded default), a Knative backend (later) runs it as a Knative
+Service bound to a PVC. Both pass the contract suite in ``tests/runtime/contract.py``.
+
+A backend keeps no state of its own that a restart would lose: everything needed to find a
+harness again is in the `RuntimeHandle` it returns, which the caller persists (JSON) with the
+session. Secrets the harness needs (the provider key) travel in `HarnessSpec.credential_env`,
+which no backend ever persists: the caller resolves it again from the runtime's credential
+reference before every `provision` and `ensure_running`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+HarnessStatus = Literal["running", "stopped", "missing"]
+"""``running``: the harness process (or Service) exists, ready or still starting.
+``stopped``: its workspace (volume) is there but nothing serves it; `ensure_running` fixes that.
+``missing``: the workspace is gone (torn down, or never provisioned here); nothing can be revived."""
+
+# Variables each backend sets itself: a spec may not override them.
+RESERVED_ENV = frozenset(
+    {"VWM_WORKSPACE", "VWM_HARNESS_HOST", "VWM_HARNESS_PORT", "VWM_SESSION_TOKEN", "VWM_CLI"}
+)
+
+
+@dataclass(frozen=True)
+class HarnessSpec:
+    """What to run for one session. Built by the caller from the worker and its runtime row.
+
+    `credential_env` (e.g. ``{"VWM_PROVIDER_API_KEY": ...}``) reaches only the harness's
+    environment: it is never part of a handle, a log line or a repr. `extra_env` carries any other
+    ``VWM_*`` setting of docs/harness.md (``VWM_PRICES``, ``VWM_SYSTEM_PROMPT``, ...).
+    """
+
+    session_id: str
+    cli: str
+    cli_bin: str | None
+    model: str | None
+    provider_base_url: str | None
+    credential_env: dict[str, str] = field(repr=False)
+    job_timeout_s: float | None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HarnessEndpoint:
+    """Where the control plane calls the harness, and the bearer token it must send."""
+
+    url: str
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RuntimeHandle:
+    """What a backend needs to find a session's harness again; persist `to_dict()` as JSON.
+
+    `state` is backend-specific and JSON-able. Locally it holds the workspace path, port, pid and
+    the session token. In production the token would not be stored here but as a Secret reference
+    (the Knative backend's state holds only resource names).
+    """
+
+    session_id: str
+    backend: str
+    state: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"session_id": self.session_id, "backend": self.backend, "state": dict(self.state)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RuntimeHandle:
+        return cls(
+            session_id=str(data["session_id"]),
+            backend=str(data["backend"]),
+            state=dict(data.get("state") or {}),
+        )
+
+
+@runtime_checkable
+class RuntimeBackend(Protocol):
+    """Provision, find and tear down one harness per session.
+
+    Every method may raise a `functions.runtime.errors.RuntimeBackendError`; its `retryable`
+    says whether the same call may succeed later.
+    """
+
+    kind: str
+    """The name stored in `RuntimeHandle.backend` (``"local"``, ``"knative"``)."""
+
+    async def provision(self, spec: HarnessSpec) -> RuntimeHandle:
+        """Create the session's workspace and start its harness; do not wait for it to be ready.
+
+        Raises `SessionExists` if the session already has a workspace here."""
+        ...
+
+    async def wait_ready(self, handle: RuntimeHandle, timeout_s: float) -> HarnessEndpoint:
+        """Poll ``GET /healthz`` until the harness answers as the right CLI and accepts the token.
+
+        Raises `HarnessStartFailed` (it exited, with its log tail) or `HarnessNotReady` (timeout)."""
+        ...
+
+    def endpoint(self, handle: RuntimeHandle) -> HarnessEndpoint:
+        """The URL and token of the harness, without checking that it answers."""
+        ...
+
+    async def status(self, handle: RuntimeHandle) -> HarnessStatus: ...
+
+    async def ensure_running(self, handle: RuntimeHandle, spec: HarnessSpec) -> RuntimeHandle:
+        """Relaunch the harness on the same workspace if it is gone or does not answer.
+
+        Returns the handle to persist from now on (it may name a new pid or port; the token
+        stays). The harness may still be starting: call `wait_ready` next. Raises `HarnessMissing`
+        when the workspace itself is gone."""
+        ...
+
+    async def teardown(self, handle: RuntimeHandle, *, keep_workspace: bool = False) -> None:
+        """Stop the harness (SIGTERM, grace, SIGKILL) and remove the workspace unless asked to
+        keep it. Idempotent: tearing down what is already gone succeeds."""
+        ...

@@ -1,0 +1,73 @@
+"""The runtime backends' error tree. Raised by every `RuntimeBackend`; the sessions and events
+functions catch it and decide from `retryable` whether to try again later or fail the session.
+
+No HTTP here: mapping an error to a status code (``harness_unavailable`` 502/503) is the job of
+the HTTP edge. Messages say what happened and what to do next.
+"""
+
+from __future__ import annotations
+
+
+class RuntimeBackendError(Exception):
+    """Base of every runtime backend error. `retryable`: the same call may succeed later."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, session_id: str, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.session_id = session_id
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class InvalidHarnessSpec(RuntimeBackendError):
+    """The spec or handle cannot be used as given (a session id unfit for a path or resource
+    name, an environment variable the backend owns, a handle of another backend)."""
+
+
+class SessionExists(RuntimeBackendError):
+    """`provision` found a workspace for this session already: use its handle, or tear it down."""
+
+
+class HarnessMissing(RuntimeBackendError):
+    """The session's workspace is gone, so there is nothing to relaunch: the session has ended."""
+
+
+class HarnessStartFailed(RuntimeBackendError):
+    """The harness exited before it was ready. `log_tail` is the end of its log for this launch;
+    `exit_code` is known when this process started it. Retryable only when the cause looks
+    transient (its port was taken meanwhile): a bad setting fails the same way every time."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        session_id: str,
+        log_tail: str,
+        exit_code: int | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(f"{message}\n--- harness log tail ---\n{log_tail}", session_id=session_id)
+        self.log_tail = log_tail
+        self.exit_code = exit_code
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class HarnessNotReady(RuntimeBackendError):
+    """The harness is running but did not answer in time; wait longer or call `ensure_running`."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, session_id: str, log_tail: str = "") -> None:
+        text = f"{message}\n--- harness log tail ---\n{log_tail}" if log_tail else message
+        super().__init__(text, session_id=session_id)
+        self.log_tail = log_tail
+
+
+class TeardownFailed(RuntimeBackendError):
+    """Something of the session survived a teardown (a process, files); calling it again may
+    finish the job."""
+
+    retryable = True

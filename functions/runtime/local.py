@@ -1,0 +1,397 @@
+"""The local runtime backend: each session's harness is a ``python -m harness`` process.
+
+Used by the embedded default (``vwm up``) through the `RuntimeBackend` contract of
+`functions.runtime.base`. Layout under `data_dir`::
+
+    sessions/<session_id>/workspace/   the session's volume (VWM_WORKSPACE)
+    logs/<session_id>.log              the harness's stdout and stderr, appended per launch
+
+Harnesses outlive the control plane: each runs in a session of its own (its own process group,
+away from the terminal's Ctrl-C) and is never killed when this process exits. While this process
+is the parent, a thread per harness waits for it, so none is left a zombie; after a restart the
+harness is found again from the persisted state (pid, start time, port, token) and relaunched on
+the same workspace if it is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from functions.runtime import probe, procs
+from functions.runtime.base import (
+    RESERVED_ENV,
+    HarnessEndpoint,
+    HarnessSpec,
+    HarnessStatus,
+    RuntimeHandle,
+)
+from functions.runtime.errors import (
+    HarnessMissing,
+    HarnessNotReady,
+    HarnessStartFailed,
+    InvalidHarnessSpec,
+    SessionExists,
+    TeardownFailed,
+)
+
+# Not secrets, and what the harness passes on to the CLI. Nothing else of this process's
+# environment reaches a harness: the control plane's own keys stay here.
+INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS")
+
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_LOG_TAIL_BYTES = 4000
+_POLL_S = 0.05
+
+
+class LocalBackend:
+    kind = "local"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        python: str = sys.executable,
+        harness_module: str = "harness",
+        log_dir: Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        inherit_env: Sequence[str] = INHERITED_ENV,
+        stop_grace_s: float = 15.0,
+        startup_grace_s: float = 30.0,
+        probe_timeout_s: float = 2.0,
+    ) -> None:
+        """`stop_grace_s`: SIGTERM → SIGKILL grace at teardown (the harness itself allows 10 s
+        to finish requests). `startup_grace_s`: how long `ensure_running` lets a live harness
+        come up before it counts as hung and is replaced."""
+        self.data_dir = Path(data_dir).resolve()
+        self.log_dir = Path(log_dir).resolve() if log_dir else self.data_dir / "logs"
+        self._python = python
+        self._module = harness_module
+        self._host = host
+        self._inherit_env = tuple(inherit_env)
+        self._stop_grace_s = stop_grace_s
+        self._startup_grace_s = startup_grace_s
+        self._probe_timeout_s = probe_timeout_s
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- where things are ----------------------------------------------------------------------
+
+    def workspace(self, session_id: str) -> Path:
+        return self.data_dir / "sessions" / _checked_id(session_id) / "workspace"
+
+    def log_path(self, session_id: str) -> Path:
+        return self.log_dir / f"{_checked_id(session_id)}.log"
+
+    # -- the contract --------------------------------------------------------------------------
+
+    async def provision(self, spec: HarnessSpec) -> RuntimeHandle:
+        _check_spec(spec)
+        async with self._lock(spec.session_id):
+            workspace = self.workspace(spec.session_id)
+            if await asyncio.to_thread(workspace.exists):
+                raise SessionExists(
+                    f"session {spec.session_id} already has a workspace at {workspace}; use its "
+                    "handle (ensure_running), or tear it down first",
+                    session_id=spec.session_id,
+                )
+            try:
+                return await asyncio.to_thread(self._launch, spec, secrets.token_urlsafe(32))
+            except HarnessStartFailed:
+                await asyncio.to_thread(_remove_tree, workspace.parent)
+                raise
+
+    async def wait_ready(self, handle: RuntimeHandle, timeout_s: float) -> HarnessEndpoint:
+        self._check_handle(handle, needs=("pid", "cli"))
+        endpoint = self.endpoint(handle)
+        deadline = time.monotonic() + timeout_s
+        async with probe.client(self._probe_timeout_s) as http:
+            while True:
+                if not _running(handle):
+                    raise await self._start_failed(handle)
+                remaining = deadline - time.monotonic()
+                probe_s = min(self._probe_timeout_s, max(remaining, _POLL_S))
+                if await probe.answers(http, endpoint, handle.state["cli"], probe_s):
+                    return endpoint
+                if time.monotonic() >= deadline:
+                    raise HarnessNotReady(
+                        f"the harness of session {handle.session_id} did not answer on "
+                        f"{endpoint.url} within {timeout_s:g} s; wait longer or call "
+                        "ensure_running to replace it",
+                        session_id=handle.session_id,
+                        log_tail=await asyncio.to_thread(_log_tail, handle),
+                    )
+                await asyncio.sleep(_POLL_S * 2)
+
+    def endpoint(self, handle: RuntimeHandle) -> HarnessEndpoint:
+        self._check_handle(handle, needs=("host", "port", "token"))
+        state = handle.state
+        return HarnessEndpoint(url=f"http://{state['host']}:{state['port']}", token=state["token"])
+
+    async def status(self, handle: RuntimeHandle) -> HarnessStatus:
+        self._check_handle(handle)
+        if await asyncio.to_thread(_running, handle):
+            return "running"
+        workspace = self.workspace(handle.session_id)
+        return "stopped" if await asyncio.to_thread(workspace.is_dir) else "missing"
+
+    async def ensure_running(self, handle: RuntimeHandle, spec: HarnessSpec) -> RuntimeHandle:
+        self._check_handle(handle, needs=("token",))
+        _check_spec(spec)
+        if spec.session_id != handle.session_id:
+            raise InvalidHarnessSpec(
+                f"the spec is for session {spec.session_id}, the handle for {handle.session_id}",
+                session_id=handle.session_id,
+            )
+        async with self._lock(handle.session_id):
+            workspace = self.workspace(handle.session_id)
+            if not await asyncio.to_thread(workspace.is_dir):
+                raise HarnessMissing(
+                    f"the workspace of session {handle.session_id} ({workspace}) is gone; the "
+                    "session cannot be revived, end it",
+                    session_id=handle.session_id,
+                )
+            if _running(handle) and await self._answers_within(handle, self._startup_grace_s):
+                return handle
+            # Dead, or alive but mute: stop what is left of it (its CLI may still be writing into
+            # the workspace), then start afresh on a new port (the old one may be taken now).
+            await self._stop(handle)
+            return await asyncio.to_thread(self._launch, spec, handle.state["token"])
+
+    async def teardown(self, handle: RuntimeHandle, *, keep_workspace: bool = False) -> None:
+        self._check_handle(handle)
+        async with self._lock(handle.session_id):
+            await self._stop(handle)
+            if not keep_workspace:
+                session_dir = self.workspace(handle.session_id).parent
+                try:
+                    await asyncio.to_thread(_remove_tree, session_dir)
+                except OSError as exc:
+                    raise TeardownFailed(
+                        f"could not remove {session_dir}: {exc}; tear down again",
+                        session_id=handle.session_id,
+                    ) from exc
+
+    # -- launching -----------------------------------------------------------------------------
+
+    def _launch(self, spec: HarnessSpec, token: str) -> RuntimeHandle:
+        """Start a harness (blocking: run it in a thread). The caller holds the session lock."""
+        workspace = self.workspace(spec.session_id)
+        workspace.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_path(spec.session_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        port = _free_port(self._host)
+        with log_path.open("ab") as log:
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            log.write(f"\n=== vwm: harness launch {stamp} on port {port} ===\n".encode())
+            log.flush()
+            log_offset = log.tell()
+            try:
+                proc = subprocess.Popen(
+                    [self._python, "-m", self._module],
+                    cwd=workspace.parent,
+                    env=self._harness_env(spec, workspace, port, token),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise HarnessStartFailed(
+                    f"could not run {self._python} -m {self._module}: {exc}",
+                    session_id=spec.session_id,
+                    log_tail="",
+                ) from exc
+        self._children[proc.pid] = proc
+        threading.Thread(target=proc.wait, name=f"reap-harness-{proc.pid}", daemon=True).start()
+        state: dict[str, Any] = {
+            "workspace": str(workspace),
+            "log": str(log_path),
+            "log_offset": log_offset,
+            "host": self._host,
+            "port": port,
+            "pid": proc.pid,
+            "pid_start": procs.start_ticks(proc.pid),
+            "cli": spec.cli,
+            "token": token,
+        }
+        return RuntimeHandle(session_id=spec.session_id, backend=self.kind, state=state)
+
+    def _harness_env(
+        self, spec: HarnessSpec, workspace: Path, port: int, token: str
+    ) -> dict[str, str]:
+        env = {name: os.environ[name] for name in self._inherit_env if name in os.environ}
+        env.setdefault("LANG", "C.UTF-8")
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(spec.extra_env)
+        optional = {
+            "VWM_CLI_BIN": spec.cli_bin,
+            "VWM_MODEL": spec.model,
+            "VWM_PROVIDER_BASE_URL": spec.provider_base_url,
+            "VWM_JOB_TIMEOUT_S": None if spec.job_timeout_s is None else str(spec.job_timeout_s),
+        }
+        env.update({name: value for name, value in optional.items() if value is not None})
+        env.update(spec.credential_env)
+        env.update(
+            {
+                "VWM_WORKSPACE": str(workspace),
+                "VWM_HARNESS_HOST": self._host,
+                "VWM_HARNESS_PORT": str(port),
+                "VWM_SESSION_TOKEN": token,
+                "VWM_CLI": spec.cli,
+            }
+        )
+        return env
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    async def _stop(self, handle: RuntimeHandle) -> None:
+        """SIGTERM the harness's group, SIGKILL it after the grace, then kill whatever else still
+        runs for the workspace (a CLI in its own group). Raises `TeardownFailed` if some survive."""
+        pid, started = handle.state.get("pid"), handle.state.get("pid_start")
+        if isinstance(pid, int) and _running(handle):
+            procs.signal_group(pid, signal.SIGTERM)
+            procs.signal_group(pid, signal.SIGCONT)  # a stopped (SIGSTOP) harness must see it
+            if not await _until(lambda: not procs.is_running(pid, started), self._stop_grace_s):
+                procs.signal_group(pid, signal.SIGKILL)
+                await _until(lambda: not procs.is_running(pid, started), 5.0)
+        elif isinstance(pid, int) and procs.start_ticks(pid) is None:
+            # The leader is gone. Its pid cannot be reused while its group still has members,
+            # so signalling the group reaches only what it left behind.
+            procs.signal_group(pid, signal.SIGKILL)
+        workspace = self.workspace(handle.session_id)
+
+        def leftovers() -> list[int]:
+            return procs.processes_in(workspace)
+
+        def kill_leftovers() -> bool:
+            for leftover in leftovers():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(leftover, signal.SIGKILL)
+            return not leftovers()
+
+        if not await _until(kill_leftovers, 10.0, blocking=True):
+            raise TeardownFailed(
+                f"processes {leftovers()} of session {handle.session_id} survived SIGKILL; "
+                "tear down again",
+                session_id=handle.session_id,
+            )
+        if isinstance(pid, int):
+            self._children.pop(pid, None)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    async def _answers_within(self, handle: RuntimeHandle, timeout_s: float) -> bool:
+        try:
+            await self.wait_ready(handle, timeout_s)
+        except (HarnessStartFailed, HarnessNotReady):
+            return False
+        return True
+
+    async def _start_failed(self, handle: RuntimeHandle) -> HarnessStartFailed:
+        exit_code = None
+        if (child := self._children.get(handle.state.get("pid", -1))) is not None:
+            await _until(lambda: child.returncode is not None, 2.0)  # the reaper thread sets it
+            exit_code = child.returncode
+        tail = await asyncio.to_thread(_log_tail, handle)
+        return HarnessStartFailed(
+            f"the harness of session {handle.session_id} exited (code {exit_code}) before it "
+            "was ready; the log tail below says why",
+            session_id=handle.session_id,
+            log_tail=tail,
+            exit_code=exit_code,
+            # Another program took the port between our pick and its bind: a retry picks anew.
+            retryable="address already in use" in tail.lower(),
+        )
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+    def _check_handle(self, handle: RuntimeHandle, needs: Sequence[str] = ()) -> None:
+        """Teardown and status need only the session id (a handle whose state was lost still
+        tears down); the rest needs what provision recorded."""
+        _checked_id(handle.session_id)
+        missing = [key for key in needs if key not in handle.state]
+        if handle.backend != self.kind or missing:
+            raise InvalidHarnessSpec(
+                f"the {handle.backend!r} handle of session {handle.session_id} cannot be used "
+                f"by the {self.kind!r} backend (missing: {', '.join(missing) or 'nothing'}); "
+                "pass the handle that provision or ensure_running returned",
+                session_id=handle.session_id,
+            )
+
+
+def _check_spec(spec: HarnessSpec) -> None:
+    _checked_id(spec.session_id)
+    clashes = sorted(RESERVED_ENV & (set(spec.extra_env) | set(spec.credential_env)))
+    if clashes:
+        raise InvalidHarnessSpec(
+            f"{', '.join(clashes)} are set by the runtime backend; remove them from the spec",
+            session_id=spec.session_id,
+        )
+
+
+def _checked_id(session_id: str) -> str:
+    if not _SESSION_ID.fullmatch(session_id):
+        raise InvalidHarnessSpec(
+            f"session id {session_id!r} must be 1-128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit",
+            session_id=session_id,
+        )
+    return session_id
+
+
+def _running(handle: RuntimeHandle) -> bool:
+    pid = handle.state.get("pid")
+    return isinstance(pid, int) and procs.is_running(pid, handle.state.get("pid_start"))
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _log_tail(handle: RuntimeHandle) -> str:
+    """The end of what this launch of the harness wrote (earlier launches are above it)."""
+    try:
+        with open(handle.state["log"], "rb") as log:
+            start = max(
+                int(handle.state.get("log_offset", 0)), log.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES
+            )
+            log.seek(start)
+            return log.read().decode(errors="replace")
+    except (OSError, KeyError):
+        return "(no log)"
+
+
+def _remove_tree(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+
+
+async def _until(
+    condition: Callable[[], bool], timeout_s: float, *, blocking: bool = False
+) -> bool:
+    """Poll `condition` until it holds or `timeout_s` passes; a `blocking` one (a scan of
+    ``/proc``) runs in a worker thread, a cheap one in the event loop."""
+    deadline = time.monotonic() + timeout_s
+    while not (await asyncio.to_thread(condition) if blocking else condition()):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(_POLL_S)
+    return True

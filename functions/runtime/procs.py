@@ -1,0 +1,81 @@
+"""Process facts from ``/proc`` for the local runtime backend (`functions.runtime.local`).
+
+A pid alone does not identify a process across a restart of the control plane: the harness may
+have died and its pid been given to another program. So a harness is known by its pid *and* its
+start time (clock ticks since boot, field 22 of ``/proc/<pid>/stat``), and a zombie counts as
+gone. Everything here is synchronous and cheap; the backend calls it from worker threads.
+Without ``/proc`` (macOS) liveness falls back to ``kill(pid, 0)`` and start times are unknown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+_PROC = Path("/proc")
+_HAS_PROC = (_PROC / "self" / "stat").exists()
+
+
+def start_ticks(pid: int) -> int | None:
+    """When `pid` started, or None if there is no live process with that pid (zombies are dead)
+    or no ``/proc`` to tell."""
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):  # zombie or dead: exited, waiting to be reaped
+        return None
+    return int(fields[19])
+
+
+def is_running(pid: int, started: int | None) -> bool:
+    """True if `pid` is alive and (when `started` is known) is the same process we launched."""
+    if not _HAS_PROC:
+        return _exists(pid)
+    ticks = start_ticks(pid)
+    return ticks is not None and (started is None or ticks == started)
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Signal a whole process group; a group that is gone already is not an error."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def processes_in(workspace: Path) -> list[int]:
+    """Our own live processes that belong to a session workspace, found by their environment:
+    the harness and its git (``VWM_WORKSPACE=<workspace>``), the CLI and the tools it starts
+    (``HOME`` inside the workspace). The CLI runs in a process group of its own, so it outlives a
+    SIGKILLed harness; this finds it. The working directory is deliberately not a criterion: a
+    person's shell sitting in a workspace is not the session's."""
+    if not _HAS_PROC:
+        return []
+    root = str(workspace)
+    harness_marker = f"VWM_WORKSPACE={root}".encode()
+    home_prefix = f"HOME={root}{os.sep}".encode()
+    found: list[int] = []
+    me, uid = os.getpid(), os.getuid()
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        with contextlib.suppress(OSError):
+            if entry.stat().st_uid != uid or start_ticks(int(entry.name)) is None:
+                continue
+            env = (entry / "environ").read_bytes().split(b"\0")
+            if harness_marker in env or any(var.startswith(home_prefix) for var in env):
+                found.append(int(entry.name))
+    return found
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive, though not ours to signal
+    return True

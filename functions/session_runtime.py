@@ -1,0 +1,132 @@
+"""A session's harness as the control plane sees it: how to build its spec from the worker and
+runtime rows, start it, and reach it again (relaunching it if it died or `vwm up` restarted).
+
+Used by the `sessions` and `prompts` functions.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from functions.context import backend, db, settings
+from functions.db.errors import ConflictError, NotFoundError
+from functions.db.models import Runtime, SessionStatus, SystemSetting, Worker, WorkerSession
+from functions.harness_client import HarnessClient
+from functions.runtime.base import HarnessEndpoint, HarnessSpec, RuntimeHandle
+
+GLOBAL_INSTRUCTIONS = "global_instructions"
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """The rows a session needs, read in one transaction and detached from it."""
+
+    session: WorkerSession
+    worker: Worker
+    runtime: Runtime
+
+
+def load(session: Session, session_id: str) -> SessionView:
+    row = session.get(WorkerSession, session_id)
+    if row is None:
+        raise NotFoundError("session", session_id)
+    worker = session.get(Worker, row.worker_id)
+    runtime = session.get(Runtime, worker.runtime_id) if worker else None
+    if worker is None or runtime is None:
+        raise NotFoundError("worker", row.worker_id)
+    return SessionView(row, worker, runtime)
+
+
+def global_instructions(session: Session) -> tuple[str, int]:
+    """The hot system instructions and their version (0 when none are set)."""
+    row = session.get(SystemSetting, GLOBAL_INSTRUCTIONS)
+    if row is None:
+        return "", 0
+    value = row.value if isinstance(row.value, str) else str(row.value or "")
+    return value, row.version
+
+
+def harness_spec(view: SessionView) -> HarnessSpec:
+    runtime, worker = view.runtime, view.worker
+    credential_env: dict[str, str] = {}
+    if runtime.credential_ref:
+        # The reference names where the key lives; the key itself is read now, never stored.
+        value = os.environ.get(runtime.credential_ref)
+        if value is None:
+            raise ConflictError(
+                f"runtime {runtime.name!r} names credential {runtime.credential_ref!r}, which is not "
+                "set in the control plane's environment; set it and try again",
+                code="credential_missing",
+            )
+        credential_env["VWM_PROVIDER_API_KEY"] = value
+    extra: dict[str, str] = {}
+    if runtime.prices:
+        import json
+
+        extra["VWM_PRICES"] = json.dumps(runtime.prices)
+    timeout = (worker.timeouts or {}).get("job_s") or (runtime.limits or {}).get("job_timeout_s")
+    return HarnessSpec(
+        session_id=view.session.id,
+        cli=runtime.cli,
+        cli_bin=os.environ.get(f"VWM_{runtime.cli.upper()}_BIN"),
+        model=worker.model or runtime.default_model,
+        provider_base_url=runtime.provider_base_url,
+        credential_env=credential_env,
+        job_timeout_s=float(timeout) if timeout else None,
+        extra_env=extra,
+    )
+
+
+async def reach(session_id: str) -> tuple[SessionView, HarnessEndpoint]:
+    """The harness of a live session, relaunched first if it is not running."""
+    view = await db(load, session_id)
+    if view.session.status != SessionStatus.READY:
+        raise ConflictError(
+            f"session {session_id} is {view.session.status}; only a ready session takes prompts",
+            code="session_ended"
+            if view.session.status in ("ending", "ended")
+            else "session_not_ready",
+        )
+    handle = RuntimeHandle.from_dict(view.session.runtime_state)
+    runtime = backend()
+    if await runtime.status(handle) != "running":
+        handle = await runtime.ensure_running(handle, harness_spec(view))
+        await db(_save_handle, session_id, handle.to_dict())
+    endpoint = await runtime.wait_ready(handle, settings().harness_ready_timeout_s)
+    return view, endpoint
+
+
+def _save_handle(session: Session, session_id: str, state: dict[str, Any]) -> None:
+    row = session.get(WorkerSession, session_id)
+    if row is not None:
+        row.runtime_state = state
+
+
+def bootstrap_body(view: SessionView, system_instructions: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "worker_repo": {"url": view.worker.repo_url, "branch": view.worker.repo_branch},
+        "system_instructions": system_instructions,
+        "worker_instructions": view.worker.instructions,
+    }
+    if view.session.session_repo_url:
+        body["session_repo"] = {
+            "url": view.session.session_repo_url,
+            "branch": view.session.session_repo_branch or "main",
+        }
+    return body
+
+
+def client_for(endpoint: HarnessEndpoint) -> HarnessClient:
+    return HarnessClient(endpoint.url, endpoint.token)
+
+
+def worker_by_name(session: Session, name: str) -> Worker:
+    worker = session.scalar(select(Worker).where(Worker.name == name))
+    if worker is None:
+        raise NotFoundError("worker", name)
+    return worker

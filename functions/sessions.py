@@ -1,0 +1,319 @@
+"""The `sessions` function: create a session for a worker, get, list, end.
+
+Creating provisions the harness through the runtime backend, waits until it answers and
+bootstraps it (worker repo, session repo, instructions); the answer comes when the session is
+ready, or at once with `wait: false` (poll `GET /v1/sessions/{id}`). Ending asks the harness to
+write the transcript, commit and push, then tears the harness down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from functions.api import Endpoint
+from functions.context import backend, db, settings
+from functions.db.errors import InvalidCursor
+from functions.db.models import SessionStatus, WorkerSession
+from functions.db.transitions import transition_session
+from functions.harness_client import HarnessCallError
+from functions.http import parse_body, parse_query
+from functions.runtime.base import RuntimeHandle
+from functions.runtime.errors import RuntimeBackendError
+from functions.session_runtime import (
+    bootstrap_body,
+    client_for,
+    global_instructions,
+    harness_spec,
+    load,
+    worker_by_name,
+)
+
+logger = logging.getLogger(__name__)
+
+# Provisioning tasks of `wait: false` sessions: kept so they are not garbage-collected mid-run.
+_background: set[asyncio.Task[None]] = set()
+
+
+class RepoRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(min_length=1, max_length=2000)
+    branch: str = Field(default="main", min_length=1, max_length=200)
+
+
+class SessionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    worker: str = Field(min_length=1, max_length=100)
+    session_repo: RepoRef | None = None
+    wait: bool = True
+
+
+class SessionOut(BaseModel):
+    id: str
+    worker: str
+    status: Literal["provisioning", "ready", "ending", "ended", "failed"]
+    session_repo: RepoRef | None
+    cli_session_id: str | None
+    error: dict[str, Any] | None
+    created_at: datetime
+    ready_at: datetime | None
+    ended_at: datetime | None
+
+
+class SessionList(BaseModel):
+    items: list[SessionOut]
+    next_cursor: str | None
+
+
+class SessionQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    worker: str | None = Field(default=None, max_length=100)
+    status: Literal["provisioning", "ready", "ending", "ended", "failed"] | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(default=None, max_length=500)
+
+
+def session_out(row: WorkerSession, worker_name: str) -> dict[str, Any]:
+    repo = (
+        RepoRef(url=row.session_repo_url, branch=row.session_repo_branch or "main")
+        if row.session_repo_url
+        else None
+    )
+    return SessionOut(
+        id=row.id,
+        worker=worker_name,
+        status=row.status,
+        session_repo=repo,  # type: ignore[arg-type]
+        cli_session_id=row.cli_session_id,
+        error=row.error,
+        created_at=row.created_at,
+        ready_at=row.ready_at,
+        ended_at=row.ended_at,
+    ).model_dump(mode="json")
+
+
+async def create_session(request: Request) -> Response:
+    body = await parse_body(request, SessionIn, settings().max_request_bytes)
+
+    def create(session: Session) -> dict[str, Any]:
+        worker = worker_by_name(session, body.worker)
+        row = WorkerSession(
+            worker_id=worker.id,
+            status=SessionStatus.PROVISIONING,
+            session_repo_url=body.session_repo.url if body.session_repo else None,
+            session_repo_branch=body.session_repo.branch if body.session_repo else None,
+            workspace="",
+        )
+        session.add(row)
+        session.flush()
+        return session_out(row, worker.name)
+
+    created = await db(create)
+    if not body.wait:
+        task = asyncio.create_task(_provision(created["id"]))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        return JSONResponse(created, status_code=202)
+    await _provision(created["id"])
+    current = await db(lambda s: _out(s, created["id"]))
+    status = 201 if current["status"] == "ready" else 502
+    if status != 201:
+        error = current["error"] or {}
+        return JSONResponse(
+            {
+                "error": {
+                    "code": error.get("code", "session_failed"),
+                    "message": error.get("message", "the session could not start"),
+                    "details": {"session": current},
+                }
+            },
+            status_code=status,
+        )
+    return JSONResponse(current, status_code=201)
+
+
+async def _provision(session_id: str) -> None:
+    """Start and bootstrap the harness; the session ends `ready` or `failed` with a reason."""
+    try:
+        view = await db(load, session_id)
+        spec = harness_spec(view)
+        runtime = backend()
+        handle = await runtime.provision(spec)
+        await db(
+            _save,
+            session_id,
+            {
+                "runtime_state": handle.to_dict(),
+                "workspace": str(handle.state.get("workspace", "")),
+            },
+        )
+        endpoint = await runtime.wait_ready(handle, settings().harness_ready_timeout_s)
+        instructions, _ = await db(global_instructions)
+        body = bootstrap_body(view, instructions)
+        async with client_for(endpoint) as harness:
+            await harness.bootstrap(body)
+        await db(_transition, session_id, SessionStatus.READY, {"endpoint": endpoint.url})
+        logger.info("session ready", extra={"session_id": session_id})
+    except Exception as exc:  # any failure must leave the session `failed` with a reason
+        code = getattr(exc, "code", "session_failed")
+        message = getattr(exc, "message", None) or str(exc)
+        logger.warning("session failed to start", extra={"session_id": session_id, "code": code})
+        await db(
+            _transition,
+            session_id,
+            SessionStatus.FAILED,
+            {"error": {"code": str(code), "message": message}},
+        )
+
+
+def _save(session: Session, session_id: str, fields: dict[str, Any]) -> None:
+    row = session.get(WorkerSession, session_id)
+    assert row is not None
+    for name, value in fields.items():
+        setattr(row, name, value)
+
+
+def _transition(
+    session: Session, session_id: str, to: SessionStatus, fields: dict[str, Any]
+) -> None:
+    row = session.get(WorkerSession, session_id)
+    assert row is not None
+    transition_session(session, row, to, **fields)
+
+
+def _out(session: Session, session_id: str) -> dict[str, Any]:
+    view = load(session, session_id)
+    return session_out(view.session, view.worker.name)
+
+
+async def get_session(request: Request) -> Response:
+    session_id = request.path_params["session_id"]
+    return JSONResponse(await db(lambda s: _out(s, session_id)))
+
+
+async def list_sessions(request: Request) -> Response:
+    query = parse_query(request, SessionQuery)
+
+    def page(session: Session) -> dict[str, Any]:
+        from functions.db.models import Worker
+
+        statement = select(WorkerSession, Worker.name).join(
+            Worker, Worker.id == WorkerSession.worker_id
+        )
+        if query.worker:
+            statement = statement.where(Worker.name == query.worker)
+        if query.status:
+            statement = statement.where(WorkerSession.status == query.status)
+        if query.cursor:
+            created, last_id = _decode_cursor(query.cursor)
+            statement = statement.where(
+                tuple_(WorkerSession.created_at, WorkerSession.id) < tuple_(created, last_id)
+            )
+        statement = statement.order_by(WorkerSession.created_at.desc(), WorkerSession.id.desc())
+        rows = session.execute(statement.limit(query.limit + 1)).all()
+        items = [session_out(row, name) for row, name in rows[: query.limit]]
+        more = len(rows) > query.limit
+        last = rows[query.limit - 1][0] if more else None
+        return {"items": items, "next_cursor": _encode_cursor(last) if last else None}
+
+    return JSONResponse(await db(page))
+
+
+def _encode_cursor(row: WorkerSession) -> str:
+    raw = json.dumps([row.created_at.isoformat(), row.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, last_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created), str(last_id)
+    except (ValueError, TypeError):
+        raise InvalidCursor(cursor) from None
+
+
+async def end_session(request: Request) -> Response:
+    """Shutdown (transcript, commit, push) then teardown. Ending an ended session is a no-op."""
+    session_id = request.path_params["session_id"]
+    view = await db(load, session_id)
+    if view.session.status == SessionStatus.ENDED:
+        return JSONResponse(await db(lambda s: _out(s, session_id)))
+    await db(_transition, session_id, SessionStatus.ENDING, {})
+    handle = (
+        RuntimeHandle.from_dict(view.session.runtime_state) if view.session.runtime_state else None
+    )
+    error: dict[str, Any] | None = None
+    runtime = backend()
+    if handle is not None:
+        try:
+            if await runtime.status(handle) != "running":
+                handle = await runtime.ensure_running(handle, harness_spec(view))
+            endpoint = await runtime.wait_ready(handle, settings().harness_ready_timeout_s)
+            async with client_for(endpoint) as harness:
+                await harness.shutdown()
+        except (HarnessCallError, RuntimeBackendError) as exc:
+            error = {
+                "code": getattr(exc, "code", "shutdown_failed"),
+                "message": getattr(exc, "message", str(exc)),
+            }
+        if error is None:
+            await runtime.teardown(handle)
+        else:
+            # Nothing is lost: the workspace stays for a retry of the end.
+            await runtime.teardown(handle, keep_workspace=True)
+    target = SessionStatus.ENDED if error is None else SessionStatus.FAILED
+    await db(_transition, session_id, target, {"error": error} if error else {})
+    result = await db(lambda s: _out(s, session_id))
+    return JSONResponse(result, status_code=200 if error is None else 502)
+
+
+TAGS = ("sessions",)
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/v1/sessions",
+        create_session,
+        "Create a session for a worker",
+        body=SessionIn,
+        response=SessionOut,
+        status=201,
+        other_statuses=(202, 409, 502),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/sessions",
+        list_sessions,
+        "List sessions (newest first)",
+        query=SessionQuery,
+        response=SessionList,
+        tags=TAGS,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/sessions/{session_id}",
+        get_session,
+        "Get a session",
+        response=SessionOut,
+        tags=TAGS,
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/sessions/{session_id}",
+        end_session,
+        "End a session: transcript, commit and push, then teardown",
+        response=SessionOut,
+        other_statuses=(409, 502),
+        tags=TAGS,
+    ),
+]

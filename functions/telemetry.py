@@ -1,0 +1,184 @@
+"""The `telemetry` function: per-request records and summaries by worker or session."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from functions.api import Endpoint
+from functions.context import db
+from functions.db.models import TelemetryRequest, Worker
+from functions.http import parse_query
+
+T = TelemetryRequest
+
+
+class RequestQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    worker: str | None = Field(default=None, max_length=100)
+    session_id: str | None = Field(default=None, max_length=64)
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+    include_raw: bool = False
+
+
+class SummaryQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    group_by: Literal["worker", "session"] = "worker"
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class Tokens(BaseModel):
+    input: int
+    cache_read: int
+    cache_write: int
+    output: int
+    reasoning: int
+
+
+class RequestRecord(BaseModel):
+    job_id: str
+    session_id: str
+    worker: str | None
+    cli: str
+    model: str | None
+    status: str
+    tokens: Tokens
+    cost_usd: float | None
+    cost_source: str | None
+    durations_ms: dict[str, int | None]
+    exit_code: int | None
+    instructions_version: int
+    created_at: datetime
+    raw_output: str | None = None
+
+
+class RequestList(BaseModel):
+    items: list[RequestRecord]
+
+
+class SummaryList(BaseModel):
+    group_by: str
+    items: list[dict[str, Any]]
+
+
+def _window(statement: Any, since: datetime | None, until: datetime | None) -> Any:
+    if since is not None:
+        statement = statement.where(T.created_at >= since)
+    if until is not None:
+        statement = statement.where(T.created_at < until)
+    return statement
+
+
+async def list_requests(request: Request) -> Response:
+    query = parse_query(request, RequestQuery)
+
+    def rows(session: Session) -> list[dict[str, Any]]:
+        statement = select(T, Worker.name).outerjoin(Worker, Worker.id == T.worker_id)
+        if query.worker:
+            statement = statement.where(Worker.name == query.worker)
+        if query.session_id:
+            statement = statement.where(T.session_id == query.session_id)
+        statement = _window(statement, query.since, query.until)
+        statement = statement.order_by(T.created_at.desc()).limit(query.limit)
+        return [_record(row, name, query.include_raw) for row, name in session.execute(statement)]
+
+    return JSONResponse({"items": await db(rows)})
+
+
+def _record(row: TelemetryRequest, worker: str | None, include_raw: bool) -> dict[str, Any]:
+    return RequestRecord(
+        job_id=row.job_id,
+        session_id=row.session_id,
+        worker=worker,
+        cli=row.cli,
+        model=row.model,
+        status=row.status,
+        tokens=Tokens(
+            input=row.input_tokens,
+            cache_read=row.cache_read_tokens,
+            cache_write=row.cache_write_tokens,
+            output=row.output_tokens,
+            reasoning=row.reasoning_tokens,
+        ),
+        cost_usd=row.cost_usd,
+        cost_source=row.cost_source,
+        durations_ms={
+            "queued": row.queued_ms,
+            "cli_start": row.cli_start_ms,
+            "first_output": row.first_output_ms,
+            "total": row.total_ms,
+        },
+        exit_code=row.exit_code,
+        instructions_version=row.instructions_version,
+        created_at=row.created_at,
+        raw_output=row.raw_output if include_raw else None,
+    ).model_dump(mode="json")
+
+
+async def summary(request: Request) -> Response:
+    query = parse_query(request, SummaryQuery)
+
+    def rows(session: Session) -> list[dict[str, Any]]:
+        key = Worker.name if query.group_by == "worker" else T.session_id
+        statement = select(
+            key,
+            func.count(T.id),
+            func.sum(T.input_tokens),
+            func.sum(T.cache_read_tokens),
+            func.sum(T.cache_write_tokens),
+            func.sum(T.output_tokens),
+            func.sum(T.reasoning_tokens),
+            func.sum(T.cost_usd),
+            func.avg(T.total_ms),
+        ).outerjoin(Worker, Worker.id == T.worker_id)
+        statement = _window(statement, query.since, query.until).group_by(key).order_by(key)
+        return [
+            {
+                query.group_by: group,
+                "jobs": jobs,
+                "tokens": {
+                    "input": i or 0,
+                    "cache_read": cr or 0,
+                    "cache_write": cw or 0,
+                    "output": o or 0,
+                    "reasoning": r or 0,
+                },
+                "cost_usd": cost,
+                "avg_total_ms": float(avg) if avg is not None else None,
+            }
+            for group, jobs, i, cr, cw, o, r, cost, avg in session.execute(statement)
+        ]
+
+    return JSONResponse({"group_by": query.group_by, "items": await db(rows)})
+
+
+TAGS = ("telemetry",)
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/v1/telemetry/requests",
+        list_requests,
+        "Per-request telemetry records",
+        query=RequestQuery,
+        response=RequestList,
+        tags=TAGS,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/telemetry/summary",
+        summary,
+        "Totals by worker or session",
+        query=SummaryQuery,
+        response=SummaryList,
+        tags=TAGS,
+    ),
+]

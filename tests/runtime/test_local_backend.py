@@ -1,0 +1,273 @@
+"""What only the local backend promises: its folders, the harness's environment, harnesses that
+outlive the control plane, no zombies, leftovers killed, a reused pid never mistaken for ours."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from functions.runtime import (
+    HarnessNotReady,
+    InvalidHarnessSpec,
+    RuntimeHandle,
+)
+from functions.runtime.local import LocalBackend
+from tests.runtime.conftest import CLAUDE_BIN, REPO_ROOT, processes_mentioning
+from tests.runtime.contract import READY_S, Sessions, eventually
+
+
+@pytest.fixture
+async def sessions(local_backend: LocalBackend) -> AsyncIterator[Sessions]:
+    sessions = Sessions(local_backend)
+    yield sessions
+    for handle in sessions.latest.values():
+        await local_backend.teardown(handle)
+
+
+Spawn = Callable[..., subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """Starts a process of the test's own (a stand-in for a CLI or an unrelated program) in a
+    session of its own; every one is killed and reaped at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(argv, env=env, start_new_session=True)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def gone(pid: int) -> bool:
+    """No process with this pid, or only a zombie waiting for a parent that is not us."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rfind(")") + 2] in "ZX"
+
+
+def environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if item)
+
+
+async def test_each_session_has_a_workspace_folder_and_a_log(
+    local_backend: LocalBackend, sessions: Sessions, make_spec, data_dir: Path
+) -> None:
+    handle, _ = await sessions.ready(make_spec("s-folders"))
+
+    workspace = data_dir / "sessions" / "s-folders" / "workspace"
+    assert handle.backend == "local"
+    assert handle.state["workspace"] == str(workspace)
+    assert (workspace / ".vwm").is_dir()  # the harness made its own folders there
+    log = data_dir / "logs" / "s-folders.log"
+    assert "harness: claude on http://127.0.0.1" in log.read_text()
+    assert local_backend.workspace("s-folders") == workspace
+
+    await local_backend.teardown(handle)
+    assert not workspace.parent.exists()
+    assert log.exists()  # kept for a post-mortem
+
+
+async def test_the_harness_gets_only_the_environment_the_spec_gives(
+    sessions: Sessions, make_spec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VWM_CONTROL_PLANE_SECRET", "x")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "the-control-planes-own")
+    spec = make_spec(
+        "s-env",
+        model="claude-sonnet-4-5",
+        provider_base_url="http://127.0.0.1:9",
+        credential_env={"VWM_PROVIDER_API_KEY": "sk-session"},
+        job_timeout_s=42.0,
+        extra_env={"VWM_SYSTEM_PROMPT": "be brief"},
+    )
+    handle, endpoint = await sessions.ready(spec)
+
+    env = environ(handle.state["pid"])
+    assert "VWM_CONTROL_PLANE_SECRET" not in env
+    assert "ANTHROPIC_API_KEY" not in env
+    assert env["PATH"] == os.environ["PATH"]
+    assert env["VWM_PROVIDER_API_KEY"] == "sk-session"
+    assert env["VWM_SESSION_TOKEN"] == endpoint.token == handle.state["token"]
+    assert env["VWM_HARNESS_HOST"] == "127.0.0.1"
+    assert env["VWM_HARNESS_PORT"] == str(handle.state["port"])
+    assert env["VWM_WORKSPACE"] == handle.state["workspace"]
+    assert env["VWM_CLI"] == "claude"
+    assert env["VWM_CLI_BIN"] == str(CLAUDE_BIN)
+    assert env["VWM_MODEL"] == "claude-sonnet-4-5"
+    assert env["VWM_PROVIDER_BASE_URL"] == "http://127.0.0.1:9"
+    assert env["VWM_JOB_TIMEOUT_S"] == "42.0"
+    assert env["VWM_SYSTEM_PROMPT"] == "be brief"
+    assert "HOME" not in env
+
+
+async def test_the_harness_runs_in_its_own_session_and_group(sessions: Sessions, make_spec) -> None:
+    handle, _ = await sessions.ready(make_spec("s-group"))
+
+    pid = handle.state["pid"]
+    assert os.getpgid(pid) == pid
+    assert os.getsid(pid) == pid
+
+
+# The control plane as a separate process that provisions a harness and exits.
+_LAUNCHER = """
+import asyncio, json, sys
+from pathlib import Path
+from functions.runtime.base import HarnessSpec
+from functions.runtime.local import LocalBackend
+
+async def main():
+    backend = LocalBackend(Path(sys.argv[1]))
+    spec = HarnessSpec("s-outlives", "claude", sys.argv[2], None, None, {}, None)
+    handle = await backend.provision(spec)
+    await backend.wait_ready(handle, 60)
+    print(json.dumps(handle.to_dict()))
+
+asyncio.run(main())
+"""
+
+
+async def test_a_harness_outlives_the_control_plane_that_started_it(
+    local_backend: LocalBackend, data_dir: Path
+) -> None:
+    launcher = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _LAUNCHER, str(data_dir), str(CLAUDE_BIN),
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(launcher.communicate(), READY_S)
+    assert launcher.returncode == 0, err.decode()
+    handle = RuntimeHandle.from_dict(json.loads(out))
+
+    assert await local_backend.status(handle) == "running"
+    endpoint = local_backend.endpoint(handle)
+    async with httpx.AsyncClient(trust_env=False) as http:
+        assert (await http.get(f"{endpoint.url}/healthz")).status_code == 200
+
+    await local_backend.teardown(handle)
+    assert await local_backend.status(handle) == "missing"
+    assert gone(handle.state["pid"])
+    assert processes_mentioning(str(data_dir)) == []
+
+
+async def test_a_crashed_harness_leaves_no_zombie(
+    local_backend: LocalBackend, sessions: Sessions, make_spec
+) -> None:
+    handle, _ = await sessions.ready(make_spec("s-zombie"))
+    pid = handle.state["pid"]
+
+    os.killpg(pid, signal.SIGKILL)
+
+    await eventually(lambda: local_backend.status(handle), "stopped")
+
+    async def reaped() -> bool:
+        return not await asyncio.to_thread(Path(f"/proc/{pid}").exists)
+
+    await eventually(reaped, True)
+
+
+async def test_what_a_dead_harness_left_running_is_killed_before_the_relaunch(
+    local_backend: LocalBackend, sessions: Sessions, make_spec, spawn: Spawn
+) -> None:
+    spec = make_spec("s-leftover")
+    handle, _ = await sessions.ready(spec)
+    # A CLI runs in a process group of its own with HOME inside the workspace, so it outlives
+    # a SIGKILLed harness.
+    cli_home = Path(handle.state["workspace"]) / ".cli-home"
+    cli = spawn(["sleep", "300"], env={"HOME": str(cli_home), "PATH": os.environ["PATH"]})
+    os.killpg(handle.state["pid"], signal.SIGKILL)
+    await eventually(lambda: local_backend.status(handle), "stopped")
+
+    relaunched = sessions.track(await local_backend.ensure_running(handle, spec))
+
+    assert await asyncio.to_thread(cli.wait, 10) == -signal.SIGKILL
+    await local_backend.wait_ready(relaunched, READY_S)
+    assert relaunched.state["pid"] != handle.state["pid"]
+
+
+async def test_teardown_kills_what_the_harness_started(
+    local_backend: LocalBackend, sessions: Sessions, make_spec, spawn: Spawn
+) -> None:
+    handle, _ = await sessions.ready(make_spec("s-teardown-cli"))
+    cli_home = Path(handle.state["workspace"]) / ".cli-home"
+    cli = spawn(["sleep", "300"], env={"HOME": str(cli_home), "PATH": os.environ["PATH"]})
+
+    await local_backend.teardown(handle)
+
+    assert await asyncio.to_thread(cli.wait, 10) == -signal.SIGKILL
+
+
+async def test_a_harness_that_stops_answering_is_replaced(
+    local_backend: LocalBackend, sessions: Sessions, make_spec
+) -> None:
+    spec = make_spec("s-hung")
+    handle, _ = await sessions.ready(spec)
+    os.killpg(handle.state["pid"], signal.SIGSTOP)
+
+    with pytest.raises(HarnessNotReady) as caught:
+        await local_backend.wait_ready(handle, 1.0)
+    assert caught.value.retryable
+    assert await local_backend.status(handle) == "running"  # alive, only mute
+
+    replaced = sessions.track(await local_backend.ensure_running(handle, spec))
+
+    assert replaced.state["pid"] != handle.state["pid"]
+    assert replaced.state["token"] == handle.state["token"]
+    await local_backend.wait_ready(replaced, READY_S)
+    assert gone(handle.state["pid"])
+
+
+async def test_a_reused_pid_is_never_taken_for_the_harness(
+    local_backend: LocalBackend, sessions: Sessions, make_spec, spawn: Spawn
+) -> None:
+    handle, _ = await sessions.ready(make_spec("s-reused"))
+    await local_backend.teardown(handle, keep_workspace=True)
+    stranger = spawn(["sleep", "300"])
+    # After a restart the persisted pid may belong to another program by now.
+    reused = RuntimeHandle(
+        handle.session_id, "local", {**handle.state, "pid": stranger.pid, "pid_start": 1}
+    )
+
+    assert await local_backend.status(reused) == "stopped"
+    await local_backend.teardown(reused)
+
+    assert stranger.poll() is None
+    assert await local_backend.status(reused) == "missing"
+
+
+async def test_a_handle_whose_state_was_lost_still_tears_down(
+    local_backend: LocalBackend, sessions: Sessions, make_spec, data_dir: Path
+) -> None:
+    handle, _ = await sessions.ready(make_spec("s-lost"))
+
+    await local_backend.teardown(RuntimeHandle("s-lost", "local", {}))
+
+    assert gone(handle.state["pid"])
+    assert processes_mentioning(str(data_dir)) == []
+    assert not await asyncio.to_thread(Path(handle.state["workspace"]).exists)
+
+
+async def test_a_handle_of_another_backend_is_refused(local_backend: LocalBackend) -> None:
+    foreign = RuntimeHandle("s-foreign", "knative", {"service": "vwm-s-foreign"})
+
+    with pytest.raises(InvalidHarnessSpec):
+        local_backend.endpoint(foreign)
+    with pytest.raises(InvalidHarnessSpec):
+        await local_backend.teardown(foreign)

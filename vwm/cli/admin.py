@@ -1,0 +1,270 @@
+"""Admin commands: ``vwm runtime``, ``vwm worker``, ``vwm settings`` and ``vwm key``.
+They need an API key with scope ``admin``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vwm.cli.output import print_json, print_table, stderr
+from vwm.cli.root import client
+
+runtime_app = typer.Typer(help="Runtimes: a coding-agent CLI, its version, prices and credential.")
+worker_app = typer.Typer(
+    help="Workers: a runtime plus a knowledge-base repository and instructions."
+)
+settings_app = typer.Typer(help="System settings, such as global_instructions.")
+key_app = typer.Typer(help="API keys.")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def register(app: typer.Typer) -> None:
+    for name, sub in (
+        ("runtime", runtime_app),
+        ("worker", worker_app),
+        ("settings", settings_app),
+        ("key", key_app),
+    ):
+        app.add_typer(sub, name=name, no_args_is_help=True)
+
+
+# Runtimes.
+
+
+@runtime_app.command("create")
+def runtime_create(
+    ctx: typer.Context,
+    name: str,
+    cli: Annotated[str, typer.Option(help="claude, codex, gemini or opencode.")],
+    cli_version: Annotated[str, typer.Option(help="The CLI's version, e.g. 2.0.14.")],
+    image: Annotated[str | None, typer.Option(help="Container image of the session.")] = None,
+    default_model: Annotated[
+        str | None, typer.Option(help="Model when a worker names none.")
+    ] = None,
+    prices: Annotated[
+        str | None,
+        typer.Option(help='USD per million tokens as JSON: \'{"input": 3, "output": 15, ...}\'.'),
+    ] = None,
+    credential_ref: Annotated[
+        str | None, typer.Option(help="Where the model key lives (an environment variable name).")
+    ] = None,
+    provider_base_url: Annotated[str | None, typer.Option(help="The model endpoint.")] = None,
+    job_timeout_s: Annotated[float | None, typer.Option(help="Wall-clock limit of a job.")] = None,
+) -> None:
+    """Create a runtime."""
+    fields = _given(
+        name=name,
+        cli=cli,
+        cli_version=cli_version,
+        image=image,
+        default_model=default_model,
+        prices=_json_option("--prices", prices),
+        credential_ref=credential_ref,
+        provider_base_url=provider_base_url,
+        limits={"job_timeout_s": job_timeout_s} if job_timeout_s is not None else None,
+    )
+    print_json(client(ctx).admin.create_runtime(**fields))
+
+
+@runtime_app.command("list")
+def runtime_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List runtimes."""
+    rows = client(ctx).admin.list_runtimes()
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(
+            rows, ("name", "cli", "cli_version", "default_model", "image"), empty="no runtimes"
+        )
+
+
+@runtime_app.command("get")
+def runtime_get(ctx: typer.Context, name: str) -> None:
+    """Show a runtime."""
+    print_json(client(ctx).admin.get_runtime(name))
+
+
+@runtime_app.command("delete")
+def runtime_delete(ctx: typer.Context, name: str) -> None:
+    """Delete a runtime."""
+    client(ctx).admin.delete_runtime(name)
+    stderr().print(f"deleted runtime {name}")
+
+
+# Workers.
+
+
+@worker_app.command("create")
+def worker_create(
+    ctx: typer.Context,
+    name: str,
+    runtime: Annotated[str, typer.Option(help="The runtime's name.")],
+    repo_url: Annotated[str, typer.Option(help="The worker's knowledge-base repository.")],
+    repo_branch: Annotated[
+        str | None, typer.Option(help="Its branch [server default: main].")
+    ] = None,
+    instructions: Annotated[str | None, typer.Option(help="The worker's instructions.")] = None,
+    instructions_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read the instructions from a file (- for stdin).", allow_dash=True, dir_okay=False
+        ),
+    ] = None,
+    auto_learning: Annotated[
+        bool | None, typer.Option("--auto-learning/--no-auto-learning")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="The model, over the runtime's default.")
+    ] = None,
+    job_timeout_s: Annotated[float | None, typer.Option(help="Wall-clock limit of a job.")] = None,
+    idle_timeout_s: Annotated[
+        float | None, typer.Option(help="End idle sessions after this.")
+    ] = None,
+) -> None:
+    """Create a worker."""
+    if instructions is not None and instructions_file is not None:
+        raise typer.BadParameter("give --instructions or --instructions-file, not both")
+    if instructions_file is not None:
+        instructions = _read_text(instructions_file)
+    timeouts = _given(job_s=job_timeout_s, idle_s=idle_timeout_s)
+    fields = _given(
+        name=name,
+        runtime=runtime,
+        repo_url=repo_url,
+        repo_branch=repo_branch,
+        instructions=instructions,
+        auto_learning=auto_learning,
+        model=model,
+        timeouts=timeouts or None,
+    )
+    print_json(client(ctx).admin.create_worker(**fields))
+
+
+@worker_app.command("list")
+def worker_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List workers."""
+    rows = client(ctx).admin.list_workers()
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(
+            rows, ("name", "runtime", "repo_url", "repo_branch", "model"), empty="no workers"
+        )
+
+
+@worker_app.command("get")
+def worker_get(ctx: typer.Context, name: str) -> None:
+    """Show a worker."""
+    print_json(client(ctx).admin.get_worker(name))
+
+
+@worker_app.command("delete")
+def worker_delete(ctx: typer.Context, name: str) -> None:
+    """Delete a worker."""
+    client(ctx).admin.delete_worker(name)
+    stderr().print(f"deleted worker {name}")
+
+
+# Settings.
+
+
+@settings_app.command("get")
+def settings_get(
+    ctx: typer.Context,
+    key: Annotated[str | None, typer.Argument(help="One setting; without it, all of them.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show settings. With a KEY, print its value as is (a text value is printed raw)."""
+    admin = client(ctx).admin
+    if key is None:
+        entries = admin.settings()
+        if as_json:
+            print_json(entries)
+        else:
+            print_table(
+                [{"key": k, **v} for k, v in entries.items()],
+                ("key", "value", "version"),
+                empty="no settings",
+            )
+        return
+    value = admin.get_setting(key)
+    if isinstance(value, str) and not as_json:
+        typer.echo(value, nl=not value.endswith("\n"))
+    else:
+        print_json(value)
+
+
+@settings_app.command("set")
+def settings_set(
+    ctx: typer.Context,
+    key: str,
+    value: Annotated[str | None, typer.Argument(help="The value; or use --file.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            help="Read the value from a file (- for stdin).",
+            allow_dash=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    json_value: Annotated[
+        bool, typer.Option("--json-value", help="Parse the value as JSON.")
+    ] = False,
+) -> None:
+    """Write a setting, e.g. `vwm settings set global_instructions --file rules.md`."""
+    if (value is None) == (file is None):
+        raise typer.BadParameter("give the value as an argument or with --file (one of them)")
+    text = _read_text(file) if file is not None else str(value)
+    stored: Any = _json_option("value", text) if json_value else text
+    answer = client(ctx).admin.put_setting(key, stored)
+    version = answer.get("version") if isinstance(answer, dict) else None
+    stderr().print(f"set {key}" + (f" (version {version})" if version is not None else ""))
+
+
+# Keys.
+
+
+@key_app.command("create")
+def key_create(
+    ctx: typer.Context,
+    name: str,
+    scope: Annotated[
+        str, typer.Option(help="client (sessions, prompts, jobs, telemetry) or admin.")
+    ] = "client",
+) -> None:
+    """Create an API key. It is printed once; store it now."""
+    answer = client(ctx).admin.create_key(name, scope)
+    typer.echo(answer["key"])
+    stderr().print(
+        f"[dim]key {answer.get('id', '')} ({scope}) is shown only this once; store it now[/dim]"
+    )
+
+
+def _given(**fields: Any) -> dict[str, Any]:
+    """The fields that were given: the server's defaults apply to the others."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _json_option(name: str, text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{name} is not valid JSON: {exc}") from exc
+
+
+def _read_text(path: Path) -> str:
+    if str(path) == "-":
+        return sys.stdin.read()
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}") from exc

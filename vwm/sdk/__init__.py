@@ -1,0 +1,29 @@
+"""The Python SDK of the VWM control plane (sync, over httpx). See docs/sdk.md.
+
+>>> client = Client.from_env()
+>>> with client.worker("reviewer").session() as session:
+...     print(session.prompt("Summarise the open TODOs").final_text)
+"""
+
+from vwm.sdk.admin import AdminAPI
+from vwm.sdk.client import DEFAULT_URL, Client
+from vwm.sdk.jobs import Job
+from vwm.sdk.models import JOB_FINISHED, SESSION_FINISHED, Event, JobResult
+from vwm.sdk.sessions import VirtualWorker, VWSession
+from vwm.sdk.sse import StreamSettings
+from vwm.sdk.telemetry import TelemetryAPI
+
+__all__ = [
+    "DEFAULT_URL",
+    "JOB_FINISHED",
+    "SESSION_FINISHED",
+    "AdminAPI",
+    "Client",
+    "Event",
+    "Job",
+    "JobResult",
+    "StreamSettings",
+    "TelemetryAPI",
+    "VWSession",
+    "VirtualWorker",
+]

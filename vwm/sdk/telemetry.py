@@ -1,0 +1,51 @@
+"""Telemetry calls (`client.telemetry`): per-job request records and totals per worker or session."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from vwm.sdk.answers import rows_of
+
+if TYPE_CHECKING:
+    from vwm.sdk.client import Client
+
+TimeBound = datetime | str | None
+"""A time filter: a datetime (sent as ISO 8601) or a string the control plane understands."""
+
+
+class TelemetryAPI:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def requests(
+        self,
+        *,
+        worker: str | None = None,
+        session_id: str | None = None,
+        since: TimeBound = None,
+        until: TimeBound = None,
+        limit: int | None = None,
+        **filters: Any,
+    ) -> list[dict[str, Any]]:
+        """Request records (one per job: tokens, cost, durations, status), newest first."""
+        params = {
+            "worker": worker,
+            "session_id": session_id,
+            "since": _iso(since),
+            "until": _iso(until),
+            "limit": limit,
+            **filters,
+        }
+        return rows_of(self._client.request("GET", "/v1/telemetry/requests", params=params))
+
+    def summary(
+        self, group_by: str = "worker", *, since: TimeBound = None, until: TimeBound = None
+    ) -> list[dict[str, Any]]:
+        """Totals per ``worker`` or ``session``: jobs, tokens, cost, durations."""
+        params = {"group_by": group_by, "since": _iso(since), "until": _iso(until)}
+        return rows_of(self._client.request("GET", "/v1/telemetry/summary", params=params))
+
+
+def _iso(value: TimeBound) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else value
