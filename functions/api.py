@@ -15,12 +15,13 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from functions.http import ApiKeyAuth, KeyLookup, handle_error
+from functions.http import ApiKeyAuth, ErrorBoundary, KeyLookup, handle_error
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -72,8 +73,8 @@ def build_app(
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(ApiKeyAuth, lookup=lookup)],
-        exception_handlers={Exception: handle_error},
+        middleware=[Middleware(ApiKeyAuth, lookup=lookup), Middleware(ErrorBoundary)],
+        exception_handlers={HTTPException: handle_error},
         lifespan=lifespan,
     )
 

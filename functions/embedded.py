@@ -105,3 +105,20 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
             # Shown once: only its hash is stored.
             print(f"vwm: first admin API key (shown once): {first_key}", flush=True)
     uvicorn.run(create_app(), host=host, port=port, access_log=False, log_level="warning")
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from eventing.logs import configure_logging
+
+    configure_logging()
+    parser = argparse.ArgumentParser(prog="python -m functions.embedded", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    serve(args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -144,3 +144,31 @@ class ApiKeyAuth:
             return
         scope.setdefault("state", {})["key_scope"] = key_scope
         await self.app(scope, receive, send)
+
+
+class ErrorBoundary:
+    """Innermost middleware: any exception a handler lets out becomes an error response (a known
+    error with its status and code, anything else a logged 500), unless the response had already
+    started (a stream), in which case the connection is closed."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            await to_response(exc)(scope, receive, send)

@@ -18,6 +18,7 @@ from functions.db.errors import ConflictError, NotFoundError
 from functions.db.models import Runtime, SessionStatus, SystemSetting, Worker, WorkerSession
 from functions.harness_client import HarnessClient
 from functions.runtime.base import HarnessEndpoint, HarnessSpec, RuntimeHandle
+from functions.runtime.errors import HarnessNotReady, HarnessStartFailed
 
 GLOBAL_INSTRUCTIONS = "global_instructions"
 
@@ -94,11 +95,22 @@ async def reach(session_id: str) -> tuple[SessionView, HarnessEndpoint]:
         )
     handle = RuntimeHandle.from_dict(view.session.runtime_state)
     runtime = backend()
+    timeout_s = settings().harness_ready_timeout_s
     if await runtime.status(handle) != "running":
-        handle = await runtime.ensure_running(handle, harness_spec(view))
-        await db(_save_handle, session_id, handle.to_dict())
-    endpoint = await runtime.wait_ready(handle, settings().harness_ready_timeout_s)
+        handle = await _relaunch(view, handle)
+    try:
+        endpoint = await runtime.wait_ready(handle, timeout_s)
+    except (HarnessStartFailed, HarnessNotReady):
+        # It died between the status check and now (e.g. killed a moment ago): once more.
+        handle = await _relaunch(view, handle)
+        endpoint = await runtime.wait_ready(handle, timeout_s)
     return view, endpoint
+
+
+async def _relaunch(view: SessionView, handle: RuntimeHandle) -> RuntimeHandle:
+    handle = await backend().ensure_running(handle, harness_spec(view))
+    await db(_save_handle, view.session.id, handle.to_dict())
+    return handle
 
 
 def _save_handle(session: Session, session_id: str, state: dict[str, Any]) -> None:

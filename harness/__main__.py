@@ -7,8 +7,8 @@ import sys
 
 import uvicorn
 
+from eventing.logs import configure_logging
 from harness.app import create_app
-from harness.logs import configure_logging
 from harness.settings import HarnessSettings, SettingsError
 
 

@@ -2,18 +2,21 @@
 
 PostgreSQL: the three schemas are created if missing, and the version table lives in
 `vwm.alembic_version`, so the database can be shared with other services. An advisory lock makes
-concurrent upgraders take turns. SQLite: schemas are mapped away by the engine
-(`make_engine`), and later migrations that alter tables run in batch mode.
+concurrent upgraders take turns. SQLite: revisions create unqualified tables (SQLite has no
+schemas, and its DDL silently drops foreign keys between tables of different schemas), the engine
+maps the models' schemas away, and revisions that alter tables run in batch mode.
+
+A caller may pass its own `connection` in `config.attributes`; its transaction is then its own.
 """
 
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Connection, MetaData, make_url
+from sqlalchemy import Connection, make_url
 
 from functions.db.engine import make_engine
-from functions.db.migrate import VERSION_TABLE_SCHEMA
-from functions.db.models import SCHEMAS, Base, schemaless_metadata
+from functions.db.migrate import context_options
+from functions.db.models import SCHEMAS
 
 # Any constant will do, as long as it is ours: pg_advisory_xact_lock takes a bigint.
 MIGRATION_LOCK_ID = 0x76776D
@@ -23,23 +26,8 @@ def _url() -> str:
     return context.config.attributes.get("url") or context.config.get_main_option("sqlalchemy.url")
 
 
-def _include_name(name: str | None, type_: str, _parents: object) -> bool:
-    # Compare only our own schemas when the database holds others.
-    return type_ != "schema" or name is None or name in SCHEMAS
-
-
 def _configure(dialect: str, **kwargs: object) -> None:
-    sqlite = dialect == "sqlite"
-    target: MetaData = schemaless_metadata() if sqlite else Base.metadata
-    context.configure(
-        target_metadata=target,
-        include_schemas=not sqlite,
-        include_name=_include_name,
-        version_table_schema=None if sqlite else VERSION_TABLE_SCHEMA,
-        render_as_batch=sqlite,
-        compare_type=True,
-        **kwargs,
-    )
+    context.configure(**context_options(dialect), **kwargs)
 
 
 def _run(dialect: str) -> None:

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.engine import Connection
+from sqlalchemy import Engine, create_engine, event, exc, make_url
+from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
 
 from functions.db.models import SCHEMAS
@@ -37,10 +37,25 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+pg8000")
         # Pooled connections go stale while a scale-to-zero function sleeps.
-        return create_engine(parsed, pool_pre_ping=True, **kwargs)
+        engine = create_engine(parsed, pool_pre_ping=True, **kwargs)
+        event.listen(engine, "handle_error", _integrity_errors_as_such)
+        return engine
     if backend == "sqlite":
         return _sqlite_engine(url, **kwargs)
     raise ValueError(f"unsupported database URL {parsed!r}: use postgresql+pg8000:// or sqlite:///")
+
+
+def _integrity_errors_as_such(context: ExceptionContext) -> BaseException | None:
+    """pg8000 raises IntegrityError only for unique violations; CHECK, FOREIGN KEY and NOT NULL
+    violations (SQLSTATE class 23) arrive as ProgrammingError. Make them all IntegrityError, as
+    they are on SQLite, so callers handle one exception on both backends."""
+    if isinstance(context.sqlalchemy_exception, exc.IntegrityError):
+        return None
+    original = context.original_exception
+    detail = original.args[0] if original.args else None
+    if isinstance(detail, dict) and str(detail.get("C", "")).startswith("23"):
+        return exc.IntegrityError(context.statement, context.parameters, original)
+    return None
 
 
 def _sqlite_engine(url: str, **kwargs: Any) -> Engine:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect
 
 from functions.db.engine import make_engine
+from functions.db.models import SCHEMAS, Base, schemaless_metadata
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 VERSION_TABLE = "alembic_version"
@@ -27,6 +29,25 @@ def alembic_config(url: str) -> Config:
     config.set_main_option("path_separator", "os")
     config.attributes["url"] = url
     return config
+
+
+def context_options(dialect: str) -> dict[str, Any]:
+    """How Alembic sees our schema on `dialect`, for `migrations/env.py` and for comparing a
+    migrated database with the models (`target_metadata` is what it should look like)."""
+    sqlite = dialect == "sqlite"
+    return {
+        "target_metadata": schemaless_metadata() if sqlite else Base.metadata,
+        "include_schemas": not sqlite,
+        "include_name": _include_name,
+        "version_table_schema": None if sqlite else VERSION_TABLE_SCHEMA,
+        "render_as_batch": sqlite,  # SQLite alters tables by copying them
+        "compare_type": True,
+    }
+
+
+def _include_name(name: str | None, type_: str, _parent_names: object) -> bool:
+    # Look only at our own schemas when the database holds other services' too.
+    return type_ != "schema" or name is None or name in SCHEMAS
 
 
 def upgrade(url: str, revision: str = "head") -> None:

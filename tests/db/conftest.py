@@ -7,10 +7,9 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, delete, make_url, text
+from sqlalchemy import Engine, create_engine, delete, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,8 +25,7 @@ BACKENDS = ["postgresql", "sqlite"]
 NewDatabase = Callable[[str], str]
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[Engine]:
+def _pg_server() -> Engine:
     """An AUTOCOMMIT engine on the server's maintenance database, for CREATE/DROP DATABASE."""
     engine = create_engine(PG_SERVER_URL, isolation_level="AUTOCOMMIT")
     try:
@@ -40,33 +38,32 @@ def pg_server() -> Iterator[Engine]:
             "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
             "or point VWM_TEST_PG_URL at a server"
         )
-    yield engine
-    engine.dispose()
+    return engine
 
 
 @pytest.fixture(scope="session")
-def new_database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[NewDatabase]:
+def new_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NewDatabase]:
     """Make an empty database on a backend and return its URL; all are dropped at the end."""
+    server: Engine | None = None
     created: list[str] = []
 
     def make(backend: str) -> str:
+        nonlocal server
         name = f"vwm_test_{uuid.uuid4().hex[:12]}"
         if backend == "sqlite":
             return f"sqlite:///{tmp_path_factory.mktemp('db') / f'{name}.db'}"
-        server: Engine = request.getfixturevalue("pg_server")
+        server = server or _pg_server()
         with server.connect() as connection:
             connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
         created.append(name)
         return make_url(PG_SERVER_URL).set(database=name).render_as_string(hide_password=False)
 
     yield make
-    if created:
-        server = request.getfixturevalue("pg_server")
+    if server is not None:
         with server.connect() as connection:
             for name in created:
                 connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        server.dispose()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -96,13 +93,3 @@ def factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
     with engine.begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
             connection.execute(delete(table))
-
-
-@pytest.fixture
-def sqlite_path(tmp_path: Path) -> Path:
-    return tmp_path / "vwm.db"
-
-
-def raw(db: Session, sql: str, **params: object) -> None:
-    """Run SQL past the repositories, so only the database itself can refuse it."""
-    db.execute(text(sql), params)

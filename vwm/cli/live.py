@@ -52,9 +52,9 @@ class LiveView:
                 self._note(f"! {data.get('message', 'error')}", "yellow")
             case "job_finished":
                 self.result = JobResult.from_event(event)
-                self._note(final_line(self.result), "green" if self.result.ok else "red")
+                self._note(final_line(self.result), "green" if self.result.ok else "red", wrap=True)
                 if self.result.error and not self.result.ok:
-                    self._note(f"error: {self.result.error}", "red")
+                    self._note(f"error: {self.result.error}", "red", wrap=True)
             case _:
                 pass  # usage, result, raw, stderr: in the final line, or not for people
 
@@ -85,9 +85,11 @@ class LiveView:
             typer.echo("")
             self._mid_line = False
 
-    def _note(self, line: str, style: str) -> None:
+    def _note(self, line: str, style: str, *, wrap: bool = False) -> None:
+        """A line on stderr; unless ``wrap``, cut to the terminal's width."""
         self._end_line()
-        self._err.print(Text(line, style=style, no_wrap=True, overflow="ellipsis"), highlight=False)
+        text = Text(line, style=style, no_wrap=not wrap, overflow="fold" if wrap else "ellipsis")
+        self._err.print(text, highlight=False, crop=not wrap)
 
 
 def final_line(result: JobResult) -> str:

@@ -18,7 +18,7 @@ from rich.table import Table
 from eventing.agent_events import Usage
 
 MAX_CELL = 60
-PIPE_WIDTH = 200  # a table written to a pipe or file is not squeezed into 80 columns
+PIPE_WIDTH = 200  # what goes to a pipe or file is not squeezed into 80 columns
 
 
 def stdout() -> Console:
@@ -28,7 +28,8 @@ def stdout() -> Console:
 
 
 def stderr() -> Console:
-    return Console(stderr=True)
+    console = Console(stderr=True)
+    return console if console.is_terminal else Console(stderr=True, width=PIPE_WIDTH)
 
 
 def spinner(message: str) -> AbstractContextManager[Any]:

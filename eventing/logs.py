@@ -1,4 +1,5 @@
-"""Structured logging: one JSON object per line on stderr, with the `extra` fields of each call."""
+"""Structured logging shared by both sides: one JSON object per line on stderr, with the `extra`
+fields of each call, so harness and control-plane logs read and query the same way."""
 
 from __future__ import annotations
 

@@ -1,0 +1,116 @@
+"""Migrations build, from nothing, exactly the schema the models describe, on both backends;
+they go down to nothing and up again; and the command line does the same."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import CheckConstraint, Engine, inspect
+
+from functions.db.engine import make_engine
+from functions.db.migrate import context_options, current_revision, downgrade, upgrade
+from functions.db.models import SCHEMAS, Base
+from tests.db.conftest import BACKENDS, NewDatabase
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_url(request: pytest.FixtureRequest, new_database: NewDatabase) -> str:
+    return new_database(request.param)
+
+
+def _schema_diffs(engine: Engine) -> list[object]:
+    with engine.connect() as connection:
+        options = context_options(connection.dialect.name)
+        context = MigrationContext.configure(connection, opts=options)
+        return list(compare_metadata(context, options["target_metadata"]))
+
+
+def _check_constraints(engine: Engine) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Alembic does not compare CHECK constraints, so compare their names here."""
+    with engine.connect() as connection:
+        inspector = inspect(connection)
+        in_database, in_models = {}, {}
+        for table in context_options(connection.dialect.name)["target_metadata"].sorted_tables:
+            found = inspector.get_check_constraints(table.name, schema=table.schema)
+            in_database[table.name] = {check["name"] for check in found}
+            in_models[table.name] = {
+                str(c.name) for c in table.constraints if isinstance(c, CheckConstraint)
+            }
+        return in_database, in_models
+
+
+def _table_names(engine: Engine) -> set[str]:
+    with engine.connect() as connection:
+        inspector = inspect(connection)
+        if connection.dialect.name == "sqlite":
+            return set(inspector.get_table_names())
+        return {f"{s}.{t}" for s in SCHEMAS for t in inspector.get_table_names(schema=s)}
+
+
+def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
+    assert current_revision(empty_url) is None
+    upgrade(empty_url)
+    assert current_revision(empty_url) == "0001"
+    engine = make_engine(empty_url)
+    try:
+        assert _schema_diffs(engine) == []
+        in_database, in_models = _check_constraints(engine)
+        assert in_database == in_models
+        assert "ck_jobs_status" in in_database["jobs"]
+    finally:
+        engine.dispose()
+
+
+def test_downgrade_to_base_and_up_again(empty_url: str) -> None:
+    engine = make_engine(empty_url)
+    try:
+        upgrade(empty_url)
+        tables = _table_names(engine)
+        assert len(tables) == len(Base.metadata.tables) + 1  # and alembic_version
+        downgrade(empty_url, "base")
+        assert current_revision(empty_url) is None
+        assert _table_names(engine) <= {"alembic_version", "vwm.alembic_version"}
+        upgrade(empty_url)
+        assert _table_names(engine) == tables
+        assert _schema_diffs(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_twice_is_a_no_op(empty_url: str) -> None:
+    upgrade(empty_url)
+    upgrade(empty_url)
+    assert current_revision(empty_url) == "0001"
+
+
+def test_postgresql_keeps_the_version_table_in_the_vwm_schema(new_database: NewDatabase) -> None:
+    url = new_database("postgresql")
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            inspector = inspect(connection)
+            assert inspector.has_table("alembic_version", schema="vwm")
+            assert not inspector.has_table("alembic_version", schema="public")
+    finally:
+        engine.dispose()
+
+
+def test_command_line_upgrades_and_downgrades(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    run = [sys.executable, "-m", "functions.db.migrate", url]
+    up = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert up.returncode == 0, up.stderr
+    assert "database at revision 0001" in up.stdout
+    down = subprocess.run(
+        [*run, "--downgrade", "base"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert down.returncode == 0, down.stderr
+    assert "database at revision None" in down.stdout
