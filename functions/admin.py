@@ -61,13 +61,14 @@ class RuntimeIn(RuntimeFields):
 
 
 class RuntimePatch(Strict):
-    cli_version: str | None = Field(default=None, min_length=1, max_length=64)
+    # Fields whose column cannot be empty are typed without None: an explicit null is refused.
+    cli_version: str = Field(default=None, min_length=1, max_length=64)  # type: ignore[assignment]
     image: str | None = Field(default=None, max_length=500)
     default_model: str | None = Field(default=None, max_length=200)
     prices: Prices | None = None
     credential_ref: str | None = CredentialRef
     provider_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s]{1,500}$")
-    limits: RuntimeLimits | None = None
+    limits: RuntimeLimits = None  # type: ignore[assignment]
 
 
 class RuntimeOut(RuntimeIn):
@@ -96,13 +97,14 @@ class WorkerIn(WorkerFields):
 
 
 class WorkerPatch(Strict):
-    runtime: str | None = Field(default=None, pattern=NAME)
-    repo_url: str | None = Field(default=None, min_length=1, max_length=2000)
-    repo_branch: str | None = Field(default=None, min_length=1, max_length=200)
-    instructions: str | None = Field(default=None, max_length=512_000)
-    auto_learning: bool | None = None
+    # Fields whose column cannot be empty are typed without None: an explicit null is refused.
+    runtime: str = Field(default=None, pattern=NAME)  # type: ignore[assignment]
+    repo_url: str = Field(default=None, min_length=1, max_length=2000)  # type: ignore[assignment]
+    repo_branch: str = Field(default=None, min_length=1, max_length=200)  # type: ignore[assignment]
+    instructions: str = Field(default=None, max_length=512_000)  # type: ignore[assignment]
+    auto_learning: bool = None  # type: ignore[assignment]
     model: str | None = Field(default=None, max_length=200)
-    timeouts: WorkerTimeouts | None = None
+    timeouts: WorkerTimeouts = None  # type: ignore[assignment]
 
 
 class WorkerOut(WorkerIn):
@@ -112,7 +114,7 @@ class WorkerOut(WorkerIn):
 
 
 class SettingIn(Strict):
-    value: Any
+    value: str | int | float | bool | list[Any] | dict[str, Any]
 
 
 class SettingOut(BaseModel):
@@ -427,7 +429,7 @@ ENDPOINTS = [
         body=WorkerIn,
         response=WorkerOut,
         status=201,
-        other_statuses=(409,),
+        other_statuses=(404, 409),
         tags=TAGS,
     ),
     Endpoint("GET", "/v1/admin/workers", list_workers, "List workers", response=ListOf, tags=TAGS),

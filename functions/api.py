@@ -69,7 +69,7 @@ def build_app(
     routes = [
         Route("/healthz", health, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        *(Route(e.path, e.handler, methods=[e.method]) for e in endpoints),
+        *_routes_by_path(endpoints),
     ]
     return Starlette(
         routes=routes,
@@ -77,6 +77,24 @@ def build_app(
         exception_handlers={HTTPException: handle_error},
         lifespan=lifespan,
     )
+
+
+def _routes_by_path(endpoints: Sequence[Endpoint]) -> list[Route]:
+    """One route per path that dispatches on the method, so a 405 lists every allowed method."""
+    by_path: dict[str, dict[str, Handler]] = {}
+    for endpoint in endpoints:
+        by_path.setdefault(endpoint.path, {})[endpoint.method] = endpoint.handler
+    return [
+        Route(path, _dispatcher(handlers), methods=list(handlers))
+        for path, handlers in by_path.items()
+    ]
+
+
+def _dispatcher(handlers: dict[str, Handler]) -> Handler:
+    async def dispatch(request: Request) -> Response:
+        return await handlers[request.method if request.method in handlers else "GET"](request)
+
+    return dispatch
 
 
 def openapi_document(endpoints: Iterable[Endpoint], *, title: str) -> dict[str, Any]:

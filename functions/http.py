@@ -54,7 +54,9 @@ def to_response(exc: Exception) -> JSONResponse:
         return error_response(422, "invalid_request", "the request is not valid", errors=problems)
     if isinstance(exc, HTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        response = error_response(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
     mapped = _map_known(exc)
     if mapped is not None:
         return mapped
@@ -96,13 +98,15 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def parse_body(request: Request, model: type[Model], limit: int) -> Model:
     raw = await read_body(request, limit)
+    if not raw.strip():
+        raise ApiError(400, "bad_request", "the request needs a JSON object body")
     try:
-        data = json.loads(raw or b"{}")
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_request", f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", "the request body must be a JSON object")
-    return model.model_validate(data)
+    return model.model_validate(data, strict=True)  # JSON types as declared: no 0 for false
 
 
 def parse_query(request: Request, model: type[Model]) -> Model:

@@ -254,7 +254,7 @@ ENDPOINTS = [
         "Run a prompt on a session: sync (JSON), stream (SSE) or async (202)",
         body=PromptIn,
         response=JobOut,
-        other_statuses=(202, 409),
+        other_statuses=(202, 404, 409, 502, 503),
         tags=TAGS,
     ),
     Endpoint("GET", "/v1/jobs/{job_id}", get_job, "Get a job", response=JobOut, tags=TAGS),

@@ -52,19 +52,23 @@ def global_instructions(session: Session) -> tuple[str, int]:
     return value, row.version
 
 
+def require_credential(runtime: Runtime) -> str:
+    """The model key `runtime.credential_ref` names, read now and never stored."""
+    value = os.environ.get(runtime.credential_ref or "")
+    if value is None:
+        raise ConflictError(
+            f"runtime {runtime.name!r} names credential {runtime.credential_ref!r}, which is not "
+            "set in the control plane's environment; set it and try again",
+            code="credential_missing",
+        )
+    return value
+
+
 def harness_spec(view: SessionView) -> HarnessSpec:
     runtime, worker = view.runtime, view.worker
     credential_env: dict[str, str] = {}
     if runtime.credential_ref:
-        # The reference names where the key lives; the key itself is read now, never stored.
-        value = os.environ.get(runtime.credential_ref)
-        if value is None:
-            raise ConflictError(
-                f"runtime {runtime.name!r} names credential {runtime.credential_ref!r}, which is not "
-                "set in the control plane's environment; set it and try again",
-                code="credential_missing",
-            )
-        credential_env["VWM_PROVIDER_API_KEY"] = value
+        credential_env["VWM_PROVIDER_API_KEY"] = require_credential(runtime)
     extra: dict[str, str] = {}
     if runtime.prices:
         import json

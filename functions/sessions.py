@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 from datetime import datetime
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from functions.api import Endpoint
 from functions.context import backend, db, settings
 from functions.db.errors import InvalidCursor
-from functions.db.models import SessionStatus, WorkerSession
+from functions.db.models import Runtime, SessionStatus, WorkerSession
 from functions.db.transitions import transition_session
 from functions.harness_client import HarnessCallError
 from functions.http import parse_body, parse_query
@@ -36,10 +37,13 @@ from functions.session_runtime import (
     global_instructions,
     harness_spec,
     load,
+    require_credential,
     worker_by_name,
 )
 
 logger = logging.getLogger(__name__)
+
+_CALLER_FIXABLE = {"git_failed", "bad_request", "invalid_request", "conflict", "credential_missing"}
 
 # Provisioning tasks of `wait: false` sessions: kept so they are not garbage-collected mid-run.
 _background: set[asyncio.Task[None]] = set()
@@ -107,6 +111,9 @@ async def create_session(request: Request) -> Response:
 
     def create(session: Session) -> dict[str, Any]:
         worker = worker_by_name(session, body.worker)
+        runtime = session.get(Runtime, worker.runtime_id)
+        if runtime is not None and runtime.credential_ref:
+            require_credential(runtime)  # refuse now rather than fail the session later
         row = WorkerSession(
             worker_id=worker.id,
             status=SessionStatus.PROVISIONING,
@@ -126,15 +133,17 @@ async def create_session(request: Request) -> Response:
         return JSONResponse(created, status_code=202)
     await _provision(created["id"])
     current = await db(lambda s: _out(s, created["id"]))
-    status = 201 if current["status"] == "ready" else 502
-    if status != 201:
+    if current["status"] != "ready":
         error = current["error"] or {}
+        code = error.get("code", "session_failed")
+        # The harness could not use what the request named (repo, branch): the caller's to fix.
+        status = 422 if code in _CALLER_FIXABLE else 503
         return JSONResponse(
             {
                 "error": {
-                    "code": error.get("code", "session_failed"),
+                    "code": "session_failed",
                     "message": error.get("message", "the session could not start"),
-                    "details": {"session": current},
+                    "details": {"cause": code, "session_id": current["id"]},
                 }
             },
             status_code=status,
@@ -144,6 +153,7 @@ async def create_session(request: Request) -> Response:
 
 async def _provision(session_id: str) -> None:
     """Start and bootstrap the harness; the session ends `ready` or `failed` with a reason."""
+    handle: RuntimeHandle | None = None
     try:
         view = await db(load, session_id)
         spec = harness_spec(view)
@@ -165,15 +175,20 @@ async def _provision(session_id: str) -> None:
         await db(_transition, session_id, SessionStatus.READY, {"endpoint": endpoint.url})
         logger.info("session ready", extra={"session_id": session_id})
     except Exception as exc:  # any failure must leave the session `failed` with a reason
+        if handle is not None:
+            with contextlib.suppress(RuntimeBackendError):
+                await backend().teardown(handle)  # no harness may outlive a failed start
         code = getattr(exc, "code", "session_failed")
         message = getattr(exc, "message", None) or str(exc)
         logger.warning("session failed to start", extra={"session_id": session_id, "code": code})
-        await db(
-            _transition,
-            session_id,
-            SessionStatus.FAILED,
-            {"error": {"code": str(code), "message": message}},
-        )
+        await db(_fail_if_starting, session_id, {"code": str(code), "message": message})
+
+
+def _fail_if_starting(session: Session, session_id: str, error: dict[str, Any]) -> None:
+    """Mark a session that did not start as failed, unless it was ended meanwhile."""
+    row = session.get(WorkerSession, session_id)
+    if row is not None and row.status == SessionStatus.PROVISIONING:
+        transition_session(session, row, SessionStatus.FAILED, error=error)
 
 
 def _save(session: Session, session_id: str, fields: dict[str, Any]) -> None:
@@ -254,7 +269,11 @@ async def end_session(request: Request) -> Response:
     )
     error: dict[str, Any] | None = None
     runtime = backend()
-    if handle is not None:
+    if handle is not None and view.session.ready_at is None:
+        # It never became ready: nothing of the agent's to save, only a harness to stop.
+        with contextlib.suppress(RuntimeBackendError):
+            await runtime.teardown(handle)
+    elif handle is not None:
         try:
             if await runtime.status(handle) != "running":
                 handle = await runtime.ensure_running(handle, harness_spec(view))
@@ -266,11 +285,8 @@ async def end_session(request: Request) -> Response:
                 "code": getattr(exc, "code", "shutdown_failed"),
                 "message": getattr(exc, "message", str(exc)),
             }
-        if error is None:
-            await runtime.teardown(handle)
-        else:
-            # Nothing is lost: the workspace stays for a retry of the end.
-            await runtime.teardown(handle, keep_workspace=True)
+        # After a failed shutdown the workspace stays, so ending again can retry the push.
+        await runtime.teardown(handle, keep_workspace=error is not None)
     target = SessionStatus.ENDED if error is None else SessionStatus.FAILED
     await db(_transition, session_id, target, {"error": error} if error else {})
     result = await db(lambda s: _out(s, session_id))
@@ -287,7 +303,7 @@ ENDPOINTS = [
         body=SessionIn,
         response=SessionOut,
         status=201,
-        other_statuses=(202, 409, 502),
+        other_statuses=(202, 404, 409, 422, 503),
         tags=TAGS,
     ),
     Endpoint(
@@ -313,7 +329,7 @@ ENDPOINTS = [
         end_session,
         "End a session: transcript, commit and push, then teardown",
         response=SessionOut,
-        other_statuses=(409, 502),
+        other_statuses=(409, 502, 503),
         tags=TAGS,
     ),
 ]

@@ -19,7 +19,8 @@ class ControlPlaneSettings:
     database_url: str
     runtime_backend: str = "local"
     harness_ready_timeout_s: float = 60.0
-    max_request_bytes: int = 1 << 20
+    # Room for the largest prompt (512,000 characters) however it is encoded.
+    max_request_bytes: int = 4 << 20
     heartbeat_s: float = 15.0
     raw_output_limit: int = 256 << 10
 

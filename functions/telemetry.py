@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
@@ -19,12 +19,25 @@ from functions.http import parse_query
 T = TelemetryRequest
 
 
+def _iso_datetime(value: object) -> object:
+    """Query times must be ISO 8601 (pydantic would also take a bare number as a timestamp)."""
+    if isinstance(value, str):
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("use an ISO 8601 date-time, e.g. 2026-11-25T10:00:00Z") from None
+    return value
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_datetime)]
+
+
 class RequestQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     worker: str | None = Field(default=None, max_length=100)
     session_id: str | None = Field(default=None, max_length=64)
-    since: datetime | None = None
-    until: datetime | None = None
+    since: IsoDatetime | None = None
+    until: IsoDatetime | None = None
     limit: int = Field(default=100, ge=1, le=1000)
     include_raw: bool = False
 
@@ -32,8 +45,8 @@ class RequestQuery(BaseModel):
 class SummaryQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     group_by: Literal["worker", "session"] = "worker"
-    since: datetime | None = None
-    until: datetime | None = None
+    since: IsoDatetime | None = None
+    until: IsoDatetime | None = None
 
 
 class Tokens(BaseModel):

@@ -11,6 +11,8 @@ A caller may pass its own `connection` in `config.attributes`; its transaction i
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 from sqlalchemy import Connection, make_url
 
@@ -23,10 +25,13 @@ MIGRATION_LOCK_ID = 0x76776D
 
 
 def _url() -> str:
-    return context.config.attributes.get("url") or context.config.get_main_option("sqlalchemy.url")
+    url = context.config.attributes.get("url") or context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise SystemExit("no database URL: run migrations through functions.db.migrate")
+    return str(url)
 
 
-def _configure(dialect: str, **kwargs: object) -> None:
+def _configure(dialect: str, **kwargs: Any) -> None:
     context.configure(**context_options(dialect), **kwargs)
 
 

@@ -75,6 +75,7 @@ class InvalidTransition(ConflictError):
     code = "invalid_transition"
 
     def __init__(self, kind: str, row_id: str, from_status: str, to_status: str) -> None:
+        from_status, to_status = str(from_status), str(to_status)  # plain text, not enum members
         super().__init__(
             f"{kind} {row_id} cannot go from {from_status!r} to {to_status!r}",
             kind=kind,
@@ -102,6 +103,7 @@ class SessionEnded(ConflictError):
     code = "session_ended"
 
     def __init__(self, session_id: str, status: str) -> None:
+        status = str(status)
         super().__init__(
             f"session {session_id} is {status} and takes no prompts; start a new session",
             session_id=session_id,

@@ -365,5 +365,11 @@ def schemaless_metadata() -> MetaData:
     """A copy of the metadata with every schema removed: what the tables look like on SQLite."""
     copy = MetaData(naming_convention=NAMING_CONVENTION)
     for table in Base.metadata.sorted_tables:
-        table.to_metadata(copy, schema=None, referred_schema_fn=lambda *_: BLANK_SCHEMA)
+        # schema=None removes the table's schema (the stubs only admit names); BLANK_SCHEMA
+        # does the same for the tables its foreign keys point at.
+        table.to_metadata(
+            copy,
+            schema=None,  # type: ignore[arg-type]
+            referred_schema_fn=lambda *_: BLANK_SCHEMA,  # type: ignore[arg-type,return-value]
+        )
     return copy

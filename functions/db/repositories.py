@@ -56,9 +56,11 @@ def _insert(db: Session, row: M, conflict: Callable[[], DbError | None]) -> M:
     return row
 
 
-def _apply(db: Session, row: M, changes: dict[str, Any], conflict: Callable[[], DbError]) -> M:
-    """Set `changes` on `row` and flush them in a savepoint; a unique violation raises
-    `conflict()`'s error. Unknown or immutable attributes are a programming error."""
+def _apply(
+    db: Session, row: M, changes: dict[str, Any], conflict: Callable[[], DbError | None]
+) -> M:
+    """Set `changes` on `row` and flush them in a savepoint; a violation `conflict()` explains
+    raises its error. Unknown or immutable attributes are a programming error."""
     columns = type(row).__table__.columns.keys()
     unknown = set(changes) - set(columns) | (set(changes) & _IMMUTABLE)
     if unknown:
@@ -68,7 +70,10 @@ def _apply(db: Session, row: M, changes: dict[str, Any], conflict: Callable[[], 
             for name, value in changes.items():
                 setattr(row, name, value)
     except IntegrityError:
-        raise conflict() from None
+        error = conflict()
+        if error is None:
+            raise
+        raise error from None
     return row
 
 
@@ -98,8 +103,8 @@ class Runtimes:
         return list(self.db.scalars(select(Runtime).order_by(Runtime.name)))
 
     def update(self, runtime: Runtime, **changes: Any) -> Runtime:
-        name = changes.get("name", runtime.name)
-        return _apply(self.db, runtime, changes, lambda: NameTaken("runtime", name))
+        name, runtime_id = changes.get("name", runtime.name), runtime.id
+        return _apply(self.db, runtime, changes, lambda: self._taken(name, runtime_id))
 
     def delete(self, name: str) -> None:
         runtime = self.get(name)
@@ -109,9 +114,9 @@ class Runtimes:
         self.db.delete(runtime)
         self.db.flush()
 
-    def _taken(self, name: str) -> DbError | None:
-        exists = self.db.scalar(select(Runtime.id).where(Runtime.name == name))
-        return NameTaken("runtime", name) if exists else None
+    def _taken(self, name: str, other_than: str | None = None) -> DbError | None:
+        owner = self.db.scalar(select(Runtime.id).where(Runtime.name == name))
+        return NameTaken("runtime", name) if owner not in (None, other_than) else None
 
 
 class Skills:
@@ -171,8 +176,8 @@ class Workers:
         return list(self.db.scalars(select(Worker).order_by(Worker.name)))
 
     def update(self, worker: Worker, **changes: Any) -> Worker:
-        name = changes.get("name", worker.name)
-        return _apply(self.db, worker, changes, lambda: NameTaken("worker", name))
+        name, worker_id = changes.get("name", worker.name), worker.id
+        return _apply(self.db, worker, changes, lambda: self._taken(name, worker_id))
 
     def delete(self, name: str) -> None:
         """Only a worker that never had a session can be deleted: sessions, jobs and telemetry
@@ -200,9 +205,9 @@ class Workers:
         )
         return list(self.db.scalars(query))
 
-    def _taken(self, name: str) -> DbError | None:
-        exists = self.db.scalar(select(Worker.id).where(Worker.name == name))
-        return NameTaken("worker", name) if exists else None
+    def _taken(self, name: str, other_than: str | None = None) -> DbError | None:
+        owner = self.db.scalar(select(Worker.id).where(Worker.name == name))
+        return NameTaken("worker", name) if owner not in (None, other_than) else None
 
 
 class Sessions:

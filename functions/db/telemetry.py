@@ -121,11 +121,16 @@ class Telemetry:
         medians = self._medians(group, window)
         summaries = []
         for key, jobs, *tokens, cost, with_cost, avg_ms in self.db.execute(totals):
+            input_tokens, cache_read, cache_write, output, reasoning = (int(t) for t in tokens)
             summaries.append(
                 UsageSummary(
-                    key,
-                    jobs,
-                    *(int(total) for total in tokens),
+                    key=key,
+                    jobs=jobs,
+                    input_tokens=input_tokens,
+                    cache_read_tokens=cache_read,
+                    cache_write_tokens=cache_write,
+                    output_tokens=output,
+                    reasoning_tokens=reasoning,
                     cost_usd=float(cost),
                     jobs_without_cost=jobs - with_cost,
                     avg_total_ms=None if avg_ms is None else float(avg_ms),

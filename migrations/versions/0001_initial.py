@@ -34,8 +34,8 @@ def _in_ref(schema: str, column: str) -> str:
     return f"{qualifier}.{column}" if qualifier else column
 
 
-def _id(name: str = "id", **kwargs: object) -> sa.Column:
-    return sa.Column(name, sa.String(32), nullable=False, **kwargs)
+def _id(name: str = "id") -> sa.Column:
+    return sa.Column(name, sa.String(32), nullable=False)
 
 
 def _when(name: str, nullable: bool = False) -> sa.Column:

@@ -66,20 +66,21 @@ def new_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NewDataba
         server.dispose()
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="session", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def migrated_url(backend: str, new_database: NewDatabase) -> str:
-    """A database migrated to head, shared by one test module."""
+    """A database migrated to head once per backend, shared by every test that uses `factory`
+    (each test leaves it empty)."""
     url = new_database(backend)
     upgrade(url)
     return url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def engine(migrated_url: str) -> Iterator[Engine]:
     engine = make_engine(migrated_url)
     yield engine
@@ -88,7 +89,7 @@ def engine(migrated_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
-    """A session factory on the module's database, emptied after each test."""
+    """A session factory on the shared migrated database, emptied after each test."""
     yield session_factory(engine)
     with engine.begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):

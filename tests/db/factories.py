@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -24,7 +25,7 @@ def worker(db: Session, name: str = "reviewer", **fields: Any) -> Worker:
 
 
 def session(db: Session, owner: Worker | None = None, *, ready: bool = True) -> WorkerSession:
-    owner = owner or worker(db)
+    owner = owner or worker(db, f"worker-{uuid.uuid4().hex[:8]}")
     row = Sessions(db).add(owner.id, workspace="/tmp/ws")
     return transition_session(db, row, "ready") if ready else row
 

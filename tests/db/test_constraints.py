@@ -7,13 +7,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import Executable, insert, select, update
+from sqlalchemy import Executable, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from functions.db.engine import transaction
 from functions.db.models import (
     ApiKey,
+    Base,
     Job,
     Learning,
     Runtime,
@@ -24,6 +25,10 @@ from functions.db.models import (
 from tests.db import factories
 
 Factory = sessionmaker[Session]
+
+
+def _table(model: type[Base]) -> Table:
+    return Base.metadata.tables[f"{model.__table__.schema}.{model.__tablename__}"]
 
 
 def _refused(factory: Factory, statement: Executable) -> None:
@@ -53,7 +58,7 @@ def test_unknown_status_or_kind_is_refused(
     factory: Factory, model: type[WorkerSession] | type[Job], column: str, value: str
 ) -> None:
     session_id, job_id = _seed(factory)
-    table = model.__table__
+    table = _table(model)
     row_id = session_id if model is WorkerSession else job_id
     _refused(factory, update(table).where(table.c.id == row_id).values({column: value}))
 
@@ -61,11 +66,11 @@ def test_unknown_status_or_kind_is_refused(
 def test_unknown_cli_and_scope_are_refused(factory: Factory) -> None:
     with transaction(factory) as db:
         runtime = factories.runtime(db)
-    runtimes = Runtime.__table__
+    runtimes = _table(Runtime)
     _refused(factory, update(runtimes).where(runtimes.c.id == runtime.id).values(cli="cursor"))
     _refused(
         factory,
-        insert(ApiKey.__table__).values(
+        insert(_table(ApiKey)).values(
             id="k1", name="ops", scope="root", secret_hash="x", created_at=datetime.now(UTC)
         ),
     )
@@ -107,9 +112,7 @@ def test_negative_learning_tokens_are_refused(factory: Factory) -> None:
     now = datetime.now(UTC)
     _refused(
         factory,
-        insert(Learning.__table__).values(
-            **values, input_tokens=1, output_tokens=-1, created_at=now
-        ),
+        insert(_table(Learning)).values(**values, input_tokens=1, output_tokens=-1, created_at=now),
     )
 
 

@@ -36,10 +36,11 @@ def _check_constraints(engine: Engine) -> tuple[dict[str, set[str]], dict[str, s
     """Alembic does not compare CHECK constraints, so compare their names here."""
     with engine.connect() as connection:
         inspector = inspect(connection)
-        in_database, in_models = {}, {}
+        in_database: dict[str, set[str]] = {}
+        in_models: dict[str, set[str]] = {}
         for table in context_options(connection.dialect.name)["target_metadata"].sorted_tables:
             found = inspector.get_check_constraints(table.name, schema=table.schema)
-            in_database[table.name] = {check["name"] for check in found}
+            in_database[table.name] = {str(check["name"]) for check in found}
             in_models[table.name] = {
                 str(c.name) for c in table.constraints if isinstance(c, CheckConstraint)
             }

@@ -31,7 +31,9 @@ class ServerThread:
             timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self.server.run, name="fake-control-plane", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.run, name="fake-control-plane", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

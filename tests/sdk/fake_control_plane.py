@@ -9,6 +9,8 @@ connection, replay events already sent, or keep async jobs running for a few pol
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -44,6 +46,7 @@ class FakeJob:
     status: str = "queued"
     polls_left: int = 0
     idempotency_key: str | None = None
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def finished_data(self) -> dict[str, Any]:
@@ -90,6 +93,10 @@ class FakeControlPlane:
     """On a resumed stream, send this many events again that came before Last-Event-ID."""
     async_polls: int = 0
     """An async job reads `running` for this many GETs before it is finished."""
+    stall_after: int | None = None
+    """A stream job sends this many events, then runs until it is cancelled."""
+    end_fails: bool = False
+    """Ending a session fails (its shutdown could not push)."""
     page_size: int = 2
 
     def reset(self) -> None:
@@ -129,7 +136,13 @@ class FakeControlPlane:
         if failing:
             steps[2:8] = [("error", {"message": "the model refused", "fatal": True, "code": None})]
         status = "failed" if failing else "succeeded"
-        finished = {"status": status, "summary": summary, "error": error, "exit_code": 0, "duration_ms": 1500}
+        finished = {
+            "status": status,
+            "summary": summary,
+            "error": error,
+            "exit_code": 0,
+            "duration_ms": 1500,
+        }
         steps.append(("job_finished", finished))
         return [
             {"job_id": job_id, "seq": seq, "kind": kind, "data": data, "ts": time.time()}
@@ -158,7 +171,7 @@ class FakeControlPlane:
                     self._authorize(request)
                     return await endpoint(request, body)
                 except ApiError as exc:
-                    error = {"code": exc.code, "message": exc.message}
+                    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
                     if exc.details:
                         error["details"] = exc.details
                     return JSONResponse({"error": error}, status_code=exc.status)
@@ -213,19 +226,27 @@ class FakeControlPlane:
         return await self._member(request, body, self.workers, "worker")
 
     async def _collection(
-        self, request: Request, body: Any, store: dict[str, dict[str, Any]], required: tuple[str, ...]
+        self,
+        request: Request,
+        body: Any,
+        store: dict[str, dict[str, Any]],
+        required: tuple[str, ...],
     ) -> Response:
         if request.method == "GET":
             return JSONResponse({"items": list(store.values()), "next_cursor": None})
         missing = [name for name in required if not body.get(name)]
         if missing:
-            raise ApiError(422, "invalid_request", f"missing fields: {', '.join(missing)}", missing=missing)
+            raise ApiError(
+                422, "invalid_request", f"missing fields: {', '.join(missing)}", missing=missing
+            )
         if body["name"] in store:
             raise ApiError(409, "name_taken", f"{body['name']!r} exists already")
         store[body["name"]] = body
         return JSONResponse(body, status_code=201)
 
-    async def _member(self, request: Request, body: Any, store: dict[str, dict[str, Any]], noun: str) -> Response:
+    async def _member(
+        self, request: Request, body: Any, store: dict[str, dict[str, Any]], noun: str
+    ) -> Response:
         name = request.path_params["name"]
         if name not in store:
             raise ApiError(404, "not_found", f"no {noun} {name!r}")
@@ -258,13 +279,17 @@ class FakeControlPlane:
             matching = [
                 s
                 for s in self.sessions.values()
-                if query.get("worker") in (None, s["worker"]) and query.get("status") in (None, s["status"])
+                if query.get("worker") in (None, s["worker"])
+                and query.get("status") in (None, s["status"])
             ]
             start = int(query.get("cursor", "0"))
             size = int(query.get("limit", self.page_size))
             end = start + size
             return JSONResponse(
-                {"items": matching[start:end], "next_cursor": str(end) if end < len(matching) else None}
+                {
+                    "items": matching[start:end],
+                    "next_cursor": str(end) if end < len(matching) else None,
+                }
             )
         if body.get("worker") not in self.workers:
             raise ApiError(404, "not_found", f"no worker {body.get('worker')!r}")
@@ -281,9 +306,11 @@ class FakeControlPlane:
 
     async def _session(self, request: Request, body: Any) -> Response:
         session = self._find_session(request.path_params["id"])
-        if request.method == "DELETE":
-            if session["status"] == "ended":
-                raise ApiError(409, "session_ended", "the session has ended already")
+        if request.method == "DELETE" and session["status"] != "ended":  # ending twice: a no-op
+            if self.end_fails:  # the real answer: 502 with the failed session as the body
+                session["status"] = "failed"
+                session["error"] = {"code": "push_failed", "message": "the push was rejected"}
+                return JSONResponse(session, status_code=502)
             session["status"] = "ended"
         elif session["status"] == "provisioning":
             session["status"] = "ready"  # provisioned by the next look
@@ -305,14 +332,23 @@ class FakeControlPlane:
         key = body.get("idempotency_key")
         job = next((j for j in self.jobs.values() if key and j.idempotency_key == key), None)
         if job is None:
-            if any(j.session_id == session["id"] and j.status not in FINISHED for j in self.jobs.values()):
-                raise ApiError(409, "session_busy", "the session is running a job; wait or cancel it")
+            if any(
+                j.session_id == session["id"] and j.status not in FINISHED
+                for j in self.jobs.values()
+            ):
+                raise ApiError(
+                    409, "session_busy", "the session is running a job; wait or cancel it"
+                )
             job_id = f"job_{len(self.jobs) + 1}"
-            job = FakeJob(job_id, session["id"], body["prompt"], self.script(job_id, body["prompt"]))
+            job = FakeJob(
+                job_id, session["id"], body["prompt"], self.script(job_id, body["prompt"])
+            )
             job.idempotency_key = key
             self.jobs[job_id] = job
             if body["mode"] == "async":
                 job.polls_left = self.async_polls
+            elif body["mode"] == "stream" and self.stall_after is not None:
+                job.status = "running"
             else:
                 job.status = job.finished_data["status"]
         match body["mode"]:
@@ -347,15 +383,20 @@ class FakeControlPlane:
         job = self._find_job(request.path_params["id"])
         if job.status not in FINISHED:
             job.status = "cancelled"
+            job.cancelled.set()
         return JSONResponse(job.document())
 
     def _sse(self, job: FakeJob, after: int) -> StreamingResponse:
         drop_after = self.drops.pop(0) if self.drops else None
-        cut = self.cut_mid_event
+        cut, stall_after = self.cut_mid_event, self.stall_after
 
         async def body() -> AsyncIterator[bytes]:
             yield b": heartbeat\n\n"
             for sent, event in enumerate(job.events[after:]):
+                if sent == stall_after:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(job.cancelled.wait(), timeout=10)
+                    return
                 frame = f"id: {event['seq']}\nevent: {event['kind']}\ndata: {json.dumps(event)}\n\n".encode()
                 if sent == drop_after:
                     if cut:
@@ -384,10 +425,21 @@ class FakeControlPlane:
                     "worker": session["worker"],
                     "model": "fake-model",
                     "status": job.status,
-                    "tokens": {"input": 10, "cache_read": 100, "cache_write": 0, "output": 20, "reasoning": 0},
+                    "tokens": {
+                        "input": 10,
+                        "cache_read": 100,
+                        "cache_write": 0,
+                        "output": 20,
+                        "reasoning": 0,
+                    },
                     "cost_usd": 0.0123,
                     "cost_source": "reported",
-                    "durations_ms": {"queued": 5, "cli_start": 100, "first_output": 300, "total": 1500},
+                    "durations_ms": {
+                        "queued": 5,
+                        "cli_start": 100,
+                        "first_output": 300,
+                        "total": 1500,
+                    },
                 }
             )
         return JSONResponse({"items": records})
@@ -395,12 +447,17 @@ class FakeControlPlane:
     async def _telemetry_summary(self, request: Request, body: Any) -> Response:
         group_by = request.query_params.get("group_by", "worker")
         if group_by not in ("worker", "session"):
-            raise ApiError(422, "invalid_request", "group_by is worker or session", field="group_by")
+            raise ApiError(
+                422, "invalid_request", "group_by is worker or session", field="group_by"
+            )
         groups: dict[str, dict[str, Any]] = {}
         for job in self.jobs.values():
             session = self.sessions[job.session_id]
             name = session["worker"] if group_by == "worker" else job.session_id
-            group = groups.setdefault(name, {group_by: name, "jobs": 0, "tokens": {"input": 0, "output": 0}, "cost_usd": 0.0})
+            group = groups.setdefault(
+                name,
+                {group_by: name, "jobs": 0, "tokens": {"input": 0, "output": 0}, "cost_usd": 0.0},
+            )
             group["jobs"] += 1
             group["tokens"]["input"] += 10
             group["tokens"]["output"] += 20

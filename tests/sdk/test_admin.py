@@ -12,9 +12,13 @@ from vwm.sdk.admin import settings_by_key
 
 
 def test_runtimes_and_workers(admin: Client, fake: FakeControlPlane):
-    runtime = admin.admin.create_runtime(name="claude-2", cli="claude", cli_version="2.0.14", prices={"input": 3})
+    runtime = admin.admin.create_runtime(
+        name="claude-2", cli="claude", cli_version="2.0.14", prices={"input": 3}
+    )
     assert runtime["prices"] == {"input": 3}
-    worker = admin.admin.create_worker(name="reviewer", runtime="claude-2", repo_url="file:///kb.git")
+    worker = admin.admin.create_worker(
+        name="reviewer", runtime="claude-2", repo_url="file:///kb.git"
+    )
     assert worker["repo_branch"] == "main"  # the server's default
     assert [r["name"] for r in admin.admin.list_runtimes()] == ["claude-2"]
     assert [w["name"] for w in admin.admin.list_workers()] == ["reviewer"]
@@ -37,7 +41,9 @@ def test_settings(admin: Client):
     assert admin.admin.put_setting("global_instructions", "Be brief.")["version"] == 1
     assert admin.admin.put_setting("global_instructions", "Be kind.")["version"] == 2
     assert admin.admin.get_setting("global_instructions") == "Be kind."
-    assert admin.admin.settings() == {"global_instructions": {"key": "global_instructions", "value": "Be kind.", "version": 2}}
+    assert admin.admin.settings() == {
+        "global_instructions": {"key": "global_instructions", "value": "Be kind.", "version": 2}
+    }
 
 
 @pytest.mark.parametrize(

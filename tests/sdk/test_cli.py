@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,8 +32,13 @@ def vwm(url: str, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture
 def worker(vwm) -> str:
-    assert vwm("runtime", "create", "claude-2", "--cli", "claude", "--cli-version", "2.0.14").exit_code == 0
-    result = vwm("worker", "create", "reviewer", "--runtime", "claude-2", "--repo-url", "file:///kb.git")
+    assert (
+        vwm("runtime", "create", "claude-2", "--cli", "claude", "--cli-version", "2.0.14").exit_code
+        == 0
+    )
+    result = vwm(
+        "worker", "create", "reviewer", "--runtime", "claude-2", "--repo-url", "file:///kb.git"
+    )
     assert result.exit_code == 0, result.output
     return "reviewer"
 
@@ -58,7 +67,9 @@ class TestAdmin:
         assert (deleted.exit_code, deleted.stderr.strip()) == (0, "deleted runtime claude-2")
         assert vwm("runtime", "list").stderr.strip() == "(no runtimes)"
 
-    def test_worker_with_instructions_from_a_file(self, vwm, fake: FakeControlPlane, tmp_path: Path):
+    def test_worker_with_instructions_from_a_file(
+        self, vwm, fake: FakeControlPlane, tmp_path: Path
+    ):
         vwm("runtime", "create", "r", "--cli", "codex", "--cli-version", "1")
         (tmp_path / "kb.md").write_text("Review carefully.\n")
         result = vwm(
@@ -75,7 +86,12 @@ class TestAdmin:
         set_ = vwm("settings", "set", "global_instructions", "Be brief.")
         assert (set_.exit_code, set_.stderr.strip()) == (0, "set global_instructions (version 1)")
         (tmp_path / "rules.md").write_text("# Rules\nBe kind.\n")
-        assert vwm("settings", "set", "global_instructions", "--file", str(tmp_path / "rules.md")).exit_code == 0
+        assert (
+            vwm(
+                "settings", "set", "global_instructions", "--file", str(tmp_path / "rules.md")
+            ).exit_code
+            == 0
+        )
         assert vwm("settings", "get", "global_instructions").stdout == "# Rules\nBe kind.\n"
         assert vwm("settings", "set", "limit", "42", "--json-value").exit_code == 0
         assert vwm("settings", "get", "limit").stdout.strip() == "42"
@@ -104,35 +120,70 @@ class TestErrors:
 
     def test_a_client_key_on_an_admin_command(self, vwm):
         result = vwm("runtime", "list", key=CLIENT_KEY)
-        assert (result.exit_code, result.stderr) == (1, "error [forbidden]: this key's scope is client; admin calls need admin\n")
+        assert (result.exit_code, result.stderr) == (
+            1,
+            "error [forbidden]: this key's scope is client; admin calls need admin\n",
+        )
 
     def test_no_key(self, vwm):
         result = vwm("session", "list", key=None)
-        assert (result.exit_code, result.stderr) == (1, "error [config]: no API key: pass --api-key or set VWM_API_KEY\n")
+        assert (result.exit_code, result.stderr) == (
+            1,
+            "error [config]: no API key: pass --api-key or set VWM_API_KEY\n",
+        )
 
     def test_the_key_from_the_environment(self, vwm, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("VWM_API_KEY", CLIENT_KEY)
         assert vwm("session", "list", "--json", key=None).stdout.strip() == "[]"
 
     def test_unreachable(self):
-        result = CliRunner().invoke(app, ["--url", "http://127.0.0.1:9", "--api-key", "k", "session", "list"])
+        result = CliRunner().invoke(
+            app, ["--url", "http://127.0.0.1:9", "--api-key", "k", "session", "list"]
+        )
         assert result.exit_code == 1
-        assert result.stderr.startswith("error [unreachable]: the call to the control plane at http://127.0.0.1:9")
+        assert result.stderr.startswith(
+            "error [unreachable]: the call to the control plane at http://127.0.0.1:9"
+        )
         assert "Traceback" not in result.output
 
     def test_usage_errors_exit_2(self, vwm):
         assert vwm("session", "nope").exit_code == 2
         assert vwm("prompt").exit_code == 2
-        assert vwm("runtime", "create", "x", "--cli", "claude", "--cli-version", "1", "--prices", "{bad").exit_code == 2
+        assert (
+            vwm(
+                "runtime",
+                "create",
+                "x",
+                "--cli",
+                "claude",
+                "--cli-version",
+                "1",
+                "--prices",
+                "{bad",
+            ).exit_code
+            == 2
+        )
 
 
 class TestSessions:
     def test_start_list_get_end(self, vwm, worker: str, fake: FakeControlPlane):
-        started = vwm("session", "start", worker, "--session-repo", "file:///task.git", "--branch", "dev", key=CLIENT_KEY)
+        started = vwm(
+            "session",
+            "start",
+            worker,
+            "--session-repo",
+            "file:///task.git",
+            "--branch",
+            "dev",
+            key=CLIENT_KEY,
+        )
         assert started.exit_code == 0
         assert started.stdout == "ses_1\n"
         assert "session ses_1 of reviewer is ready" in started.stderr
-        assert fake.sessions["ses_1"]["session_repo"] == {"url": "file:///task.git", "branch": "dev"}
+        assert fake.sessions["ses_1"]["session_repo"] == {
+            "url": "file:///task.git",
+            "branch": "dev",
+        }
         no_wait = vwm("session", "start", worker, "--no-wait", "--json")
         assert json.loads(no_wait.stdout)["status"] == "provisioning"
         listing = vwm("session", "list", "--worker", worker)
@@ -141,8 +192,13 @@ class TestSessions:
         assert json.loads(vwm("session", "get", "ses_1").stdout)["worker"] == worker
         ended = vwm("session", "end", "ses_1")
         assert json.loads(ended.stdout)["status"] == "ended"
-        again = vwm("session", "end", "ses_1")
-        assert (again.exit_code, again.stderr) == (1, "error [session_ended]: the session has ended already\n")
+        assert vwm("session", "end", "ses_1").exit_code == 0  # ending twice is a no-op
+        fake.end_fails = True
+        failed = vwm("session", "end", "ses_2")
+        assert (failed.exit_code, failed.stderr) == (
+            1,
+            "error [push_failed]: the push was rejected\n",
+        )
 
 
 class TestPrompt:
@@ -152,7 +208,10 @@ class TestPrompt:
         assert result.stdout == "Hello, world\nDone.\n"
         lines = result.stderr.splitlines()
         assert lines[0] == "→ Bash ls -la [x]"
-        assert lines[-1] == "succeeded · 110 in (100 cached) / 20 out tokens · $0.0123 (reported) · 1.5 s · job_1"
+        assert (
+            lines[-1]
+            == "succeeded · 110 in (100 cached) / 20 out tokens · $0.0123 (reported) · 1.5 s · job_1"
+        )
 
     def test_a_failed_job_exits_1_with_its_error(self, vwm, session_id: str):
         result = vwm("prompt", session_id, "fail now")
@@ -172,19 +231,26 @@ class TestPrompt:
         result = vwm("prompt", session_id, "say hello", "--json", "--idempotency-key", "k1")
         assert result.exit_code == 0
         job = json.loads(result.stdout)
-        assert (job["id"], job["status"], job["summary"]["final_text"]) == ("job_1", "succeeded", "Hello, world\nDone.")
+        assert (job["id"], job["status"], job["summary"]["final_text"]) == (
+            "job_1",
+            "succeeded",
+            "Hello, world\nDone.",
+        )
 
     def test_async_prints_the_job_id(self, vwm, session_id: str, fake: FakeControlPlane):
         result = vwm("prompt", session_id, "-", "--async", "--timeout-s", "60", stdin="from stdin")
         assert (result.exit_code, result.stdout) == (0, "job_1\n")
         body = fake.recorded("POST", "/v1/prompts")[0].body
-        assert (body["prompt"], body["mode"], body["timeout_s"]) == ("from stdin", "async", 60.0)
+        assert (body["prompt"], body["mode"], body["timeout_s"]) == ("from stdin", "async", 60)
 
     def test_a_busy_session(self, vwm, session_id: str, fake: FakeControlPlane):
         fake.async_polls = 5
         vwm("prompt", session_id, "long", "--async")
         result = vwm("prompt", session_id, "again")
-        assert (result.exit_code, result.stderr) == (1, "error [session_busy]: the session is running a job; wait or cancel it\n")
+        assert (result.exit_code, result.stderr) == (
+            1,
+            "error [session_busy]: the session is running a job; wait or cancel it\n",
+        )
 
 
 class TestJobs:
@@ -213,6 +279,39 @@ class TestTelemetry:
         assert "job_1" in table.stdout and "0.0123" in table.stdout
         assert fake.recorded("GET", "/v1/telemetry/requests")[0].query == {"worker": "reviewer"}
         summary = vwm("telemetry", "--summary", "--group-by", "worker")
-        assert summary.stdout.splitlines()[0].split() == ["worker", "jobs", "tokens.input", "tokens.output", "cost_usd"]
+        assert summary.stdout.splitlines()[0].split() == [
+            "worker",
+            "jobs",
+            "tokens.input",
+            "tokens.output",
+            "cost_usd",
+        ]
         rows = json.loads(vwm("telemetry", "--session", session_id, "--json").stdout)
         assert [r["job_id"] for r in rows] == ["job_1"]
+
+
+def test_ctrl_c_cancels_the_streaming_job(
+    url: str, fake: FakeControlPlane, worker_ready: str, client
+):
+    """A real `python -m vwm` process gets SIGINT while the answer streams."""
+    session = client.worker(worker_ready).session()
+    fake.stall_after = 4
+    env = {**os.environ, "VWM_URL": url, "VWM_API_KEY": CLIENT_KEY}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vwm", "prompt", session.id, "say hello"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.read(len("Hello")) == "Hello"
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted: cancelled job job_1"
+    assert fake.jobs["job_1"].status == "cancelled"

@@ -100,9 +100,11 @@ def test_a_closed_port_is_unreachable():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with Client(f"http://127.0.0.1:{port}", "vwm_k_s", timeout=2) as client:
-        with pytest.raises(UnreachableError) as caught:
-            client.request("GET", "/v1/sessions")
+    with (
+        Client(f"http://127.0.0.1:{port}", "vwm_k_s", timeout=2) as client,
+        pytest.raises(UnreachableError) as caught,
+    ):
+        client.request("GET", "/v1/sessions")
     assert caught.value.retryable
     assert f"127.0.0.1:{port}" in caught.value.message
 

@@ -19,5 +19,9 @@ def test_vwm_imports_neither_harness_nor_functions():
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
-            offending += [f"{path.relative_to(VWM.parent)}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
+            offending += [
+                f"{path.relative_to(VWM.parent)}: {n}"
+                for n in names
+                if n.split(".")[0] in FORBIDDEN
+            ]
     assert offending == []

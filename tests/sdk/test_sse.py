@@ -23,7 +23,14 @@ def frame(seq: int, kind: str, data: dict, job_id: str = "job_1") -> list[str]:
 
 class TestParser:
     def test_events_and_heartbeats(self):
-        lines = [": heartbeat", "", *frame(1, "job_started", {}), ":heartbeat", "", *frame(2, "text_delta", {"text": "hi"})]
+        lines = [
+            ": heartbeat",
+            "",
+            *frame(1, "job_started", {}),
+            ":heartbeat",
+            "",
+            *frame(2, "text_delta", {"text": "hi"}),
+        ]
         events = list(parse_sse(lines))
         assert [(e.seq, e.kind, e.data, e.job_id, e.ts) for e in events] == [
             (1, "job_started", {}, "job_1", 1.5),
@@ -35,7 +42,13 @@ class TestParser:
         assert [e.seq for e in parse_sse(lines)] == [1]
 
     def test_data_over_several_lines_is_joined(self):
-        lines = ["id: 7", "event: text_delta", 'data: {"seq": 7, "kind": "text_delta",', 'data:  "data": {"text": "x"}}', ""]
+        lines = [
+            "id: 7",
+            "event: text_delta",
+            'data: {"seq": 7, "kind": "text_delta",',
+            'data:  "data": {"text": "x"}}',
+            "",
+        ]
         (event,) = parse_sse(lines)
         assert (event.seq, event.data) == (7, {"text": "x"})
 
@@ -63,7 +76,11 @@ def test_a_stream_without_drops(session, fake: FakeControlPlane):
     assert [e.seq for e in events] == list(range(1, 12))
     assert events[0].kind == "job_started" and events[-1].kind == "job_finished"
     result = JobResult.from_event(events[-1])
-    assert (result.status, result.final_text, result.job_id) == ("succeeded", "Hello, world\nDone.", "job_1")
+    assert (result.status, result.final_text, result.job_id) == (
+        "succeeded",
+        "Hello, world\nDone.",
+        "job_1",
+    )
 
 
 def test_a_dropped_stream_resumes_with_last_event_id(session, fake: FakeControlPlane):

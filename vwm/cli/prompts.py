@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -38,7 +39,9 @@ def prompt(
         bool,
         typer.Option("--async", help="Print the job id at once; follow with `vwm job events`."),
     ] = False,
-    timeout_s: Annotated[float | None, typer.Option(help="Wall-clock limit of the job.")] = None,
+    timeout_s: Annotated[
+        int | None, typer.Option(min=1, help="Wall-clock limit of the job, in seconds.")
+    ] = None,
     idempotency_key: Annotated[
         str | None, typer.Option(help="A retried prompt with the same key runs once.")
     ] = None,
@@ -66,7 +69,7 @@ def prompt(
         _exit_for(result)
         return
     events = session.stream(text, timeout_s=timeout_s, idempotency_key=idempotency_key)
-    _exit_for(_live(sdk, events))
+    _exit_for(_live(sdk, events, cancel_on_interrupt=True))
 
 
 @job_app.command("get")
@@ -92,30 +95,25 @@ def job_events(
     sdk = client(ctx)
     events = Job(sdk, {"id": job_id}).events(after=after)
     if not as_json:
-        _exit_for(_live(sdk, events))
+        _exit_for(_live(sdk, events, cancel_on_interrupt=False))
         return
     for event in events:
-        document = {
-            "seq": event.seq,
-            "kind": event.kind,
-            "data": event.data,
-            "job_id": event.job_id,
-            "ts": event.ts,
-        }
-        typer.echo(json.dumps(document, ensure_ascii=False))
+        typer.echo(json.dumps(asdict(event), ensure_ascii=False))
 
 
-def _live(sdk: Client, events: Iterator[Event]) -> JobResult | None:
-    """Show events live; Ctrl-C cancels the job, then exits with 130."""
+def _live(sdk: Client, events: Iterator[Event], *, cancel_on_interrupt: bool) -> JobResult | None:
+    """Show events live. Ctrl-C exits with 130, cancelling the job if asked to."""
     view = LiveView()
     try:
         return view.follow(events)
     except KeyboardInterrupt:
         if view.job_id is None:
-            stderr().print("interrupted before the job started; check `vwm session get`")
-        else:
+            stderr().print("interrupted before the job started")
+        elif cancel_on_interrupt:
             Job(sdk, {"id": view.job_id}).cancel()
             stderr().print(f"interrupted: cancelled job {view.job_id}")
+        else:
+            stderr().print(f"stopped following job {view.job_id}; it goes on")
         raise typer.Exit(130) from None
 
 

@@ -1,13 +1,15 @@
 """The root of the `vwm` command line: the Typer app, its global options and error reporting.
 
 Command modules (`vwm.cli.admin`, `vwm.cli.sessions`, ...) each have a ``register(app)`` that adds
-their commands; `vwm.cli` wires them. Every command gets its `Client` from `client(ctx)`.
+their commands; `vwm.cli` wires them. Every command gets its `Client` from `client(ctx)`
+(and the raw options from `cli_state(ctx)`).
 Any `VWMError` a command raises is printed as ``error [code]: message`` with exit status 1;
 usage errors exit with 2. Set ``VWM_DEBUG=1`` to see tracebacks.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -22,13 +24,13 @@ from vwm.sdk.client import DEFAULT_URL, Client
 class _ReportingGroup(TyperGroup):
     """The root command group; the one place where errors become messages and exit codes."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]  # click's Context is private in typer
         try:
             return super().invoke(ctx)
         except (typer.TyperException, typer.Exit, typer.Abort):  # usage errors, --help, exits
             raise
         except VWMError as exc:
-            _report(exc.code, exc.message)
+            _report(exc.code, exc.message, exc.details)
         except Exception as exc:
             if os.environ.get("VWM_DEBUG"):
                 raise
@@ -38,8 +40,10 @@ class _ReportingGroup(TyperGroup):
         raise typer.Exit(1)
 
 
-def _report(code: str, message: str) -> None:
+def _report(code: str, message: str, details: dict[str, Any] | None = None) -> None:
     typer.echo(f"error [{code}]: {message}", err=True)
+    if details:
+        typer.echo(f"  details: {json.dumps(details, default=str)}", err=True)
 
 
 @dataclass
@@ -86,24 +90,21 @@ def _global_options(
         ),
     ] = None,
 ) -> None:
-    state = CliState(url=url, api_key=api_key)
-    ctx.obj = state
-    ctx.call_on_close(state.close)
+    ctx.obj = CliState(url=url, api_key=api_key)
+    ctx.call_on_close(ctx.obj.close)
 
 
-def state(ctx: typer.Context) -> CliState:
+def cli_state(ctx: typer.Context) -> CliState:
+    """The global options of this invocation (``url``, ``api_key``), for any command."""
     found = ctx.find_object(CliState)
-    if found is None:  # a command invoked without the root app, e.g. from another program
-        found = CliState(
-            url=os.environ.get("VWM_URL") or DEFAULT_URL, api_key=os.environ.get("VWM_API_KEY")
-        )
-        ctx.obj = found
+    if found is None:
+        raise RuntimeError("vwm commands run under vwm.cli.app, whose callback sets the state")
     return found
 
 
 def client(ctx: typer.Context) -> Client:
     """The client for this invocation's ``--url`` and ``--api-key``."""
-    return state(ctx).client()
+    return cli_state(ctx).client()
 
 
 def main() -> None:

@@ -11,7 +11,13 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from vwm.errors import ConflictError, SessionFailedError, VWMError, WaitTimeoutError
+from vwm.errors import (
+    ConflictError,
+    ProtocolError,
+    SessionFailedError,
+    VWMError,
+    WaitTimeoutError,
+)
 from vwm.sdk.jobs import Job
 from vwm.sdk.models import SESSION_FINISHED, Event, JobResult
 from vwm.sdk.sse import follow
@@ -62,6 +68,8 @@ class VWSession:
     """A session as last fetched. ``with`` ends it on exit."""
 
     def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        if not data.get("id"):
+            raise ProtocolError("the session document has no id", details={"session": data})
         self._client = client
         self.data = data
         self.id = str(data["id"])
@@ -98,7 +106,7 @@ class VWSession:
         return self
 
     def prompt(
-        self, text: str, *, timeout_s: float | None = None, idempotency_key: str | None = None
+        self, text: str, *, timeout_s: int | None = None, idempotency_key: str | None = None
     ) -> JobResult:
         """Run a prompt and wait for its result. A job that fails still returns a result; look
         at ``status`` / ``ok``. `SessionBusyError` if another job is running."""
@@ -112,7 +120,7 @@ class VWSession:
         return JobResult.from_job(data)
 
     def stream(
-        self, text: str, *, timeout_s: float | None = None, idempotency_key: str | None = None
+        self, text: str, *, timeout_s: int | None = None, idempotency_key: str | None = None
     ) -> Iterator[Event]:
         """Run a prompt and yield its events as they happen, ending with ``job_finished``
         (`JobResult.from_event` reads it). A dropped connection is resumed without loss."""
@@ -122,7 +130,7 @@ class VWSession:
         )
 
     def submit(
-        self, text: str, *, timeout_s: float | None = None, idempotency_key: str | None = None
+        self, text: str, *, timeout_s: int | None = None, idempotency_key: str | None = None
     ) -> Job:
         """Start a prompt and return at once with its `Job`."""
         data = self._client.request(
@@ -133,11 +141,13 @@ class VWSession:
     def end(self) -> VWSession:
         """End the session: the transcript is saved, both repositories are committed and pushed,
         then the workspace is torn down. Returns the ``ended`` session."""
-        self.data = self._client.request(
+        answer = self._client.request(
             "DELETE",
             f"/v1/sessions/{self.id}",
             timeout=self._client.read_timeout(PROVISION_TIMEOUT_S),
         )
+        # The API answers the ended session; an empty 204 still means it ended.
+        self.data = answer if isinstance(answer, dict) else {**self.data, "status": "ended"}
         return self
 
     def __enter__(self) -> VWSession:
@@ -161,7 +171,7 @@ class VWSession:
         return f"VWSession({self.id!r}, status={self.status!r})"
 
     def _body(
-        self, text: str, mode: str, timeout_s: float | None, idempotency_key: str | None
+        self, text: str, mode: str, timeout_s: int | None, idempotency_key: str | None
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"session_id": self.id, "prompt": text, "mode": mode}
         if timeout_s is not None:

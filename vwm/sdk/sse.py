@@ -43,7 +43,7 @@ class StreamSettings:
     """No byte for this long (the server sends a heartbeat every 15 s) counts as a dropped stream."""
     max_reconnects: int = 5
     """Reconnection attempts in a row that bring no new event before giving up."""
-    backoff_s: float = 0.5
+    backoff_s: float = 0.25
     """Wait before the first reconnection; it doubles with every failed attempt, up to 8 s."""
 
 
