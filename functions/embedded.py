@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from importlib import import_module
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -74,6 +75,8 @@ def prepare(database_url: str) -> str | None:
     from functions.db.migrate import upgrade
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines are set-up noise
+    if database_url.startswith("sqlite:///"):
+        Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     upgrade(database_url)
     engine = make_engine(database_url)
     try:

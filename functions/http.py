@@ -106,7 +106,8 @@ async def parse_body(request: Request, model: type[Model], limit: int) -> Model:
         raise ApiError(400, "bad_request", f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", "the request body must be a JSON object")
-    return model.model_validate(data, strict=True)  # JSON types as declared: no 0 for false
+    # Strict in JSON mode: JSON types as declared (no 0 for false), objects for nested models.
+    return model.model_validate_json(raw, strict=True)
 
 
 def parse_query(request: Request, model: type[Model]) -> Model:

@@ -34,6 +34,9 @@ from functions.telemetry_writer import record_job
 logger = logging.getLogger(__name__)
 
 _recorders: dict[str, asyncio.Task[None]] = {}
+# The global-instructions version each session's harness has (per process: after a restart the
+# first prompt of a session re-applies them once, which is idempotent).
+_applied_instructions: dict[str, int] = {}
 
 
 class PromptIn(BaseModel):
@@ -98,8 +101,10 @@ async def create_prompt(request: Request) -> Response:
         instructions, version = await db(global_instructions)
         try:
             async with client_for(endpoint) as harness:
-                # Hot instructions: the harness rewrites the instruction file only if it changed.
-                await harness.bootstrap(bootstrap_body(view, instructions))
+                if _applied_instructions.get(view.session.id) != version:
+                    # Hot instructions: the harness rewrites the instruction file if they changed.
+                    await harness.bootstrap(bootstrap_body(view, instructions))
+                    _applied_instructions[view.session.id] = version
                 await harness.start_job(
                     {"prompt": body.prompt, "job_id": job.id, "timeout_s": body.timeout_s}
                 )

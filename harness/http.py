@@ -91,7 +91,8 @@ async def parse_json(request: Request, model: type[Model], limit: int) -> Model:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object")
-    return model.model_validate(data, strict=True)  # JSON types as declared: no 0 for false
+    # Strict in JSON mode: JSON types as declared (no 0 for false), objects for nested models.
+    return model.model_validate_json(raw, strict=True)
 
 
 class TokenAuth:

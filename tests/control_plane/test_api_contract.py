@@ -133,6 +133,7 @@ def test_schemathesis_finds_no_server_error_or_contract_violation(control_plane,
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=tmp_path,  # its cache folder goes there, not into the checkout
     )
     assert result.returncode == 0, result.stdout[-6000:]
     assert harness_pids(control_plane.data_dir) == [], "failed session starts leave no harness"

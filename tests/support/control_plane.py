@@ -1,0 +1,108 @@
+"""Run the embedded control plane (`python -m functions.embedded`) as a subprocess, and find the
+harness processes it starts. Shared by the control-plane tests and the benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.harness_process import CLI_BIN, REPO_ROOT, free_port
+
+KEY_LINE = re.compile(r"first admin API key \(shown once\): (vwm_\S+)")
+
+
+class ControlPlane:
+    """The embedded control plane (`python -m functions.embedded`) as a child process."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / f"{data_dir.name}-control-plane.log"
+        self.env = {
+            **os.environ,
+            "VWM_DATA_DIR": str(data_dir),
+            **{
+                f"VWM_{cli.upper()}_BIN": str(CLI_BIN / cli)
+                for cli in ("claude", "codex", "gemini", "opencode")
+            },
+            **env,
+        }
+        self.admin_key: str | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "functions.embedded", "--port", str(self.port)],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"control plane exited:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"control plane did not start:\n{self.log()}")
+        if self.admin_key is None:
+            match = KEY_LINE.search(self.log())
+            assert match, self.log()
+            self.admin_key = match.group(1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def client(self, key: str | None = None, timeout: float = 120) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {key or self.admin_key}"},
+        )
+
+
+def harness_pids(data_dir: Path) -> list[int]:
+    """Harness processes whose workspace lies under `data_dir`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"harness" in cmdline and str(data_dir).encode() in environ:
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_harnesses(data_dir: Path) -> None:
+    for pid in harness_pids(data_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)

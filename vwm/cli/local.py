@@ -1,0 +1,38 @@
+"""`vwm up` (the embedded system on this machine) and `vwm demo` (the whole product, offline)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def up(
+        port: Annotated[int, typer.Option(help="Port of the control plane.")] = 8000,
+        host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+        data_dir: Annotated[
+            Path, typer.Option(envvar="VWM_DATA_DIR", help="Database, workspaces and logs.")
+        ] = Path(".data"),
+    ) -> None:
+        """Start the embedded control plane: SQLite file, local harness processes, folders."""
+        os.environ["VWM_DATA_DIR"] = str(data_dir.resolve())
+        from eventing.logs import configure_logging
+        from functions.embedded import serve
+
+        configure_logging()
+        typer.echo("vwm: try the whole product offline with `vwm demo`", err=True)
+        serve(host, port)
+
+    @app.command()
+    def demo(
+        cli: Annotated[str, typer.Option(help="claude, codex, gemini or opencode.")] = "claude",
+        keep: Annotated[bool, typer.Option(help="Keep the demo's data folder.")] = False,
+    ) -> None:
+        """Run the whole product offline, no API key: fake model, real CLI, streamed prompt."""
+        from vwm.local.demo import run_demo
+
+        raise typer.Exit(run_demo(cli, keep=keep))
