@@ -26,17 +26,22 @@ from functions.context import db, settings
 from functions.db.errors import NotFoundError, SessionBusy
 from functions.db.models import Job, JobStatus, WorkerSession
 from functions.db.transitions import start_job, transition_job
-from functions.harness_client import HarnessCallError, decode
+from functions.harness_client import HarnessCallError, HarnessUnavailable, decode
 from functions.http import ApiError, parse_body
-from functions.session_runtime import bootstrap_body, client_for, global_instructions, reach
+from functions.runtime.base import HarnessEndpoint
+from functions.session_runtime import (
+    SessionView,
+    applied_instructions,
+    bootstrap_body,
+    client_for,
+    global_instructions,
+    reach,
+)
 from functions.telemetry_writer import record_job
 
 logger = logging.getLogger(__name__)
 
 _recorders: dict[str, asyncio.Task[None]] = {}
-# The global-instructions version each session's harness has (per process: after a restart the
-# first prompt of a session re-applies them once, which is idempotent).
-_applied_instructions: dict[str, int] = {}
 
 
 class PromptIn(BaseModel):
@@ -100,14 +105,12 @@ async def create_prompt(request: Request) -> Response:
     if started.created:
         instructions, version = await db(global_instructions)
         try:
-            async with client_for(endpoint) as harness:
-                if _applied_instructions.get(view.session.id) != version:
-                    # Hot instructions: the harness rewrites the instruction file if they changed.
-                    await harness.bootstrap(bootstrap_body(view, instructions))
-                    _applied_instructions[view.session.id] = version
-                await harness.start_job(
-                    {"prompt": body.prompt, "job_id": job.id, "timeout_s": body.timeout_s}
-                )
+            try:
+                await _start_on_harness(view, endpoint, body, job.id, instructions, version)
+            except HarnessUnavailable:
+                # Alive but mute, or gone a moment ago: relaunch it and try once more.
+                view, endpoint = await reach(body.session_id, probe=True)
+                await _start_on_harness(view, endpoint, body, job.id, instructions, version)
         except HarnessCallError as exc:
             failure = {"code": exc.code, "message": exc.message}
             await db(
@@ -121,7 +124,7 @@ async def create_prompt(request: Request) -> Response:
                 s, _get_job(s, job.id), JobStatus.RUNNING, harness_job_id=job.id
             )
         )
-        _start_recorder(job.id, view.session.id, version)
+        _start_recorder(job.id, endpoint, version)
     if body.mode == "async":
         return JSONResponse(job_out(job), status_code=202 if started.created else 200)
     if body.mode == "stream":
@@ -130,8 +133,26 @@ async def create_prompt(request: Request) -> Response:
     return JSONResponse(await db(lambda s: job_out(_get_job(s, job.id))))
 
 
-def _start_recorder(job_id: str, session_id: str, instructions_version: int) -> None:
-    task = asyncio.create_task(_record(job_id, session_id, instructions_version))
+async def _start_on_harness(
+    view: SessionView,
+    endpoint: HarnessEndpoint,
+    body: PromptIn,
+    job_id: str,
+    instructions: str,
+    version: int,
+) -> None:
+    async with client_for(endpoint) as harness:
+        if applied_instructions.get(view.session.id) != version:
+            # Hot instructions: the harness rewrites the instruction file if they changed.
+            await harness.bootstrap(bootstrap_body(view, instructions))
+            applied_instructions[view.session.id] = version
+        await harness.start_job(
+            {"prompt": body.prompt, "job_id": job_id, "timeout_s": body.timeout_s}
+        )
+
+
+def _start_recorder(job_id: str, endpoint: HarnessEndpoint, instructions_version: int) -> None:
+    task = asyncio.create_task(_record(job_id, endpoint, instructions_version))
     _recorders[job_id] = task
     task.add_done_callback(lambda _: _recorders.pop(job_id, None))
 
@@ -141,11 +162,10 @@ async def _wait_recorded(job_id: str) -> None:
         await asyncio.shield(task)
 
 
-async def _record(job_id: str, session_id: str, instructions_version: int) -> None:
+async def _record(job_id: str, endpoint: HarnessEndpoint, instructions_version: int) -> None:
     """Follow the harness's events to `job_finished`, then store the result and telemetry."""
     events: list[dict[str, Any]] = []
     try:
-        _, endpoint = await reach(session_id)
         async with client_for(endpoint) as harness:
             async for message in harness.events(job_id):
                 events.append(decode(message))

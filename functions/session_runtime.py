@@ -22,6 +22,11 @@ from functions.runtime.errors import HarnessNotReady, HarnessStartFailed
 
 GLOBAL_INSTRUCTIONS = "global_instructions"
 
+# The global-instructions version each session's harness was last given, so a prompt bootstraps
+# again only when they changed. Per process: after a restart the first prompt of a session
+# re-applies them once (bootstrap is idempotent).
+applied_instructions: dict[str, int] = {}
+
 
 @dataclass(frozen=True)
 class SessionView:
@@ -87,8 +92,10 @@ def harness_spec(view: SessionView) -> HarnessSpec:
     )
 
 
-async def reach(session_id: str) -> tuple[SessionView, HarnessEndpoint]:
-    """The harness of a live session, relaunched first if it is not running."""
+async def reach(session_id: str, *, probe: bool = False) -> tuple[SessionView, HarnessEndpoint]:
+    """The harness of a live session, relaunched first if its process is gone. A running
+    harness is not probed (a prompt should not pay for it) unless `probe` is set: callers probe
+    after a call failed to connect, which also relaunches a harness that is alive but mute."""
     view = await db(load, session_id)
     if view.session.status != SessionStatus.READY:
         raise ConflictError(
@@ -100,8 +107,9 @@ async def reach(session_id: str) -> tuple[SessionView, HarnessEndpoint]:
     handle = RuntimeHandle.from_dict(view.session.runtime_state)
     runtime = backend()
     timeout_s = settings().harness_ready_timeout_s
-    if await runtime.status(handle) != "running":
-        handle = await _relaunch(view, handle)
+    if await runtime.status(handle) == "running" and not probe:
+        return view, runtime.endpoint(handle)
+    handle = await _relaunch(view, handle)
     try:
         endpoint = await runtime.wait_ready(handle, timeout_s)
     except (HarnessStartFailed, HarnessNotReady):

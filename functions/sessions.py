@@ -32,6 +32,7 @@ from functions.http import parse_body, parse_query
 from functions.runtime.base import RuntimeHandle
 from functions.runtime.errors import RuntimeBackendError
 from functions.session_runtime import (
+    applied_instructions,
     bootstrap_body,
     client_for,
     global_instructions,
@@ -168,10 +169,11 @@ async def _provision(session_id: str) -> None:
             },
         )
         endpoint = await runtime.wait_ready(handle, settings().harness_ready_timeout_s)
-        instructions, _ = await db(global_instructions)
+        instructions, version = await db(global_instructions)
         body = bootstrap_body(view, instructions)
         async with client_for(endpoint) as harness:
             await harness.bootstrap(body)
+        applied_instructions[session_id] = version
         await db(_transition, session_id, SessionStatus.READY, {"endpoint": endpoint.url})
         logger.info("session ready", extra={"session_id": session_id})
     except Exception as exc:  # any failure must leave the session `failed` with a reason

@@ -18,7 +18,7 @@ from rich.table import Table
 from eventing.agent_events import Usage
 
 MAX_CELL = 60
-PIPE_WIDTH = 200  # what goes to a pipe or file is not squeezed into 80 columns
+PIPE_WIDTH = 1000  # what goes to a pipe or file is not folded to a terminal width
 
 
 def stdout() -> Console:
