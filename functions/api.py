@@ -48,6 +48,8 @@ class Endpoint:
     status: int = 200
     other_statuses: tuple[int, ...] = ()
     sse: bool = False
+    binary: bool = False  # answers application/octet-stream
+    binary_body: bool = False  # takes a raw application/octet-stream body
     public: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
 
@@ -159,9 +161,20 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": {"schema": _ref(endpoint.body)}},
         }
+    elif endpoint.binary_body:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
     success: dict[str, Any] = {"description": endpoint.summary}
     if endpoint.sse:
         success["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+    elif endpoint.binary:
+        success["content"] = {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+        }
     elif endpoint.response is not None:
         success["content"] = {"application/json": {"schema": _ref(endpoint.response)}}
     responses: dict[str, Any] = {str(endpoint.status): success}

@@ -59,6 +59,10 @@ class HarnessClient:
     async def __aexit__(self, *exc: object) -> None:
         await self._client.aclose()
 
+    @property
+    def files(self) -> HarnessFiles:
+        return HarnessFiles(self._client)
+
     async def health(self) -> dict[str, Any]:
         return await self._json("GET", "/healthz")
 
@@ -138,3 +142,39 @@ async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[SseMessage]:
 
 def decode(message: SseMessage) -> dict[str, Any]:
     return json.loads(message.data)
+
+
+class HarnessFiles:
+    """The harness's file endpoints (workspace-confined there), for the session files API."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    async def list(self, path: str) -> dict[str, Any]:
+        return await self._call("GET", "/v1/files", path)
+
+    async def read(self, path: str) -> bytes:
+        response = await self._send("GET", "/v1/files/content", path)
+        return response.content
+
+    async def write(self, path: str, data: bytes) -> dict[str, Any]:
+        return await self._call("PUT", "/v1/files/content", path, content=data)
+
+    async def delete(self, path: str, recursive: bool) -> None:
+        await self._send("DELETE", "/v1/files", path, recursive="1" if recursive else "0")
+
+    async def _call(self, method: str, url: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return (await self._send(method, url, path, **kwargs)).json()
+
+    async def _send(
+        self, method: str, url: str, path: str, *, content: bytes | None = None, **params: str
+    ) -> httpx.Response:
+        try:
+            response = await self._http.request(
+                method, url, params={"path": path, **params}, content=content
+            )
+        except httpx.TransportError as exc:
+            raise HarnessUnavailable(f"the session's harness did not answer: {exc}") from None
+        if response.status_code >= 400:
+            raise _refused(response)
+        return response

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from functions import session_files
 from functions.api import Endpoint
 from functions.context import backend, db, settings
 from functions.db.errors import InvalidCursor
@@ -297,6 +298,7 @@ async def end_session(request: Request) -> Response:
 
 TAGS = ("sessions",)
 ENDPOINTS = [
+    *session_files.ENDPOINTS,
     Endpoint(
         "POST",
         "/v1/sessions",

@@ -20,7 +20,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 HarnessStatus = Literal["running", "stopped", "missing"]
 """``running``: the harness process (or Service) exists, ready or still starting.
 ``stopped``: its workspace (volume) is there but nothing serves it; `ensure_running` fixes that.
-``missing``: the workspace is gone (torn down, or never provisioned here); nothing can be revived."""
+``missing``: the workspace is gone (torn down, or never provisioned here); nothing can be
+revived."""
 
 # Variables each backend sets itself: a spec may not override them.
 RESERVED_ENV = frozenset(
@@ -100,7 +101,8 @@ class RuntimeBackend(Protocol):
     async def wait_ready(self, handle: RuntimeHandle, timeout_s: float) -> HarnessEndpoint:
         """Poll ``GET /healthz`` until the harness answers as the right CLI and accepts the token.
 
-        Raises `HarnessStartFailed` (it exited, with its log tail) or `HarnessNotReady` (timeout)."""
+        Raises `HarnessStartFailed` (it exited; with its log tail) or `HarnessNotReady` (timed
+        out)."""
         ...
 
     def endpoint(self, handle: RuntimeHandle) -> HarnessEndpoint:

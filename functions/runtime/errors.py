@@ -9,9 +9,11 @@ from __future__ import annotations
 
 
 class RuntimeBackendError(Exception):
-    """Base of every runtime backend error. `retryable`: the same call may succeed later."""
+    """Base of every runtime backend error. `retryable`: the same call may succeed later;
+    `code`: a stable name for the edge to report."""
 
     retryable: bool = False
+    code: str = "runtime_failed"
 
     def __init__(self, message: str, *, session_id: str, retryable: bool | None = None) -> None:
         super().__init__(message)
@@ -25,19 +27,27 @@ class InvalidHarnessSpec(RuntimeBackendError):
     """The spec or handle cannot be used as given (a session id unfit for a path or resource
     name, an environment variable the backend owns, a handle of another backend)."""
 
+    code = "invalid_harness_spec"
+
 
 class SessionExists(RuntimeBackendError):
     """`provision` found a workspace for this session already: use its handle, or tear it down."""
 
+    code = "session_exists"
+
 
 class HarnessMissing(RuntimeBackendError):
     """The session's workspace is gone, so there is nothing to relaunch: the session has ended."""
+
+    code = "harness_missing"
 
 
 class HarnessStartFailed(RuntimeBackendError):
     """The harness exited before it was ready. `log_tail` is the end of its log for this launch;
     `exit_code` is known when this process started it. Retryable only when the cause looks
     transient (its port was taken meanwhile): a bad setting fails the same way every time."""
+
+    code = "harness_start_failed"
 
     def __init__(
         self,
@@ -59,6 +69,7 @@ class HarnessNotReady(RuntimeBackendError):
     """The harness is running but did not answer in time; wait longer or call `ensure_running`."""
 
     retryable = True
+    code = "harness_not_ready"
 
     def __init__(self, message: str, *, session_id: str, log_tail: str = "") -> None:
         text = f"{message}\n--- harness log tail ---\n{log_tail}" if log_tail else message
@@ -71,3 +82,4 @@ class TeardownFailed(RuntimeBackendError):
     finish the job."""
 
     retryable = True
+    code = "teardown_failed"

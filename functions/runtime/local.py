@@ -22,7 +22,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -194,7 +193,7 @@ class LocalBackend:
         workspace.mkdir(parents=True, exist_ok=True)
         log_path = self.log_path(spec.session_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        port = _free_port(self._host)
+        port = procs.free_port(self._host)
         with log_path.open("ab") as log:
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             log.write(f"\n=== vwm: harness launch {stamp} on port {port} ===\n".encode())
@@ -358,12 +357,6 @@ def _checked_id(session_id: str) -> str:
 def _running(handle: RuntimeHandle) -> bool:
     pid = handle.state.get("pid")
     return isinstance(pid, int) and procs.is_running(pid, handle.state.get("pid_start"))
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _log_tail(handle: RuntimeHandle) -> str:

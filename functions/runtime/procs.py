@@ -1,4 +1,4 @@
-"""Process facts from ``/proc`` for the local runtime backend (`functions.runtime.local`).
+"""Process and port facts for the local runtime backend (`functions.runtime.local`).
 
 A pid alone does not identify a process across a restart of the control plane: the harness may
 have died and its pid been given to another program. So a harness is known by its pid *and* its
@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
+import socket
 from pathlib import Path
 
 _PROC = Path("/proc")
+PORT_FLOOR = 20000  # harness ports are picked from here up to the ephemeral range
 _HAS_PROC = (_PROC / "self" / "stat").exists()
 
 
@@ -79,3 +82,27 @@ def _exists(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's process: alive, though not ours to signal
     return True
+
+
+def free_port(host: str) -> int:
+    """A port nothing listens on, picked below the kernel's ephemeral range: a port from
+    ``bind(0)`` comes from that range, where any outgoing connection may take it before the
+    harness binds it. Falls back to ``bind(0)`` when no such port is free."""
+    first, _ = _ephemeral_range()
+    if first - PORT_FLOOR >= 100:
+        for _attempt in range(50):
+            candidate = PORT_FLOOR + secrets.randbelow(first - PORT_FLOOR)
+            with socket.socket() as sock, contextlib.suppress(OSError):
+                sock.bind((host, candidate))
+                return candidate
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        first, last = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(first), int(last)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default; IANA's dynamic range starts at 49152

@@ -152,6 +152,19 @@ class RuntimeBackendContract:
         assert "bogus" in str(caught.value)
         assert not caught.value.retryable
 
+    async def test_a_failed_start_is_retried_with_ensure_running(
+        self, backend: RuntimeBackend, sessions: Sessions, make_spec: SpecFactory
+    ) -> None:
+        handle = sessions.track(await backend.provision(make_spec("s-retry", cli="bogus")))
+        with pytest.raises(HarnessStartFailed):
+            await backend.wait_ready(handle, READY_S)
+        assert await backend.status(handle) == "stopped"
+
+        fixed = sessions.track(await backend.ensure_running(handle, make_spec("s-retry")))
+
+        endpoint = await backend.wait_ready(fixed, READY_S)
+        assert endpoint.token == backend.endpoint(handle).token
+
     # -- crash and restart ---------------------------------------------------------------------
 
     async def test_a_crashed_harness_is_relaunched_on_its_workspace_with_its_token(

@@ -123,6 +123,26 @@ class Client:
                 status=response.status_code,
             ) from exc
 
+    def send_bytes(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+    ) -> bytes:
+        """Send one call with a raw body (or none) and return the raw answer (files)."""
+        headers = {"content-type": "application/octet-stream"} if content is not None else None
+        try:
+            response = self._http.request(
+                method, path, params=_clean(params), content=content, headers=headers
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        if response.is_error:
+            raise error_from_response(response)
+        return response.content
+
     @contextmanager
     def open_stream(
         self,

@@ -18,6 +18,7 @@ from vwm.errors import (
     VWMError,
     WaitTimeoutError,
 )
+from vwm.sdk.files import SessionFiles
 from vwm.sdk.jobs import Job
 from vwm.sdk.models import SESSION_FINISHED, Event, JobResult
 from vwm.sdk.sse import follow
@@ -81,6 +82,11 @@ class VWSession:
     @property
     def worker(self) -> str | None:
         return self.data.get("worker")
+
+    @property
+    def files(self) -> SessionFiles:
+        """The session's workspace files (list, read, write, delete)."""
+        return SessionFiles(self._client, self.id)
 
     def refresh(self) -> VWSession:
         self.data = self._client.request("GET", f"/v1/sessions/{self.id}")

@@ -1,0 +1,119 @@
+"""Files of a live session's workspace, through the `sessions` function.
+
+The control plane only relays: confinement to the workspace (no `..`, no absolute paths, no
+symlinks out, the CLI's state never served) is enforced by the harness, which owns the volume.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from functions.api import Endpoint
+from functions.harness_client import HarnessClient
+from functions.http import ApiError, parse_query, read_body
+from functions.session_runtime import client_for, reach
+
+MAX_FILE_BYTES = 32 << 20
+
+
+class FileQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(default=".", min_length=1, max_length=4096)
+
+
+class DeleteQuery(FileQuery):
+    recursive: bool = False
+
+
+class FileEntry(BaseModel):
+    name: str
+    path: str
+    type: str
+    size: int
+    mtime: float
+
+
+class FileList(BaseModel):
+    entries: list[FileEntry]
+
+
+async def _harness(request: Request) -> HarnessClient:
+    _, endpoint = await reach(request.path_params["session_id"])
+    return client_for(endpoint)
+
+
+async def list_files(request: Request) -> Response:
+    query = parse_query(request, FileQuery)
+    async with await _harness(request) as harness:
+        return JSONResponse(await harness.files.list(query.path))
+
+
+async def read_file(request: Request) -> Response:
+    query = parse_query(request, FileQuery)
+    async with await _harness(request) as harness:
+        data = await harness.files.read(query.path)
+    return Response(data, media_type="application/octet-stream")
+
+
+async def write_file(request: Request) -> Response:
+    query = parse_query(request, FileQuery)
+    if query.path == ".":
+        raise ApiError(400, "bad_request", "name the file to write with ?path=")
+    data = await read_body(request, MAX_FILE_BYTES)
+    async with await _harness(request) as harness:
+        return JSONResponse(await harness.files.write(query.path, data))
+
+
+async def delete_file(request: Request) -> Response:
+    query = parse_query(request, DeleteQuery)
+    async with await _harness(request) as harness:
+        await harness.files.delete(query.path, query.recursive)
+    return Response(status_code=204)
+
+
+TAGS = ("sessions",)
+_ERRORS = (400, 403, 409, 502, 503)
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/v1/sessions/{session_id}/files",
+        list_files,
+        "List a folder of the session's workspace",
+        query=FileQuery,
+        response=FileList,
+        other_statuses=_ERRORS,
+        tags=TAGS,
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/sessions/{session_id}/files",
+        delete_file,
+        "Delete a file or folder of the session's workspace",
+        query=DeleteQuery,
+        status=204,
+        other_statuses=_ERRORS,
+        tags=TAGS,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/sessions/{session_id}/files/content",
+        read_file,
+        "Read a file of the session's workspace",
+        query=FileQuery,
+        binary=True,
+        other_statuses=_ERRORS,
+        tags=TAGS,
+    ),
+    Endpoint(
+        "PUT",
+        "/v1/sessions/{session_id}/files/content",
+        write_file,
+        "Write a file of the session's workspace (raw body)",
+        query=FileQuery,
+        binary_body=True,
+        other_statuses=(*_ERRORS, 413),
+        tags=TAGS,
+    ),
+]

@@ -1,0 +1,46 @@
+"""The process and port facts the local backend relies on: a pid is known with its start time,
+a zombie is dead, harness ports stay out of the kernel's ephemeral range."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from functions.runtime import procs
+
+
+def test_a_process_is_known_by_its_pid_and_start_time() -> None:
+    started = procs.start_ticks(os.getpid())
+
+    assert isinstance(started, int)
+    assert procs.is_running(os.getpid(), started)
+    assert procs.is_running(os.getpid(), None)
+    assert not procs.is_running(os.getpid(), started + 1)  # the pid was reused by another
+
+
+def test_a_zombie_counts_as_dead() -> None:
+    child = subprocess.Popen(["sleep", "300"])
+    try:
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while procs.start_ticks(child.pid) is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert Path(f"/proc/{child.pid}").exists()  # not reaped yet: a zombie
+        assert not procs.is_running(child.pid, None)
+    finally:
+        child.wait(timeout=10)
+    assert procs.start_ticks(child.pid) is None
+
+
+def test_harness_ports_are_free_and_below_the_ephemeral_range() -> None:
+    first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+
+    for _ in range(20):
+        port = procs.free_port("127.0.0.1")
+        assert procs.PORT_FLOOR <= port < first
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
