@@ -145,35 +145,39 @@ class ListOf(BaseModel):
 
 
 def runtime_out(row: Runtime) -> dict[str, Any]:
-    return RuntimeOut(
-        id=row.id,
-        name=row.name,
-        cli=row.cli,
-        cli_version=row.cli_version,
-        image=row.image,
-        default_model=row.default_model,
-        prices=row.prices,
-        credential_ref=row.credential_ref,
-        provider_base_url=row.provider_base_url,
-        limits=row.limits or {},
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+    return RuntimeOut.model_validate(
+        dict(
+            id=row.id,
+            name=row.name,
+            cli=row.cli,
+            cli_version=row.cli_version,
+            image=row.image,
+            default_model=row.default_model,
+            prices=row.prices,
+            credential_ref=row.credential_ref,
+            provider_base_url=row.provider_base_url,
+            limits=row.limits or {},
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
     ).model_dump(mode="json")
 
 
 def worker_out(row: Worker, runtime_name: str) -> dict[str, Any]:
-    return WorkerOut(
-        id=row.id,
-        name=row.name,
-        runtime=runtime_name,
-        repo_url=row.repo_url,
-        repo_branch=row.repo_branch,
-        instructions=row.instructions,
-        auto_learning=row.auto_learning,
-        model=row.model,
-        timeouts=row.timeouts or {},
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+    return WorkerOut.model_validate(
+        dict(
+            id=row.id,
+            name=row.name,
+            runtime=runtime_name,
+            repo_url=row.repo_url,
+            repo_branch=row.repo_branch,
+            instructions=row.instructions,
+            auto_learning=row.auto_learning,
+            model=row.model,
+            timeouts=row.timeouts or {},
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
     ).model_dump(mode="json")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -104,7 +104,9 @@ def openapi_document(endpoints: Iterable[Endpoint], *, title: str) -> dict[str, 
     models = {m for e in endpoints for m in (e.body, e.response, e.query) if m is not None}
     schemas: dict[str, Any] = {}
     if models:
-        keyed = [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)]
+        keyed: list[tuple[type[BaseModel], Literal["validation"]]] = [
+            (m, "validation") for m in sorted(models, key=lambda m: m.__name__)
+        ]
         _, defs = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
         schemas = defs.get("$defs", {})
     schemas["Error"] = {

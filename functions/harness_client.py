@@ -121,7 +121,8 @@ def _refused(response: httpx.Response) -> HarnessRefused:
 
 
 async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[SseMessage]:
-    event_id, event, data = None, "message", []
+    event_id: str | None = None
+    event, data = "message", list[str]()
     async for line in lines:
         if line == "":
             if data:

@@ -67,17 +67,19 @@ class JobOut(BaseModel):
 
 
 def job_out(row: Job) -> dict[str, Any]:
-    return JobOut(
-        id=row.id,
-        session_id=row.session_id,
-        status=row.status,
-        mode=row.mode,  # type: ignore[arg-type]
-        prompt=row.prompt,
-        result=row.result,
-        error=row.error,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
+    return JobOut.model_validate(
+        dict(
+            id=row.id,
+            session_id=row.session_id,
+            status=row.status,
+            mode=row.mode,  # type: ignore[arg-type]
+            prompt=row.prompt,
+            result=row.result,
+            error=row.error,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+        )
     ).model_dump(mode="json")
 
 

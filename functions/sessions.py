@@ -95,16 +95,18 @@ def session_out(row: WorkerSession, worker_name: str) -> dict[str, Any]:
         if row.session_repo_url
         else None
     )
-    return SessionOut(
-        id=row.id,
-        worker=worker_name,
-        status=row.status,
-        session_repo=repo,  # type: ignore[arg-type]
-        cli_session_id=row.cli_session_id,
-        error=row.error,
-        created_at=row.created_at,
-        ready_at=row.ready_at,
-        ended_at=row.ended_at,
+    return SessionOut.model_validate(
+        dict(
+            id=row.id,
+            worker=worker_name,
+            status=row.status,
+            session_repo=repo,  # type: ignore[arg-type]
+            cli_session_id=row.cli_session_id,
+            error=row.error,
+            created_at=row.created_at,
+            ready_at=row.ready_at,
+            ended_at=row.ended_at,
+        )
     ).model_dump(mode="json")
 
 

@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from eventing.job_events import JobEvent
 
@@ -27,7 +27,7 @@ class EventLog:
         self._subscribers: set[_Subscriber] = set()
         self._queue_size = queue_size
         self._closed = False
-        self._file = None
+        self._file: TextIO | None = None
 
     @classmethod
     def load(cls, job_id: str, path: Path) -> EventLog:

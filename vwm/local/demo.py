@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -64,7 +65,7 @@ def _run(cli: str, root: Path) -> int:
             stop()
 
 
-def _start_control_plane() -> tuple[str, str, object]:
+def _start_control_plane() -> tuple[str, str, Callable[[], None]]:
     import uvicorn
 
     from functions.context import settings
