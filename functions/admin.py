@@ -11,8 +11,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,8 +18,8 @@ from starlette.responses import JSONResponse, Response
 from functions.api import Endpoint
 from functions.context import db, settings
 from functions.db.api_keys import ApiKeys
-from functions.db.errors import InUse, NameTaken, NotFoundError
-from functions.db.models import Runtime, SystemSetting, Worker, WorkerSession
+from functions.db.models import Runtime, SystemSetting, Worker
+from functions.db.repositories import Runtimes, Settings, Workers
 from functions.http import parse_body
 
 NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -187,29 +185,12 @@ def setting_out(row: SystemSetting) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-def find_runtime(session: Session, name: str) -> Runtime:
-    row = session.scalar(select(Runtime).where(Runtime.name == name))
-    if row is None:
-        raise NotFoundError("runtime", name)
-    return row
-
-
-def find_worker(session: Session, name: str) -> Worker:
-    row = session.scalar(select(Worker).where(Worker.name == name))
-    if row is None:
-        raise NotFoundError("worker", name)
-    return row
+def _runtime_name(session: Session, worker: Worker) -> str:
+    return Runtimes(session).get_by_id(worker.runtime_id).name
 
 
 def _limit() -> int:
     return settings().max_request_bytes
-
-
-def _flush_unique(session: Session, kind: str, name: str) -> None:
-    try:
-        session.flush()
-    except IntegrityError:
-        raise NameTaken(kind, name) from None
 
 
 # -- runtimes ---------------------------------------------------------------------------------
@@ -217,28 +198,18 @@ def _flush_unique(session: Session, kind: str, name: str) -> None:
 
 async def create_runtime(request: Request) -> Response:
     body = await parse_body(request, RuntimeIn, _limit())
-
-    def create(session: Session) -> dict[str, Any]:
-        if session.scalar(select(Runtime.id).where(Runtime.name == body.name)):
-            raise NameTaken("runtime", body.name)
-        row = Runtime(**body.model_dump(mode="json"))
-        session.add(row)
-        _flush_unique(session, "runtime", body.name)
-        return runtime_out(row)
-
-    return JSONResponse(await db(create), status_code=201)
+    created = await db(lambda s: runtime_out(Runtimes(s).add(**body.model_dump(mode="json"))))
+    return JSONResponse(created, status_code=201)
 
 
 async def list_runtimes(_: Request) -> Response:
-    def rows(session: Session) -> list[dict[str, Any]]:
-        return [runtime_out(r) for r in session.scalars(select(Runtime).order_by(Runtime.name))]
-
-    return JSONResponse({"items": await db(rows)})
+    rows = await db(lambda s: [runtime_out(r) for r in Runtimes(s).list_all()])
+    return JSONResponse({"items": rows})
 
 
 async def get_runtime(request: Request) -> Response:
     name = request.path_params["name"]
-    return JSONResponse(await db(lambda s: runtime_out(find_runtime(s, name))))
+    return JSONResponse(await db(lambda s: runtime_out(Runtimes(s).get(name))))
 
 
 async def patch_runtime(request: Request) -> Response:
@@ -246,25 +217,16 @@ async def patch_runtime(request: Request) -> Response:
     body = await parse_body(request, RuntimePatch, _limit())
 
     def patch(session: Session) -> dict[str, Any]:
-        row = find_runtime(session, name)
-        for field, value in body.model_dump(mode="json", exclude_unset=True).items():
-            setattr(row, field, value)
-        session.flush()
-        return runtime_out(row)
+        runtimes = Runtimes(session)
+        changes = body.model_dump(mode="json", exclude_unset=True)
+        return runtime_out(runtimes.update(runtimes.get(name), **changes))
 
     return JSONResponse(await db(patch))
 
 
 async def delete_runtime(request: Request) -> Response:
     name = request.path_params["name"]
-
-    def delete(session: Session) -> None:
-        row = find_runtime(session, name)
-        if session.scalar(select(Worker.id).where(Worker.runtime_id == row.id).limit(1)):
-            raise InUse("runtime", name, "workers")
-        session.delete(row)
-
-    await db(delete)
+    await db(lambda s: Runtimes(s).delete(name))
     return Response(status_code=204)
 
 
@@ -275,25 +237,17 @@ async def create_worker(request: Request) -> Response:
     body = await parse_body(request, WorkerIn, _limit())
 
     def create(session: Session) -> dict[str, Any]:
-        runtime = find_runtime(session, body.runtime)
-        if session.scalar(select(Worker.id).where(Worker.name == body.name)):
-            raise NameTaken("worker", body.name)
+        runtime = Runtimes(session).get(body.runtime)
         fields = body.model_dump(mode="json", exclude={"runtime"})
-        row = Worker(runtime_id=runtime.id, **fields)
-        session.add(row)
-        _flush_unique(session, "worker", body.name)
-        return worker_out(row, runtime.name)
+        return worker_out(Workers(session).add(runtime_id=runtime.id, **fields), runtime.name)
 
     return JSONResponse(await db(create), status_code=201)
 
 
 async def list_workers(_: Request) -> Response:
     def rows(session: Session) -> list[dict[str, Any]]:
-        names = dict(session.execute(select(Runtime.id, Runtime.name)).tuples().all())
-        return [
-            worker_out(w, names[w.runtime_id])
-            for w in session.scalars(select(Worker).order_by(Worker.name))
-        ]
+        names = {r.id: r.name for r in Runtimes(session).list_all()}
+        return [worker_out(w, names[w.runtime_id]) for w in Workers(session).list_all()]
 
     return JSONResponse({"items": await db(rows)})
 
@@ -302,8 +256,8 @@ async def get_worker(request: Request) -> Response:
     name = request.path_params["name"]
 
     def get(session: Session) -> dict[str, Any]:
-        row = find_worker(session, name)
-        return worker_out(row, session.get(Runtime, row.runtime_id).name)  # type: ignore[union-attr]
+        worker = Workers(session).get(name)
+        return worker_out(worker, _runtime_name(session, worker))
 
     return JSONResponse(await db(get))
 
@@ -313,30 +267,19 @@ async def patch_worker(request: Request) -> Response:
     body = await parse_body(request, WorkerPatch, _limit())
 
     def patch(session: Session) -> dict[str, Any]:
-        row = find_worker(session, name)
+        workers = Workers(session)
         changes = body.model_dump(mode="json", exclude_unset=True)
         if (runtime_name := changes.pop("runtime", None)) is not None:
-            row.runtime_id = find_runtime(session, runtime_name).id
-        for field, value in changes.items():
-            setattr(row, field, value)
-        session.flush()
-        return worker_out(row, session.get(Runtime, row.runtime_id).name)  # type: ignore[union-attr]
+            changes["runtime_id"] = Runtimes(session).get(runtime_name).id
+        worker = workers.update(workers.get(name), **changes)
+        return worker_out(worker, _runtime_name(session, worker))
 
     return JSONResponse(await db(patch))
 
 
 async def delete_worker(request: Request) -> Response:
     name = request.path_params["name"]
-
-    def delete(session: Session) -> None:
-        row = find_worker(session, name)
-        if session.scalar(
-            select(WorkerSession.id).where(WorkerSession.worker_id == row.id).limit(1)
-        ):
-            raise InUse("worker", name, "sessions")
-        session.delete(row)
-
-    await db(delete)
+    await db(lambda s: Workers(s).delete(name))
     return Response(status_code=204)
 
 
@@ -344,31 +287,14 @@ async def delete_worker(request: Request) -> Response:
 
 
 async def list_settings(_: Request) -> Response:
-    def rows(session: Session) -> list[dict[str, Any]]:
-        return [
-            setting_out(r)
-            for r in session.scalars(select(SystemSetting).order_by(SystemSetting.key))
-        ]
-
-    return JSONResponse({"items": await db(rows)})
+    rows = await db(lambda s: [setting_out(r) for r in Settings(s).list_all()])
+    return JSONResponse({"items": rows})
 
 
 async def put_setting(request: Request) -> Response:
     key = request.path_params["key"]
     body = await parse_body(request, SettingIn, _limit())
-
-    def put(session: Session) -> dict[str, Any]:
-        row = session.get(SystemSetting, key)
-        if row is None:
-            row = SystemSetting(key=key, value=body.value, version=1)
-            session.add(row)
-        else:
-            row.value = body.value
-            row.version += 1
-        session.flush()
-        return setting_out(row)
-
-    return JSONResponse(await db(put))
+    return JSONResponse(await db(lambda s: setting_out(Settings(s).put(key, body.value))))
 
 
 async def create_key(request: Request) -> Response:

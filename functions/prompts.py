@@ -23,9 +23,10 @@ from starlette.responses import JSONResponse, Response
 
 from functions.api import Endpoint
 from functions.context import db, settings
-from functions.db.errors import NotFoundError, SessionBusy
+from functions.db.errors import SessionBusy
 from functions.db.models import Job, JobStatus, WorkerSession
-from functions.db.transitions import start_job, transition_job
+from functions.db.repositories import Jobs
+from functions.db.transitions import StartedJob, start_job, transition_job
 from functions.harness_client import HarnessCallError, HarnessUnavailable, decode
 from functions.http import ApiError, parse_body
 from functions.runtime.base import HarnessEndpoint
@@ -84,25 +85,31 @@ def job_out(row: Job) -> dict[str, Any]:
 
 
 def _get_job(session: Session, job_id: str) -> Job:
-    row = session.get(Job, job_id)
-    if row is None:
-        raise NotFoundError("job", job_id)
-    return row
+    return Jobs(session).get(job_id)
 
 
 async def create_prompt(request: Request) -> Response:
     body = await parse_body(request, PromptIn, settings().max_request_bytes)
     view, endpoint = await reach(body.session_id)
-    started = await db(
-        lambda s: start_job(
-            s,
+
+    def queue(session: Session) -> StartedJob:
+        return start_job(
+            session,
             body.session_id,
             prompt=body.prompt,
             mode=body.mode,
             idempotency_key=body.idempotency_key,
             timeout_s=body.timeout_s,
         )
-    )
+
+    try:
+        started = await db(queue)
+    except SessionBusy as busy:
+        # The previous job may have ended on the harness a moment ago while its record is still
+        # being written: then wait for the record instead of refusing.
+        if not await _finishing(endpoint, busy.details.get("active_job_id")):
+            raise
+        started = await db(queue)
     job = started.job
     if started.created:
         instructions, version = await db(global_instructions)
@@ -153,6 +160,18 @@ async def _start_on_harness(
         )
 
 
+async def _finishing(endpoint: HarnessEndpoint, job_id: str | None) -> bool:
+    """True once the job's record is written, if it had already ended on the harness."""
+    recorder = _recorders.get(job_id or "")
+    if recorder is None:
+        return False
+    async with client_for(endpoint) as harness:
+        if (await harness.job(str(job_id)))["status"] == "running":
+            return False
+    await asyncio.shield(recorder)
+    return True
+
+
 def _start_recorder(job_id: str, endpoint: HarnessEndpoint, instructions_version: int) -> None:
     task = asyncio.create_task(_record(job_id, endpoint, instructions_version))
     _recorders[job_id] = task
@@ -195,6 +214,9 @@ def _relay(job_id: str, session_id: str, after: int) -> EventSourceResponse:
             async with client_for(endpoint) as harness:
                 async for message in harness.events(job_id, after=after):
                     yield ServerSentEvent(id=message.id, event=message.event, data=message.data)
+            # The stream ends once the job is recorded: a caller that sends the next prompt
+            # right after the last event must not find this one still running.
+            await _wait_recorded(job_id)
             return
         except Exception:  # the harness is gone: fall back to the stored record below
             logger.info("relaying from the stored record", extra={"job_id": job_id})

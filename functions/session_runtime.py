@@ -10,12 +10,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from functions.context import backend, db, settings
-from functions.db.errors import ConflictError, NotFoundError
-from functions.db.models import Runtime, SessionStatus, SystemSetting, Worker, WorkerSession
+from functions.db.errors import ConflictError
+from functions.db.models import Runtime, SessionStatus, Worker, WorkerSession
+from functions.db.repositories import Runtimes, Sessions, Settings, Workers
 from functions.harness_client import HarnessClient
 from functions.runtime.base import HarnessEndpoint, HarnessSpec, RuntimeHandle
 from functions.runtime.errors import HarnessNotReady, HarnessStartFailed
@@ -38,23 +38,17 @@ class SessionView:
 
 
 def load(session: Session, session_id: str) -> SessionView:
-    row = session.get(WorkerSession, session_id)
-    if row is None:
-        raise NotFoundError("session", session_id)
-    worker = session.get(Worker, row.worker_id)
-    runtime = session.get(Runtime, worker.runtime_id) if worker else None
-    if worker is None or runtime is None:
-        raise NotFoundError("worker", row.worker_id)
-    return SessionView(row, worker, runtime)
+    row = Sessions(session).get(session_id)
+    worker = Workers(session).get_by_id(row.worker_id)
+    return SessionView(row, worker, Runtimes(session).get_by_id(worker.runtime_id))
 
 
 def global_instructions(session: Session) -> tuple[str, int]:
     """The hot system instructions and their version (0 when none are set)."""
-    row = session.get(SystemSetting, GLOBAL_INSTRUCTIONS)
+    row = Settings(session).get(GLOBAL_INSTRUCTIONS)
     if row is None:
         return "", 0
-    value = row.value if isinstance(row.value, str) else str(row.value or "")
-    return value, row.version
+    return (row.value if isinstance(row.value, str) else str(row.value)), row.version
 
 
 def require_credential(runtime: Runtime) -> str:
@@ -147,10 +141,3 @@ def bootstrap_body(view: SessionView, system_instructions: str) -> dict[str, Any
 
 def client_for(endpoint: HarnessEndpoint) -> HarnessClient:
     return HarnessClient(endpoint.url, endpoint.token)
-
-
-def worker_by_name(session: Session, name: str) -> Worker:
-    worker = session.scalar(select(Worker).where(Worker.name == name))
-    if worker is None:
-        raise NotFoundError("worker", name)
-    return worker

@@ -9,15 +9,12 @@ write the transcript, commit and push, then tears the harness down.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,8 +22,8 @@ from starlette.responses import JSONResponse, Response
 from functions import session_files
 from functions.api import Endpoint
 from functions.context import backend, db, settings
-from functions.db.errors import InvalidCursor
-from functions.db.models import Runtime, SessionStatus, WorkerSession
+from functions.db.models import SessionStatus, WorkerSession
+from functions.db.repositories import Runtimes, Sessions, Workers
 from functions.db.transitions import transition_session
 from functions.harness_client import HarnessCallError
 from functions.http import parse_body, parse_query
@@ -40,7 +37,6 @@ from functions.session_runtime import (
     harness_spec,
     load,
     require_credential,
-    worker_by_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -114,9 +110,9 @@ async def create_session(request: Request) -> Response:
     body = await parse_body(request, SessionIn, settings().max_request_bytes)
 
     def create(session: Session) -> dict[str, Any]:
-        worker = worker_by_name(session, body.worker)
-        runtime = session.get(Runtime, worker.runtime_id)
-        if runtime is not None and runtime.credential_ref:
+        worker = Workers(session).get(body.worker)
+        runtime = Runtimes(session).get_by_id(worker.runtime_id)
+        if runtime.credential_ref:
             require_credential(runtime)  # refuse now rather than fail the session later
         row = WorkerSession(
             worker_id=worker.id,
@@ -225,41 +221,21 @@ async def list_sessions(request: Request) -> Response:
     query = parse_query(request, SessionQuery)
 
     def page(session: Session) -> dict[str, Any]:
-        from functions.db.models import Worker
-
-        statement = select(WorkerSession, Worker.name).join(
-            Worker, Worker.id == WorkerSession.worker_id
+        workers = {w.id: w.name for w in Workers(session).list_all()}
+        worker_id = None
+        if query.worker is not None:
+            worker_id = next((i for i, name in workers.items() if name == query.worker), None)
+            if worker_id is None:
+                return {"items": [], "next_cursor": None}  # a filter that matches nothing
+        found = Sessions(session).page(
+            worker_id=worker_id, status=query.status, limit=query.limit, cursor=query.cursor
         )
-        if query.worker:
-            statement = statement.where(Worker.name == query.worker)
-        if query.status:
-            statement = statement.where(WorkerSession.status == query.status)
-        if query.cursor:
-            created, last_id = _decode_cursor(query.cursor)
-            statement = statement.where(
-                tuple_(WorkerSession.created_at, WorkerSession.id) < tuple_(created, last_id)
-            )
-        statement = statement.order_by(WorkerSession.created_at.desc(), WorkerSession.id.desc())
-        rows = session.execute(statement.limit(query.limit + 1)).all()
-        items = [session_out(row, name) for row, name in rows[: query.limit]]
-        more = len(rows) > query.limit
-        last = rows[query.limit - 1][0] if more else None
-        return {"items": items, "next_cursor": _encode_cursor(last) if last else None}
+        return {
+            "items": [session_out(row, workers[row.worker_id]) for row in found.items],
+            "next_cursor": found.next_cursor,
+        }
 
     return JSONResponse(await db(page))
-
-
-def _encode_cursor(row: WorkerSession) -> str:
-    raw = json.dumps([row.created_at.isoformat(), row.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created, last_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created), str(last_id)
-    except (ValueError, TypeError):
-        raise InvalidCursor(cursor) from None
 
 
 async def end_session(request: Request) -> Response:
