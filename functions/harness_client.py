@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from eventing.sse import SseFrame, aparse_lines
 
 
 class HarnessCallError(Exception):
@@ -36,13 +37,6 @@ class HarnessRefused(HarnessCallError):
         super().__init__(message, **details)
         self.status_code = status if 400 <= status < 500 else 502
         self.code = code
-
-
-@dataclass(frozen=True)
-class SseMessage:
-    id: str | None
-    event: str
-    data: str
 
 
 class HarnessClient:
@@ -81,7 +75,7 @@ class HarnessClient:
     async def shutdown(self) -> dict[str, Any]:
         return await self._json("POST", "/v1/shutdown")
 
-    async def events(self, job_id: str, after: int = 0) -> AsyncIterator[SseMessage]:
+    async def events(self, job_id: str, after: int = 0) -> AsyncIterator[SseFrame]:
         """The job's events after `after`, as they come, until the job's log ends."""
         try:
             async with self._client.stream(
@@ -90,7 +84,7 @@ class HarnessClient:
                 if response.status_code >= 400:
                     await response.aread()
                     raise _refused(response)
-                async for message in _parse_sse(response.aiter_lines()):
+                async for message in aparse_lines(response.aiter_lines()):
                     yield message
         except httpx.TransportError as exc:
             raise HarnessUnavailable(f"the session's harness stopped answering: {exc}") from None
@@ -120,28 +114,7 @@ def _refused(response: httpx.Response) -> HarnessRefused:
         )
 
 
-async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[SseMessage]:
-    event_id: str | None = None
-    event, data = "message", list[str]()
-    async for line in lines:
-        if line == "":
-            if data:
-                yield SseMessage(event_id, event, "\n".join(data))
-            event_id, event, data = None, "message", []
-        elif line.startswith(":"):
-            continue
-        else:
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "id":
-                event_id = value
-            elif name == "event":
-                event = value
-            elif name == "data":
-                data.append(value)
-
-
-def decode(message: SseMessage) -> dict[str, Any]:
+def decode(message: SseFrame) -> dict[str, Any]:
     return json.loads(message.data)
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from eventing.sse import parse_lines
 from vwm.errors import (
     ProtocolError,
     ServerError,
@@ -49,25 +50,8 @@ class StreamSettings:
 
 def parse_sse(lines: Iterable[str]) -> Iterator[Event]:
     """The events in the lines of an SSE body. Only a complete event (ended by a blank line) counts."""
-    sse_id: str | None = None
-    name = "message"
-    data: list[str] = []
-    for line in lines:
-        if line == "":
-            if data:
-                yield decode_event(sse_id, name, "\n".join(data))
-            sse_id, name, data = None, "message", []
-        elif line.startswith(":"):
-            continue  # a comment: the heartbeat
-        else:
-            field, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if field == "id":
-                sse_id = value
-            elif field == "event":
-                name = value
-            elif field == "data":
-                data.append(value)
+    for frame in parse_lines(lines):
+        yield decode_event(frame.id, frame.event, frame.data)
 
 
 def decode_event(sse_id: str | None, name: str, data: str) -> Event:
