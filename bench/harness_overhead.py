@@ -11,7 +11,6 @@ mode=stream until the first SSE byte, and until the CLI's first event).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ sys.path.insert(0, str(REPO))
 from fake_provider.testing import serve_in_thread  # noqa: E402
 from harness.adapters import get_adapter  # noqa: E402
 from harness.adapters.base import ProviderConfig, RunSpec  # noqa: E402
+from harness.jobs import cli_environment  # noqa: E402
 from tests.support.harness_process import CLI_BIN, HarnessProcess  # noqa: E402
 
 MODELS = {
@@ -61,15 +61,15 @@ def bare_run(cli: str, base_url: str, root: Path) -> float:
     )
     adapter.write_config(spec)
     invocation = adapter.invocation(spec)
-    env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "NO_COLOR": "1", **invocation.env}
+    env = cli_environment(invocation.env, vendor_keys=False)  # exactly what the harness passes
     started = time.perf_counter()
+    # Output read through pipes, as any caller that wants the answer must (the harness too).
     subprocess.run(
         invocation.argv,
         cwd=spec.cwd,
         env=env,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        capture_output=True,
         timeout=120,
         check=True,
     )

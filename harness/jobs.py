@@ -54,6 +54,17 @@ _AGENT_GIT_IDENTITY = {
 }
 
 
+def cli_environment(adapter_env: dict[str, str], *, vendor_keys: bool) -> dict[str, str]:
+    """The whole environment of a CLI run: the few inherited variables, then the adapter's."""
+    inherited = _INHERITED_ENV + (_VENDOR_ENV if vendor_keys else ())
+    env = {name: os.environ[name] for name in inherited if name in os.environ}
+    env.setdefault("LANG", "C.UTF-8")
+    env["NO_COLOR"] = "1"
+    env.update(_AGENT_GIT_IDENTITY)
+    env.update(adapter_env)
+    return env
+
+
 # Job ids name files on the volume: only this alphabet, so an id can never be a path.
 _JOB_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 _JOB_ID = re.compile(_JOB_ID_PATTERN)
@@ -366,13 +377,7 @@ class JobRunner:
         )
 
     def _child_env(self, adapter_env: dict[str, str]) -> dict[str, str]:
-        inherited = _INHERITED_ENV + (_VENDOR_ENV if self._settings.cli.provider is None else ())
-        env = {name: os.environ[name] for name in inherited if name in os.environ}
-        env.setdefault("LANG", "C.UTF-8")
-        env["NO_COLOR"] = "1"
-        env.update(_AGENT_GIT_IDENTITY)
-        env.update(adapter_env)
-        return env
+        return cli_environment(adapter_env, vendor_keys=self._settings.cli.provider is None)
 
     def _update_state(self, **changes: Any) -> None:
         state = self._ws.load_state()
