@@ -39,47 +39,63 @@ class HarnessRefused(HarnessCallError):
         self.code = code
 
 
-class HarnessClient:
-    def __init__(self, url: str, token: str, *, timeout_s: float = 30.0) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=httpx.Timeout(timeout_s, read=None),
+_pool: httpx.AsyncClient | None = None
+
+
+def _shared_pool() -> httpx.AsyncClient:
+    """One connection pool for every harness call of this process: building an httpx client
+    costs milliseconds of CPU (TLS context), too much to pay on every call of every prompt."""
+    global _pool
+    if _pool is None or _pool.is_closed:
+        _pool = httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, read=None),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
         )
+    return _pool
+
+
+class HarnessClient:
+    """Calls to one harness (its base URL and session token) over the shared pool."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self._base = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._http = _shared_pool()
 
     async def __aenter__(self) -> HarnessClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._client.aclose()
+        return None  # the pool outlives a client; nothing to release
 
     @property
     def files(self) -> HarnessFiles:
-        return HarnessFiles(self._client)
+        return HarnessFiles(self)
 
     async def health(self) -> dict[str, Any]:
-        return await self._json("GET", "/healthz")
+        return (await self.send("GET", "/healthz")).json()
 
     async def bootstrap(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._json("POST", "/v1/bootstrap", json=body)
+        return (await self.send("POST", "/v1/bootstrap", json=body)).json()
 
     async def start_job(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._json("POST", "/v1/jobs", json={**body, "mode": "async"})
+        return (await self.send("POST", "/v1/jobs", json={**body, "mode": "async"})).json()
 
     async def job(self, job_id: str) -> dict[str, Any]:
-        return await self._json("GET", f"/v1/jobs/{job_id}")
+        return (await self.send("GET", f"/v1/jobs/{job_id}")).json()
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
-        return await self._json("POST", f"/v1/jobs/{job_id}/cancel")
+        return (await self.send("POST", f"/v1/jobs/{job_id}/cancel")).json()
 
     async def shutdown(self) -> dict[str, Any]:
-        return await self._json("POST", "/v1/shutdown")
+        return (await self.send("POST", "/v1/shutdown")).json()
 
     async def events(self, job_id: str, after: int = 0) -> AsyncIterator[SseFrame]:
         """The job's events after `after`, as they come, until the job's log ends."""
+        headers = {**self._headers, "Last-Event-ID": str(after)}
         try:
-            async with self._client.stream(
-                "GET", f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": str(after)}
+            async with self._http.stream(
+                "GET", f"{self._base}/v1/jobs/{job_id}/events", headers=headers
             ) as response:
                 if response.status_code >= 400:
                     await response.aread()
@@ -89,9 +105,12 @@ class HarnessClient:
         except httpx.TransportError as exc:
             raise HarnessUnavailable(f"the session's harness stopped answering: {exc}") from None
 
-    async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    async def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One call; an error answer raises `HarnessRefused`, no answer `HarnessUnavailable`."""
         try:
-            response = await self._client.request(method, path, **kwargs)
+            response = await self._http.request(
+                method, self._base + path, headers=self._headers, **kwargs
+            )
         except httpx.TransportError as exc:
             raise HarnessUnavailable(
                 f"the session's harness did not answer ({exc.__class__.__name__}); "
@@ -99,7 +118,7 @@ class HarnessClient:
             ) from None
         if response.status_code >= 400:
             raise _refused(response)
-        return response.json()
+        return response
 
 
 def _refused(response: httpx.Response) -> HarnessRefused:
@@ -121,34 +140,22 @@ def decode(message: SseFrame) -> dict[str, Any]:
 class HarnessFiles:
     """The harness's file endpoints (workspace-confined there), for the session files API."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self._http = http
+    def __init__(self, harness: HarnessClient) -> None:
+        self._harness = harness
 
     async def list(self, path: str) -> dict[str, Any]:
-        return await self._call("GET", "/v1/files", path)
+        return (await self._harness.send("GET", "/v1/files", params={"path": path})).json()
 
     async def read(self, path: str) -> bytes:
-        response = await self._send("GET", "/v1/files/content", path)
+        response = await self._harness.send("GET", "/v1/files/content", params={"path": path})
         return response.content
 
     async def write(self, path: str, data: bytes) -> dict[str, Any]:
-        return await self._call("PUT", "/v1/files/content", path, content=data)
+        response = await self._harness.send(
+            "PUT", "/v1/files/content", params={"path": path}, content=data
+        )
+        return response.json()
 
     async def delete(self, path: str, recursive: bool) -> None:
-        await self._send("DELETE", "/v1/files", path, recursive="1" if recursive else "0")
-
-    async def _call(self, method: str, url: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        return (await self._send(method, url, path, **kwargs)).json()
-
-    async def _send(
-        self, method: str, url: str, path: str, *, content: bytes | None = None, **params: str
-    ) -> httpx.Response:
-        try:
-            response = await self._http.request(
-                method, url, params={"path": path, **params}, content=content
-            )
-        except httpx.TransportError as exc:
-            raise HarnessUnavailable(f"the session's harness did not answer: {exc}") from None
-        if response.status_code >= 400:
-            raise _refused(response)
-        return response
+        params = {"path": path, "recursive": "1" if recursive else "0"}
+        await self._harness.send("DELETE", "/v1/files", params=params)

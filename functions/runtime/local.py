@@ -72,6 +72,7 @@ class LocalBackend:
         stop_grace_s: float = 15.0,
         startup_grace_s: float = 30.0,
         probe_timeout_s: float = 2.0,
+        niceness: int = 10,
     ) -> None:
         """`stop_grace_s`: SIGTERM → SIGKILL grace at teardown (the harness itself allows 10 s
         to finish requests). `startup_grace_s`: how long `ensure_running` lets a live harness
@@ -85,6 +86,10 @@ class LocalBackend:
         self._stop_grace_s = stop_grace_s
         self._startup_grace_s = startup_grace_s
         self._probe_timeout_s = probe_timeout_s
+        # Agents are batch work: on a shared machine the API must stay responsive while many
+        # CLIs start at once, so harnesses (and the CLIs they start) run at a lower priority.
+        nice = shutil.which("nice") if niceness else None
+        self._launcher = [nice, "-n", str(niceness)] if nice else []
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -201,7 +206,7 @@ class LocalBackend:
             log_offset = log.tell()
             try:
                 proc = subprocess.Popen(
-                    [self._python, "-m", self._module],
+                    [*self._launcher, self._python, "-m", self._module],
                     cwd=workspace.parent,
                     env=self._harness_env(spec, workspace, port, token),
                     stdin=subprocess.DEVNULL,
