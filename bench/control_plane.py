@@ -180,10 +180,15 @@ def cold_starts(plane: ControlPlane) -> None:
 def concurrent_streams(client: httpx.Client, root: Path, count: int) -> None:
     task_repo = make_bare_repo(root / "task-many.git", {"README.md": "# task\n"})
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        ids = [
-            f.result()[0]
-            for f in [pool.submit(new_session, client, task_repo) for _ in range(count)]
-        ]
+        futures = [pool.submit(new_session, client, task_repo) for _ in range(count)]
+    ids, failed = [], []
+    for future in futures:
+        try:
+            ids.append(future.result()[0])
+        except httpx.HTTPStatusError as exc:
+            failed.append(exc.response.text[:300])
+    if failed:
+        print(f"{len(failed)} of {count} session creations failed; first: {failed[0]}", flush=True)
 
     def stream(session_id: str) -> tuple[float, float, bool]:
         started = time.perf_counter()
