@@ -27,7 +27,13 @@ from functions.db.errors import SessionBusy
 from functions.db.models import Job, JobStatus, WorkerSession
 from functions.db.repositories import Jobs
 from functions.db.transitions import StartedJob, start_job, transition_job
-from functions.harness_client import HarnessCallError, HarnessUnavailable, decode
+from functions.harness_client import (
+    HarnessCallError,
+    HarnessClient,
+    HarnessRefused,
+    HarnessUnavailable,
+    decode,
+)
 from functions.http import ApiError, parse_body
 from functions.runtime.base import HarnessEndpoint
 from functions.session_runtime import (
@@ -190,10 +196,24 @@ async def _record(job_id: str, endpoint: HarnessEndpoint, instructions_version: 
         async with client_for(endpoint) as harness:
             async for message in harness.events(job_id):
                 events.append(decode(message))
-        await db(record_job, job_id, events, instructions_version, settings().raw_output_limit)
+            stdout = await _raw_output(harness, job_id)
+        await db(
+            record_job, job_id, events, stdout, instructions_version, settings().raw_output_limit
+        )
     except Exception as exc:  # the job row must not stay `running` forever
         logger.exception("recording the job failed", extra={"job_id": job_id})
         await db(_fail_unrecorded, job_id, str(exc))
+
+
+async def _raw_output(harness: HarnessClient, job_id: str) -> str:
+    """The CLI's literal stdout as the harness kept it ("" if it kept none)."""
+    try:
+        data = await harness.files.read(f".vwm/jobs/{job_id}.stdout")
+    except HarnessRefused as refused:
+        if refused.code == "not_found":
+            return ""
+        raise
+    return data.decode("utf-8", errors="replace")
 
 
 def _fail_unrecorded(session: Session, job_id: str, reason: str) -> None:
@@ -241,7 +261,7 @@ def _stored_events(session: Session, job_id: str, after: int) -> list[dict[str, 
     from functions.db.models import TelemetryRequest
 
     raw = session.scalar(
-        select(TelemetryRequest.raw_output).where(TelemetryRequest.job_id == job_id)
+        select(TelemetryRequest.event_log).where(TelemetryRequest.job_id == job_id)
     )
     events = []
     for line in (raw or "").splitlines():

@@ -14,23 +14,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from functions.db.models import Job, JobStatus, Runtime, TelemetryRequest, Worker, WorkerSession
+from functions.db.telemetry import bound_raw_output
 from functions.db.transitions import transition_job
 
 _LIFECYCLE = {"job_started", "job_finished", "stderr"}
 _OUTPUT = {"text_delta", "assistant_text", "tool_call"}
-
-
-def bounded(lines: list[str], limit: int) -> str:
-    """The JSON lines, cut in the middle (head and tail kept, with a marker) past `limit` bytes."""
-    text = "\n".join(lines)
-    if len(text.encode()) <= limit:
-        return text
-    half = limit // 2
-    return (
-        text[:half]
-        + f"\n... {len(text) - 2 * half} characters cut (limit {limit}) ...\n"
-        + text[-half:]
-    )
 
 
 def _ms(later: float | None, earlier: float | None) -> int | None:
@@ -43,6 +31,7 @@ def record_job(
     session: Session,
     job_id: str,
     events: list[dict[str, Any]],
+    stdout: str,
     instructions_version: int,
     limit: int,
 ) -> None:
@@ -100,6 +89,9 @@ def record_job(
             exit_code=data.get("exit_code"),
             status=data["status"],
             instructions_version=instructions_version,
-            raw_output=bounded([json.dumps(e, separators=(",", ":")) for e in events], limit),
+            raw_output=bound_raw_output(stdout, limit),
+            event_log=bound_raw_output(
+                "\n".join(json.dumps(e, separators=(",", ":")) for e in events), limit
+            ),
         )
     )

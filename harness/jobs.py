@@ -17,6 +17,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -105,6 +106,29 @@ class Job:
             "error": self.error,
             "last_seq": self.log.last_seq,
         }
+
+
+class RawOutput:
+    """The CLI's stdout exactly as it came, kept on the volume up to `limit` bytes per job (for
+    telemetry and debugging); past the limit a marker says how much was left out."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("ab")
+        self._left = limit
+        self._dropped = 0
+
+    def write(self, line: bytes) -> None:
+        if len(line) + 1 <= self._left:
+            self._file.write(line + b"\n")
+            self._left -= len(line) + 1
+        else:
+            self._dropped += len(line) + 1
+
+    def close(self) -> None:
+        if self._dropped:
+            self._file.write(f"[vwm: {self._dropped} more bytes of output not kept]\n".encode())
+        self._file.close()
 
 
 @dataclass(frozen=True)
@@ -276,6 +300,7 @@ class JobRunner:
         """One CLI process from start to exit; returns its stderr tail. The process is always
         closed, whatever interrupts the run (timeout, cancel, a transport error)."""
         limits = self._settings.limits
+        raw = RawOutput(self._ws.jobs_dir / f"{job.id}.stdout", limits.raw_output_bytes)
         process = CliProcess(
             run.invocation.argv,
             env=self._child_env(run.invocation.env),
@@ -283,6 +308,7 @@ class JobRunner:
             max_line_bytes=limits.max_line_bytes,
             stderr_tail_bytes=limits.stderr_tail_bytes,
             kill_grace_s=limits.kill_grace_s,
+            on_line=raw.write,
         )
         job.exit_code = None
         try:
@@ -292,6 +318,7 @@ class JobRunner:
             job.exit_code = await process.wait()
             self._emit(job, run.parser.finish(job.exit_code))
         finally:
+            raw.close()
             code = await asyncio.shield(process.close())
             job.exit_code = job.exit_code if job.exit_code is not None else code
             if tail := process.stderr.text():

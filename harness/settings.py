@@ -54,6 +54,7 @@ class LimitSettings:
     max_line_bytes: int = 8 << 20
     stderr_tail_bytes: int = 16 << 10
     max_file_bytes: int = 32 << 20
+    raw_output_bytes: int = 1 << 20
     subscriber_queue: int = 1024
 
 
@@ -101,6 +102,7 @@ class HarnessSettings:
             max_line_bytes=_int(env, "VWM_MAX_LINE_BYTES", 8 << 20),
             stderr_tail_bytes=_int(env, "VWM_STDERR_TAIL_BYTES", 16 << 10),
             max_file_bytes=_int(env, "VWM_MAX_FILE_BYTES", 32 << 20),
+            raw_output_bytes=_int(env, "VWM_RAW_OUTPUT_BYTES", 1 << 20),
         )
         workspace = Path(env.get("VWM_WORKSPACE", "workspace")).resolve()
         return cls(workspace=workspace, server=server, cli=cli, limits=limits)

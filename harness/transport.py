@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,7 @@ class CliProcess:
         max_line_bytes: int,
         stderr_tail_bytes: int,
         kill_grace_s: float = 5.0,
+        on_line: Callable[[bytes], None] | None = None,
     ) -> None:
         self._argv = list(argv)
         self._env = dict(env)
@@ -131,6 +132,7 @@ class CliProcess:
         self._framer = LineFramer(max_line_bytes)
         self.stderr = StderrTail(stderr_tail_bytes)
         self._kill_grace_s = kill_grace_s
+        self._on_line = on_line  # sees every stdout line as it came, JSON or not
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
 
@@ -162,11 +164,16 @@ class CliProcess:
         assert self._proc is not None and self._proc.stdout is not None
         while chunk := await self._proc.stdout.read(_CHUNK):
             for line in self._framer.feed(chunk):
-                if (obj := decode_line(line)) is not None:
+                if (obj := self._decode(line)) is not None:
                     yield obj
         for line in self._framer.flush():
-            if (obj := decode_line(line)) is not None:
+            if (obj := self._decode(line)) is not None:
                 yield obj
+
+    def _decode(self, line: bytes) -> dict[str, Any] | None:
+        if self._on_line is not None:
+            self._on_line(line)
+        return decode_line(line)
 
     async def wait(self) -> int:
         """The exit code, after stdout has drained and stderr has been read."""

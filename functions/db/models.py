@@ -334,7 +334,9 @@ class TelemetryRequest(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     instructions_version: Mapped[int] = mapped_column(Integer, default=0)  # 0: none set
-    raw_output: Mapped[str] = mapped_column(Text, default="")  # bounded by the writer
+    raw_output: Mapped[str] = mapped_column(Text, default="")  # the CLI's stdout, bounded
+    # The job's normalized event log (bounded): replayed once the session's harness is gone.
+    event_log: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -146,6 +146,11 @@ def test_worker_session_prompts_restarts_and_end(
         assert telemetry_total(client, sid) == counted(fake_provider, key)
         versions = sorted(r["instructions_version"] for r in records)
         assert versions == [1, 1, 1, 1, 1, 2]
+        raw = client.get(
+            "/v1/telemetry/requests", params={"session_id": sid, "include_raw": "true"}
+        ).json()["items"]
+        final_line = {"claude": '"type":"result"', "codex": '"type":"turn.completed"'}[cli]
+        assert all(final_line in r["raw_output"] for r in raw)  # the CLI's own stdout
         summary = client.get("/v1/telemetry/summary", params={"group_by": "worker"}).json()
         assert summary["items"][0]["jobs"] == 6
 

@@ -47,6 +47,30 @@ def _check_constraints(engine: Engine) -> tuple[dict[str, set[str]], dict[str, s
         return in_database, in_models
 
 
+HEAD = "0002"  # the newest revision in migrations/versions
+
+
+def test_a_database_at_the_previous_revision_upgrades_keeping_its_rows(empty_url: str) -> None:
+    upgrade(empty_url, "0001")
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as connection:
+            schema = "" if connection.dialect.name == "sqlite" else "vwm."
+            connection.exec_driver_sql(
+                f"INSERT INTO {schema}system_settings (key, value, version, updated_at) "
+                "VALUES ('k', '\"v\"', 1, '2026-01-01 00:00:00.000000')"
+            )
+        upgrade(empty_url)
+        assert current_revision(empty_url) == HEAD
+        with engine.connect() as connection:
+            schema = "" if connection.dialect.name == "sqlite" else "vwm."
+            count = connection.exec_driver_sql(f"SELECT count(*) FROM {schema}system_settings")
+            assert count.scalar() == 1
+        assert _schema_diffs(engine) == []
+    finally:
+        engine.dispose()
+
+
 def _table_names(engine: Engine) -> set[str]:
     with engine.connect() as connection:
         inspector = inspect(connection)
@@ -58,7 +82,7 @@ def _table_names(engine: Engine) -> set[str]:
 def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     assert current_revision(empty_url) is None
     upgrade(empty_url)
-    assert current_revision(empty_url) == "0001"
+    assert current_revision(empty_url) == HEAD
     engine = make_engine(empty_url)
     try:
         assert _schema_diffs(engine) == []
@@ -88,7 +112,7 @@ def test_downgrade_to_base_and_up_again(empty_url: str) -> None:
 def test_upgrade_twice_is_a_no_op(empty_url: str) -> None:
     upgrade(empty_url)
     upgrade(empty_url)
-    assert current_revision(empty_url) == "0001"
+    assert current_revision(empty_url) == HEAD
 
 
 def test_postgresql_keeps_the_version_table_in_the_vwm_schema(new_database: NewDatabase) -> None:
@@ -109,7 +133,7 @@ def test_command_line_upgrades_and_downgrades(tmp_path: Path) -> None:
     run = [sys.executable, "-m", "functions.db.migrate", url]
     up = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert up.returncode == 0, up.stderr
-    assert "database at revision 0001" in up.stdout
+    assert f"database at revision {HEAD}" in up.stdout
     down = subprocess.run(
         [*run, "--downgrade", "base"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
