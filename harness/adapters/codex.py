@@ -64,8 +64,10 @@ class CodexAdapter:
         return CodexParser(usage_baseline=usage_baseline, prices=prices)
 
     def is_unknown_session(self, exit_code: int | None, stderr: str) -> bool:
-        # Observed: an unknown resume id fails with "no rollout found" (CLI-NOTES.md).
-        return exit_code != 0 and "no rollout found" in stderr
+        # Observed: an unknown id fails with "thread/resume failed: no rollout found" (CLI-NOTES.md),
+        # a thread whose first turn was killed early with "...: rollout at PATH is empty". Either
+        # way the thread cannot be resumed (resuming only reads local files).
+        return exit_code != 0 and "thread/resume failed" in stderr
 
 
 def _codex_home(spec: RunSpec) -> Path:

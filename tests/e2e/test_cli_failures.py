@@ -90,7 +90,11 @@ def test_cancel_mid_run_and_a_concurrent_job_gets_409(cli, booted, fake_provider
         # The slot is free again.
         assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
         after = client.post("/v1/jobs", json={"prompt": "say hello"}).json()
-        assert after["status"] == "succeeded", after
+        assert after["status"] == "succeeded", (
+            after["error"],
+            after["summary"],
+            harness.log()[-3000:],
+        )
 
 
 def test_wall_clock_timeout_kills_the_run(booted, fake_provider):
@@ -182,3 +186,20 @@ def test_a_session_the_cli_never_recorded_is_replaced_by_a_new_one(cli, booted, 
     warnings = [e.json["data"] for e in events if e.event == "error"]
     assert any(w.get("code") == "resume_failed" and w["fatal"] is False for w in warnings)
     assert json.loads(state_file.read_text())["cli_session_id"] == new_id
+
+
+def test_a_codex_thread_killed_before_it_wrote_anything_is_replaced(booted, fake_provider):
+    """A first turn cancelled right after `thread.started` can leave an empty rollout file."""
+    harness = booted("codex", harness_env("codex", fake_provider.base_url))
+    thread_id = BOGUS_SESSION_IDS["codex"]
+    sessions = harness.workspace / ".cli-home" / ".codex" / "sessions" / "2026" / "11" / "25"
+    sessions.mkdir(parents=True)
+    (sessions / f"rollout-2026-11-25T05-00-00-{thread_id}.jsonl").touch()
+    state_file = harness.workspace / ".vwm" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["cli_session_id"] = thread_id
+    state_file.write_text(json.dumps(state))
+    with harness.client() as client:
+        job = client.post("/v1/jobs", json={"prompt": "say hello"}).json()
+    assert job["status"] == "succeeded", job
+    assert job["summary"]["cli_session_id"] != thread_id
