@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from importlib import import_module
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 
@@ -39,13 +38,13 @@ def create_app() -> Starlette:
 
 async def recover_sessions() -> None:
     from functions.runtime.base import RuntimeHandle
-    from functions.session_runtime import harness_spec, load
+    from functions.session_runtime import load, relaunch
 
     def live(session: Session) -> list[str]:
-        from functions.db.models import SessionStatus, WorkerSession
+        from functions.db.models import SessionStatus
+        from functions.db.repositories import Sessions
 
-        query = select(WorkerSession.id).where(WorkerSession.status == SessionStatus.READY)
-        return list(session.scalars(query))
+        return [row.id for row in Sessions(session).live() if row.status == SessionStatus.READY]
 
     for session_id in await db(live):
         try:
@@ -53,19 +52,10 @@ async def recover_sessions() -> None:
             handle = RuntimeHandle.from_dict(view.session.runtime_state)
             if await backend().status(handle) == "running":
                 continue
-            handle = await backend().ensure_running(handle, harness_spec(view))
-            await db(_save_state, session_id, handle.to_dict())
+            await relaunch(view, handle)
             logger.info("session harness relaunched", extra={"session_id": session_id})
         except Exception:  # one broken session must not stop the others
             logger.exception("could not relaunch a session", extra={"session_id": session_id})
-
-
-def _save_state(session: Session, session_id: str, state: dict[str, object]) -> None:
-    from functions.db.models import WorkerSession
-
-    row = session.get(WorkerSession, session_id)
-    if row is not None:
-        row.runtime_state = state
 
 
 def prepare(database_url: str) -> str | None:

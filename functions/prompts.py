@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -143,7 +143,12 @@ async def create_prompt(request: Request) -> Response:
     if body.mode == "async":
         return JSONResponse(job_out(job), status_code=202 if started.created else 200)
     if body.mode == "stream":
-        return _relay(job.id, body.session_id, after=0)
+        known = endpoint  # reached above: no second lookup for the stream
+
+        async def harness() -> HarnessEndpoint:
+            return known
+
+        return _relay(job.id, 0, harness=harness)
     await _wait_recorded(job.id)
     return JSONResponse(await db(lambda s: job_out(_get_job(s, job.id))))
 
@@ -227,20 +232,28 @@ def _fail_unrecorded(session: Session, job_id: str, reason: str) -> None:
         )
 
 
-def _relay(job_id: str, session_id: str, after: int) -> EventSourceResponse:
+EndpointSource = Callable[[], Awaitable[HarnessEndpoint]]
+
+
+def _relay(job_id: str, after: int, harness: EndpointSource | None) -> EventSourceResponse:
+    """A job's events after `after` as SSE: live from its harness while there is one, then (or
+    instead) from the stored record, continuing after the last event already sent."""
+
     async def events() -> AsyncIterator[ServerSentEvent]:
-        try:
-            _, endpoint = await reach(session_id)
-            async with client_for(endpoint) as harness:
-                async for message in harness.events(job_id, after=after):
-                    yield ServerSentEvent(id=message.id, event=message.event, data=message.data)
-            # The stream ends once the job is recorded: a caller that sends the next prompt
-            # right after the last event must not find this one still running.
-            await _wait_recorded(job_id)
-            return
-        except Exception:  # the harness is gone: fall back to the stored record below
-            logger.info("relaying from the stored record", extra={"job_id": job_id})
-        for event in await db(_stored_events, job_id, after):
+        sent = after
+        if harness is not None:
+            try:
+                async with client_for(await harness()) as client:
+                    async for message in client.events(job_id, after=after):
+                        yield ServerSentEvent(id=message.id, event=message.event, data=message.data)
+                        sent = int(message.id or sent)
+                # The stream ends once the job is recorded: a caller that sends the next prompt
+                # right after the last event must not find this one still running.
+                await _wait_recorded(job_id)
+                return
+            except Exception:  # the harness is gone: go on from the stored record
+                logger.info("relaying from the stored record", extra={"job_id": job_id})
+        for event in await db(_stored_events, job_id, sent):
             yield ServerSentEvent(
                 id=str(event["seq"]),
                 event=event["kind"],
@@ -284,23 +297,21 @@ async def job_events(request: Request) -> Response:
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     if not raw.isdigit():
         raise ApiError(400, "bad_request", "Last-Event-ID (or ?after=) must be a sequence number")
-    job = await db(lambda s: _get_job(s, job_id))
-    session_row = await db(lambda s: s.get(WorkerSession, job.session_id))
-    if job.status in ("queued", "running") or (session_row and session_row.status == "ready"):
-        return _relay(job_id, job.session_id, after=int(raw))
-    return _relay_stored(job_id, int(raw))
+    job, session_status = await db(lambda s: _job_and_session_status(s, job_id))
+    if job.status in ("queued", "running") or session_status == "ready":
+        return _relay(job_id, int(raw), harness=lambda: _endpoint_of(job.session_id))
+    return _relay(job_id, int(raw), harness=None)
 
 
-def _relay_stored(job_id: str, after: int) -> EventSourceResponse:
-    async def events() -> AsyncIterator[ServerSentEvent]:
-        for event in await db(_stored_events, job_id, after):
-            yield ServerSentEvent(
-                id=str(event["seq"]),
-                event=event["kind"],
-                data=json.dumps(event, separators=(",", ":")),
-            )
+def _job_and_session_status(session: Session, job_id: str) -> tuple[Job, str | None]:
+    job = _get_job(session, job_id)
+    row = session.get(WorkerSession, job.session_id)
+    return job, row.status if row is not None else None
 
-    return EventSourceResponse(events(), headers={"Cache-Control": "no-cache"})
+
+async def _endpoint_of(session_id: str) -> HarnessEndpoint:
+    _, endpoint = await reach(session_id)
+    return endpoint
 
 
 async def cancel_job(request: Request) -> Response:

@@ -87,9 +87,7 @@ def harness_spec(view: SessionView) -> HarnessSpec:
 
 
 async def reach(session_id: str, *, probe: bool = False) -> tuple[SessionView, HarnessEndpoint]:
-    """The harness of a live session, relaunched first if its process is gone. A running
-    harness is not probed (a prompt should not pay for it) unless `probe` is set: callers probe
-    after a call failed to connect, which also relaunches a harness that is alive but mute."""
+    """The harness of a ready session (a session in any other state takes no prompts)."""
     view = await db(load, session_id)
     if view.session.status != SessionStatus.READY:
         raise ConflictError(
@@ -98,22 +96,33 @@ async def reach(session_id: str, *, probe: bool = False) -> tuple[SessionView, H
             if view.session.status in ("ending", "ended")
             else "session_not_ready",
         )
+    _, endpoint = await harness_of(view, probe=probe)
+    return view, endpoint
+
+
+async def harness_of(
+    view: SessionView, *, probe: bool = False
+) -> tuple[RuntimeHandle, HarnessEndpoint]:
+    """Where the session's harness answers, relaunched first on the same workspace if its
+    process is gone. A running harness is not probed (a prompt should not pay for it) unless
+    `probe` is set: callers probe after a call failed to connect, which also relaunches a
+    harness that is alive but mute."""
     handle = RuntimeHandle.from_dict(view.session.runtime_state)
     runtime = backend()
     timeout_s = settings().harness_ready_timeout_s
     if await runtime.status(handle) == "running" and not probe:
-        return view, runtime.endpoint(handle)
-    handle = await _relaunch(view, handle)
+        return handle, runtime.endpoint(handle)
+    handle = await relaunch(view, handle)
     try:
-        endpoint = await runtime.wait_ready(handle, timeout_s)
+        return handle, await runtime.wait_ready(handle, timeout_s)
     except (HarnessStartFailed, HarnessNotReady):
         # It died between the status check and now (e.g. killed a moment ago): once more.
-        handle = await _relaunch(view, handle)
-        endpoint = await runtime.wait_ready(handle, timeout_s)
-    return view, endpoint
+        handle = await relaunch(view, handle)
+        return handle, await runtime.wait_ready(handle, timeout_s)
 
 
-async def _relaunch(view: SessionView, handle: RuntimeHandle) -> RuntimeHandle:
+async def relaunch(view: SessionView, handle: RuntimeHandle) -> RuntimeHandle:
+    """`ensure_running` on the session's handle, and the possibly new handle saved."""
     handle = await backend().ensure_running(handle, harness_spec(view))
     await db(_save_handle, view.session.id, handle.to_dict())
     return handle

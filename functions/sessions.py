@@ -34,6 +34,7 @@ from functions.session_runtime import (
     bootstrap_body,
     client_for,
     global_instructions,
+    harness_of,
     harness_spec,
     load,
     require_credential,
@@ -256,9 +257,7 @@ async def end_session(request: Request) -> Response:
             await runtime.teardown(handle)
     elif handle is not None:
         try:
-            if await runtime.status(handle) != "running":
-                handle = await runtime.ensure_running(handle, harness_spec(view))
-            endpoint = await runtime.wait_ready(handle, settings().harness_ready_timeout_s)
+            handle, endpoint = await harness_of(view)
             async with client_for(endpoint) as harness:
                 await harness.shutdown()
         except (HarnessCallError, RuntimeBackendError) as exc:
