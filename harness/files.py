@@ -9,6 +9,9 @@ Called by the HTTP layer's file routes with paths straight from the caller. Two 
    at the same time) makes the call fail instead of escaping. Writes replace the final name
    with ``rename`` and deletes use ``unlink`` / fd-based ``rmtree``: neither follows a symlink.
 
+What may be touched inside the workspace (hidden and read-only areas) is a `PathPolicy`'s call,
+made on the resolved location after step 1, so a symlink cannot lead around it either.
+
 Paths are never URL-decoded here: ``%2e%2e`` is a file of that name, inside the workspace.
 """
 
@@ -24,7 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from harness.errors import BadRequest, NotFound, PathOutsideWorkspace, PayloadTooLarge
+from harness.errors import BadRequest, Forbidden, NotFound, PathOutsideWorkspace, PayloadTooLarge
+from harness.path_policy import CONFINED, Access, PathPolicy
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
@@ -56,10 +60,12 @@ def resolve_in_workspace(
     return target
 
 
-def list_dir(root: Path, path: str = ".") -> list[dict[str, Any]]:
-    """The entries of a folder, sorted by name. Symlinks are listed as such and never followed."""
+def list_dir(root: Path, path: str = ".", policy: PathPolicy = CONFINED) -> list[dict[str, Any]]:
+    """The entries of a folder, sorted by name. Symlinks are listed as such and never followed;
+    entries the policy hides are left out."""
     base = root.resolve()
     target = resolve_in_workspace(base, path, allow_root=True)
+    policy.check(base, target, Access.READ, path)
     rel_dir = target.relative_to(base)
     entries: list[dict[str, Any]] = []
     with _os_errors(path):
@@ -68,6 +74,8 @@ def list_dir(root: Path, path: str = ".") -> list[dict[str, Any]]:
             # scandir works on its own duplicate of the descriptor; entry.stat uses fstatat.
             with os.scandir(fd) as scan:
                 for entry in scan:
+                    if policy.is_hidden(PurePosixPath((rel_dir / entry.name).as_posix())):
+                        continue
                     info = entry.stat(follow_symlinks=False)
                     kind = _kind(info.st_mode)
                     entries.append(
@@ -84,9 +92,10 @@ def list_dir(root: Path, path: str = ".") -> list[dict[str, Any]]:
     return sorted(entries, key=lambda entry: entry["name"])
 
 
-def read_file(root: Path, path: str, max_bytes: int) -> bytes:
+def read_file(root: Path, path: str, max_bytes: int, policy: PathPolicy = CONFINED) -> bytes:
     base = root.resolve()
     target = resolve_in_workspace(base, path)
+    policy.check(base, target, Access.READ, path)
     with _os_errors(path):
         dir_fd = _open_dir(base, target.parent)
         try:
@@ -99,6 +108,14 @@ def read_file(root: Path, path: str, max_bytes: int) -> bytes:
                 raise BadRequest(f"{path!r} is a folder; list it instead of reading it", path=path)
             if not stat.S_ISREG(info.st_mode):
                 raise BadRequest(f"{path!r} is not a regular file", path=path)
+            if info.st_nlink > 1 and policy.hidden:
+                # A hard link is a second name for a file, maybe one in a hidden area; which
+                # one cannot be told from here, so no file with two names is served.
+                raise Forbidden(
+                    f"{path!r} has {info.st_nlink} hard links and may be another name for "
+                    "harness-managed state; copy it to a new file to read it",
+                    path=path,
+                )
             if info.st_size > max_bytes:
                 raise _too_large(path, info.st_size, max_bytes)
             data = _read_at_most(fd, max_bytes + 1)
@@ -109,13 +126,18 @@ def read_file(root: Path, path: str, max_bytes: int) -> bytes:
     return data
 
 
-def write_file(root: Path, path: str, data: bytes, max_bytes: int) -> dict[str, Any]:
+def write_file(
+    root: Path, path: str, data: bytes, max_bytes: int, policy: PathPolicy = CONFINED
+) -> dict[str, Any]:
     """Create or replace a file atomically, creating parent folders; returns what was written."""
     if len(data) > max_bytes:
         raise _too_large(path, len(data), max_bytes)
     base = root.resolve()
-    resolve_in_workspace(base, path)  # refuses a final symlink that points out, like any other
+    # Where the name leads (a final symlink that points out or into a protected area is refused
+    # like any other path), and the name itself, which the rename below replaces.
+    policy.check(base, resolve_in_workspace(base, path), Access.CHANGE, path)
     target = resolve_in_workspace(base, path, follow_final=False)
+    policy.check(base, target, Access.CHANGE, path)
     name = target.name
     tmp_name = f".vwm-tmp-{secrets.token_hex(8)}"
     with _os_errors(path):
@@ -144,10 +166,13 @@ def write_file(root: Path, path: str, data: bytes, max_bytes: int) -> dict[str, 
     }
 
 
-def delete_path(root: Path, path: str, recursive: bool = False) -> dict[str, Any]:
+def delete_path(
+    root: Path, path: str, recursive: bool = False, policy: PathPolicy = CONFINED
+) -> dict[str, Any]:
     """Delete a file, a symlink (the link only) or, with `recursive`, a folder and its contents."""
     base = root.resolve()
     target = resolve_in_workspace(base, path, follow_final=False)
+    policy.check_subtree(base, target, path)
     with _os_errors(path):
         dir_fd = _open_dir(base, target.parent)
         try:
