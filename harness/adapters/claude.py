@@ -1,7 +1,7 @@
 """Claude Code: command line, environment, config and the stream-json parser.
 
 Registered in `harness.adapters.ADAPTERS`; used by `harness.jobs` through the `Adapter` contract.
-Observed behaviour this relies on is in ../shared/CLI-NOTES.md ("Claude Code").
+The CLI behaviour this relies on is in docs/adapters.md ("How the CLIs behave").
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ class ClaudeAdapter:
         return ClaudeParser(usage_baseline=usage_baseline, prices=prices)
 
     def is_unknown_session(self, exit_code: int | None, stderr: str) -> bool:
-        # Observed: an unknown resume id fails with "No conversation found with session ID" (CLI-NOTES.md).
+        # An unknown resume id fails with "No conversation found with session ID" (recorded in
+        # tests/fixtures/transcripts/claude/resume-unknown.stderr.txt).
         return exit_code != 0 and "No conversation found" in stderr
 
 

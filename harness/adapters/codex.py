@@ -1,7 +1,7 @@
 """Codex CLI: command line, environment, config.toml and the `exec --json` parser.
 
 Registered in `harness.adapters.ADAPTERS`; used by `harness.jobs` through the `Adapter` contract.
-Observed behaviour this relies on is in ../shared/CLI-NOTES.md ("Codex CLI").
+The CLI behaviour this relies on is in docs/adapters.md ("How the CLIs behave").
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ class CodexAdapter:
         return CodexParser(usage_baseline=usage_baseline, prices=prices)
 
     def is_unknown_session(self, exit_code: int | None, stderr: str) -> bool:
-        # Observed: an unknown id fails with "thread/resume failed: no rollout found" (CLI-NOTES.md),
+        # An unknown id fails with "thread/resume failed: no rollout found" (recorded in
+        # tests/fixtures/transcripts/codex/resume-unknown.stderr.txt),
         # a thread whose first turn was killed early with "...: rollout at PATH is empty". Either
         # way the thread cannot be resumed (resuming only reads local files).
         return exit_code != 0 and "thread/resume failed" in stderr

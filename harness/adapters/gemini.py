@@ -2,8 +2,8 @@
 
 Registered in `harness.adapters.ADAPTERS`; used by `harness.jobs` through the `Adapter` contract.
 The harness runs `--output-format stream-json`; the parser also reads the single document of
-`--output-format json` (no "type" key), so recorded runs of either mode replay. Observed behaviour
-this relies on is in ../shared/CLI-NOTES.md ("Gemini CLI").
+`--output-format json` (no "type" key), so recorded runs of either mode replay. The CLI behaviour
+this relies on is in docs/adapters.md ("How the CLIs behave").
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class GeminiAdapter:
         return GeminiParser(usage_baseline=usage_baseline, prices=prices)
 
     def is_unknown_session(self, exit_code: int | None, stderr: str) -> bool:
-        # Observed: an unknown resume id fails with exit code 42 (CLI-NOTES.md).
+        # An unknown resume id fails with exit code 42 (see the manifest in tests/fixtures/transcripts).
         return exit_code == 42
 
 

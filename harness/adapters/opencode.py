@@ -2,7 +2,8 @@
 
 Registered in `harness.adapters.ADAPTERS`; used by `harness.jobs` through the `Adapter` contract.
 OpenCode sends no summary event, so its parser always builds the run's end in `finish` from what
-it saw and the exit code. Observed behaviour this relies on is in ../shared/CLI-NOTES.md.
+it saw and the exit code. The CLI behaviour this relies on is in docs/adapters.md ("How the CLIs
+behave").
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ class OpencodeAdapter:
         return OpencodeParser(usage_baseline=usage_baseline, prices=prices)
 
     def is_unknown_session(self, exit_code: int | None, stderr: str) -> bool:
-        # Observed: an unknown resume id fails with "Session not found" (CLI-NOTES.md).
+        # An unknown resume id fails with "Session not found" (recorded in
+        # tests/fixtures/transcripts/opencode/resume-unknown.stderr.txt).
         return exit_code != 0 and "Session not found" in stderr
 
 

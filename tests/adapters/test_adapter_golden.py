@@ -1,8 +1,9 @@
-"""Every recorded CLI transcript parses to what a person read in it (tests/adapters/expectations.py)."""
+"""Every recorded CLI transcript parses to what a person read in it (tests/adapters/expectations.py),
+and the recordings are the ones the project's recording script made with the pinned CLIs."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
 import pytest
 
@@ -10,35 +11,59 @@ from eventing.agent_events import AgentEvent, EventKind
 from harness.adapters import ADAPTERS
 from harness.adapters.base import Parser
 from harness.adapters.transcript import read_objects, replay
-from tests.adapters.expectations import EXPECTED, transcripts_dir
-
-
-def _dir() -> Path:
-    folder = transcripts_dir()
-    if not folder.is_dir():
-        pytest.fail(
-            f"the recorded CLI transcripts are not at {folder}; set VWM_SHARED_DIR to the folder "
-            "that holds cli-transcripts/"
-        )
-    return folder
+from tests.adapters.expectations import (
+    EXPECTED,
+    OPENAI_BAD_KEY,
+    REPO_ROOT,
+    manifest,
+    transcripts_dir,
+)
 
 
 def _replay(name: str) -> tuple[list[AgentEvent], Parser]:
     cli = name.split("/")[0]
     parser = ADAPTERS[cli].new_parser()
-    return replay(parser, read_objects(_dir() / name)), parser
+    return replay(parser, read_objects(transcripts_dir() / name)), parser
+
+
+def _recorded_files() -> set[str]:
+    folder = transcripts_dir()
+    return {path.relative_to(folder).as_posix() for path in folder.glob("*/*") if path.is_file()}
 
 
 def test_every_transcript_has_a_hand_written_expectation():
-    folder = _dir()
-    found = {
-        path.relative_to(folder).as_posix()
-        for path in folder.rglob("*")
-        if path.suffix in (".json", ".jsonl")
-    }
-    assert found, f"no transcripts found under {folder}"
+    found = {name for name in _recorded_files() if name.endswith((".json", ".jsonl"))}
+    assert found, f"no transcripts found under {transcripts_dir()}"
     assert found - set(EXPECTED) == set(), "new transcripts: add their rows to expectations.py"
     assert set(EXPECTED) - found == set(), "expectations for transcripts that are gone"
+
+
+def test_every_recorded_file_is_in_the_manifest_and_the_other_way_round():
+    listed = {name for run in manifest()["runs"].values() for name in run["files"]}
+    assert listed == _recorded_files()
+
+
+def test_the_transcripts_were_recorded_with_the_pinned_cli_versions():
+    # After bumping harness/clis/package.json, re-record: `./task record-transcripts`.
+    pinned = json.loads((REPO_ROOT / "harness" / "clis" / "package.json").read_text())
+    recorded = manifest()["clis"]
+    assert {entry["package"]: entry["version"] for entry in recorded.values()} == (
+        pinned["dependencies"]
+    )
+    assert sorted(recorded) == sorted(ADAPTERS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_the_recorded_exit_code_tells_the_same_story(name: str):
+    # Replayed with the exit code the CLI really ended with (None: stopped by the recorder), the
+    # run ends as it does from the output alone (opencode's end depends on it).
+    run = next(run for run in manifest()["runs"].values() if name in run["files"])
+    parser = ADAPTERS[name.split("/")[0]].new_parser()
+    replay(parser, read_objects(transcripts_dir() / name), exit_code=run["exit_code"])
+    assert parser.summary.is_error is EXPECTED[name].is_error
+    assert parser.summary.error == EXPECTED[name].error
+    if run["exit_code"] is not None:
+        assert (run["exit_code"] != 0) is EXPECTED[name].is_error
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -85,26 +110,25 @@ S, D, T, C, R, U, E, X, W = (
     EventKind.RAW,
 )
 SEQUENCES = {
-    # init, "I'll write the file.", Write, its result, "done: ...", result.
-    "claude/tool.jsonl": [S, T, C, R, T, U, X],
-    # init, system/status (unknown → raw), 4 deltas, the full block, result.
-    "claude/text-partial.jsonl": [S, W, D, D, D, D, T, U, X],
-    # init, 10 api_retry warnings, the synthetic error message, result.
-    "claude/bad-key.jsonl": [S, *[E] * 10, E, U, X],
+    # init, status (unknown → raw), the Write call (its input_json deltas make no event), its
+    # result, status, 3 text deltas, the full block, result.
+    "claude/tool.jsonl": [S, W, C, R, W, D, D, D, T, U, X],
+    "claude/text.jsonl": [S, W, D, D, D, D, T, U, X],
+    # init, status, 2 api_retry warnings, the synthetic "Invalid API key" message, result.
+    "claude/bad-key-retries.jsonl": [S, W, E, E, E, U, X],
     # A lone result still announces the session.
     "claude/text.json": [S, U, X],
+    "claude/resume-unknown.jsonl": [S, U, X],
     # thread, "Model metadata" warning item, the command started and completed, the answer.
     "codex/tool.jsonl": [S, E, C, R, T, U, X],
-    # thread, warning item, 5 reconnects + the final error, turn.failed.
-    "codex/bad-key.jsonl": [S, E, *[E] * 6, U, X],
+    # thread, warning item, one reconnect + the final error, turn.failed.
+    "codex/bad-key.jsonl": [S, E, E, E, U, X],
     # init, user echo (nothing), tool, result, 3 deltas closed into one block at `result`.
     "gemini/tool.jsonl": [S, C, R, D, D, D, T, U, X],
     "gemini/text.json": [S, T, U, X],
     # step_start, tool_use (call + result), step_finish, step_start, text, step_finish.
     "opencode/tool.jsonl": [S, C, R, T, U, X],
     "opencode/bad-key.jsonl": [S, E, U, X],
-    # The serve response has no "type": passed through.
-    "opencode/serve-message-response.json": [W, U, X],
 }
 
 
@@ -119,7 +143,7 @@ def test_tool_events_carry_what_the_cli_said():
     call = next(e for e in events if e.kind == EventKind.TOOL_CALL)
     result = next(e for e in events if e.kind == EventKind.TOOL_RESULT)
     assert call.data == {
-        "id": "toolu_119806088906406eb251",
+        "id": "toolu_034d73467f2c2da2ee04322c",
         "name": "Write",
         "input": {
             "file_path": "/workspace/session_repo/hello.txt",
@@ -134,7 +158,7 @@ def test_tool_events_carry_what_the_cli_said():
     call, result = (e for e in events if e.kind in (EventKind.TOOL_CALL, EventKind.TOOL_RESULT))
     assert call.data["name"] == "write"
     assert result.data == {
-        "id": "call_91d4671d9c2242e1",
+        "id": "call_de8fddd20167d40f8944006d",
         "output": "Wrote file successfully.",
         "is_error": False,
     }
@@ -145,16 +169,16 @@ def test_tool_events_carry_what_the_cli_said():
 
 
 def test_errors_are_marked_fatal_or_not():
-    events, _ = _replay("claude/bad-key.jsonl")
+    events, _ = _replay("claude/bad-key-retries.jsonl")
     errors = [e.data for e in events if e.kind == EventKind.ERROR]
-    assert [e["fatal"] for e in errors] == [False] * 10 + [True]
+    assert [e["fatal"] for e in errors] == [False, False, True]
     assert errors[0]["message"] == (
-        "API request failed (authentication_failed, HTTP 401); retry 1 of 10"
+        "API request failed (authentication_failed, HTTP 401); retry 1 of 2"
     )
     events, _ = _replay("opencode/bad-key.jsonl")
     [error] = [e.data for e in events if e.kind == EventKind.ERROR]
     assert error == {
-        "message": "Incorrect API key provided: bad-key. (HTTP 401)",
+        "message": f"{OPENAI_BAD_KEY} (HTTP 401)",
         "fatal": True,
         "code": "APIError",
     }

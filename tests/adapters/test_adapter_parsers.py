@@ -11,7 +11,7 @@ from eventing.agent_events import EventKind, Usage
 from harness.adapters import ADAPTERS
 from harness.adapters.base import AdapterParseError, Prices, estimate_cost
 from harness.adapters.transcript import read_objects, replay
-from tests.adapters.expectations import transcripts_dir
+from tests.adapters.expectations import OPENAI_BAD_KEY, transcripts_dir
 
 
 def _objects(name: str) -> list[dict[str, Any]]:
@@ -80,7 +80,7 @@ def test_a_run_cut_short_ends_from_its_exit_code_keeping_what_it_saw(exit_code, 
     summary = parser.summary
     assert summary.is_error
     assert summary.error == message
-    assert summary.cli_session_id == "5580faf0-a152-43f6-96eb-2e0ce991af8a"
+    assert summary.cli_session_id == "9f222563-7a33-4860-abab-2cda998a7c9b"
 
 
 def test_codex_cut_short_keeps_text_and_names_the_last_error():
@@ -118,8 +118,8 @@ def test_terminal_event_wins_over_a_later_finish():
         ("opencode/text.jsonl", None, False, None),
         ("opencode/text.jsonl", 0, False, None),
         ("opencode/text.jsonl", 1, True, "the CLI exited with code 1 without a final event"),
-        ("opencode/bad-key.jsonl", 0, True, "Incorrect API key provided: bad-key. (HTTP 401)"),
-        ("opencode/bad-key.jsonl", 1, True, "Incorrect API key provided: bad-key. (HTTP 401)"),
+        ("opencode/bad-key.jsonl", 0, True, f"{OPENAI_BAD_KEY} (HTTP 401)"),
+        ("opencode/bad-key.jsonl", 1, True, f"{OPENAI_BAD_KEY} (HTTP 401)"),
     ],
 )
 def test_opencode_end_from_exit_code(name, exit_code, is_error, error):
@@ -165,17 +165,22 @@ def test_codex_resumed_turn_reports_its_own_usage():
     first = ADAPTERS["codex"].new_parser()
     replay(first, _objects("codex/tool.jsonl"))
     baseline = first.usage_checkpoint
-    assert baseline == Usage(input=190, cache_read=10, output=24, reasoning=6)
+    assert baseline == Usage(input=176, cache_read=10, cache_write=14, output=24, reasoning=6)
 
     second = ADAPTERS["codex"].new_parser(usage_baseline=baseline)
     replay(second, _objects("codex/resume.jsonl"))
-    # (300 - 15) - (200 - 10) uncached input, 15 - 10 cached, 36 - 24 output, 9 - 6 reasoning.
-    assert second.summary.usage == Usage(input=95, cache_read=5, output=12, reasoning=3)
-    assert second.usage_checkpoint == Usage(input=285, cache_read=15, output=36, reasoning=9)
+    # (300 - 15 - 21) - (200 - 10 - 14) uncached input, 15 - 10 cached, 21 - 14 written,
+    # 36 - 24 output, 9 - 6 reasoning: the resumed turn's one call.
+    assert second.summary.usage == Usage(
+        input=88, cache_read=5, cache_write=7, output=12, reasoning=3
+    )
+    assert second.usage_checkpoint == Usage(
+        input=264, cache_read=15, cache_write=21, output=36, reasoning=9
+    )
 
 
 def test_codex_failed_turn_keeps_the_old_checkpoint():
-    baseline = Usage(input=190, cache_read=10, output=24, reasoning=6)
+    baseline = Usage(input=176, cache_read=10, cache_write=14, output=24, reasoning=6)
     parser = ADAPTERS["codex"].new_parser(usage_baseline=baseline)
     replay(parser, _objects("codex/bad-key.jsonl"))
     assert parser.summary.is_error
@@ -205,14 +210,14 @@ def test_estimated_cost_prices_reasoning_inside_output():
 def test_cost_is_estimated_only_without_a_reported_one():
     codex = ADAPTERS["codex"].new_parser(prices=PRICES)
     replay(codex, _objects("codex/text.jsonl"))
-    # 95 input, 5 cached, 12 output (3 of them reasoning).
-    expected = (95 * 2.0 + 5 * 0.5 + 12 * 10.0) / 1_000_000
+    # 88 input, 5 cached, 7 cache-written, 12 output (3 of them reasoning).
+    expected = (88 * 2.0 + 5 * 0.5 + 7 * 2.5 + 12 * 10.0) / 1_000_000
     assert codex.summary.cost_source == "estimated"
     assert codex.summary.cost_usd == pytest.approx(expected)
 
     claude = ADAPTERS["claude"].new_parser(prices=PRICES)
     replay(claude, _objects("claude/text.jsonl"))
-    assert (claude.summary.cost_usd, claude.summary.cost_source) == (0.00084625, "reported")
+    assert (claude.summary.cost_usd, claude.summary.cost_source) == (0.00078625, "reported")
 
 
 def test_opencode_zero_cost_with_a_price_table_is_estimated():
@@ -228,12 +233,12 @@ def test_usage_event_carries_cost():
     events = replay(parser, _objects("claude/text.jsonl"))
     usage = next(e for e in events if e.kind == EventKind.USAGE)
     assert usage.data == {
-        "input": 100,
+        "input": 88,
         "cache_read": 5,
         "cache_write": 7,
         "output": 12,
         "reasoning": 0,
-        "cost_usd": 0.00084625,
+        "cost_usd": 0.00078625,
         "cost_source": "reported",
     }
 
@@ -285,16 +290,17 @@ def test_claude_tool_result_blocks_are_joined_and_errors_flagged():
 
 
 def test_gemini_json_mode_error_document_is_a_terminal_error():
-    # What gemini printed (to stderr) without the auth setting: the same shape as a json-mode run.
-    text = (transcripts_dir() / "gemini/gateway-auth-invalid.stderr.txt").read_text()
+    # What gemini printed in json mode without the auth setting: a line of text, then (to stderr,
+    # stdout stays empty) a document shaped like a json-mode run.
+    text = (transcripts_dir() / "gemini/auth-not-set.stderr.txt").read_text()
     parser = ADAPTERS["gemini"].new_parser()
-    events = replay(parser, [json.loads(text)])
+    events = replay(parser, [json.loads(text[text.index("{") :])])
     assert [e.kind for e in events] == [
         EventKind.SESSION_STARTED,
         EventKind.USAGE,
         EventKind.RESULT,
     ]
-    assert parser.summary.cli_session_id == "cbf9d2d5-ec2a-4bd5-915a-18d702c68bb8"
+    assert parser.summary.cli_session_id == "16cd2003-386a-4bd7-b6d5-b3e8f604c0a6"
     assert parser.summary.is_error
     assert parser.summary.error == "Invalid auth method selected."
 
