@@ -8,6 +8,9 @@ import pytest
 
 from tests.e2e.conftest import bootstrap_body, start_harness
 
+# No job runs a CLI here, but `start_harness` needs the CLI installed (it fails without it).
+pytestmark = pytest.mark.cli
+
 
 @pytest.fixture
 def harness(tmp_path, repos):
