@@ -21,6 +21,7 @@ from functions.db.api_keys import ApiKeys
 from functions.db.models import Runtime, SystemSetting, Worker
 from functions.db.repositories import Runtimes, Settings, Workers
 from functions.http import parse_body
+from functions.repo_policy import RepoPolicy, check_setting
 
 NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 CredentialRef = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_./-]{0,199}$")
@@ -193,6 +194,10 @@ def _limit() -> int:
     return settings().max_request_bytes
 
 
+def _repo_policy(session: Session) -> RepoPolicy:
+    return RepoPolicy.read(session, settings().allow_local_repos)
+
+
 # -- runtimes ---------------------------------------------------------------------------------
 
 
@@ -237,6 +242,7 @@ async def create_worker(request: Request) -> Response:
     body = await parse_body(request, WorkerIn, _limit())
 
     def create(session: Session) -> dict[str, Any]:
+        _repo_policy(session).check_worker_repo(body.repo_url, body.name)
         runtime = Runtimes(session).get(body.runtime)
         fields = body.model_dump(mode="json", exclude={"runtime"})
         return worker_out(Workers(session).add(runtime_id=runtime.id, **fields), runtime.name)
@@ -269,6 +275,8 @@ async def patch_worker(request: Request) -> Response:
     def patch(session: Session) -> dict[str, Any]:
         workers = Workers(session)
         changes = body.model_dump(mode="json", exclude_unset=True)
+        if "repo_url" in changes:
+            _repo_policy(session).check_worker_repo(changes["repo_url"], name)
         if (runtime_name := changes.pop("runtime", None)) is not None:
             changes["runtime_id"] = Runtimes(session).get(runtime_name).id
         worker = workers.update(workers.get(name), **changes)
@@ -294,6 +302,7 @@ async def list_settings(_: Request) -> Response:
 async def put_setting(request: Request) -> Response:
     key = request.path_params["key"]
     body = await parse_body(request, SettingIn, _limit())
+    check_setting(key, body.value)  # the repo URL policy's settings have a fixed shape
     return JSONResponse(await db(lambda s: setting_out(Settings(s).put(key, body.value))))
 
 
@@ -396,7 +405,8 @@ ENDPOINTS = [
         "PUT",
         "/v1/admin/settings/{key}",
         put_setting,
-        "Set a system setting (e.g. global_instructions); applies to the next session and prompt",
+        "Set a system setting (global_instructions, allow_local_repos, repo_url_patterns, ...); "
+        "applies to the next session and prompt",
         body=SettingIn,
         response=SettingOut,
         tags=TAGS,

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse
 
 from functions.http import error_response, register_error_mapper
+from functions.private_files import private_dir
 from functions.settings import ControlPlaneSettings
 
 T = TypeVar("T")
@@ -32,7 +33,7 @@ def _factory() -> Any:
 
     current = settings()
     if current.database_url.startswith("sqlite"):
-        current.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(current.data_dir)
     return session_factory(make_engine(current.database_url))
 
 
@@ -47,13 +48,24 @@ async def db(fn: Callable[..., T], *args: Any) -> T:
 
 
 @functools.cache
+def token_key() -> Any:
+    """What harness tokens are derived from: `VWM_TOKEN_KEY_FILE`, else the data folder's key."""
+    from functions.runtime.tokens import TokenKey
+
+    current = settings()
+    if current.token_key_file is not None:
+        return TokenKey.from_file(current.token_key_file)
+    return TokenKey.in_folder(current.data_dir)
+
+
+@functools.cache
 def backend() -> Any:
     from functions.runtime.local import LocalBackend
 
     current = settings()
     if current.runtime_backend != "local":
         raise RuntimeError(f"runtime backend {current.runtime_backend!r} is not available yet")
-    return LocalBackend(current.data_dir)
+    return LocalBackend(current.data_dir, token_key=token_key())
 
 
 async def lookup_key(presented: str) -> str | None:
@@ -72,6 +84,7 @@ async def lookup_key(presented: str) -> str | None:
 def _map_layer_errors(exc: Exception) -> JSONResponse | None:
     from functions.db.errors import ConflictError, DbError, InvalidCursor, NotFoundError
     from functions.harness_client import HarnessCallError
+    from functions.repo_policy import RepoPolicyError
     from functions.runtime.errors import RuntimeBackendError
 
     if isinstance(exc, DbError):
@@ -83,6 +96,8 @@ def _map_layer_errors(exc: Exception) -> JSONResponse | None:
         elif isinstance(exc, InvalidCursor):
             status = 400
         return error_response(status, exc.code, exc.message, **_jsonable(exc.details))
+    if isinstance(exc, RepoPolicyError):  # the request names a repo (or value) we refuse
+        return error_response(422, exc.code, exc.message, **_jsonable(exc.details))
     if isinstance(exc, HarnessCallError):
         return error_response(exc.status_code, exc.code, exc.message, **_jsonable(exc.details))
     if isinstance(exc, RuntimeBackendError):

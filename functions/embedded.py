@@ -1,8 +1,12 @@
 """All four functions in one process: the control plane of `vwm up`.
 
-On start it migrates the database and finds the sessions that were live when the previous
-process stopped, relaunching their harnesses on the same workspaces (the next prompt resumes the
-same CLI session). Harnesses are separate processes and outlive this one.
+On start it makes the data folder private (0700, its files 0600, tightening a folder an older
+version left looser), migrates the database and finds the sessions that were live when the
+previous process stopped, relaunching their harnesses on the same workspaces (the next prompt
+resumes the same CLI session). Harnesses are separate processes and outlive this one.
+
+`vwm up` runs on a person's own machine, where repositories are often folders: unlike a
+production deployment it allows local repos by default (`EMBEDDED_DEFAULTS`) and says so on start.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from importlib import import_module
 from pathlib import Path
@@ -20,8 +25,20 @@ from starlette.applications import Starlette
 from functions.api import build_app
 from functions.context import backend, db, lookup_key
 from functions.main import FUNCTIONS
+from functions.private_files import private_dir, secure_data_dir
 
 logger = logging.getLogger(__name__)
+
+# Settings whose embedded default differs from production's; the environment still wins.
+EMBEDDED_DEFAULTS = {"VWM_ALLOW_LOCAL_REPOS": "1"}
+RECOVERY_CONCURRENCY = 4
+
+
+def use_embedded_defaults() -> None:
+    """Apply `EMBEDDED_DEFAULTS` to this process's environment; call it before the settings are
+    first read (`serve` does; so does `vwm demo`)."""
+    for name, value in EMBEDDED_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
 
 def create_app() -> Starlette:
@@ -37,6 +54,9 @@ def create_app() -> Starlette:
 
 
 async def recover_sessions() -> None:
+    """Every ready session goes through `ensure_running`: a dead harness is relaunched, a live
+    one that refuses the session's token (started before tokens were derived, or under another
+    key) is replaced, a healthy one is kept (and its stored handle loses any old token)."""
     from functions.runtime.base import RuntimeHandle
     from functions.session_runtime import load, relaunch
 
@@ -46,16 +66,21 @@ async def recover_sessions() -> None:
 
         return [row.id for row in Sessions(session).live() if row.status == SessionStatus.READY]
 
-    for session_id in await db(live):
-        try:
-            view = await db(load, session_id)
-            handle = RuntimeHandle.from_dict(view.session.runtime_state)
-            if await backend().status(handle) == "running":
-                continue
-            await relaunch(view, handle)
-            logger.info("session harness relaunched", extra={"session_id": session_id})
-        except Exception:  # one broken session must not stop the others
-            logger.exception("could not relaunch a session", extra={"session_id": session_id})
+    turns = asyncio.Semaphore(RECOVERY_CONCURRENCY)
+
+    async def recover(session_id: str) -> None:
+        async with turns:
+            try:
+                view = await db(load, session_id)
+                handle = RuntimeHandle.from_dict(view.session.runtime_state)
+                was_running = await backend().status(handle) == "running"
+                after = await relaunch(view, handle)
+                if after.state.get("pid") != handle.state.get("pid") or not was_running:
+                    logger.info("session harness relaunched", extra={"session_id": session_id})
+            except Exception:  # one broken session must not stop the others
+                logger.exception("could not relaunch a session", extra={"session_id": session_id})
+
+    await asyncio.gather(*(recover(session_id) for session_id in await db(live)))
 
 
 def prepare(database_url: str) -> str | None:
@@ -65,8 +90,8 @@ def prepare(database_url: str) -> str | None:
     from functions.db.migrate import upgrade
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines are set-up noise
-    if database_url.startswith("sqlite:///"):
-        Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if (database := _sqlite_path(database_url)) is not None:
+        private_dir(database.parent)
     upgrade(database_url)
     engine = make_engine(database_url)
     try:
@@ -84,20 +109,60 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
     """Run the embedded control plane until interrupted (`vwm up`)."""
     import uvicorn
 
-    from functions.context import settings
+    from functions.context import settings, token_key
 
+    use_embedded_defaults()
     current = settings()
-    current.data_dir.mkdir(parents=True, exist_ok=True)
+    secure(current.data_dir, current.database_url)
+    token_key()  # made now (0600) or refused now, not at the first session
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per harness call
     first_key = prepare(current.database_url)
     if announce:
         print(
             f"vwm: control plane on http://{host}:{port} (data in {current.data_dir})", flush=True
         )
+        notice = local_repos_notice(current.database_url, current.allow_local_repos)
+        print(f"vwm: {notice}", flush=True)
         if first_key:
             # Shown once: only its hash is stored.
             print(f"vwm: first admin API key (shown once): {first_key}", flush=True)
     uvicorn.run(create_app(), host=host, port=port, access_log=False, log_level="warning")
+
+
+def secure(data_dir: Path, database_url: str) -> None:
+    """Make the data folder private, and say in the log what was looser before."""
+    tightened = secure_data_dir(data_dir, _sqlite_path(database_url))
+    if tightened:
+        logger.warning(
+            "the data folder was readable by other users: made it 0700 and its files 0600",
+            extra={"paths": [str(path) for path in tightened]},
+        )
+
+
+def local_repos_notice(database_url: str, default: bool) -> str:
+    """One line on whether sessions may clone local paths and file:// URLs right now."""
+    from functions.db.engine import make_engine, session_factory, transaction
+    from functions.repo_policy import allow_local_repos
+
+    engine = make_engine(database_url)
+    try:
+        with transaction(session_factory(engine)) as session:
+            allowed = allow_local_repos(session, default)
+    finally:
+        engine.dispose()
+    if allowed:
+        return (
+            "local repositories (paths, file://) are allowed, so any client can have any "
+            "repository on this machine cloned; refuse them with VWM_ALLOW_LOCAL_REPOS=0 or the "
+            "admin setting allow_local_repos=false"
+        )
+    return "local repositories (paths, file://) are refused (setting allow_local_repos)"
+
+
+def _sqlite_path(database_url: str) -> Path | None:
+    if database_url.startswith("sqlite:///"):
+        return Path(database_url.removeprefix("sqlite:///"))
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:

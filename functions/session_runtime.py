@@ -17,6 +17,7 @@ from functions.db.errors import ConflictError
 from functions.db.models import Runtime, SessionStatus, Worker, WorkerSession
 from functions.db.repositories import Runtimes, Sessions, Settings, Workers
 from functions.harness_client import HarnessClient
+from functions.repo_policy import allow_local_repos
 from functions.runtime.base import HarnessEndpoint, HarnessSpec, RuntimeHandle
 from functions.runtime.errors import HarnessNotReady, HarnessStartFailed
 
@@ -35,12 +36,16 @@ class SessionView:
     session: WorkerSession
     worker: Worker
     runtime: Runtime
+    # The repo URL policy's local rule now: the harness gets VWM_GIT_ALLOW_LOCAL from it.
+    allow_local_repos: bool = False
 
 
 def load(session: Session, session_id: str) -> SessionView:
     row = Sessions(session).get(session_id)
     worker = Workers(session).get_by_id(row.worker_id)
-    return SessionView(row, worker, Runtimes(session).get_by_id(worker.runtime_id))
+    runtime = Runtimes(session).get_by_id(worker.runtime_id)
+    allow_local = allow_local_repos(session, settings().allow_local_repos)
+    return SessionView(row, worker, runtime, allow_local_repos=allow_local)
 
 
 def global_instructions(session: Session) -> tuple[str, int]:
@@ -83,6 +88,7 @@ def harness_spec(view: SessionView) -> HarnessSpec:
         credential_env=credential_env,
         job_timeout_s=float(timeout) if timeout else None,
         extra_env=extra,
+        git_allow_local=view.allow_local_repos,
     )
 
 

@@ -27,6 +27,7 @@ from functions.db.repositories import Runtimes, Sessions, Workers
 from functions.db.transitions import transition_session
 from functions.harness_client import HarnessCallError
 from functions.http import parse_body, parse_query
+from functions.repo_policy import RepoPolicy
 from functions.runtime.base import RuntimeHandle
 from functions.runtime.errors import RuntimeBackendError
 from functions.session_runtime import (
@@ -112,6 +113,11 @@ async def create_session(request: Request) -> Response:
 
     def create(session: Session) -> dict[str, Any]:
         worker = Workers(session).get(body.worker)
+        # Before anything is written: which repositories this session may have cloned.
+        policy = RepoPolicy.read(session, settings().allow_local_repos)
+        policy.check_worker_repo(worker.repo_url, worker.name)
+        if body.session_repo is not None:
+            policy.check_session_repo(body.session_repo.url)
         runtime = Runtimes(session).get_by_id(worker.runtime_id)
         if runtime.credential_ref:
             require_credential(runtime)  # refuse now rather than fail the session later

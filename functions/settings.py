@@ -1,7 +1,8 @@
 """Control-plane settings, read from the environment once and passed down.
 
 The embedded default needs nothing set: data in `.data/` (an SQLite file, session workspaces),
-the local runtime backend. Production sets `VWM_DATABASE_URL` (PostgreSQL through pg8000) and,
+the local runtime backend. Production sets `VWM_DATABASE_URL` (PostgreSQL through pg8000),
+`VWM_TOKEN_KEY_FILE` (the key harness tokens are derived from, shared by every function) and,
 in a later issue, the Knative backend.
 """
 
@@ -23,6 +24,13 @@ class ControlPlaneSettings:
     max_request_bytes: int = 4 << 20
     heartbeat_s: float = 15.0
     raw_output_limit: int = 256 << 10
+    # Whether a session may name a local path or file:// repository while the admin setting
+    # `allow_local_repos` is unset. Off in production; `vwm up` turns it on (its repos are often
+    # folders on the same machine) and says so on start.
+    allow_local_repos: bool = False
+    # The harness token key (a Kubernetes Secret mounted as a file); None: a key file in
+    # `data_dir`, made on first use.
+    token_key_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ControlPlaneSettings:
@@ -33,6 +41,23 @@ class ControlPlaneSettings:
             data_dir=data_dir,
             database_url=database_url,
             runtime_backend=env.get("VWM_RUNTIME_BACKEND", "local"),
+            allow_local_repos=_flag(env, "VWM_ALLOW_LOCAL_REPOS", default=False),
+            token_key_file=_path(env.get("VWM_TOKEN_KEY_FILE")),
             harness_ready_timeout_s=float(env.get("VWM_HARNESS_READY_TIMEOUT_S", "60")),
             heartbeat_s=float(env.get("VWM_HEARTBEAT_S", "15")),
         )
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={value!r}: use 1, true, yes, on or 0, false, no, off")
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).resolve() if value else None

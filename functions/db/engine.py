@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, exc, make_url
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
 
 from functions.db.models import SCHEMAS
+from functions.private_files import create_private_file
 
 SCHEMA_TRANSLATE_MAP: dict[str | None, str | None] = dict.fromkeys(SCHEMAS)
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -61,9 +63,21 @@ def _integrity_errors_as_such(context: ExceptionContext) -> BaseException | None
 def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
     connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, **kwargs.pop("connect_args", {})}
     engine = create_engine(url, connect_args=connect_args, **kwargs)
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database)
+        event.listen(engine, "do_connect", lambda *_: _create_private(path))
     event.listen(engine, "connect", _on_sqlite_connect)
     event.listen(engine, "begin", _on_sqlite_begin)
     return engine.execution_options(schema_translate_map=SCHEMA_TRANSLATE_MAP)
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite creates it with the umask's mode (0644): it
+    holds API key hashes and everything about the sessions. SQLite gives its -wal and -shm files
+    the database file's mode."""
+    if path.parent.is_dir():
+        create_private_file(path)
 
 
 def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:

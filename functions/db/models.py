@@ -187,9 +187,10 @@ class WorkerSkill(Base):
 class WorkerSession(Base):
     """One running copy of a worker, served by one harness.
 
-    `runtime_state` is the runtime backend's handle on the harness: locally `{pid, port, token}`;
-    on Knative the Service, PVC and the NAME of the Secret holding the harness token. The harness
-    token is stored (locally) because the control plane must present it; provider keys never are.
+    `runtime_state` is the runtime backend's handle on the harness: locally `{pid, port, ...}`;
+    on Knative the Service and PVC names. Never a secret: the harness token is derived from the
+    session id when needed (`functions.runtime.tokens`), provider keys are read from their
+    `credential_ref`.
     """
 
     __tablename__ = "sessions"

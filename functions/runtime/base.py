@@ -8,7 +8,8 @@ A backend keeps no state of its own that a restart would lose: everything needed
 harness again is in the `RuntimeHandle` it returns, which the caller persists (JSON) with the
 session. Secrets the harness needs (the provider key) travel in `HarnessSpec.credential_env`,
 which no backend ever persists: the caller resolves it again from the runtime's credential
-reference before every `provision` and `ensure_running`.
+reference before every `provision` and `ensure_running`. The harness token is derived, never
+kept (`functions.runtime.tokens`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ revived."""
 
 # Variables each backend sets itself: a spec may not override them.
 RESERVED_ENV = frozenset(
-    {"VWM_WORKSPACE", "VWM_HARNESS_HOST", "VWM_HARNESS_PORT", "VWM_SESSION_TOKEN", "VWM_CLI"}
+    {
+        "VWM_WORKSPACE",
+        "VWM_HARNESS_HOST",
+        "VWM_HARNESS_PORT",
+        "VWM_SESSION_TOKEN",
+        "VWM_CLI",
+        "VWM_GIT_ALLOW_LOCAL",
+    }
 )
 
 
@@ -36,6 +44,11 @@ class HarnessSpec:
     `credential_env` (e.g. ``{"VWM_PROVIDER_API_KEY": ...}``) reaches only the harness's
     environment: it is never part of a handle, a log line or a repr. `extra_env` carries any other
     ``VWM_*`` setting of docs/harness.md (``VWM_PRICES``, ``VWM_SYSTEM_PROMPT``, ...).
+
+    `git_allow_local`: the repo URL policy allows local paths and ``file://`` repositories
+    (the ``allow_local_repos`` setting). Only then does the harness get ``VWM_GIT_ALLOW_LOCAL=1``
+    and let its git use the file transport; otherwise it refuses local repositories itself too,
+    whatever the control plane checked.
     """
 
     session_id: str
@@ -46,6 +59,7 @@ class HarnessSpec:
     credential_env: dict[str, str] = field(repr=False)
     job_timeout_s: float | None
     extra_env: dict[str, str] = field(default_factory=dict)
+    git_allow_local: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,9 +74,9 @@ class HarnessEndpoint:
 class RuntimeHandle:
     """What a backend needs to find a session's harness again; persist `to_dict()` as JSON.
 
-    `state` is backend-specific and JSON-able. Locally it holds the workspace path, port, pid and
-    the session token. In production the token would not be stored here but as a Secret reference
-    (the Knative backend's state holds only resource names).
+    `state` is backend-specific and JSON-able. Locally it holds the workspace path, port and pid;
+    the Knative backend's holds only resource names. Never the harness token: backends derive
+    it from the session id (`functions.runtime.tokens`), so the handle can be stored as is.
     """
 
     session_id: str

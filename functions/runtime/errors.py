@@ -83,3 +83,13 @@ class TeardownFailed(RuntimeBackendError):
 
     retryable = True
     code = "teardown_failed"
+
+
+class TokenKeyUnavailable(RuntimeBackendError):
+    """The key the harness tokens are derived from cannot be read or is too short: a
+    deployment problem (fix ``VWM_TOKEN_KEY_FILE`` or the data folder), not one session's."""
+
+    code = "token_key_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, session_id="")

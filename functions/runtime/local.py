@@ -9,8 +9,10 @@ Used by the embedded default (``vwm up``) through the `RuntimeBackend` contract 
 Harnesses outlive the control plane: each runs in a session of its own (its own process group,
 away from the terminal's Ctrl-C) and is never killed when this process exits. While this process
 is the parent, a thread per harness waits for it, so none is left a zombie; after a restart the
-harness is found again from the persisted state (pid, start time, port, token) and relaunched on
-the same workspace if it is gone.
+harness is found again from the persisted state (pid, start time, port) and relaunched on the
+same workspace if it is gone. The harness token is derived from the session id
+(`functions.runtime.tokens`), never stored. Session folders and logs are private (0700/0600) and
+the harness runs with umask 077.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import asyncio
 import contextlib
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from functions.private_files import open_private_append, private_dir
 from functions.runtime import probe, procs
 from functions.runtime.base import (
     RESERVED_ENV,
@@ -47,6 +49,7 @@ from functions.runtime.errors import (
     SessionExists,
     TeardownFailed,
 )
+from functions.runtime.tokens import TokenKey
 
 # Not secrets, and what the harness passes on to the CLI. Nothing else of this process's
 # environment reaches a harness: the control plane's own keys stay here.
@@ -73,10 +76,12 @@ class LocalBackend:
         startup_grace_s: float = 30.0,
         probe_timeout_s: float = 2.0,
         niceness: int = 10,
+        token_key: TokenKey | None = None,
     ) -> None:
         """`stop_grace_s`: SIGTERM → SIGKILL grace at teardown (the harness itself allows 10 s
         to finish requests). `startup_grace_s`: how long `ensure_running` lets a live harness
-        come up before it counts as hung and is replaced."""
+        come up before it counts as hung and is replaced. `token_key`: what the harness tokens
+        are derived from; by default the key file in `data_dir`, made on first use."""
         self.data_dir = Path(data_dir).resolve()
         self.log_dir = Path(log_dir).resolve() if log_dir else self.data_dir / "logs"
         self._python = python
@@ -92,6 +97,7 @@ class LocalBackend:
         self._launcher = [nice, "-n", str(niceness)] if nice else []
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._token_key = token_key
 
     # -- where things are ----------------------------------------------------------------------
 
@@ -114,7 +120,7 @@ class LocalBackend:
                     session_id=spec.session_id,
                 )
             try:
-                return await asyncio.to_thread(self._launch, spec, secrets.token_urlsafe(32))
+                return await asyncio.to_thread(self._launch, spec)
             except HarnessStartFailed:
                 await asyncio.to_thread(_remove_tree, workspace.parent)
                 raise
@@ -142,9 +148,10 @@ class LocalBackend:
                 await asyncio.sleep(_POLL_S * 2)
 
     def endpoint(self, handle: RuntimeHandle) -> HarnessEndpoint:
-        self._check_handle(handle, needs=("host", "port", "token"))
+        self._check_handle(handle, needs=("host", "port"))
         state = handle.state
-        return HarnessEndpoint(url=f"http://{state['host']}:{state['port']}", token=state["token"])
+        url = f"http://{state['host']}:{state['port']}"
+        return HarnessEndpoint(url=url, token=self._token(handle.session_id))
 
     async def status(self, handle: RuntimeHandle) -> HarnessStatus:
         self._check_handle(handle)
@@ -154,7 +161,7 @@ class LocalBackend:
         return "stopped" if await asyncio.to_thread(workspace.is_dir) else "missing"
 
     async def ensure_running(self, handle: RuntimeHandle, spec: HarnessSpec) -> RuntimeHandle:
-        self._check_handle(handle, needs=("token",))
+        self._check_handle(handle)
         _check_spec(spec)
         if spec.session_id != handle.session_id:
             raise InvalidHarnessSpec(
@@ -170,11 +177,11 @@ class LocalBackend:
                     session_id=handle.session_id,
                 )
             if _running(handle) and await self._answers_within(handle, self._startup_grace_s):
-                return handle
+                return _without_token(handle)
             # Dead, or alive but mute: stop what is left of it (its CLI may still be writing into
             # the workspace), then start afresh on a new port (the old one may be taken now).
             await self._stop(handle)
-            return await asyncio.to_thread(self._launch, spec, handle.state["token"])
+            return await asyncio.to_thread(self._launch, spec)
 
     async def teardown(self, handle: RuntimeHandle, *, keep_workspace: bool = False) -> None:
         self._check_handle(handle)
@@ -192,14 +199,18 @@ class LocalBackend:
 
     # -- launching -----------------------------------------------------------------------------
 
-    def _launch(self, spec: HarnessSpec, token: str) -> RuntimeHandle:
+    def _launch(self, spec: HarnessSpec) -> RuntimeHandle:
         """Start a harness (blocking: run it in a thread). The caller holds the session lock."""
+        token = self._token(spec.session_id)
         workspace = self.workspace(spec.session_id)
-        workspace.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
+        private_dir(workspace.parent.parent)  # sessions/
+        private_dir(workspace.parent)
+        workspace.mkdir(exist_ok=True)
         log_path = self.log_path(spec.session_id)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(log_path.parent)
         port = procs.free_port(self._host)
-        with log_path.open("ab") as log:
+        with open_private_append(log_path) as log:
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             log.write(f"\n=== vwm: harness launch {stamp} on port {port} ===\n".encode())
             log.flush()
@@ -213,6 +224,9 @@ class LocalBackend:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    # What the harness makes (its state, the CLI's home) is private by default;
+                    # the agent may still loosen what it means to share.
+                    umask=0o077,
                 )
             except OSError as exc:
                 raise HarnessStartFailed(
@@ -231,7 +245,6 @@ class LocalBackend:
             "pid": proc.pid,
             "pid_start": procs.start_ticks(proc.pid),
             "cli": spec.cli,
-            "token": token,
         }
         return RuntimeHandle(session_id=spec.session_id, backend=self.kind, state=state)
 
@@ -250,6 +263,8 @@ class LocalBackend:
         }
         env.update({name: value for name, value in optional.items() if value is not None})
         env.update(spec.credential_env)
+        if spec.git_allow_local:  # harness-side half of the repo URL policy (gitops)
+            env["VWM_GIT_ALLOW_LOCAL"] = "1"
         env.update(
             {
                 "VWM_WORKSPACE": str(workspace),
@@ -299,7 +314,19 @@ class LocalBackend:
 
     # -- helpers -------------------------------------------------------------------------------
 
+    def _token(self, session_id: str) -> str:
+        if self._token_key is None:  # read (or made) on first use: the folder may not exist yet
+            self._token_key = TokenKey.in_folder(self.data_dir)
+        return self._token_key.token(session_id)
+
     async def _answers_within(self, handle: RuntimeHandle, timeout_s: float) -> bool:
+        # A harness of ours that refuses the token was started under another key (or before
+        # tokens were derived): it will never accept this one, so do not wait for it.
+        async with probe.client(self._probe_timeout_s) as http:
+            endpoint = self.endpoint(handle)
+            cli = str(handle.state.get("cli"))
+            if await probe.refuses_token(http, endpoint, cli, self._probe_timeout_s):
+                return False
         try:
             await self.wait_ready(handle, timeout_s)
         except (HarnessStartFailed, HarnessNotReady):
@@ -357,6 +384,14 @@ def _checked_id(session_id: str) -> str:
             session_id=session_id,
         )
     return session_id
+
+
+def _without_token(handle: RuntimeHandle) -> RuntimeHandle:
+    """A handle stored before tokens were derived held the token: drop it on the next save."""
+    if "token" not in handle.state:
+        return handle
+    state = {key: value for key, value in handle.state.items() if key != "token"}
+    return RuntimeHandle(session_id=handle.session_id, backend=handle.backend, state=state)
 
 
 def _running(handle: RuntimeHandle) -> bool:

@@ -24,10 +24,25 @@ async def answers(
     http: httpx.AsyncClient, endpoint: HarnessEndpoint, cli: str, timeout_s: float
 ) -> bool:
     """One readiness check, each request bounded by `timeout_s`."""
+    return await _owned_status(http, endpoint, cli, timeout_s) == 200
+
+
+async def refuses_token(
+    http: httpx.AsyncClient, endpoint: HarnessEndpoint, cli: str, timeout_s: float
+) -> bool:
+    """True only when a harness of `cli` answers there and refuses `endpoint.token` (401): it
+    was started with another token and will never be ready for this one."""
+    return await _owned_status(http, endpoint, cli, timeout_s) == 401
+
+
+async def _owned_status(
+    http: httpx.AsyncClient, endpoint: HarnessEndpoint, cli: str, timeout_s: float
+) -> int | None:
+    """The status of the authenticated request, or None when no harness of `cli` answers."""
     try:
         health = await http.get(f"{endpoint.url}/healthz", timeout=timeout_s)
         if health.status_code != 200 or health.json().get("cli") != cli:
-            return False
+            return None
         owned = await http.get(
             f"{endpoint.url}/v1/files",
             params={"path": "."},
@@ -35,5 +50,5 @@ async def answers(
             timeout=timeout_s,
         )
     except (httpx.HTTPError, ValueError, AttributeError):
-        return False  # not listening yet, not JSON, not a JSON object: not ready
-    return owned.status_code == 200
+        return None  # not listening yet, not JSON, not a JSON object: not ready
+    return owned.status_code

@@ -3,6 +3,7 @@ they go down to nothing and up again; and the command line does the same."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import CheckConstraint, Engine, inspect
+from sqlalchemy import CheckConstraint, Engine, inspect, text
 
 from functions.db.engine import make_engine
 from functions.db.migrate import context_options, current_revision, downgrade, upgrade
@@ -47,7 +48,7 @@ def _check_constraints(engine: Engine) -> tuple[dict[str, set[str]], dict[str, s
         return in_database, in_models
 
 
-HEAD = "0002"  # the newest revision in migrations/versions
+HEAD = "0003"  # the newest revision in migrations/versions
 
 
 def test_a_database_at_the_previous_revision_upgrades_keeping_its_rows(empty_url: str) -> None:
@@ -69,6 +70,53 @@ def test_a_database_at_the_previous_revision_upgrades_keeping_its_rows(empty_url
         assert _schema_diffs(engine) == []
     finally:
         engine.dispose()
+
+
+def test_0003_drops_the_stored_harness_tokens_and_keeps_the_rest(empty_url: str) -> None:
+    upgrade(empty_url, "0002")
+    token = "tok-" + "x7" * 20  # what the local backend stored before tokens were derived
+    state = {"workspace": "/w", "port": 20001, "pid": 42, "cli": "claude", "token": token}
+    stored = {"session_id": "s1", "backend": "local", "state": state}
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as connection:  # plain SQL: the models may be ahead of 0002
+            shared, vwm = ("", "") if connection.dialect.name == "sqlite" else ("shared.", "vwm.")
+            when = "'2026-01-01 00:00:00.000000'"
+            connection.exec_driver_sql(
+                f"INSERT INTO {shared}runtimes (id, name, cli, cli_version, limits, created_at, "
+                f"updated_at) VALUES ('r1', 'r', 'claude', '1', '{{}}', {when}, {when})"
+            )
+            connection.exec_driver_sql(
+                f"INSERT INTO {vwm}workers (id, name, runtime_id, repo_url, repo_branch, "
+                "instructions, auto_learning, timeouts, created_at, updated_at) VALUES "
+                f"('w1', 'w', 'r1', 'https://x/r', 'main', '', false, '{{}}', {when}, {when})"
+            )
+            as_json = ":state" if connection.dialect.name == "sqlite" else "CAST(:state AS JSONB)"
+            for session_id, runtime_state in (("s1", stored), ("s2", {})):
+                connection.execute(
+                    text(
+                        f"INSERT INTO {vwm}sessions (id, worker_id, status, workspace, "
+                        "runtime_state, created_at, last_activity_at) VALUES "
+                        f"(:id, 'w1', 'ready', '/w', {as_json}, {when}, {when})"
+                    ),
+                    {"id": session_id, "state": json.dumps(runtime_state)},
+                )
+        upgrade(empty_url)
+        with engine.connect() as connection:
+            rows = dict(
+                connection.exec_driver_sql(
+                    f"SELECT id, runtime_state FROM {vwm}sessions ORDER BY id"
+                ).all()
+            )
+    finally:
+        engine.dispose()
+    migrated = {key: json.loads(v) if isinstance(v, str) else v for key, v in rows.items()}
+    assert migrated["s1"] == {**stored, "state": {k: v for k, v in state.items() if k != "token"}}
+    assert migrated["s2"] == {}
+    if empty_url.startswith("sqlite:///"):  # nor in a free page or the journal of the file
+        database = Path(empty_url.removeprefix("sqlite:///"))
+        files = [database, *database.parent.glob(database.name + "-*")]
+        assert all(token.encode() not in path.read_bytes() for path in files)
 
 
 def _table_names(engine: Engine) -> set[str]:

@@ -53,8 +53,10 @@ def run_demo(cli: str, *, keep: bool = False) -> int:
 
 def _run(cli: str, root: Path) -> int:
     from fake_provider.testing import serve_in_thread
+    from functions.embedded import use_embedded_defaults
 
     os.environ["VWM_DATA_DIR"] = str(root / "data")
+    use_embedded_defaults()  # the demo's repos are local bare repos
     os.environ["VWM_DEMO_MODEL_KEY"] = "demo-key"
     with serve_in_thread() as provider:
         say(f"fake model provider on {provider.base_url}")
