@@ -155,7 +155,7 @@ EXPECTED: dict[str, Expected] = {
     # Gemini stream-json: prompt 100 with 5 cached (input 95), output_tokens 9 candidates, total
     # 112 → 3 thoughts, so output 12 with reasoning 3. The router call (no -m) reports zeros.
     "gemini/bad-key.jsonl": Expected(
-        "3d6cd642-b283-4bed-b976-cfd7938df53b",
+        "13c07e27-2ecb-40aa-b4b5-18faa6710433",
         "",
         ZERO,
         is_error=True,
@@ -163,16 +163,16 @@ EXPECTED: dict[str, Expected] = {
         'API key.","status":"UNAUTHENTICATED"}}]',
     ),
     "gemini/flags.jsonl": Expected(
-        "61b9b046-4f68-454a-95a6-d49369b6e102", HELLO, _NO_CACHE_WRITE_ONE
+        "e1289169-d41d-4937-8370-93a1840776e0", HELLO, _NO_CACHE_WRITE_ONE
     ),
     "gemini/instr.jsonl": Expected(
-        "dba71473-15e6-4d09-af05-3fef2b9c4663", HELLO, _NO_CACHE_WRITE_ONE
+        "46a0a7d3-13af-4a90-a891-a56869180314", HELLO, _NO_CACHE_WRITE_ONE
     ),
     "gemini/resume.jsonl": Expected(
-        "15e2d315-4e6d-446a-996d-085afde0211b", HELLO, _NO_CACHE_WRITE_ONE
+        "65cb0d71-bdeb-470b-82ff-8fb6ba803fab", HELLO, _NO_CACHE_WRITE_ONE
     ),
     "gemini/server-down.jsonl": Expected(
-        "fca0aa79-187a-4735-946a-e248c948dbf0",
+        "1b42fad0-2078-4af9-a9bf-c876edb6fef4",
         "",
         ZERO,
         is_error=True,
@@ -180,13 +180,13 @@ EXPECTED: dict[str, Expected] = {
     ),
     # json mode: per model input 95, cached 5, candidates 9 + thoughts 3; the router's row is 0.
     "gemini/text.json": Expected(
-        "3231fea1-8433-46e9-a0ed-5548caa026c8", HELLO, _NO_CACHE_WRITE_ONE
+        "ded427d1-d0d6-4ebc-94cb-a8d9d0e7b9c0", HELLO, _NO_CACHE_WRITE_ONE
     ),
     "gemini/text.jsonl": Expected(
-        "e37d692d-d5b6-45e6-ace5-8e3caa25fabf", HELLO, _NO_CACHE_WRITE_ONE
+        "abd3e33d-5d0c-44b7-bbca-badaf31d1d05", HELLO, _NO_CACHE_WRITE_ONE
     ),
     "gemini/tool.jsonl": Expected(
-        "15e2d315-4e6d-446a-996d-085afde0211b", DONE, _NO_CACHE_WRITE_TWO
+        "65cb0d71-bdeb-470b-82ff-8fb6ba803fab", DONE, _NO_CACHE_WRITE_TWO
     ),
     # OpenCode: step_finish tokens summed (input 95, cache read 5, output 9 + reasoning 3); a
     # failed run has no step_finish, so no cost either.

@@ -61,7 +61,7 @@ def test_pretty_printed_json_document_is_one_event():
     done = _run("gemini", str(transcripts_dir() / "gemini/text.json"))
     assert done.returncode == 0, done.stderr
     summary = _lines(done.stdout)[-1]
-    assert summary["cli_session_id"] == "3231fea1-8433-46e9-a0ed-5548caa026c8"
+    assert summary["cli_session_id"] == "ded427d1-d0d6-4ebc-94cb-a8d9d0e7b9c0"
     assert summary["usage"] == {
         "input": 95,
         "cache_read": 5,

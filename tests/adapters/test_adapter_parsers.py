@@ -300,7 +300,7 @@ def test_gemini_json_mode_error_document_is_a_terminal_error():
         EventKind.USAGE,
         EventKind.RESULT,
     ]
-    assert parser.summary.cli_session_id == "16cd2003-386a-4bd7-b6d5-b3e8f604c0a6"
+    assert parser.summary.cli_session_id == "553a101c-b9e3-47fa-83b2-8f21b7b38b5b"
     assert parser.summary.is_error
     assert parser.summary.error == "Invalid auth method selected."
 
