@@ -7,6 +7,7 @@ model key lives (an environment variable locally, a Secret in production), never
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from eventing.inputs import bad_parameter
 from functions.api import Endpoint
 from functions.context import db, settings
 from functions.db.api_keys import ApiKeys
@@ -24,6 +26,8 @@ from functions.http import parse_body
 from functions.repo_policy import RepoPolicy, check_setting
 
 NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+SETTING_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # fits the 100-character column
+MAX_PRICE = 1_000_000.0
 CredentialRef = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_./-]{0,199}$")
 
 
@@ -32,12 +36,12 @@ class Strict(BaseModel):
 
 
 class Prices(Strict):
-    """USD per million tokens."""
+    """USD per million tokens (bounded, so a cost can never overflow to infinity)."""
 
-    input: float = Field(ge=0)
-    cache_read: float = Field(ge=0)
-    cache_write: float = Field(ge=0)
-    output: float = Field(ge=0)
+    input: float = Field(ge=0, le=MAX_PRICE)
+    cache_read: float = Field(ge=0, le=MAX_PRICE)
+    cache_write: float = Field(ge=0, le=MAX_PRICE)
+    output: float = Field(ge=0, le=MAX_PRICE)
 
 
 class RuntimeLimits(Strict):
@@ -78,7 +82,7 @@ class RuntimeOut(RuntimeIn):
 
 class WorkerTimeouts(Strict):
     job_s: float | None = Field(default=None, gt=0, le=86_400)
-    idle_s: float | None = Field(default=None, gt=0)
+    idle_s: float | None = Field(default=None, gt=0, le=30 * 86_400)
 
 
 class WorkerFields(Strict):
@@ -301,6 +305,10 @@ async def list_settings(_: Request) -> Response:
 
 async def put_setting(request: Request) -> Response:
     key = request.path_params["key"]
+    if not SETTING_KEY.fullmatch(key):
+        raise bad_parameter(
+            "key", "character", "a setting key is 1-100 ASCII letters, digits, '.', '_' or '-'"
+        )
     body = await parse_body(request, SettingIn, _limit())
     check_setting(key, body.value)  # the repo URL policy's settings have a fixed shape
     return JSONResponse(await db(lambda s: setting_out(Settings(s).put(key, body.value))))

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from functions.http import ApiKeyAuth, ErrorBoundary, KeyLookup, handle_error
+from functions.http import ApiKeyAuth, ErrorBoundary, InputGuard, KeyLookup, handle_error
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -32,6 +32,7 @@ ERROR_CODES = {
     404: "Not found",
     409: "Conflict with the current state",
     413: "Body too large",
+    415: "The body is not JSON (Content-Type)",
     422: "Invalid request",
 }
 
@@ -44,6 +45,7 @@ class Endpoint:
     summary: str
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
+    headers: tuple[tuple[str, dict[str, Any]], ...] = ()  # (name, JSON schema) read by the handler
     response: type[BaseModel] | None = None
     status: int = 200
     other_statuses: tuple[int, ...] = ()
@@ -75,7 +77,11 @@ def build_app(
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(ApiKeyAuth, lookup=lookup), Middleware(ErrorBoundary)],
+        middleware=[
+            Middleware(ApiKeyAuth, lookup=lookup),
+            Middleware(ErrorBoundary),
+            Middleware(InputGuard),
+        ],
         exception_handlers={HTTPException: handle_error},
         lifespan=lifespan,
     )
@@ -158,6 +164,10 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
             operation["parameters"].append(
                 {"name": name, "in": "query", "required": False, "schema": info}
             )
+    for name, schema in endpoint.headers:
+        operation["parameters"].append(
+            {"name": name, "in": "header", "required": False, "schema": schema}
+        )
     if endpoint.body is not None:
         operation["requestBody"] = {
             "required": True,
@@ -182,11 +192,12 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
     responses: dict[str, Any] = {str(endpoint.status): success}
     for status in endpoint.other_statuses:
         responses[str(status)] = success if status < 300 else _error(status)
-    errors = [401, 422, 400] if endpoint.body or endpoint.query else [401]
+    # 400: a malformed path segment or query parameter (`invalid_parameter`) or body.
+    errors = [401, 400, 422] if endpoint.body or endpoint.query else [401, 400]
     if "{" in endpoint.path:
         errors.append(404)
     if endpoint.body is not None:
-        errors.append(413)
+        errors.extend((413, 415))
     for status in errors:
         responses.setdefault(str(status), _error(status))
     if endpoint.public:

@@ -34,7 +34,8 @@ from functions.harness_client import (
     HarnessUnavailable,
     decode,
 )
-from functions.http import ApiError, parse_body
+from functions.http import parse_body
+from functions.params import RESUME_HEADERS, ResumeQuery, resume_point
 from functions.runtime.base import HarnessEndpoint
 from functions.session_runtime import (
     SessionView,
@@ -294,13 +295,11 @@ async def get_job(request: Request) -> Response:
 
 async def job_events(request: Request) -> Response:
     job_id = request.path_params["job_id"]
-    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    if not raw.isdigit():
-        raise ApiError(400, "bad_request", "Last-Event-ID (or ?after=) must be a sequence number")
+    after = resume_point(request)  # ASCII digits only, else 400 invalid_parameter
     job, session_status = await db(lambda s: _job_and_session_status(s, job_id))
     if job.status in ("queued", "running") or session_status == "ready":
-        return _relay(job_id, int(raw), harness=lambda: _endpoint_of(job.session_id))
-    return _relay(job_id, int(raw), harness=None)
+        return _relay(job_id, after, harness=lambda: _endpoint_of(job.session_id))
+    return _relay(job_id, after, harness=None)
 
 
 def _job_and_session_status(session: Session, job_id: str) -> tuple[Job, str | None]:
@@ -343,6 +342,8 @@ ENDPOINTS = [
         "/v1/jobs/{job_id}/events",
         job_events,
         "A job's events as SSE; resumes after Last-Event-ID",
+        query=ResumeQuery,
+        headers=RESUME_HEADERS,
         sse=True,
         other_statuses=(400,),
         tags=TAGS,

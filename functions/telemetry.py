@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
@@ -15,29 +15,17 @@ from functions.api import Endpoint
 from functions.context import db
 from functions.db.models import TelemetryRequest, Worker
 from functions.http import parse_query
+from functions.params import Timestamp
 
 T = TelemetryRequest
-
-
-def _iso_datetime(value: object) -> object:
-    """Query times must be ISO 8601 (pydantic would also take a bare number as a timestamp)."""
-    if isinstance(value, str):
-        try:
-            datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError("use an ISO 8601 date-time, e.g. 2026-11-25T10:00:00Z") from None
-    return value
-
-
-IsoDatetime = Annotated[datetime, BeforeValidator(_iso_datetime)]
 
 
 class RequestQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     worker: str | None = Field(default=None, max_length=100)
     session_id: str | None = Field(default=None, max_length=64)
-    since: IsoDatetime | None = None
-    until: IsoDatetime | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
     limit: int = Field(default=100, ge=1, le=1000)
     include_raw: bool = False
 
@@ -45,8 +33,8 @@ class RequestQuery(BaseModel):
 class SummaryQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     group_by: Literal["worker", "session"] = "worker"
-    since: IsoDatetime | None = None
-    until: IsoDatetime | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
 
 
 class Tokens(BaseModel):

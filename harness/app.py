@@ -35,7 +35,7 @@ from harness.adapters import get_adapter
 from harness.adapters.base import Adapter
 from harness.bootstrap import BootstrapRequest, bootstrap
 from harness.errors import JobAlreadyRunning
-from harness.http import EXCEPTION_HANDLERS, TokenAuth, parse_json
+from harness.http import EXCEPTION_HANDLERS, InputGuard, TokenAuth, parse_json
 from harness.jobs import JobRequest, JobRunner
 from harness.settings import HarnessSettings
 from harness.sse import event_stream, resume_point
@@ -108,8 +108,9 @@ async def get_job(request: Request) -> Response:
 
 async def job_events(request: Request) -> Response:
     state = _state(request)
+    after = resume_point(request)  # a malformed one is 400 whether or not the job exists
     job = state.runner.get(request.path_params["job_id"])
-    return event_stream(job.log, resume_point(request), state.settings.server.heartbeat_s)
+    return event_stream(job.log, after, state.settings.server.heartbeat_s)
 
 
 async def cancel_job(request: Request) -> Response:
@@ -155,7 +156,10 @@ def create_app(settings: HarnessSettings) -> Starlette:
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(TokenAuth, token=settings.server.session_token)],
+        middleware=[
+            Middleware(TokenAuth, token=settings.server.session_token),
+            Middleware(InputGuard),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )

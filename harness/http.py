@@ -8,7 +8,6 @@ response. A caller never sees a traceback: an unexpected exception becomes a 500
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from typing import Any, TypeVar
 
@@ -18,7 +17,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from harness.errors import BadRequest, HarnessError, PayloadTooLarge
+from eventing.inputs import (
+    InputError,
+    bad_parameter,
+    check_json_content_type,
+    check_path,
+    check_query,
+    load_json_object,
+)
+from harness.errors import HarnessError, PayloadTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +62,16 @@ async def validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", "the request body is not valid", errors=problems)
 
 
+async def input_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InputError)
+    return _input_response(exc)
+
+
+def _input_response(exc: InputError) -> JSONResponse:
+    status = 415 if exc.code == "unsupported_media_type" else 400
+    return error_response(status, exc.code, exc.message, **exc.details)
+
+
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", extra={"path": request.url.path})
     return error_response(500, "internal", "the harness failed; see its log for details")
@@ -64,14 +81,15 @@ EXCEPTION_HANDLERS = {
     HarnessError: harness_error,
     HTTPException: http_error,
     ValidationError: validation_error,
+    InputError: input_error,
     Exception: unexpected_error,
 }
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and len(declared) < 19 and int(declared) > limit:
         raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes", limit=limit)
     body = bytearray()
     async for chunk in request.stream():
@@ -84,15 +102,43 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def parse_json(request: Request, model: type[Model], limit: int) -> Model:
+    """A JSON object body (see `eventing.inputs`: 415 for another media type, 400 `invalid_json`
+    for one that is empty, not UTF-8, too deep, ...) validated by `model` (422)."""
+    check_json_content_type(request.headers.get("content-type"))
     raw = await read_body(request, limit)
-    try:
-        data = json.loads(raw or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("the request body must be a JSON object")
+    load_json_object(raw)
     # Strict in JSON mode: JSON types as declared (no 0 for false), objects for nested models.
     return model.model_validate_json(raw, strict=True)
+
+
+_FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def query_flag(request: Request, name: str) -> bool:
+    """A yes/no query parameter: 1/true/yes or 0/false/no (absent: no); anything else is 400."""
+    raw = request.query_params.get(name, "0")
+    if raw.lower() not in _FLAGS:
+        raise bad_parameter(name, "character", f"{name} is one of 1, true, yes, 0, false, no")
+    return _FLAGS[raw.lower()]
+
+
+class InputGuard:
+    """Pure ASGI middleware: a URL path of printable ASCII only, each query parameter once,
+    bounded and without control characters (the file `path` excepted: the path policy judges
+    it). Answers the refusal itself: it runs outside the exception handlers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                check_path(scope["path"])
+                check_query(Request(scope).query_params.multi_items(), free_text=("path",))
+            except InputError as refused:
+                await _input_response(refused)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class TokenAuth:

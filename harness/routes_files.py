@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from harness import files
 from harness.errors import BadRequest
-from harness.http import read_body
+from harness.http import query_flag, read_body
 from harness.path_policy import WORKSPACE_POLICY
 from harness.workspace import Workspace
 
@@ -51,7 +51,7 @@ def routes(workspace_of: WorkspaceOf, max_bytes_of: LimitOf) -> list[Route]:
 
     async def delete(request: Request) -> Response:
         root = workspace_of(request).root
-        recursive = request.query_params.get("recursive", "0") in ("1", "true", "yes")
+        recursive = query_flag(request, "recursive")
         files.delete_path(root, _path(request), recursive, WORKSPACE_POLICY)
         return Response(status_code=204)
 

@@ -12,17 +12,20 @@ from collections.abc import AsyncIterator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 
-from harness.errors import BadRequest
+from eventing.inputs import ascii_uint
 from harness.event_log import EventLog
 
 NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def resume_point(request: Request) -> int:
-    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    if not raw.isdigit():
-        raise BadRequest("Last-Event-ID (or ?after=) must be an event sequence number")
-    return int(raw)
+    """`Last-Event-ID`, else `?after=`, else 0; ASCII digits only (`str.isdigit` would take
+    '٣' or '²'), else 400 `invalid_parameter`."""
+    if raw := request.headers.get("last-event-id"):
+        return ascii_uint(raw, "Last-Event-ID")
+    if raw := request.query_params.get("after"):
+        return ascii_uint(raw, "after")
+    return 0
 
 
 def event_stream(log: EventLog, after: int, heartbeat_s: float) -> EventSourceResponse:

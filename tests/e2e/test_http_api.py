@@ -127,7 +127,7 @@ def test_bad_input_gets_4xx_json_never_500(harness):
             )
             error = response.json()["error"]
             assert error["code"] and error["message"]
-        assert cases[0].json()["error"]["code"] == "bad_request"
+        assert cases[0].json()["error"]["code"] == "invalid_json"
         assert cases[2].json()["error"]["code"] == "invalid_request"
         assert cases[7].status_code == 413
         assert cases[13].status_code == 413
