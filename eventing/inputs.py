@@ -32,8 +32,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 # One JSON string (also one cut off at the end) or one bracket: all the depth scan needs to see.
 _JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
-# The URL path's allowed characters: ids, names and setting keys are all printable ASCII.
-_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~:@!$&'()*+,;=-]*")
+# A URL path segment: ids, names and setting keys are all of these (and the route words too).
+PATH_SEGMENT_PATTERN = r"[A-Za-z0-9._~:-]{1,200}"
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~:-]*")
 _JSON_TYPES = ("application/json",)
 
 JSON_REASONS = (

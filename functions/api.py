@@ -21,9 +21,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from eventing.inputs import PATH_SEGMENT_PATTERN
 from functions.http import ApiKeyAuth, ErrorBoundary, InputGuard, KeyLookup, handle_error
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+# What `InputGuard` lets through as a path segment; anything else is 400 `invalid_parameter`.
+PATH_PARAMETER = {"type": "string", "pattern": f"^{PATH_SEGMENT_PATTERN}$"}
 
 ERROR_CODES = {
     400: "Malformed request",
@@ -153,7 +157,7 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         "summary": endpoint.summary,
         "operationId": endpoint.handler.__name__,
         "parameters": [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": PATH_PARAMETER}
             for name in _path_params(endpoint.path)
         ],
     }

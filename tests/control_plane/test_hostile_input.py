@@ -418,21 +418,50 @@ def test_resume_points_are_ascii_sequence_numbers(plane):
             assert answer.headers["content-type"].startswith("text/event-stream")
 
 
-@pytest.mark.parametrize("char", [b"\x00", b"\x01", b"\x7f"])
-def test_control_characters_in_headers_are_refused_by_the_server(plane, char):
-    """Below the app: the HTTP parser refuses them with a 400 of its own, never a 500."""
+RAW_REQUESTS = [
+    # (what, request line and headers after the Authorization header, status)
+    *[
+        (f"control character {char!r} in a header", b"Last-Event-ID: 1" + char + b"\r\n", 400)
+        for char in (b"\x00", b"\x01", b"\x1b", b"\x7f")
+    ],
+    ("non-ASCII Content-Length", b"Content-Length: \xd9\xa3\r\n", 400),
+    ("Content-Length past 64 bits", b"Content-Length: " + b"9" * 30 + b"\r\n", 400),
+    ("Last-Event-ID of 10,000 digits", b"Last-Event-ID: " + b"1" * 10_000 + b"\r\n", 400),
+    ("an unknown 70 kB header, ignored", b"X-Big: " + b"a" * 70_000 + b"\r\n", 200),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "headers", "status"), RAW_REQUESTS, ids=[r[0] for r in RAW_REQUESTS]
+)
+def test_raw_requests_below_the_http_client(plane, what, headers, status):
+    """What no HTTP client sends: the server's parser (or the app) refuses it, never a 500."""
     url = httpx.URL(plane.plane.url)
     request = (
         f"GET /v1/jobs/{plane.job_id}/events HTTP/1.1\r\nHost: {url.host}\r\n"
         f"Authorization: Bearer {plane.plane.admin_key}\r\n".encode()
-        + b"Last-Event-ID: 1"
-        + char
-        + b"\r\nConnection: close\r\n\r\n"
+        + headers
+        + b"Connection: close\r\n\r\n"
     )
     with socket.create_connection((url.host, url.port), timeout=10) as sock:
         sock.sendall(request)
         status_line = sock.recv(4096).split(b"\r\n", 1)[0]
-    assert status_line.split()[1] == b"400", status_line
+    assert status_line.split()[1] == str(status).encode(), (what, status_line)
+
+
+def test_raw_request_targets_no_client_would_send(plane):
+    url = httpx.URL(plane.plane.url)
+    auth = f"Host: {url.host}\r\nAuthorization: Bearer {plane.plane.admin_key}\r\n".encode()
+    for target in (
+        b"/v1/sessions/" + b"a" * 100_000,
+        b"/v1/se\xd9\xa3ssions",
+        b"/v1/sessions?worker=" + b"w" * 20_000,
+        b"/v1/sessions?limit=\xd9\xa3",
+    ):
+        with socket.create_connection((url.host, url.port), timeout=10) as sock:
+            sock.sendall(b"GET " + target + b" HTTP/1.1\r\n" + auth + b"Connection: close\r\n\r\n")
+            status_line = sock.recv(4096).split(b"\r\n", 1)[0]
+        assert status_line.split()[1] == b"400", (target[:40], status_line)
 
 
 def test_hostile_api_keys_get_401(plane):
