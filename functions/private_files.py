@@ -30,7 +30,7 @@ def _tighten(path: Path, mode: int) -> bool:
     info = path.lstat()
     if stat.S_ISLNK(info.st_mode) or not stat.S_IMODE(info.st_mode) & 0o077:
         return False
-    os.chmod(path, stat.S_IMODE(info.st_mode) & mode, follow_symlinks=False)
+    os.chmod(path, stat.S_IMODE(info.st_mode) & mode)  # not a link: lchmod is not portable
     return True
 
 
