@@ -65,7 +65,15 @@ def backend() -> Any:
     current = settings()
     if current.runtime_backend != "local":
         raise RuntimeError(f"runtime backend {current.runtime_backend!r} is not available yet")
-    return LocalBackend(current.data_dir, token_key=token_key())
+    from functions.runtime.sandbox import choose
+
+    return LocalBackend(
+        current.data_dir,
+        token_key=token_key(),
+        # Probed once per process; the CLIs never see the token key file either.
+        sandbox=choose(current.sandbox, current.sandbox_bwrap, show=current.sandbox_show),
+        sandbox_hide=[current.token_key_file] if current.token_key_file else [],
+    )
 
 
 async def lookup_key(presented: str) -> str | None:

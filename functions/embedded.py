@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 from importlib import import_module
 from pathlib import Path
@@ -115,6 +116,10 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
     current = settings()
     secure(current.data_dir, current.database_url)
     token_key()  # made now (0600) or refused now, not at the first session
+    sandbox = backend().sandbox  # bubblewrap probed now, once
+    if sandbox.refused:
+        print(f"vwm: {sandbox.refusal()}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per harness call
     first_key = prepare(current.database_url)
     if announce:
@@ -123,6 +128,7 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
         )
         notice = local_repos_notice(current.database_url, current.allow_local_repos)
         print(f"vwm: {notice}", flush=True)
+        print(sandbox.announcement(), flush=True)
         if first_key:
             # Shown once: only its hash is stored.
             print(f"vwm: first admin API key (shown once): {first_key}", flush=True)

@@ -31,6 +31,14 @@ class ControlPlaneSettings:
     # The harness token key (a Kubernetes Secret mounted as a file); None: a key file in
     # `data_dir`, made on first use.
     token_key_file: Path | None = None
+    # How the local backend's harnesses confine their CLI (functions.runtime.sandbox):
+    # "auto" bubblewrap where it works, else unconfined; "required" no sessions without it;
+    # "off" unconfined. `sandbox_bwrap`: the bwrap executable, a path or a name on PATH.
+    sandbox: str = "auto"
+    sandbox_bwrap: str = "bwrap"
+    # Paths the CLI sees read-only although the sandbox hides their parent (VWM_SANDBOX_SHOW,
+    # joined by os.pathsep): a toolchain in the home that is not on PATH, e.g. ~/.rustup.
+    sandbox_show: tuple[Path, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ControlPlaneSettings:
@@ -45,6 +53,13 @@ class ControlPlaneSettings:
             token_key_file=_path(env.get("VWM_TOKEN_KEY_FILE")),
             harness_ready_timeout_s=float(env.get("VWM_HARNESS_READY_TIMEOUT_S", "60")),
             heartbeat_s=float(env.get("VWM_HEARTBEAT_S", "15")),
+            sandbox=_choice(env, "VWM_SANDBOX", ("auto", "required", "off")),
+            sandbox_bwrap=env.get("VWM_SANDBOX_BWRAP", "").strip() or "bwrap",
+            sandbox_show=tuple(
+                Path(part).resolve()
+                for part in env.get("VWM_SANDBOX_SHOW", "").split(os.pathsep)
+                if part
+            ),
         )
 
 
@@ -57,6 +72,14 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{name}={value!r}: use 1, true, yes, on or 0, false, no, off")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`; the first when unset."""
+    value = env.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: use {', '.join(choices)}")
+    return value
 
 
 def _path(value: str | None) -> Path | None:

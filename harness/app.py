@@ -70,6 +70,8 @@ async def health(request: Request) -> Response:
             "cli": state.adapter.kind,
             "bootstrapped": state.workspace.session_repo.is_dir(),
             "running_job_id": state.runner.current.id if state.runner.current else None,
+            # What confines the CLI: "bwrap", or "none" (the pod, in production).
+            "sandbox": state.settings.sandbox.mode,
         }
     )
 

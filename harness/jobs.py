@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eventing.agent_events import AgentEvent, EventKind, RunSummary, Usage
 from eventing.job_events import JobEventKind, JobStatus
+from harness import sandbox
 from harness.adapters.base import Adapter, Invocation, Parser, RunSpec
 from harness.errors import HarnessError, JobAlreadyRunning, NotBootstrapped, NotFound
 from harness.event_log import EventLog
@@ -302,7 +303,12 @@ class JobRunner:
         limits = self._settings.limits
         raw = RawOutput(self._ws.jobs_dir / f"{job.id}.stdout", limits.raw_output_bytes)
         process = CliProcess(
-            run.invocation.argv,
+            sandbox.command(
+                self._settings.sandbox,
+                run.invocation.argv,
+                workspace=self._ws.root,
+                cwd=run.spec.cwd,
+            ),
             env=self._child_env(run.invocation.env),
             cwd=run.spec.cwd,
             max_line_bytes=limits.max_line_bytes,

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import sandbox
 from harness.adapters import ADAPTERS
 from harness.adapters.base import Prices, ProviderConfig
 
@@ -59,11 +60,54 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class SandboxSettings:
+    """How the CLI is confined (`harness.sandbox`; docs/runtime.md, "The sandbox").
+
+    `mode` (``VWM_SANDBOX``): ``none`` runs the CLI as the harness's own user with the machine in
+    reach (a pod in production is the boundary); ``bwrap`` runs it in bubblewrap, and the harness
+    refuses to start if bwrap does not work here. `bwrap` (``VWM_SANDBOX_BWRAP``): the bwrap
+    executable, a path or a name on ``PATH``. `hide` (``VWM_SANDBOX_HIDE``): absolute paths, joined
+    by ``os.pathsep``, the CLI must not see at all (the control plane's data folder). `show`
+    (``VWM_SANDBOX_SHOW``): absolute paths shown read-only although the profile hides their
+    parent (a toolchain in the home that is not on ``PATH``, e.g. ``~/.rustup``).
+    """
+
+    mode: str = "none"
+    bwrap: str = "bwrap"
+    hide: tuple[Path, ...] = ()
+    show: tuple[Path, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SandboxSettings:
+        mode = env.get("VWM_SANDBOX", "").strip() or "none"
+        if mode not in ("none", "bwrap"):
+            raise SettingsError(
+                f"VWM_SANDBOX={mode!r} must be bwrap or none (the control plane's auto, required "
+                "and off are decided there, before it starts a harness)"
+            )
+        bwrap = env.get("VWM_SANDBOX_BWRAP", "").strip() or "bwrap"
+        settings = cls(
+            mode=mode,
+            bwrap=shutil.which(bwrap) or bwrap,
+            hide=_paths(env, "VWM_SANDBOX_HIDE"),
+            show=_paths(env, "VWM_SANDBOX_SHOW"),
+        )
+        if mode == "bwrap" and (problem := sandbox.probe(settings.bwrap)) is not None:
+            # Checked once, here: the CLI must never run unconfined because bwrap broke.
+            raise SettingsError(
+                f"VWM_SANDBOX=bwrap, but {problem}; install bubblewrap (apt-get install "
+                "bubblewrap) where user namespaces are allowed, or set VWM_SANDBOX=none"
+            )
+        return settings
+
+
+@dataclass(frozen=True)
 class HarnessSettings:
     workspace: Path
     server: ServerSettings
     cli: CliSettings
     limits: LimitSettings
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HarnessSettings:
@@ -105,7 +149,20 @@ class HarnessSettings:
             raw_output_bytes=_int(env, "VWM_RAW_OUTPUT_BYTES", 1 << 20),
         )
         workspace = Path(env.get("VWM_WORKSPACE", "workspace")).resolve()
-        return cls(workspace=workspace, server=server, cli=cli, limits=limits)
+        return cls(
+            workspace=workspace,
+            server=server,
+            cli=cli,
+            limits=limits,
+            sandbox=SandboxSettings.from_env(env),
+        )
+
+
+def _paths(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
+    raw = [part for part in env.get(name, "").split(os.pathsep) if part]
+    if relative := [part for part in raw if not os.path.isabs(part)]:
+        raise SettingsError(f"{name} must hold absolute paths; {relative[0]!r} is not one")
+    return tuple(Path(part) for part in raw)
 
 
 def _find_binary(kind: str) -> str:

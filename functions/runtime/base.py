@@ -33,6 +33,10 @@ RESERVED_ENV = frozenset(
         "VWM_SESSION_TOKEN",
         "VWM_CLI",
         "VWM_GIT_ALLOW_LOCAL",
+        "VWM_SANDBOX",
+        "VWM_SANDBOX_BWRAP",
+        "VWM_SANDBOX_HIDE",
+        "VWM_SANDBOX_SHOW",
     }
 )
 

@@ -93,3 +93,10 @@ class TokenKeyUnavailable(RuntimeBackendError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, session_id="")
+
+
+class SandboxUnavailable(RuntimeBackendError):
+    """``VWM_SANDBOX=required`` and bubblewrap does not work on this machine, so no harness may
+    start: install bubblewrap, or allow unconfined agents (``VWM_SANDBOX=auto``)."""
+
+    code = "sandbox_unavailable"

@@ -46,9 +46,11 @@ from functions.runtime.errors import (
     HarnessNotReady,
     HarnessStartFailed,
     InvalidHarnessSpec,
+    SandboxUnavailable,
     SessionExists,
     TeardownFailed,
 )
+from functions.runtime.sandbox import SandboxChoice
 from functions.runtime.tokens import TokenKey
 
 # Not secrets, and what the harness passes on to the CLI. Nothing else of this process's
@@ -77,11 +79,15 @@ class LocalBackend:
         probe_timeout_s: float = 2.0,
         niceness: int = 10,
         token_key: TokenKey | None = None,
+        sandbox: SandboxChoice | None = None,
+        sandbox_hide: Sequence[Path] = (),
     ) -> None:
         """`stop_grace_s`: SIGTERM → SIGKILL grace at teardown (the harness itself allows 10 s
         to finish requests). `startup_grace_s`: how long `ensure_running` lets a live harness
         come up before it counts as hung and is replaced. `token_key`: what the harness tokens
-        are derived from; by default the key file in `data_dir`, made on first use."""
+        are derived from; by default the key file in `data_dir`, made on first use. `sandbox`:
+        whether harnesses confine their CLI in bubblewrap (`functions.runtime.sandbox`; default
+        unconfined); the CLI never sees `data_dir`, `log_dir` nor `sandbox_hide`."""
         self.data_dir = Path(data_dir).resolve()
         self.log_dir = Path(log_dir).resolve() if log_dir else self.data_dir / "logs"
         self._python = python
@@ -98,6 +104,8 @@ class LocalBackend:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._token_key = token_key
+        self.sandbox = sandbox or SandboxChoice.off()
+        self._sandbox_hide = (self.data_dir, self.log_dir, *map(Path, sandbox_hide))
 
     # -- where things are ----------------------------------------------------------------------
 
@@ -111,6 +119,7 @@ class LocalBackend:
 
     async def provision(self, spec: HarnessSpec) -> RuntimeHandle:
         _check_spec(spec)
+        self._check_sandbox(spec.session_id)
         async with self._lock(spec.session_id):
             workspace = self.workspace(spec.session_id)
             if await asyncio.to_thread(workspace.exists):
@@ -163,6 +172,7 @@ class LocalBackend:
     async def ensure_running(self, handle: RuntimeHandle, spec: HarnessSpec) -> RuntimeHandle:
         self._check_handle(handle)
         _check_spec(spec)
+        self._check_sandbox(spec.session_id)
         if spec.session_id != handle.session_id:
             raise InvalidHarnessSpec(
                 f"the spec is for session {spec.session_id}, the handle for {handle.session_id}",
@@ -263,6 +273,7 @@ class LocalBackend:
         }
         env.update({name: value for name, value in optional.items() if value is not None})
         env.update(spec.credential_env)
+        env.update(self.sandbox.harness_env(hide=self._sandbox_hide))
         if spec.git_allow_local:  # harness-side half of the repo URL policy (gitops)
             env["VWM_GIT_ALLOW_LOCAL"] = "1"
         env.update(
@@ -313,6 +324,10 @@ class LocalBackend:
             self._children.pop(pid, None)
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _check_sandbox(self, session_id: str) -> None:
+        if self.sandbox.refused:
+            raise SandboxUnavailable(self.sandbox.refusal(), session_id=session_id)
 
     def _token(self, session_id: str) -> str:
         if self._token_key is None:  # read (or made) on first use: the folder may not exist yet
