@@ -85,7 +85,12 @@ async def bootstrap_workspace(request: Request) -> Response:
             running_job_id=running.id,
         )
     async with state.bootstrap_lock:  # one bootstrap at a time per workspace
-        report = await bootstrap(state.workspace, body, state.adapter.instruction_file_name)
+        report = await bootstrap(
+            state.workspace,
+            body,
+            state.adapter.instruction_file_name,
+            allow_local=state.settings.git.allow_local,
+        )
     return JSONResponse(report.to_dict())
 
 
@@ -123,7 +128,9 @@ async def cancel_job(request: Request) -> Response:
 async def shutdown(request: Request) -> Response:
     state = _state(request)
     await state.runner.close()
-    outcome = await shutdown_repos(state.workspace)
+    outcome = await shutdown_repos(
+        state.workspace, git=state.settings.git, session_id=state.settings.session_id
+    )
     return JSONResponse(outcome)
 
 

@@ -32,7 +32,8 @@ _MAX_INSTRUCTIONS = 512_000
 
 @model_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class RepoSpec:
-    """A repository to clone: any git URL (https, ssh, a local path or bare repository)."""
+    """A repository to clone: an https, ssh or git URL (a local path or file:// URL only where
+    local repositories are allowed)."""
 
     url: str = Field(min_length=1, max_length=4096)
     branch: str = Field(default="main", min_length=1, max_length=255)
@@ -68,11 +69,16 @@ class BootstrapReport:
 
 
 async def bootstrap(
-    ws: Workspace, request: BootstrapRequest, instruction_file_name: str
+    ws: Workspace,
+    request: BootstrapRequest,
+    instruction_file_name: str,
+    *,
+    allow_local: bool = False,
 ) -> BootstrapReport:
     """Bring the workspace in line with `request`; `instruction_file_name` is the CLI's own
-    (CLAUDE.md, AGENTS.md, GEMINI.md). Raises Conflict if a repository folder holds a clone of
-    another URL, GitError if a clone fails."""
+    (CLAUDE.md, AGENTS.md, GEMINI.md). `allow_local`: local paths and file:// URLs may be
+    cloned. Raises RepoUrlNotAllowed for a URL of another transport, Conflict if a repository
+    folder holds a clone of another URL, GitError if a clone fails."""
     if Path(instruction_file_name).name != instruction_file_name or instruction_file_name in (
         "",
         ".",
@@ -84,12 +90,15 @@ async def bootstrap(
     unchanged: list[str] = []
     notes: list[str] = []
 
+    for spec in (request.worker_repo, request.session_repo):
+        if spec is not None:  # both checked before anything is cloned
+            gitops.check_url(spec.url, allow_local=allow_local)
     for label, dest, spec in (
         ("worker_repo", ws.worker_repo, request.worker_repo),
         ("session_repo", ws.session_repo, request.session_repo),
     ):
         if spec is not None:
-            did_clone, note = await _ensure_clone(label, dest, spec)
+            did_clone, note = await _ensure_clone(label, dest, spec, allow_local)
         elif label == "session_repo":
             did_clone, note = await _ensure_empty_repo(dest), None
         else:
@@ -139,7 +148,9 @@ def render_instructions(system: str, worker: str, *, has_worker_repo: bool) -> s
     return "\n\n".join(sections) + "\n"
 
 
-async def _ensure_clone(label: str, dest: Path, spec: RepoSpec) -> tuple[bool, str | None]:
+async def _ensure_clone(
+    label: str, dest: Path, spec: RepoSpec, allow_local: bool
+) -> tuple[bool, str | None]:
     """Clone unless `dest` already is a clone of the same URL; never touches an existing clone."""
     url = gitops.mask_credentials(spec.url)
     if await gitops.is_clone_of(dest, spec.url):
@@ -165,7 +176,7 @@ async def _ensure_clone(label: str, dest: Path, spec: RepoSpec) -> tuple[bool, s
             url=url,
             found=gitops.mask_credentials(origin) if origin else None,
         )
-    result = await gitops.clone(spec.url, spec.branch, dest)
+    result = await gitops.clone(spec.url, spec.branch, dest, allow_local=allow_local)
     logger.info(
         "cloned",
         extra={

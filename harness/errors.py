@@ -60,6 +60,14 @@ class NotBootstrapped(Conflict):
     code = "not_bootstrapped"
 
 
+class JobExpired(HarnessError):
+    """A job start arrived after its `not_after`: its caller stopped waiting (the harness was
+    stopped or slow), so the job is not run at all."""
+
+    status_code = 410
+    code = "job_expired"
+
+
 class PathOutsideWorkspace(HarnessError):
     """A user-supplied path would leave the workspace (`..`, absolute, or a symlink pointing out)."""
 
@@ -81,3 +89,19 @@ class GitError(HarnessError):
 
 class PushRejected(GitError):
     code = "push_failed"
+
+
+class UnsafeRepository(GitError):
+    """A workspace repository's ``.git`` is not its own folder (a link, a gitdir file, a worktree
+    of another repository), or its origin was changed: the harness runs no git on it."""
+
+    status_code = 409
+    code = "unsafe_repository"
+
+
+class RepoUrlNotAllowed(HarnessError):
+    """A repository URL names a transport the harness does not use (a local path or ``file://``
+    unless local repositories are allowed, ``ext::``, ``fd::``, anything but https/ssh/git)."""
+
+    status_code = 403
+    code = "repo_url_not_allowed"

@@ -1,9 +1,13 @@
 """Async wrappers around the `git` command line: clone for bootstrap, commit and push at shutdown.
 
-Every command runs without a terminal (it can never stop to ask for a password), with a timeout
-after which its whole process group is killed, and with identity given per command so the
-machine's global git config is not needed. A failure raises `GitError` carrying the command (with
-any credentials in URLs masked), the exit code and the tail of stderr.
+Every command runs in the clean room of `harness.git_room` (a minimal environment, no global
+config, nothing from the repository that runs a program), without a terminal (it can never stop
+to ask for a password), with a timeout after which its whole process group is killed, and with
+identity given per command. A failure raises `GitError` carrying the command (with any
+credentials in URLs masked), the exit code and the tail of stderr.
+
+`allow_local` says whether local paths and ``file://`` URLs may be cloned and pushed to; the
+control plane allows them only where its policy does (the embedded default).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import BadRequest, GitError, PushRejected
+from harness.errors import BadRequest, GitError, PushRejected, RepoUrlNotAllowed
+from harness.git_room import clean_environment
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +34,8 @@ _STDERR_TAIL_CHARS = 4000
 _URL_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 # scp-like ssh syntax, "user@host:path"; anything else without a scheme is a local path.
 _SCP_LIKE = re.compile(r"^[^/]+:")
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+_NETWORK_SCHEMES = frozenset({"https", "http", "ssh", "git"})
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ async def run_git(
     cwd: Path | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     check: bool = True,
+    allow_local: bool = False,
 ) -> GitResult:
     """Run ``git <args>``; raise GitError when it fails (unless `check` is off) or times out."""
     command = mask_credentials(" ".join(["git", *args]))
@@ -62,7 +70,7 @@ async def run_git(
             "git",
             *args,
             cwd=cwd,
-            env=_git_env(),
+            env=clean_environment(allow_local=allow_local),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -103,17 +111,53 @@ async def run_git(
     return result
 
 
+def check_url(url: str, *, allow_local: bool) -> None:
+    """Refuse a URL whose transport the harness does not use. Git reads ``a::b`` as a remote
+    helper (``ext::`` runs a program), a path or ``file://`` as a repository on this machine."""
+    if "::" in url.split("/", 1)[0]:
+        raise _url_refused(url, "remote helpers (transport::address) are not allowed")
+    scheme = _SCHEME.match(url)
+    if scheme is not None:
+        name = scheme.group(1).lower()
+        if name in _NETWORK_SCHEMES or (name == "file" and allow_local):
+            return
+        raise _url_refused(url, f"the {name}:// transport is not allowed")
+    if _SCP_LIKE.match(url):
+        return  # user@host:path, ssh
+    if not allow_local:
+        raise _url_refused(url, "local paths are not allowed")
+
+
+def _url_refused(url: str, why: str) -> RepoUrlNotAllowed:
+    return RepoUrlNotAllowed(
+        f"repository {mask_credentials(url)!r} is refused: {why}; use an https://, ssh:// or "
+        "git:// URL (local repositories only where the control plane's policy allows them)",
+        url=mask_credentials(url),
+    )
+
+
 async def clone(
-    url: str, branch: str, dest: Path, *, timeout_s: float = NETWORK_TIMEOUT_S
+    url: str,
+    branch: str,
+    dest: Path,
+    *,
+    allow_local: bool = False,
+    timeout_s: float = NETWORK_TIMEOUT_S,
 ) -> CloneResult:
     """Clone `url` into `dest` with `branch` checked out; creates the branch locally if the
     remote has none of that name (an empty repository, or a new task branch)."""
+    check_url(url, allow_local=allow_local)
     await check_branch_name(branch)
     try:
-        listing = await run_git("ls-remote", "--heads", "--", url, timeout_s=timeout_s)
+        listing = await run_git(
+            "ls-remote", "--heads", "--", url, timeout_s=timeout_s, allow_local=allow_local
+        )
         exists = f"refs/heads/{branch}" in _listed_refs(listing.stdout)
-        clone_args = [f"--branch={branch}"] if exists else []
-        await run_git("clone", *clone_args, "--", url, str(dest), timeout_s=timeout_s)
+        # --no-local: a local source is copied, never hard-linked into the workspace.
+        clone_args = ["--no-local", *([f"--branch={branch}"] if exists else [])]
+        await run_git(
+            "clone", *clone_args, "--", url, str(dest), timeout_s=timeout_s, allow_local=allow_local
+        )
     except GitError as exc:
         stderr = exc.details.get("stderr", "")
         raise GitError(
@@ -202,33 +246,85 @@ async def commit_all(
 
 
 async def push(
-    repo: Path, branch: str, *, remote: str = "origin", timeout_s: float = NETWORK_TIMEOUT_S
+    repo: Path,
+    branch: str,
+    *,
+    to_branch: str | None = None,
+    remote: str = "origin",
+    allow_local: bool = False,
+    timeout_s: float = NETWORK_TIMEOUT_S,
 ) -> bool:
-    """Push local `branch` to the same name on `remote` (never forced). False when the branch has
-    no commits yet, so there is nothing to push. PushRejected says why it failed and what next."""
+    """Push local `branch` to `to_branch` (the same name by default) on `remote`, never forced.
+    False when the branch has no commits yet, so there is nothing to push. PushRejected says why
+    it failed and what next; its `rejected` detail is true when the remote has newer commits."""
     await check_branch_name(branch)
+    target = to_branch or branch
+    await check_branch_name(target)
     has_commits = await run_git(
         "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", cwd=repo, check=False
     )
     if has_commits.exit_code != 0:
         return False
-    ref = f"refs/heads/{branch}"
+    refspec = f"refs/heads/{branch}:refs/heads/{target}"
     try:
-        await run_git("push", remote, f"{ref}:{ref}", cwd=repo, timeout_s=timeout_s)
+        await run_git(
+            "push", "--no-verify", remote, refspec,
+            cwd=repo, timeout_s=timeout_s, allow_local=allow_local,
+        )  # fmt: skip
     except GitError as exc:
         stderr = exc.details.get("stderr", "")
         raise PushRejected(
-            _push_advice(repo, branch, stderr, timed_out=bool(exc.details.get("timed_out"))),
+            _push_advice(repo, target, stderr, timed_out=bool(exc.details.get("timed_out"))),
             repo=str(repo),
-            branch=branch,
+            branch=target,
+            rejected=_REJECTED.search(stderr) is not None,
             **exc.details,
         ) from None
     return True
 
 
+async def fetch_branch(
+    repo: Path, branch: str, *, allow_local: bool = False, timeout_s: float = NETWORK_TIMEOUT_S
+) -> str | None:
+    """The commit `branch` has on ``origin`` now, fetched; None if origin has no such branch."""
+    await check_branch_name(branch)
+    listing = await run_git(
+        "ls-remote", "--heads", "origin", branch,
+        cwd=repo, timeout_s=timeout_s, allow_local=allow_local,
+    )  # fmt: skip
+    if f"refs/heads/{branch}" not in _listed_refs(listing.stdout):
+        return None
+    await run_git(
+        "fetch", "--quiet", "--no-tags", "origin", f"refs/heads/{branch}",
+        cwd=repo, timeout_s=timeout_s, allow_local=allow_local,
+    )  # fmt: skip
+    return (await run_git("rev-parse", "FETCH_HEAD^{commit}", cwd=repo)).stdout.strip()
+
+
+async def rebase_onto(
+    repo: Path, upstream: str, author_name: str = "VWM", author_email: str = "vwm@localhost"
+) -> bool:
+    """Replay the checked-out branch's own commits on `upstream`. False (and the branch exactly
+    as it was) when they conflict."""
+    result = await run_git(
+        "-c", f"user.name={author_name}",
+        "-c", f"user.email={author_email}",
+        "rebase", "--quiet", "--no-autostash", upstream,
+        cwd=repo, check=False,
+    )  # fmt: skip
+    if result.exit_code == 0:
+        return True
+    await run_git("rebase", "--abort", cwd=repo, check=False)
+    logger.info("rebase stopped on a conflict; aborted", extra={"repo": repo.name})
+    return False
+
+
+_REJECTED = re.compile(r"non-fast-forward|fetch first|\[rejected\]")
+
+
 def _push_advice(repo: Path, branch: str, stderr: str, *, timed_out: bool) -> str:
     kept = f"the local commits are kept in {repo}"
-    if "non-fast-forward" in stderr or "fetch first" in stderr or "[rejected]" in stderr:
+    if _REJECTED.search(stderr):
         return (
             f"push of {branch!r} was rejected: the remote branch has commits this clone does "
             f"not have; {kept}: fetch, merge or rebase, then push again"
@@ -243,16 +339,6 @@ _UNREACHABLE = re.compile(
     r"|Connection refused|Could not resolve host|timed out",
     re.IGNORECASE,
 )
-
-
-def _git_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["GIT_TERMINAL_PROMPT"] = "0"  # fail instead of waiting for a password nobody will type
-    env["LC_ALL"] = "C"  # messages in English, so _push_advice can read them
-    # ext:: and other transports run programs; a request must not pick them.
-    env.setdefault("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
-    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
-    return env
 
 
 async def _kill(process: asyncio.subprocess.Process) -> None:

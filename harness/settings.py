@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Mapping
@@ -60,6 +61,16 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class GitSettings:
+    # Local paths and file:// URLs may be cloned and pushed to (VWM_GIT_ALLOW_LOCAL=1); the
+    # control plane sets it only where its repository policy allows local repositories.
+    allow_local: bool = False
+    # Where a session's work goes when its branch moved on and a rebase conflicts:
+    # <fallback_prefix><session id>.
+    fallback_prefix: str = "vwm/"
+
+
+@dataclass(frozen=True)
 class SandboxSettings:
     """How the CLI is confined (`harness.sandbox`; docs/runtime.md, "The sandbox").
 
@@ -107,6 +118,11 @@ class HarnessSettings:
     server: ServerSettings
     cli: CliSettings
     limits: LimitSettings
+    git: GitSettings = field(default_factory=GitSettings)
+    # The control plane's id of this session (VWM_SESSION_ID): names the fallback branch and the
+    # transcript files. Defaults to the workspace's parent folder name, which the local backend
+    # makes the session id.
+    session_id: str = "session"
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
 
     @classmethod
@@ -149,13 +165,36 @@ class HarnessSettings:
             raw_output_bytes=_int(env, "VWM_RAW_OUTPUT_BYTES", 1 << 20),
         )
         workspace = Path(env.get("VWM_WORKSPACE", "workspace")).resolve()
+        git = GitSettings(allow_local=_flag(env, "VWM_GIT_ALLOW_LOCAL"))
+        session_id = env.get("VWM_SESSION_ID", "")
+        if session_id and not _SESSION_ID.fullmatch(session_id):
+            raise SettingsError(
+                f"VWM_SESSION_ID={session_id!r} must be 1-128 letters, digits, '_', '.' or '-'"
+            )
+        if not session_id:
+            parent = workspace.parent.name
+            session_id = parent if _SESSION_ID.fullmatch(parent) else "session"
         return cls(
             workspace=workspace,
             server=server,
             cli=cli,
             limits=limits,
+            git=git,
+            session_id=session_id,
             sandbox=SandboxSettings.from_env(env),
         )
+
+
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise SettingsError(f"{name}={raw!r} must be 1 or 0")
 
 
 def _paths(env: Mapping[str, str], name: str) -> tuple[Path, ...]:

@@ -1,9 +1,11 @@
 """Session end: the transcript of every job, then commit and push of both repositories.
 
 Called by the HTTP layer's shutdown route (the control plane ends a session) after the running
-job, if any, has stopped. The transcript goes into the session repository (``.vwm/``) so that it
-is pushed with the work it describes. Both repositories are always attempted, so one failing push
-never keeps the other's work from leaving the volume; failures are reported together afterwards.
+job, if any, has stopped. The transcript goes into the session repository
+(``.vwm/sessions/<session id>/``, a folder per session so that two sessions on one branch never
+conflict over it) and is pushed with the work it describes. Saving each repository is
+`harness.saving`'s job. Both repositories are always attempted, so one failing push never keeps
+the other's work from leaving the volume; failures are reported together afterwards.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import gitops
 from harness.errors import GitError, HarnessError, PushRejected
 from harness.files import write_file
+from harness.saving import SavePlan, save_repository
+from harness.settings import GitSettings
 from harness.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -27,40 +30,61 @@ SHUTDOWN_MESSAGE = "VWM: session end"
 _TOOL_INPUT_CHARS = 200
 
 
-def write_transcript(ws: Workspace, session_repo: Path) -> Path | None:
-    """Write ``.vwm/transcript.jsonl`` (every event) and ``.vwm/transcript.md`` (a readable
-    summary) into `session_repo`; returns the JSON-lines path, or None if no job ever ran."""
+def transcript_dir(session_id: str) -> str:
+    """Where in the session repository a session's transcript goes."""
+    return f"{TRANSCRIPT_DIR}/sessions/{session_id}"
+
+
+def write_transcript(ws: Workspace, session_repo: Path, session_id: str) -> Path | None:
+    """Write ``transcript.jsonl`` (every event) and ``transcript.md`` (a readable summary) into
+    `session_repo`'s `transcript_dir`; returns the JSON-lines path, or None if no job ever ran."""
     jobs = _load_jobs(ws.jobs_dir)
     if not jobs:
         return None
+    folder = transcript_dir(session_id)
     lines = [json.dumps(event, ensure_ascii=False) for events in jobs for event in events]
     # Through the workspace file layer: the agent controls session_repo, and a symlink it left
     # at .vwm must not send the harness's writes elsewhere.
     jsonl = "\n".join(lines).encode() + b"\n"
-    write_file(session_repo, f"{TRANSCRIPT_DIR}/transcript.jsonl", jsonl, max_bytes=sys.maxsize)
+    write_file(session_repo, f"{folder}/transcript.jsonl", jsonl, max_bytes=sys.maxsize)
     markdown = _render_markdown(jobs).encode()
-    write_file(session_repo, f"{TRANSCRIPT_DIR}/transcript.md", markdown, max_bytes=sys.maxsize)
+    write_file(session_repo, f"{folder}/transcript.md", markdown, max_bytes=sys.maxsize)
     logger.info("transcript written", extra={"jobs": len(jobs), "events": len(lines)})
-    return session_repo / TRANSCRIPT_DIR / "transcript.jsonl"
+    return session_repo / folder / "transcript.jsonl"
 
 
-async def shutdown_repos(ws: Workspace, *, message: str = SHUTDOWN_MESSAGE) -> dict[str, Any]:
+async def shutdown_repos(
+    ws: Workspace,
+    *,
+    git: GitSettings,
+    session_id: str,
+    message: str = SHUTDOWN_MESSAGE,
+) -> dict[str, Any]:
     """Transcript, then commit and push of session_repo and worker_repo (those that exist; a repo
     without a remote is committed only). Returns ``{transcript, transcript_error, repos: {name:
-    {committed, pushed, error}}}``; a transcript that cannot be written does not stop the commits.
-    Raises PushRejected (or GitError if no push failed) after trying both, with the
-    same per-repo outcomes in its details. Nothing is lost locally either way."""
+    SaveOutcome}}``; a transcript that cannot be written does not stop the commits. Raises
+    PushRejected (or GitError if no push failed) after trying both, with the same per-repo
+    outcomes in its details. Nothing is lost locally either way."""
     transcript, transcript_error = None, None
     if _is_repo(ws.session_repo):
         try:
-            transcript = write_transcript(ws, ws.session_repo)
+            transcript = write_transcript(ws, ws.session_repo, session_id)
         except HarnessError as exc:  # e.g. the agent left a symlink at .vwm: still save the work
             transcript_error = exc.to_dict()
             logger.warning("transcript not written", extra={"error": exc.message})
+    cloned = ws.load_state().get("bootstrap") or {}
     repos: dict[str, dict[str, Any]] = {}
     for label, repo in (("session_repo", ws.session_repo), ("worker_repo", ws.worker_repo)):
         if _is_repo(repo):
-            repos[label] = await _save(label, repo, message)
+            plan = SavePlan(
+                label=label,
+                repo=repo,
+                cloned_from=(cloned.get(label) or {}).get("url"),
+                fallback_branch=f"{git.fallback_prefix}{session_id}",
+                allow_local=git.allow_local,
+                message=message,
+            )
+            repos[label] = (await save_repository(plan)).to_dict()
     outcome = {
         "transcript": str(transcript) if transcript else None,
         "transcript_error": transcript_error,
@@ -75,29 +99,8 @@ async def shutdown_repos(ws: Workspace, *, message: str = SHUTDOWN_MESSAGE) -> d
     return outcome
 
 
-async def _save(label: str, repo: Path, message: str) -> dict[str, Any]:
-    result: dict[str, Any] = {"committed": None, "pushed": False, "error": None}
-    try:
-        result["committed"] = await gitops.commit_all(repo, message)
-        if await gitops.remote_url(repo) is not None:
-            branch = await gitops.current_branch(repo)
-            if branch is None:
-                raise GitError(
-                    f"{label} has a detached HEAD, so there is no branch to push; the commit is "
-                    "kept locally: check out a branch and push it by hand",
-                    repo=str(repo),
-                )
-            result["pushed"] = await gitops.push(repo, branch)
-    except GitError as exc:
-        result["error"] = exc.to_dict()
-        logger.warning("saving a repository failed", extra={"repo": label, "error": exc.message})
-    else:
-        logger.info("repository saved", extra={"repo": label, **result})
-    return result
-
-
 def _is_repo(path: Path) -> bool:
-    return (path / ".git").exists()
+    return (path / ".git").exists() or (path / ".git").is_symlink()
 
 
 def _load_jobs(jobs_dir: Path) -> list[list[dict[str, Any]]]:

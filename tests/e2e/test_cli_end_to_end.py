@@ -89,8 +89,10 @@ def test_prompt_tool_write_resume_restart_and_shutdown(cli, tmp_path, fake_provi
             assert done.status_code == 200, done.text
         pushed = git("--git-dir", str(repos["session"]), "show", "--stat", "--format=%s", "main")
         assert "hello.txt" in pushed
-        assert ".vwm/transcript.jsonl" in pushed
-        transcript = git("--git-dir", str(repos["session"]), "show", "main:.vwm/transcript.jsonl")
+        tree = git("--git-dir", str(repos["session"]), "ls-tree", "-r", "--name-only", "main")
+        [path] = [name for name in tree.splitlines() if name.endswith("/transcript.jsonl")]
+        assert path.startswith(".vwm/sessions/") and path in pushed
+        transcript = git("--git-dir", str(repos["session"]), "show", f"main:{path}")
         assert "done: wrote hello.txt" in transcript
     finally:
         harness.stop()

@@ -11,11 +11,16 @@ from pydantic import ValidationError
 
 from harness import gitops
 from harness.bootstrap import BootstrapRequest, RepoSpec, bootstrap
-from harness.errors import Conflict, GitError, PushRejected
+from harness.errors import Conflict, GitError
+from harness.settings import GitSettings
 from harness.transcript import shutdown_repos, write_transcript
 from harness.workspace import Workspace
 
 pytestmark = pytest.mark.usefixtures("isolated_git")
+
+SESSION = "s-1"
+LOCAL_GIT = GitSettings(allow_local=True)  # the remotes here are local bare repositories
+TRANSCRIPT = f".vwm/sessions/{SESSION}"
 
 
 @pytest.fixture
@@ -55,7 +60,7 @@ def snapshot(ws: Workspace, name: str = "CLAUDE.md") -> dict[str, float]:
 
 
 async def test_bootstrap_clones_both_repos_and_writes_the_instruction_file(ws, request_for):
-    report = await bootstrap(ws, request_for(), "CLAUDE.md")
+    report = await bootstrap(ws, request_for(), "CLAUDE.md", allow_local=True)
 
     assert report.changed == ["worker_repo", "session_repo", "CLAUDE.md"]
     assert report.unchanged == [] and report.notes == []
@@ -71,7 +76,7 @@ async def test_bootstrap_clones_both_repos_and_writes_the_instruction_file(ws, r
 
 
 async def test_bootstrap_records_what_it_did_without_the_instruction_text(ws, request_for):
-    await bootstrap(ws, request_for(), "AGENTS.md")
+    await bootstrap(ws, request_for(), "AGENTS.md", allow_local=True)
     record = ws.load_state()["bootstrap"]
     assert record["worker_repo"] == {"url": str(request_for.worker), "branch": "main"}
     assert record["session_repo"] == {"url": str(request_for.session), "branch": "main"}
@@ -81,12 +86,12 @@ async def test_bootstrap_records_what_it_did_without_the_instruction_text(ws, re
 
 
 async def test_a_second_bootstrap_with_the_same_request_changes_nothing(ws, request_for):
-    await bootstrap(ws, request_for(), "CLAUDE.md")
+    await bootstrap(ws, request_for(), "CLAUDE.md", allow_local=True)
     (ws.session_repo / "wip.txt").write_text("uncommitted agent work")
     before = snapshot(ws)
     heads = [await gitops.head_sha(ws.worker_repo), await gitops.head_sha(ws.session_repo)]
 
-    report = await bootstrap(ws, request_for(), "CLAUDE.md")
+    report = await bootstrap(ws, request_for(), "CLAUDE.md", allow_local=True)
 
     assert report.changed == []
     assert report.unchanged == ["worker_repo", "session_repo", "CLAUDE.md"]
@@ -98,7 +103,7 @@ async def test_a_second_bootstrap_with_the_same_request_changes_nothing(ws, requ
 async def test_an_existing_clone_is_not_fetched_even_if_the_remote_moved(
     ws, request_for, tmp_path, git
 ):
-    await bootstrap(ws, request_for(), "CLAUDE.md")
+    await bootstrap(ws, request_for(), "CLAUDE.md", allow_local=True)
     head = await gitops.head_sha(ws.session_repo)
     other = tmp_path / "other"
     git("clone", "--quiet", str(request_for.session), str(other))
@@ -107,7 +112,7 @@ async def test_an_existing_clone_is_not_fetched_even_if_the_remote_moved(
     git("commit", "--quiet", "-m", "later", cwd=other)
     git("push", "--quiet", "origin", "main", cwd=other)
 
-    report = await bootstrap(ws, request_for(), "CLAUDE.md")
+    report = await bootstrap(ws, request_for(), "CLAUDE.md", allow_local=True)
 
     assert "session_repo" in report.unchanged
     assert await gitops.head_sha(ws.session_repo) == head
@@ -115,10 +120,10 @@ async def test_an_existing_clone_is_not_fetched_even_if_the_remote_moved(
 
 
 async def test_changed_instructions_rewrite_only_the_instruction_file(ws, request_for):
-    await bootstrap(ws, request_for(), "GEMINI.md")
+    await bootstrap(ws, request_for(), "GEMINI.md", allow_local=True)
     first_hash = ws.load_state()["bootstrap"]["instructions_sha256"]
     report = await bootstrap(
-        ws, request_for(worker_instructions="Now the payments team."), "GEMINI.md"
+        ws, request_for(worker_instructions="Now the payments team."), "GEMINI.md", allow_local=True
     )
     assert report.changed == ["GEMINI.md"]
     assert report.unchanged == ["worker_repo", "session_repo"]
@@ -129,10 +134,12 @@ async def test_changed_instructions_rewrite_only_the_instruction_file(ws, reques
 async def test_a_repo_folder_holding_a_clone_of_another_url_is_a_conflict(
     ws, request_for, bare_repo_factory
 ):
-    await bootstrap(ws, request_for(), "CLAUDE.md")
+    await bootstrap(ws, request_for(), "CLAUDE.md", allow_local=True)
     elsewhere = bare_repo_factory("elsewhere")
     with pytest.raises(Conflict) as caught:
-        await bootstrap(ws, request_for(session_repo={"url": str(elsewhere)}), "CLAUDE.md")
+        await bootstrap(
+            ws, request_for(session_repo={"url": str(elsewhere)}), "CLAUDE.md", allow_local=True
+        )
     assert f"should be a clone of {elsewhere}" in caught.value.message
     assert caught.value.details["found"] == str(request_for.session)
     assert (ws.session_repo / "app.py").exists()  # left alone
@@ -142,25 +149,29 @@ async def test_a_repo_folder_holding_other_files_is_a_conflict(ws, request_for):
     ws.session_repo.mkdir(parents=True)
     (ws.session_repo / "stray.txt").write_text("stray")
     with pytest.raises(Conflict):
-        await bootstrap(ws, request_for(), "CLAUDE.md")
+        await bootstrap(ws, request_for(), "CLAUDE.md", allow_local=True)
     assert (ws.session_repo / "stray.txt").read_text() == "stray"
 
 
 async def test_without_a_session_repo_an_empty_repo_is_the_working_dir(ws, request_for):
-    report = await bootstrap(ws, request_for(session_repo=None, worker_repo=None), "CLAUDE.md")
+    report = await bootstrap(
+        ws, request_for(session_repo=None, worker_repo=None), "CLAUDE.md", allow_local=True
+    )
     assert report.changed == ["session_repo", "CLAUDE.md"]
     assert await gitops.current_branch(ws.session_repo) == "main"
     assert await gitops.remote_url(ws.session_repo) is None
     assert not ws.worker_repo.exists()
     assert "worker_repo/" not in (ws.root / "CLAUDE.md").read_text()
-    again = await bootstrap(ws, request_for(session_repo=None, worker_repo=None), "CLAUDE.md")
+    again = await bootstrap(
+        ws, request_for(session_repo=None, worker_repo=None), "CLAUDE.md", allow_local=True
+    )
     assert again.changed == []
 
 
 async def test_a_branch_the_remote_lacks_is_created_and_noted(ws, request_for, bare_repo_factory):
     empty = bare_repo_factory("empty", empty=True)
     request = request_for(session_repo={"url": str(empty), "branch": "task-7"})
-    report = await bootstrap(ws, request, "CLAUDE.md")
+    report = await bootstrap(ws, request, "CLAUDE.md", allow_local=True)
     assert "session_repo" in report.changed
     assert any("'task-7' does not exist" in note for note in report.notes)
     assert await gitops.current_branch(ws.session_repo) == "task-7"
@@ -169,8 +180,8 @@ async def test_a_branch_the_remote_lacks_is_created_and_noted(ws, request_for, b
 async def test_a_failed_clone_raises_git_error_and_can_be_retried(ws, request_for, tmp_path):
     request = request_for(session_repo={"url": str(tmp_path / "missing.git")})
     with pytest.raises(GitError):
-        await bootstrap(ws, request, "CLAUDE.md")
-    report = await bootstrap(ws, request_for(), "CLAUDE.md")
+        await bootstrap(ws, request, "CLAUDE.md", allow_local=True)
+    report = await bootstrap(ws, request_for(), "CLAUDE.md", allow_local=True)
     assert "session_repo" in report.changed
 
 
@@ -197,7 +208,7 @@ def test_repo_spec_defaults_to_main():
 
 async def test_the_instruction_file_name_must_be_a_plain_name(ws, request_for):
     with pytest.raises(ValueError):
-        await bootstrap(ws, request_for(), "../CLAUDE.md")
+        await bootstrap(ws, request_for(), "../CLAUDE.md", allow_local=True)
 
 
 # -- transcript and shutdown ------------------------------------------------------------------
@@ -229,9 +240,9 @@ def test_transcript_orders_jobs_by_their_first_event(ws):
     repo = ws.root / "repo"
     repo.mkdir()
 
-    path = write_transcript(ws, repo)
+    path = write_transcript(ws, repo, SESSION)
 
-    assert path == repo / ".vwm" / "transcript.jsonl"
+    assert path == repo / TRANSCRIPT / "transcript.jsonl"
     events = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(e["job_id"], e["seq"]) for e in events][::5] == [
         ("job_c", 1),
@@ -239,7 +250,7 @@ def test_transcript_orders_jobs_by_their_first_event(ws):
         ("job_a", 1),
     ]
     assert len(events) == 15
-    markdown = (repo / ".vwm" / "transcript.md").read_text()
+    markdown = (repo / TRANSCRIPT / "transcript.md").read_text()
     assert markdown.index("First prompt") < markdown.index("Second prompt")
     assert markdown.index("Second prompt") < markdown.index("Third prompt")
     assert "> First prompt" in markdown and "first answer" in markdown
@@ -249,17 +260,17 @@ def test_transcript_orders_jobs_by_their_first_event(ws):
 
 def test_no_jobs_no_transcript(ws):
     ws.ensure_dirs()
-    assert write_transcript(ws, ws.root / "repo") is None
+    assert write_transcript(ws, ws.root / "repo", SESSION) is None
     assert not (ws.root / "repo").exists()
 
 
 async def test_shutdown_commits_and_pushes_both_repos_with_the_transcript(ws, request_for, git):
-    await bootstrap(ws, request_for(), "CLAUDE.md")
+    await bootstrap(ws, request_for(), "CLAUDE.md", allow_local=True)
     (ws.session_repo / "feature.py").write_text("print('new')\n")
     (ws.worker_repo / "knowledge" / "lesson.md").write_text("tests first")
     write_job(ws, "job_1", 1000.0, "Add the feature", "Added feature.py")
 
-    outcome = await shutdown_repos(ws)
+    outcome = await shutdown_repos(ws, git=LOCAL_GIT, session_id=SESSION)
 
     session, worker = outcome["repos"]["session_repo"], outcome["repos"]["worker_repo"]
     assert session["pushed"] and worker["pushed"]
@@ -268,47 +279,45 @@ async def test_shutdown_commits_and_pushes_both_repos_with_the_transcript(ws, re
     assert git("--git-dir", session_bare, "rev-parse", "main") == session["committed"]
     assert git("--git-dir", worker_bare, "rev-parse", "main") == worker["committed"]
     files = git("--git-dir", session_bare, "show", "--name-only", "--format=", "main").splitlines()
-    assert sorted(files) == [".vwm/transcript.jsonl", ".vwm/transcript.md", "feature.py"]
-    transcript = git("--git-dir", session_bare, "show", "main:.vwm/transcript.md")
+    assert sorted(files) == [f"{TRANSCRIPT}/transcript.jsonl", f"{TRANSCRIPT}/transcript.md",
+                             "feature.py"]  # fmt: skip
+    transcript = git("--git-dir", session_bare, "show", f"main:{TRANSCRIPT}/transcript.md")
     assert "Add the feature" in transcript and "Added feature.py" in transcript
 
-    again = await shutdown_repos(ws)  # nothing new: no commit, pushes are no-ops
+    again = await shutdown_repos(
+        ws, git=LOCAL_GIT, session_id=SESSION
+    )  # nothing new: no commit, pushes are no-ops
     assert again["repos"]["session_repo"]["committed"] is None
     assert again["repos"]["session_repo"]["pushed"] is True
 
 
 async def test_shutdown_of_a_repo_without_a_remote_commits_only(ws, request_for):
-    await bootstrap(ws, request_for(session_repo=None, worker_repo=None), "CLAUDE.md")
+    await bootstrap(
+        ws, request_for(session_repo=None, worker_repo=None), "CLAUDE.md", allow_local=True
+    )
     (ws.session_repo / "notes.txt").write_text("notes")
-    outcome = await shutdown_repos(ws)
+    outcome = await shutdown_repos(ws, git=LOCAL_GIT, session_id=SESSION)
     assert list(outcome["repos"]) == ["session_repo"]
     assert outcome["repos"]["session_repo"]["committed"] == await gitops.head_sha(ws.session_repo)
     assert outcome["repos"]["session_repo"]["pushed"] is False
     assert outcome["transcript"] is None
 
 
-async def test_a_failed_push_is_reported_after_both_repos_were_tried(
-    ws, request_for, tmp_path, git
-):
-    await bootstrap(ws, request_for(), "CLAUDE.md")
-    other = tmp_path / "other"  # someone else pushes to the session branch meanwhile
-    git("clone", "--quiet", str(request_for.session), str(other))
-    (other / "theirs.txt").write_text("theirs")
-    git("add", "--all", cwd=other)
-    git("commit", "--quiet", "-m", "theirs", cwd=other)
-    git("push", "--quiet", "origin", "main", cwd=other)
+async def test_a_failed_push_is_reported_after_both_repos_were_tried(ws, request_for, git):
+    await bootstrap(ws, request_for(), "CLAUDE.md", allow_local=True)
+    # The session repository's remote is gone by the end of the session.
+    git("--git-dir", str(request_for.session), "update-ref", "-d", "refs/heads/main")
+    request_for.session.rename(request_for.session.with_name("moved.git"))
     (ws.session_repo / "mine.txt").write_text("mine")
     (ws.worker_repo / "lesson.md").write_text("lesson")
 
-    with pytest.raises(PushRejected) as caught:
-        await shutdown_repos(ws)
+    with pytest.raises(GitError) as caught:
+        await shutdown_repos(ws, git=LOCAL_GIT, session_id=SESSION)
 
     repos = caught.value.details["repos"]
     assert repos["session_repo"]["pushed"] is False
     assert repos["session_repo"]["error"]["code"] == "push_failed"
-    assert (
-        "session_repo" in caught.value.message and "local commits are kept" in caught.value.message
-    )
+    assert "session_repo" in caught.value.message and "kept" in caught.value.message
     assert await gitops.head_sha(ws.session_repo) == repos["session_repo"]["committed"]
     assert repos["worker_repo"]["pushed"] is True and repos["worker_repo"]["error"] is None
     worker_head = git("--git-dir", str(request_for.worker), "rev-parse", "main")
@@ -318,13 +327,15 @@ async def test_a_failed_push_is_reported_after_both_repos_were_tried(
 async def test_a_symlink_at_the_transcript_folder_neither_escapes_nor_blocks_saving(
     ws, request_for, tmp_path
 ):
-    await bootstrap(ws, request_for(session_repo=None, worker_repo=None), "CLAUDE.md")
+    await bootstrap(
+        ws, request_for(session_repo=None, worker_repo=None), "CLAUDE.md", allow_local=True
+    )
     outside = tmp_path / "outside"
     outside.mkdir()
     (ws.session_repo / ".vwm").symlink_to(outside, target_is_directory=True)
     write_job(ws, "job_1", 1000.0, "prompt", "answer")
 
-    outcome = await shutdown_repos(ws)
+    outcome = await shutdown_repos(ws, git=LOCAL_GIT, session_id=SESSION)
 
     assert outcome["transcript"] is None
     assert outcome["transcript_error"]["code"] == "path_outside_workspace"

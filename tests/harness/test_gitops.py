@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from harness import gitops
-from harness.errors import BadRequest, GitError, PushRejected
+from harness.errors import BadRequest, GitError, PushRejected, RepoUrlNotAllowed
 
 # Every test runs without global git config, like a fresh container.
 pytestmark = pytest.mark.usefixtures("isolated_git")
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("isolated_git")
 
 async def test_clone_checks_out_the_branch(bare_repo_factory, tmp_path):
     bare = bare_repo_factory(files={"notes/a.md": "a"})
-    result = await gitops.clone(str(bare), "main", tmp_path / "clone")
+    result = await gitops.clone(str(bare), "main", tmp_path / "clone", allow_local=True)
     assert result.created_branch is False
     assert result.head == await gitops.head_sha(tmp_path / "clone")
     assert (tmp_path / "clone" / "notes" / "a.md").read_text() == "a"
@@ -28,12 +28,12 @@ async def test_clone_of_an_empty_bare_repo_creates_the_branch_locally(
 ):
     bare = bare_repo_factory("empty", empty=True)
     dest = tmp_path / "clone"
-    result = await gitops.clone(str(bare), "task-1", dest)
+    result = await gitops.clone(str(bare), "task-1", dest, allow_local=True)
     assert result == gitops.CloneResult(branch="task-1", created_branch=True, head=None)
     assert await gitops.current_branch(dest) == "task-1"
     (dest / "first.txt").write_text("first")
     sha = await gitops.commit_all(dest, "first commit")
-    assert await gitops.push(dest, "task-1") is True
+    assert await gitops.push(dest, "task-1", allow_local=True) is True
     assert git("--git-dir", str(bare), "rev-parse", "refs/heads/task-1") == sha
 
 
@@ -42,7 +42,7 @@ async def test_a_branch_missing_on_the_remote_starts_from_its_default_branch(
 ):
     bare = bare_repo_factory()
     dest = tmp_path / "clone"
-    result = await gitops.clone(str(bare), "session/abc", dest)
+    result = await gitops.clone(str(bare), "session/abc", dest, allow_local=True)
     assert result.created_branch is True
     assert await gitops.current_branch(dest) == "session/abc"
     assert (dest / "README.md").exists()
@@ -52,7 +52,7 @@ async def test_commit_all_stages_everything_and_returns_none_when_clean(
     bare_repo_factory, tmp_path, git
 ):
     dest = tmp_path / "clone"
-    await gitops.clone(str(bare_repo_factory()), "main", dest)
+    await gitops.clone(str(bare_repo_factory()), "main", dest, allow_local=True)
     assert await gitops.commit_all(dest, "nothing") is None
     (dest / "new" / "file.txt").parent.mkdir()
     (dest / "new" / "file.txt").write_text("new")
@@ -70,12 +70,12 @@ async def test_commit_all_stages_everything_and_returns_none_when_clean(
 async def test_push_is_visible_in_the_bare_repo(bare_repo_factory, tmp_path, git):
     bare = bare_repo_factory()
     dest = tmp_path / "clone"
-    await gitops.clone(str(bare), "main", dest)
+    await gitops.clone(str(bare), "main", dest, allow_local=True)
     (dest / "work.txt").write_text("done")
     sha = await gitops.commit_all(dest, "work")
-    assert await gitops.push(dest, "main") is True
+    assert await gitops.push(dest, "main", allow_local=True) is True
     assert git("--git-dir", str(bare), "log", "-1", "--format=%H %s", "main") == f"{sha} work"
-    assert await gitops.push(dest, "main") is True  # nothing new: still fine
+    assert await gitops.push(dest, "main", allow_local=True) is True  # nothing new: still fine
 
 
 async def test_push_rejected_when_the_remote_moved_on_keeps_the_local_commit(
@@ -83,16 +83,16 @@ async def test_push_rejected_when_the_remote_moved_on_keeps_the_local_commit(
 ):
     bare = bare_repo_factory()
     mine, theirs = tmp_path / "mine", tmp_path / "theirs"
-    await gitops.clone(str(bare), "main", mine)
-    await gitops.clone(str(bare), "main", theirs)
+    await gitops.clone(str(bare), "main", mine, allow_local=True)
+    await gitops.clone(str(bare), "main", theirs, allow_local=True)
     (theirs / "theirs.txt").write_text("theirs")
     await gitops.commit_all(theirs, "theirs")
-    await gitops.push(theirs, "main")
+    await gitops.push(theirs, "main", allow_local=True)
     (mine / "mine.txt").write_text("mine")
     my_sha = await gitops.commit_all(mine, "mine")
 
     with pytest.raises(PushRejected) as caught:
-        await gitops.push(mine, "main")
+        await gitops.push(mine, "main", allow_local=True)
 
     error = caught.value
     assert "remote branch has commits" in error.message
@@ -106,25 +106,27 @@ async def test_push_rejected_when_the_remote_moved_on_keeps_the_local_commit(
 async def test_push_to_a_vanished_remote_says_it_is_unreachable(bare_repo_factory, tmp_path, git):
     bare = bare_repo_factory()
     dest = tmp_path / "clone"
-    await gitops.clone(str(bare), "main", dest)
+    await gitops.clone(str(bare), "main", dest, allow_local=True)
     (dest / "x.txt").write_text("x")
     sha = await gitops.commit_all(dest, "x")
     bare.rename(tmp_path / "moved.git")
     with pytest.raises(PushRejected) as caught:
-        await gitops.push(dest, "main")
+        await gitops.push(dest, "main", allow_local=True)
     assert "unreachable" in caught.value.message
     assert await gitops.head_sha(dest) == sha
 
 
 async def test_push_of_a_branch_without_commits_is_a_no_op(bare_repo_factory, tmp_path):
     dest = tmp_path / "clone"
-    await gitops.clone(str(bare_repo_factory(empty=True)), "main", dest)
-    assert await gitops.push(dest, "main") is False
+    await gitops.clone(str(bare_repo_factory(empty=True)), "main", dest, allow_local=True)
+    assert await gitops.push(dest, "main", allow_local=True) is False
 
 
 async def test_cloning_a_bad_url_fails_with_a_clear_message(tmp_path):
     with pytest.raises(GitError) as caught:
-        await gitops.clone(str(tmp_path / "no-such-repo"), "main", tmp_path / "dest")
+        await gitops.clone(
+            str(tmp_path / "no-such-repo"), "main", tmp_path / "dest", allow_local=True
+        )
     error = caught.value
     assert error.message.startswith(f"cannot clone {tmp_path / 'no-such-repo'}:")
     assert "does not appear to be a git repository" in error.message
@@ -137,7 +139,7 @@ async def test_credentials_in_urls_never_appear_in_errors(tmp_path):
     port = _closed_port()
     url = f"http://user:s3cr3t-token@127.0.0.1:{port}/repo.git"
     with pytest.raises(GitError) as caught:
-        await gitops.clone(url, "main", tmp_path / "dest")
+        await gitops.clone(url, "main", tmp_path / "dest", allow_local=True)
     text = repr(caught.value.to_dict())
     assert "s3cr3t-token" not in text
     assert "http://***@127.0.0.1" in caught.value.details["command"]
@@ -150,7 +152,7 @@ async def test_a_hanging_remote_times_out_and_the_process_is_killed(tmp_path):
         url = f"http://127.0.0.1:{server.getsockname()[1]}/repo.git"
         started = asyncio.get_running_loop().time()
         with pytest.raises(GitError) as caught:
-            await gitops.clone(url, "main", tmp_path / "dest", timeout_s=1.0)
+            await gitops.clone(url, "main", tmp_path / "dest", timeout_s=1.0, allow_local=True)
         assert asyncio.get_running_loop().time() - started < 10
     assert "took longer than 1 s" in caught.value.message
     assert caught.value.details["timed_out"] is True
@@ -161,7 +163,7 @@ async def test_is_clone_of_compares_urls_not_spellings(bare_repo_factory, tmp_pa
     other = bare_repo_factory("other")
     dest = tmp_path / "clone"
     assert await gitops.is_clone_of(dest, str(bare)) is False
-    await gitops.clone(str(bare), "main", dest)
+    await gitops.clone(str(bare), "main", dest, allow_local=True)
     assert await gitops.is_clone_of(dest, str(bare))
     assert await gitops.is_clone_of(dest, f"{bare}/")
     assert await gitops.is_clone_of(dest, f"file://{bare}")
@@ -181,7 +183,7 @@ async def test_init_makes_an_empty_repo_without_a_remote(tmp_path):
 @pytest.mark.parametrize("branch", ["-delete", "a..b", "with space", "ends/", "x.lock", ""])
 async def test_branch_names_git_would_misread_are_refused(tmp_path, branch):
     with pytest.raises(BadRequest):
-        await gitops.clone(str(tmp_path / "any"), branch, tmp_path / "dest")
+        await gitops.clone(str(tmp_path / "any"), branch, tmp_path / "dest", allow_local=True)
 
 
 def test_mask_credentials():
@@ -197,9 +199,16 @@ def _closed_port() -> int:
         return probe.getsockname()[1]
 
 
-async def test_transports_that_run_programs_are_not_allowed(tmp_path):
+@pytest.mark.parametrize("allow_local", [False, True])
+async def test_transports_that_run_programs_are_not_allowed(tmp_path, allow_local):
     marker = tmp_path / "pwned"
-    with pytest.raises(GitError) as caught:
-        await gitops.clone(f"ext::sh -c touch% {marker}", "main", tmp_path / "dest")
-    assert "not allowed" in caught.value.message
+    for url in (f"ext::sh -c touch% {marker}", f"EXT::sh -c touch% {marker}", "fd::3"):
+        with pytest.raises(RepoUrlNotAllowed) as caught:
+            await gitops.clone(url, "main", tmp_path / "dest", allow_local=allow_local)
+        assert "not allowed" in caught.value.message
     assert not marker.exists()
+    # Git itself refuses them too, should a URL ever get past the check.
+    done = await gitops.run_git(
+        "ls-remote", f"ext::sh -c touch% {marker}", check=False, allow_local=allow_local
+    )
+    assert done.exit_code != 0 and not marker.exists()

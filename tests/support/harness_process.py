@@ -41,6 +41,7 @@ class HarnessProcess:
             "VWM_CLI_BIN": str(CLI_BIN / cli),
             "VWM_HARNESS_PORT": str(self.port),
             "VWM_SESSION_TOKEN": TOKEN,
+            "VWM_GIT_ALLOW_LOCAL": "1",  # the tests' repositories are local bare ones
             **env,
         }
         self._log_path = log_path
