@@ -96,11 +96,14 @@ def prompt_overhead(plane: ControlPlane, client: httpx.Client, session_id: str, 
     )
     import json
 
+    from functions.runtime.tokens import TokenKey
+
     handle = json.loads(row[0])["state"]
+    token = TokenKey.in_folder(plane.data_dir).token(session_id)  # derived, never stored
     harness = httpx.Client(
         base_url=f"http://127.0.0.1:{handle['port']}",
         timeout=120,
-        headers={"Authorization": f"Bearer {handle['token']}"},
+        headers={"Authorization": f"Bearer {token}"},
     )
     through, direct = [], []
     for _ in range(runs):
