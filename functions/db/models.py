@@ -211,6 +211,9 @@ class WorkerSession(Base):
     runtime_state: Mapped[dict[str, Any]] = mapped_column(default=dict)
     cli_session_id: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[dict[str, Any] | None]
+    # What ending the session did: the harness's shutdown outcome (per repository the commit,
+    # how it was pushed, the branch holding the work). NULL until it ended.
+    result: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     ready_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]

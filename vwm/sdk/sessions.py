@@ -84,6 +84,12 @@ class VWSession:
         return self.data.get("worker")
 
     @property
+    def result(self) -> dict[str, Any] | None:
+        """Once ended: per repository the commit made, how it was pushed (``direct``,
+        ``rebased``, ``fallback_branch``) and the ``branch`` and ``head`` holding the work."""
+        return self.data.get("result")
+
+    @property
     def files(self) -> SessionFiles:
         """The session's workspace files (list, read, write, delete)."""
         return SessionFiles(self._client, self.id)
