@@ -111,11 +111,16 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
     import uvicorn
 
     from functions.context import settings, token_key
+    from functions.runtime.errors import TokenKeyUnavailable
 
     use_embedded_defaults()
     current = settings()
     secure(current.data_dir, current.database_url)
-    token_key()  # made now (0600) or refused now, not at the first session
+    try:
+        token_key()  # made now (0600) or refused now, not at the first session
+    except TokenKeyUnavailable as exc:
+        print(f"vwm: {exc.message}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     sandbox = backend().sandbox  # bubblewrap probed now, once
     if sandbox.refused:
         print(f"vwm: {sandbox.refusal()}", file=sys.stderr, flush=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pytest
+
 from functions.runtime.tokens import KEY_FILE_NAME, TokenKey
 from tests.control_plane.conftest import ControlPlane, harness_pids, kill_harnesses
 from tests.e2e.conftest import make_bare_repo
@@ -86,3 +88,38 @@ def assert_private_and_tokenless(data_dir: Path, tokens: list[str]) -> None:
         assert mode(path) == 0o600, path
         content = path.read_bytes()
         assert all(token.encode() not in content for token in tokens), path
+
+
+def test_an_operator_key_file_is_used_and_a_short_one_stops_the_start(tmp_path: Path) -> None:
+    key_file = tmp_path / "secret" / "token.key"  # as a mounted Kubernetes Secret
+    key_file.parent.mkdir()
+    key_file.write_text("too short\n")
+    data_dir = tmp_path / "data"
+    plane = ControlPlane(data_dir, {"VWM_TOKEN_KEY_FILE": str(key_file)})
+    with pytest.raises(RuntimeError, match="needs at least 32"):
+        plane.start()
+    assert plane.proc is not None and plane.proc.wait(timeout=10) == 2
+    assert "Traceback" not in plane.log()
+
+    key_file.write_text("k" * 48 + "\n")
+    plane = ControlPlane(data_dir, {"VWM_TOKEN_KEY_FILE": str(key_file)})
+    plane.start()
+    try:
+        with plane.client() as client:
+            client.post(
+                "/v1/admin/runtimes", json={"name": "c", "cli": "claude", "cli_version": "x"}
+            ).raise_for_status()
+            worker = {"name": "w", "runtime": "c", "repo_url": str(make_repo(tmp_path))}
+            client.post("/v1/admin/workers", json=worker).raise_for_status()
+            created = client.post("/v1/sessions", json={"worker": "w"})
+            assert created.status_code == 201, (created.text, plane.log())
+            (pid,) = harness_pids(data_dir)
+            assert session_token(pid) == TokenKey.from_file(key_file).token(created.json()["id"])
+    finally:
+        plane.stop()
+        kill_harnesses(data_dir)
+    assert not (data_dir / KEY_FILE_NAME).exists()  # no second key beside the operator's
+
+
+def make_repo(tmp_path: Path) -> Path:
+    return make_bare_repo(tmp_path / "worker.git", {"README.md": "# knowledge\n"})
