@@ -14,9 +14,10 @@ The profile, in mount order (later mounts sit on top of earlier ones):
    host, a new session, killed with the harness;
 2. hidden behind empty tmpfs: ``/tmp`` and ``/var/tmp`` (its own), ``/run`` (the sockets of
    local daemons: D-Bus, Docker, PostgreSQL), ``/home``, ``/root`` and the user's home;
-3. shown again read-only, where 2 hid them: the CLI's installation, the folders on ``PATH`` (for a
-   folder in the user's home, its top folder: ``~/.pyenv``, ``~/.nvm``, ...), the target of
-   ``/etc/resolv.conf``, and ``VWM_SANDBOX_SHOW``; within them, known credential files hidden again;
+3. shown again read-only, where 2 hid them: the CLI's installation, the folders on ``PATH`` (one
+   inside a dot-folder of the user's home with that whole folder: ``~/.pyenv``, ``~/.nvm``, ...),
+   the folder of ``/etc/resolv.conf``'s target, and ``VWM_SANDBOX_SHOW``; within them, known
+   credential files hidden again;
 4. hidden: ``VWM_SANDBOX_HIDE`` (the data folder: every other session, the database, the logs);
 5. the session's workspace, writable; its ``.vwm`` (job records, harness state) read-only.
 
@@ -182,11 +183,12 @@ def _package_root(binary: Path) -> Path:
 
 
 def _toolchain(entry: Path, homes: Iterable[Path]) -> Path:
-    """A ``PATH`` folder in the user's home is shown with its top folder (``~/.pyenv/shims`` needs
-    ``~/.pyenv/versions``); anywhere else, just the folder."""
+    """A ``PATH`` folder inside a dot-folder of the user's home is shown with that whole folder
+    (``~/.pyenv/shims`` needs ``~/.pyenv/versions``, ``~/.nvm/.../bin`` its ``lib``); anywhere
+    else (``~/bin``, ``~/src/x/.venv/bin``), just the folder itself."""
     for home in homes:
-        if home in entry.parents:
-            return home / entry.relative_to(home).parts[0]
+        if home in entry.parents and (top := entry.relative_to(home).parts[0]).startswith("."):
+            return home / top
     return entry
 
 

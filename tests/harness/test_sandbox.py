@@ -303,6 +303,47 @@ def test_a_cli_reached_through_a_symlink_in_a_hidden_folder_still_runs(
     assert (done.returncode, done.stdout) == (0, "ran\n"), done.stderr
 
 
+def test_the_home_is_hidden_but_its_toolchains_on_path_are_shown_without_credentials(
+    tmp_path: Path,
+) -> None:
+    bwrap = require_bwrap()
+    home = tmp_path / "home"
+    for folder in (".cargo/bin", ".pyenv/shims", ".pyenv/versions", "bin", "notes"):
+        (home / folder).mkdir(parents=True)
+    (home / ".cargo" / "credentials.toml").write_text("token = 'crates.io'\n")
+    (home / ".pyenv" / "versions" / "python").write_text("an interpreter\n")
+    (home / "bin" / "tool").write_text("a tool\n")
+    (home / "notes" / "diary.txt").write_text("private\n")
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "id_ed25519").write_text("a key\n")
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    path_dirs = [str(home / ".cargo" / "bin"), str(home / ".pyenv" / "shims"), str(home / "bin")]
+    options = sandbox.profile(workspace=workspace, path_dirs=path_dirs, home=home)
+    script = 'for f in "$@"; do if cat "$f" >/dev/null 2>&1; then echo read; else echo no; fi; done'
+    probes = {
+        "interpreter": home / ".pyenv" / "versions" / "python",  # the shim's folder needs it
+        "tool": home / "bin" / "tool",
+        "credentials": home / ".cargo" / "credentials.toml",
+        "diary": home / "notes" / "diary.txt",
+        "key": home / ".ssh" / "id_ed25519",
+    }
+    done = subprocess.run(
+        [bwrap, *options, "sh", "-c", script, "sh", *map(str, probes.values())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert dict(zip(probes, done.stdout.split(), strict=True)) == {
+        "interpreter": "read",
+        "tool": "read",
+        "credentials": "no",
+        "diary": "no",
+        "key": "no",
+    }
+
+
 def test_a_harness_told_to_use_bwrap_refuses_to_start_without_it(tmp_path: Path) -> None:
     missing = str(tmp_path / "no-such-bwrap")
     with pytest.raises(SettingsError, match="install bubblewrap"):
