@@ -70,6 +70,7 @@ def backend() -> Any:
     return LocalBackend(
         current.data_dir,
         token_key=token_key(),
+        startup_grace_s=current.harness.startup_grace_s,
         # Probed once per process; the CLIs never see the token key file either.
         sandbox=choose(current.sandbox, current.sandbox_bwrap, show=current.sandbox_show),
         sandbox_hide=[current.token_key_file] if current.token_key_file else [],

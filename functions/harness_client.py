@@ -1,24 +1,33 @@
 """The control plane's HTTP client for one session's harness (see docs/harness.md).
 
 Functions never import `harness`: they speak its versioned HTTP API through this module. Errors
-become `HarnessUnavailable` (the harness did not answer: retry later) or `HarnessRefused` (it
-answered with an error JSON; the code and message are passed on to the caller).
+become `HarnessUnavailable` (the harness did not answer in time: retry later) or `HarnessRefused`
+(it answered with an error JSON; the code and message are passed on to the caller).
+
+Every call is bounded (`HarnessCallSettings`): a harness that is stopped, or accepts connections
+and never answers, costs a caller at most the bound, never a hung request. An event stream has
+no total bound, only a silence bound: the harness sends a heartbeat comment every few seconds,
+and a stream that stays silent for `stream_idle_s` (no event, no heartbeat) is a dead harness.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
 from eventing.sse import SseFrame, aparse_lines
+from functions.settings import HarnessCallSettings
 
 
 class HarnessCallError(Exception):
     status_code = 502
     code = "harness_unavailable"
+    retryable = False
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -27,7 +36,15 @@ class HarnessCallError(Exception):
 
 
 class HarnessUnavailable(HarnessCallError):
-    """No answer (connection refused, timeout): the session's harness is down or starting."""
+    """No answer in time (refused, timed out, stalled, silent): the harness is down, starting or
+    hung. `timed_out`: the call may have reached a harness that then stopped answering."""
+
+    status_code = 503
+    retryable = True
+
+    def __init__(self, message: str, *, timed_out: bool = False, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.timed_out = timed_out
 
 
 class HarnessRefused(HarnessCallError):
@@ -44,12 +61,14 @@ _pool: httpx.AsyncClient | None = None
 
 def _shared_pool() -> httpx.AsyncClient:
     """One connection pool for every harness call of this process: building an httpx client
-    costs milliseconds of CPU (TLS context), too much to pay on every call of every prompt."""
+    costs milliseconds of CPU (TLS context), too much to pay on every call of every prompt.
+    Its default timeouts are never used: every call passes its own bounds."""
     global _pool
     if _pool is None or _pool.is_closed:
         _pool = httpx.AsyncClient(
-            timeout=httpx.Timeout(30.0, read=None),
+            timeout=httpx.Timeout(30.0),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
+            trust_env=False,  # the harness is local or in-cluster, never behind a proxy
         )
     return _pool
 
@@ -57,10 +76,18 @@ def _shared_pool() -> httpx.AsyncClient:
 class HarnessClient:
     """Calls to one harness (its base URL and session token) over the shared pool."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        bounds: HarnessCallSettings,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        """`http`: the connection pool to use (the process's shared one by default)."""
         self._base = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
-        self._http = _shared_pool()
+        self._http = http or _shared_pool()
+        self.bounds = bounds
 
     async def __aenter__(self) -> HarnessClient:
         return self
@@ -76,10 +103,19 @@ class HarnessClient:
         return (await self.send("GET", "/healthz")).json()
 
     async def bootstrap(self, body: dict[str, Any]) -> dict[str, Any]:
-        return (await self.send("POST", "/v1/bootstrap", json=body)).json()
+        response = await self.send(
+            "POST", "/v1/bootstrap", json=body, bound=self.bounds.bootstrap_s
+        )
+        return response.json()
 
     async def start_job(self, body: dict[str, Any]) -> dict[str, Any]:
-        return (await self.send("POST", "/v1/jobs", json={**body, "mode": "async"})).json()
+        """Start a job, which the harness refuses (`job_expired`) if this request reaches it after
+        we stopped waiting for it: a request a stopped harness reads late must not run a job
+        nobody waits for. The deadline is on the harness's clock, hence the skew margin."""
+        bounds = self.bounds
+        not_after = time.time() + bounds.connect_s + bounds.call_s + bounds.clock_skew_s
+        job = {**body, "mode": "async", "not_after": round(not_after, 3)}
+        return (await self.send("POST", "/v1/jobs", json=job)).json()
 
     async def job(self, job_id: str) -> dict[str, Any]:
         return (await self.send("GET", f"/v1/jobs/{job_id}")).json()
@@ -88,29 +124,55 @@ class HarnessClient:
         return (await self.send("POST", f"/v1/jobs/{job_id}/cancel")).json()
 
     async def shutdown(self) -> dict[str, Any]:
-        return (await self.send("POST", "/v1/shutdown")).json()
+        return (await self.send("POST", "/v1/shutdown", bound=self.bounds.shutdown_s)).json()
 
     async def events(self, job_id: str, after: int = 0) -> AsyncIterator[SseFrame]:
-        """The job's events after `after`, as they come, until the job's log ends."""
+        """The job's events after `after`, as they come, until the job's log ends. Every read
+        must bring something (an event or a heartbeat comment) within `stream_idle_s`."""
         headers = {**self._headers, "Last-Event-ID": str(after)}
+        idle = self.bounds.stream_idle_s
+        timeout = httpx.Timeout(idle, connect=self.bounds.connect_s)
         try:
             async with self._http.stream(
-                "GET", f"{self._base}/v1/jobs/{job_id}/events", headers=headers
+                "GET", f"{self._base}/v1/jobs/{job_id}/events", headers=headers, timeout=timeout
             ) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise _refused(response)
                 async for message in aparse_lines(response.aiter_lines()):
                     yield message
+        except httpx.TimeoutException:
+            raise HarnessUnavailable(
+                f"the session's harness sent nothing (no event, no heartbeat) for {idle:g} s; "
+                "it is hung and is being restarted, try again",
+                timed_out=True,
+            ) from None
         except httpx.TransportError as exc:
-            raise HarnessUnavailable(f"the session's harness stopped answering: {exc}") from None
+            raise HarnessUnavailable(
+                f"the session's harness stopped answering ({exc.__class__.__name__}); "
+                "it may be restarting, try again"
+            ) from None
 
-    async def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One call; an error answer raises `HarnessRefused`, no answer `HarnessUnavailable`."""
+    async def send(
+        self, method: str, path: str, *, bound: float | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """One call, answered in full within `connect_s` + `bound` (default `call_s`); an error
+        answer raises `HarnessRefused`, no answer in time `HarnessUnavailable`."""
+        bound = self.bounds.call_s if bound is None else bound
+        total = self.bounds.connect_s + bound
+        timeout = httpx.Timeout(bound, connect=self.bounds.connect_s)
         try:
-            response = await self._http.request(
-                method, self._base + path, headers=self._headers, **kwargs
-            )
+            # httpx bounds each read; the outer deadline also bounds a harness that trickles.
+            async with asyncio.timeout(total):
+                response = await self._http.request(
+                    method, self._base + path, headers=self._headers, timeout=timeout, **kwargs
+                )
+        except (httpx.TimeoutException, TimeoutError):
+            raise HarnessUnavailable(
+                f"the session's harness did not answer {method} {path} within {total:g} s; "
+                "it is hung or overloaded and is being restarted, try again",
+                timed_out=True,
+            ) from None
         except httpx.TransportError as exc:
             raise HarnessUnavailable(
                 f"the session's harness did not answer ({exc.__class__.__name__}); "

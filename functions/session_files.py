@@ -2,18 +2,23 @@
 
 The control plane only relays: confinement to the workspace (no `..`, no absolute paths, no
 symlinks out, the CLI's state never served) is enforced by the harness, which owns the volume.
+Each call is bounded; one that gets no answer in time answers 503 `harness_unavailable` after the
+hung harness was replaced, so trying again works.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from functions.api import Endpoint
-from functions.harness_client import HarnessClient
+from functions.harness_client import HarnessFiles
 from functions.http import ApiError, parse_query, read_body
-from functions.session_runtime import client_for, reach
+from functions.session_runtime import client_for, reach, recovering
 
 MAX_FILE_BYTES = 32 << 20
 
@@ -39,21 +44,25 @@ class FileList(BaseModel):
     entries: list[FileEntry]
 
 
-async def _harness(request: Request) -> HarnessClient:
-    _, endpoint = await reach(request.path_params["session_id"])
-    return client_for(endpoint)
+T = TypeVar("T")
+
+
+async def _on_files(request: Request, call: Callable[[HarnessFiles], Awaitable[T]]) -> T:
+    """One call to the files of the request's session, through its harness."""
+    session_id = request.path_params["session_id"]
+    _, endpoint = await reach(session_id)
+    async with recovering(session_id), client_for(endpoint) as harness:
+        return await call(harness.files)
 
 
 async def list_files(request: Request) -> Response:
     query = parse_query(request, FileQuery)
-    async with await _harness(request) as harness:
-        return JSONResponse(await harness.files.list(query.path))
+    return JSONResponse(await _on_files(request, lambda files: files.list(query.path)))
 
 
 async def read_file(request: Request) -> Response:
     query = parse_query(request, FileQuery)
-    async with await _harness(request) as harness:
-        data = await harness.files.read(query.path)
+    data = await _on_files(request, lambda files: files.read(query.path))
     return Response(data, media_type="application/octet-stream")
 
 
@@ -62,14 +71,12 @@ async def write_file(request: Request) -> Response:
     if query.path == ".":
         raise ApiError(400, "bad_request", "name the file to write with ?path=")
     data = await read_body(request, MAX_FILE_BYTES)
-    async with await _harness(request) as harness:
-        return JSONResponse(await harness.files.write(query.path, data))
+    return JSONResponse(await _on_files(request, lambda files: files.write(query.path, data)))
 
 
 async def delete_file(request: Request) -> Response:
     query = parse_query(request, DeleteQuery)
-    async with await _harness(request) as harness:
-        await harness.files.delete(query.path, query.recursive)
+    await _on_files(request, lambda files: files.delete(query.path, query.recursive))
     return Response(status_code=204)
 
 

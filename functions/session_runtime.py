@@ -6,7 +6,10 @@ Used by the `sessions` and `prompts` functions.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +19,12 @@ from functions.context import backend, db, settings
 from functions.db.errors import ConflictError
 from functions.db.models import Runtime, SessionStatus, Worker, WorkerSession
 from functions.db.repositories import Runtimes, Sessions, Settings, Workers
-from functions.harness_client import HarnessClient
+from functions.harness_client import HarnessClient, HarnessUnavailable
 from functions.repo_policy import allow_local_repos
 from functions.runtime.base import HarnessEndpoint, HarnessSpec, RuntimeHandle
 from functions.runtime.errors import HarnessNotReady, HarnessStartFailed
+
+logger = logging.getLogger(__name__)
 
 GLOBAL_INSTRUCTIONS = "global_instructions"
 
@@ -73,7 +78,8 @@ def harness_spec(view: SessionView) -> HarnessSpec:
     credential_env: dict[str, str] = {}
     if runtime.credential_ref:
         credential_env["VWM_PROVIDER_API_KEY"] = require_credential(runtime)
-    extra: dict[str, str] = {}
+    # The harness's heartbeat is what the control plane's silence bound on its streams counts in.
+    extra: dict[str, str] = {"VWM_HEARTBEAT_S": f"{settings().heartbeat_s:g}"}
     if runtime.prices:
         import json
 
@@ -134,6 +140,28 @@ async def relaunch(view: SessionView, handle: RuntimeHandle) -> RuntimeHandle:
     return handle
 
 
+async def recover(session_id: str) -> None:
+    """After a call to the session's harness got no answer in time: probe it, and replace it if it
+    is hung, so the next call finds a harness that answers. Best effort: the caller reports the
+    original failure (`harness_unavailable`, retryable) whatever happens here."""
+    try:
+        view = await db(load, session_id)
+        if view.session.status == SessionStatus.READY and view.session.runtime_state:
+            await harness_of(view, probe=True)
+    except Exception:  # the next call tries again; this one already failed
+        logger.warning("could not replace a hung harness", exc_info=True)
+
+
+@contextlib.asynccontextmanager
+async def recovering(session_id: str) -> AsyncIterator[None]:
+    """Calls to the session's harness inside recover it when one gets no answer in time."""
+    try:
+        yield
+    except HarnessUnavailable:
+        await recover(session_id)
+        raise
+
+
 def _save_handle(session: Session, session_id: str, state: dict[str, Any]) -> None:
     row = session.get(WorkerSession, session_id)
     if row is not None:
@@ -155,4 +183,4 @@ def bootstrap_body(view: SessionView, system_instructions: str) -> dict[str, Any
 
 
 def client_for(endpoint: HarnessEndpoint) -> HarnessClient:
-    return HarnessClient(endpoint.url, endpoint.token)
+    return HarnessClient(endpoint.url, endpoint.token, settings().harness)

@@ -10,8 +10,54 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class HarnessCallSettings:
+    """Bounds on every call the control plane makes to a session's harness, in seconds. A call
+    that gets no answer within its bound is `harness_unavailable` (503, retryable) and the harness
+    is checked and replaced if it is hung, so no request of ours waits on a stopped process.
+
+    `connect_s` bounds opening a connection, `call_s` each ordinary call (job start, get and
+    cancel, files, health), `bootstrap_s` a bootstrap (it clones repositories) and `shutdown_s`
+    the end of a session (transcript, commit, push). An event stream has no total bound (a job may
+    run for hours) but may not stay silent longer than `stream_idle_s`: the harness sends an SSE
+    heartbeat every ``VWM_HEARTBEAT_S``, which the control plane passes on to it, so the default
+    is three heartbeats. `clock_skew_s` is added to a job's dispatch deadline (``not_after``,
+    checked on the harness's clock, another machine in production). `startup_grace_s` is how long
+    a just-launched harness may take to answer before a mute one counts as hung.
+    """
+
+    connect_s: float = 5.0
+    call_s: float = 30.0
+    bootstrap_s: float = 600.0
+    shutdown_s: float = 600.0
+    stream_idle_s: float = 45.0
+    clock_skew_s: float = 60.0
+    startup_grace_s: float = 30.0
+
+    @property
+    def dispatch_s(self) -> float:
+        """How long a job may take to reach its harness (a bootstrap, then the job start);
+        after that, plus the clock skew, no harness starts it and a row still queued is dead."""
+        return 2 * self.connect_s + self.bootstrap_s + self.call_s + self.clock_skew_s
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], heartbeat_s: float) -> HarnessCallSettings:
+        def seconds(name: str, default: float) -> float:
+            return float(env.get(name) or default)
+
+        return cls(
+            connect_s=seconds("VWM_HARNESS_CONNECT_TIMEOUT_S", 5.0),
+            call_s=seconds("VWM_HARNESS_CALL_TIMEOUT_S", 30.0),
+            bootstrap_s=seconds("VWM_HARNESS_BOOTSTRAP_TIMEOUT_S", 600.0),
+            shutdown_s=seconds("VWM_HARNESS_SHUTDOWN_TIMEOUT_S", 600.0),
+            stream_idle_s=seconds("VWM_HARNESS_STREAM_IDLE_S", 3 * heartbeat_s),
+            clock_skew_s=seconds("VWM_HARNESS_CLOCK_SKEW_S", 60.0),
+            startup_grace_s=seconds("VWM_HARNESS_STARTUP_GRACE_S", 30.0),
+        )
 
 
 @dataclass(frozen=True)
@@ -31,6 +77,7 @@ class ControlPlaneSettings:
     # The harness token key (a Kubernetes Secret mounted as a file); None: a key file in
     # `data_dir`, made on first use.
     token_key_file: Path | None = None
+    harness: HarnessCallSettings = field(default_factory=HarnessCallSettings)
     # How the local backend's harnesses confine their CLI (functions.runtime.sandbox):
     # "auto" bubblewrap where it works, else unconfined; "required" no sessions without it;
     # "off" unconfined. `sandbox_bwrap`: the bwrap executable, a path or a name on PATH.
@@ -45,6 +92,7 @@ class ControlPlaneSettings:
         env = os.environ if env is None else env
         data_dir = Path(env.get("VWM_DATA_DIR", ".data")).resolve()
         database_url = env.get("VWM_DATABASE_URL") or f"sqlite:///{data_dir / 'vwm.sqlite3'}"
+        heartbeat_s = float(env.get("VWM_HEARTBEAT_S", "15"))
         return cls(
             data_dir=data_dir,
             database_url=database_url,
@@ -52,7 +100,8 @@ class ControlPlaneSettings:
             allow_local_repos=_flag(env, "VWM_ALLOW_LOCAL_REPOS", default=False),
             token_key_file=_path(env.get("VWM_TOKEN_KEY_FILE")),
             harness_ready_timeout_s=float(env.get("VWM_HARNESS_READY_TIMEOUT_S", "60")),
-            heartbeat_s=float(env.get("VWM_HEARTBEAT_S", "15")),
+            heartbeat_s=heartbeat_s,
+            harness=HarnessCallSettings.from_env(env, heartbeat_s),
             sandbox=_choice(env, "VWM_SANDBOX", ("auto", "required", "off")),
             sandbox_bwrap=env.get("VWM_SANDBOX_BWRAP", "").strip() or "bwrap",
             sandbox_show=tuple(

@@ -26,7 +26,7 @@ from eventing.agent_events import AgentEvent, EventKind, RunSummary, Usage
 from eventing.job_events import JobEventKind, JobStatus
 from harness import sandbox
 from harness.adapters.base import Adapter, Invocation, Parser, RunSpec
-from harness.errors import HarnessError, JobAlreadyRunning, NotBootstrapped, NotFound
+from harness.errors import HarnessError, JobAlreadyRunning, JobExpired, NotBootstrapped, NotFound
 from harness.event_log import EventLog
 from harness.settings import HarnessSettings
 from harness.transport import CliProcess, TransportError
@@ -80,6 +80,21 @@ class JobRequest(BaseModel):
     model: str | None = Field(default=None, max_length=200)
     timeout_s: float | None = Field(default=None, gt=0, le=86_400)
     new_session: bool = False
+    # Epoch seconds after which the job must not start: the caller gave up waiting by then (e.g.
+    # this harness was stopped and read the request late). Compared with this machine's clock,
+    # so the caller adds a margin for skew.
+    not_after: float | None = Field(default=None, gt=0)
+
+    def check_not_expired(self, now: float) -> None:
+        if self.not_after is not None and now > self.not_after:
+            raise JobExpired(
+                f"the job start arrived {now - self.not_after:.1f} s after its deadline "
+                "(not_after, on this harness's clock); its caller stopped waiting, so it was not "
+                "run: send it again",
+                job_id=self.job_id,
+                not_after=self.not_after,
+                now=round(now, 3),
+            )
 
 
 @dataclass
@@ -155,6 +170,11 @@ class JobRunner:
 
     def start(self, request: JobRequest) -> tuple[Job, bool]:
         """Start a job; returns it and whether it is new (False: an existing job with that id)."""
+        try:  # before anything else: an expired start runs nothing
+            request.check_not_expired(time.time())
+        except JobExpired:
+            logger.warning("refused an expired job start", extra={"job_id": request.job_id})
+            raise
         if request.job_id and (existing := self._find(request.job_id)) is not None:
             return existing, False
         if (running := self.current) is not None:

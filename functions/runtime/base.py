@@ -20,7 +20,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 HarnessStatus = Literal["running", "stopped", "missing"]
 """``running``: the harness process (or Service) exists, ready or still starting.
-``stopped``: its workspace (volume) is there but nothing serves it; `ensure_running` fixes that.
+``stopped``: its workspace (volume) is there but nothing serves it (no process, or one that is
+stopped, e.g. by SIGSTOP); `ensure_running` fixes that.
 ``missing``: the workspace is gone (torn down, or never provisioned here); nothing can be
 revived."""
 
@@ -130,7 +131,9 @@ class RuntimeBackend(Protocol):
     async def status(self, handle: RuntimeHandle) -> HarnessStatus: ...
 
     async def ensure_running(self, handle: RuntimeHandle, spec: HarnessSpec) -> RuntimeHandle:
-        """Relaunch the harness on the same workspace if it is gone or does not answer.
+        """Relaunch the harness on the same workspace if it is gone, stopped, or does not answer
+        (a harness past its startup grace gets one probe). A hung harness is killed outright: it
+        must not wake up and act on requests it read while hung.
 
         Returns the handle to persist from now on (it may name a new pid or port; the token
         stays). The harness may still be starting: call `wait_ready` next. Raises `HarnessMissing`

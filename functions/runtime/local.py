@@ -165,7 +165,9 @@ class LocalBackend:
     async def status(self, handle: RuntimeHandle) -> HarnessStatus:
         self._check_handle(handle)
         if await asyncio.to_thread(_running, handle):
-            return "running"
+            # A stopped process (SIGSTOP) serves nothing until SIGCONT: `ensure_running` replaces
+            # it. Read from /proc, so a prompt pays no probe for a harness that is fine.
+            return "stopped" if await asyncio.to_thread(_stopped, handle) else "running"
         workspace = self.workspace(handle.session_id)
         return "stopped" if await asyncio.to_thread(workspace.is_dir) else "missing"
 
@@ -186,11 +188,17 @@ class LocalBackend:
                     "session cannot be revived, end it",
                     session_id=handle.session_id,
                 )
-            if _running(handle) and await self._answers_within(handle, self._startup_grace_s):
+            if (
+                _running(handle)
+                and not _stopped(handle)
+                and await self._answers_within(handle, self._grace_left(handle))
+            ):
                 return _without_token(handle)
-            # Dead, or alive but mute: stop what is left of it (its CLI may still be writing into
-            # the workspace), then start afresh on a new port (the old one may be taken now).
-            await self._stop(handle)
+            # Dead, stopped, or alive but mute: stop what is left of it (its CLI may still be
+            # writing into the workspace), then start afresh on a new port (the old one may be
+            # taken now). A hung harness gets no SIGCONT nor SIGTERM grace: woken, it would first
+            # act on the requests it had buffered (a job start nobody waits for any more).
+            await self._stop(handle, hung=True)
             return await asyncio.to_thread(self._launch, spec)
 
     async def teardown(self, handle: RuntimeHandle, *, keep_workspace: bool = False) -> None:
@@ -289,11 +297,15 @@ class LocalBackend:
 
     # -- stopping ------------------------------------------------------------------------------
 
-    async def _stop(self, handle: RuntimeHandle) -> None:
-        """SIGTERM the harness's group, SIGKILL it after the grace, then kill whatever else still
-        runs for the workspace (a CLI in its own group). Raises `TeardownFailed` if some survive."""
+    async def _stop(self, handle: RuntimeHandle, *, hung: bool = False) -> None:
+        """SIGTERM the harness's group, SIGKILL it after the grace (at once if it is `hung`),
+        then kill whatever else still runs for the workspace (a CLI in its own group). Raises
+        `TeardownFailed` if some survive."""
         pid, started = handle.state.get("pid"), handle.state.get("pid_start")
-        if isinstance(pid, int) and _running(handle):
+        if isinstance(pid, int) and hung and _running(handle):
+            procs.signal_group(pid, signal.SIGKILL)
+            await _until(lambda: not procs.is_running(pid, started), 5.0)
+        elif isinstance(pid, int) and _running(handle):
             procs.signal_group(pid, signal.SIGTERM)
             procs.signal_group(pid, signal.SIGCONT)  # a stopped (SIGSTOP) harness must see it
             if not await _until(lambda: not procs.is_running(pid, started), self._stop_grace_s):
@@ -333,6 +345,13 @@ class LocalBackend:
         if self._token_key is None:  # read (or made) on first use: the folder may not exist yet
             self._token_key = TokenKey.in_folder(self.data_dir)
         return self._token_key.token(session_id)
+
+    def _grace_left(self, handle: RuntimeHandle) -> float:
+        """How long a live harness may still take to answer: what is left of its startup grace
+        (it may be starting), at least one probe (an older one had its chance)."""
+        age = procs.age_s(handle.state["pid"]) if isinstance(handle.state.get("pid"), int) else None
+        left = self._startup_grace_s - age if age is not None else self._startup_grace_s
+        return max(self._probe_timeout_s, left)
 
     async def _answers_within(self, handle: RuntimeHandle, timeout_s: float) -> bool:
         # A harness of ours that refuses the token was started under another key (or before
@@ -407,6 +426,11 @@ def _without_token(handle: RuntimeHandle) -> RuntimeHandle:
         return handle
     state = {key: value for key, value in handle.state.items() if key != "token"}
     return RuntimeHandle(session_id=handle.session_id, backend=handle.backend, state=state)
+
+
+def _stopped(handle: RuntimeHandle) -> bool:
+    pid = handle.state.get("pid")
+    return isinstance(pid, int) and procs.is_stopped(pid)
 
 
 def _running(handle: RuntimeHandle) -> bool:

@@ -19,20 +19,43 @@ from pathlib import Path
 _PROC = Path("/proc")
 PORT_FLOOR = 20000  # harness ports are picked from here up to the ephemeral range
 _HAS_PROC = (_PROC / "self" / "stat").exists()
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def start_ticks(pid: int) -> int | None:
-    """When `pid` started, or None if there is no live process with that pid (zombies are dead)
-    or no ``/proc`` to tell."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` from field 3 (the state) on, or None."""
     try:
         stat = (_PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ")".
-    fields = stat[stat.rfind(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):  # zombie or dead: exited, waiting to be reaped
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """When `pid` started, or None if there is no live process with that pid (zombies are dead)
+    or no ``/proc`` to tell."""
+    fields = _stat(pid)
+    if fields is None or fields[0] in ("Z", "X"):  # zombie or dead: exited, not yet reaped
         return None
     return int(fields[19])
+
+
+def is_stopped(pid: int) -> bool:
+    """True if `pid` is stopped (SIGSTOP, SIGTSTP, a debugger): alive, but it answers nothing
+    until someone sends SIGCONT. Unknown without ``/proc``: False."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] in ("T", "t")
+
+
+def age_s(pid: int) -> float | None:
+    """Seconds since `pid` started, or None if unknown (no such process, no ``/proc``)."""
+    ticks = start_ticks(pid)
+    try:
+        uptime = float((_PROC / "uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if ticks is None else max(0.0, uptime - ticks / _TICKS_PER_S)
 
 
 def is_running(pid: int, started: int | None) -> bool:

@@ -225,7 +225,8 @@ async def test_a_harness_that_stops_answering_is_replaced(
     with pytest.raises(HarnessNotReady) as caught:
         await local_backend.wait_ready(handle, 1.0)
     assert caught.value.retryable
-    assert await local_backend.status(handle) == "running"  # alive, only mute
+    # Alive, but it serves nothing until SIGCONT: read from /proc, no probe needed.
+    assert await local_backend.status(handle) == "stopped"
 
     replaced = sessions.track(await local_backend.ensure_running(handle, spec))
 

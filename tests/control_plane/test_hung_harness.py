@@ -1,0 +1,230 @@
+"""A hung harness never hangs the control plane. Over real HTTP on the embedded system, with real
+harnesses, claude and the fake provider, and short bounds set through the settings:
+
+- stopped (SIGSTOP) before a call: it is replaced at once, the call just works;
+- mute (accepts connections, never answers): the caller gets 503 `harness_unavailable` within the
+  bound, the job is `failed` (never `queued`), nothing ran, the next prompt works;
+- silent mid-job (stopped while the CLI answers): the job fails within the silence bound and the
+  harness is replaced;
+- a long job whose events are further apart than the silence bound is not cut off: heartbeats
+  keep its stream alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.control_plane.conftest import ControlPlane, harness_pids, kill_harnesses
+from tests.e2e.conftest import MODELS, make_bare_repo
+from tests.support.raw_server import raw_server, silent
+from tests.support.sse import iter_sse
+
+pytestmark = pytest.mark.cli
+
+BOUNDS = {
+    "VWM_HARNESS_CONNECT_TIMEOUT_S": "2",
+    "VWM_HARNESS_CALL_TIMEOUT_S": "2",
+    "VWM_HEARTBEAT_S": "0.3",
+    "VWM_HARNESS_STREAM_IDLE_S": "1.5",
+    "VWM_HARNESS_CLOCK_SKEW_S": "1",
+    "VWM_HARNESS_STARTUP_GRACE_S": "1",
+}
+# A call to a hung harness: its bound, then a probe, a kill and a fresh harness. Generous for a
+# busy CI machine, and far below what a hung call used to cost (forever).
+ANSWER_WITHIN_S = 20
+
+
+@pytest.fixture
+def plane(tmp_path: Path, fake_provider) -> Iterator[ControlPlane]:
+    key = f"hung-{uuid.uuid4().hex[:8]}"
+    plane = ControlPlane(
+        tmp_path / "data", {"FAKE_PROVIDER_KEY": key, "VWM_ALLOW_LOCAL_REPOS": "1", **BOUNDS}
+    )
+    plane.key = key  # type: ignore[attr-defined]
+    plane.start()
+    yield plane
+    plane.stop()
+    kill_harnesses(plane.data_dir)
+
+
+def start_session(plane: ControlPlane, client, fake_provider, tmp_path: Path) -> str:
+    repo = make_bare_repo(tmp_path / "worker.git", {"README.md": "# knowledge\n"})
+    client.post(
+        "/v1/admin/runtimes",
+        json={
+            "name": "c",
+            "cli": "claude",
+            "cli_version": "pinned",
+            "default_model": MODELS["claude"],
+            "provider_base_url": fake_provider.base_url,
+            "credential_ref": "FAKE_PROVIDER_KEY",
+        },
+    ).raise_for_status()
+    client.post(
+        "/v1/admin/workers", json={"name": "w", "runtime": "c", "repo_url": str(repo)}
+    ).raise_for_status()
+    created = client.post("/v1/sessions", json={"worker": "w"})
+    assert created.status_code == 201, (created.text, plane.log())
+    return created.json()["id"]
+
+
+def harness_pid(plane: ControlPlane) -> int:
+    [pid] = harness_pids(plane.data_dir)
+    return pid
+
+
+def gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rfind(")") + 2] in "ZX"
+
+
+@contextlib.contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """SIGSTOP the harness; SIGCONT it at the end (if it still exists), as an operator would."""
+    os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGCONT)
+
+
+def send_harness_calls_to(plane: ControlPlane, session_id: str, port: int) -> None:
+    """The session's handle now names a port where something accepts connections and never
+    answers: what the control plane sees of a harness whose event loop is stuck."""
+    with sqlite3.connect(plane.data_dir / "vwm.sqlite3") as db:
+        (raw,) = db.execute(
+            "SELECT runtime_state FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        handle = json.loads(raw)
+        handle["state"]["port"] = port
+        db.execute(
+            "UPDATE sessions SET runtime_state = ? WHERE id = ?", (json.dumps(handle), session_id)
+        )
+
+
+def job_traces(plane: ControlPlane, session_id: str, job_id: str) -> list[str]:
+    """What a job that ran leaves in the workspace (meta, event log, stdout), whichever harness."""
+    jobs = plane.data_dir / "sessions" / session_id / "workspace" / ".vwm" / "jobs"
+    return sorted(p.name for p in jobs.glob(f"{job_id}.*"))
+
+
+def test_a_stopped_harness_is_replaced_before_a_call_waits_on_it(
+    plane, fake_provider, tmp_path
+) -> None:
+    with plane.client(timeout=60) as client:
+        sid = start_session(plane, client, fake_provider, tmp_path)
+        old = harness_pid(plane)
+
+        with stopped(old):
+            started = time.monotonic()
+            listing = client.get(f"/v1/sessions/{sid}/files")
+            assert listing.status_code == 200, listing.text
+            assert time.monotonic() - started < ANSWER_WITHIN_S
+            prompt = client.post("/v1/prompts", json={"session_id": sid, "prompt": "say hi"})
+            assert prompt.json()["status"] == "succeeded", (prompt.text, plane.log())
+            assert gone(old)  # killed, never woken: it had requests to act on
+
+        assert harness_pids(plane.data_dir) == [harness_pid(plane)] != [old]
+
+
+def test_a_mute_harness_answers_503_in_time_fails_the_job_and_runs_nothing(
+    plane, fake_provider, tmp_path
+) -> None:
+    with plane.client(timeout=60) as client:
+        sid = start_session(plane, client, fake_provider, tmp_path)
+        first = harness_pid(plane)
+
+        with raw_server(silent) as mute:
+            send_harness_calls_to(plane, sid, mute.port)
+            started = time.monotonic()
+            listing = client.get(f"/v1/sessions/{sid}/files")
+            took = time.monotonic() - started
+        assert listing.status_code == 503, listing.text
+        assert listing.json()["error"]["code"] == "harness_unavailable"
+        assert "try again" in listing.json()["error"]["message"]
+        assert took < ANSWER_WITHIN_S
+        assert gone(first)  # replaced before the answer: trying again works
+        assert client.get(f"/v1/sessions/{sid}/files").status_code == 200
+
+        second = harness_pid(plane)
+        body = {"session_id": sid, "prompt": "say hi", "idempotency_key": "once"}
+        with raw_server(silent) as mute:
+            send_harness_calls_to(plane, sid, mute.port)
+            started = time.monotonic()
+            refused = client.post("/v1/prompts", json=body)
+            took = time.monotonic() - started
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "harness_unavailable"
+        assert took < ANSWER_WITHIN_S
+        job = client.post("/v1/prompts", json=body).json()  # the same key: the job it queued
+        assert job["status"] == "failed", job
+        assert job["error"]["code"] == "harness_unavailable"
+        # The job start reached the mute "harness", with a deadline; no real harness ran it.
+        sent = b"".join(mute.received).decode()
+        assert f'"job_id":"{job["id"]}"' in sent.replace(" ", "") and "not_after" in sent
+        assert gone(second)
+        assert job_traces(plane, sid, job["id"]) == []
+        assert fake_provider.ledger.model_calls(key=plane.key) == []
+
+        after = client.post("/v1/prompts", json={"session_id": sid, "prompt": "say hi"}).json()
+        assert after["status"] == "succeeded", (after, plane.log())
+        assert fake_provider.ledger.model_calls(key=plane.key)
+
+
+def test_a_harness_that_falls_silent_mid_job_fails_it_and_is_replaced(
+    plane, fake_provider, tmp_path
+) -> None:
+    with plane.client(timeout=60) as client:
+        sid = start_session(plane, client, fake_provider, tmp_path)
+        old = harness_pid(plane)
+        job = client.post(
+            "/v1/prompts", json={"session_id": sid, "prompt": "sleep 30", "mode": "async"}
+        ).json()
+        with client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
+            for event in iter_sse(stream):
+                if event.event == "text_delta":
+                    break  # the CLI is answering, slowly
+
+        with stopped(old):
+            started = time.monotonic()
+            while (row := client.get(f"/v1/jobs/{job['id']}").json())["status"] == "running":
+                assert time.monotonic() - started < ANSWER_WITHIN_S, plane.log()
+                time.sleep(0.1)
+            assert row["status"] == "failed", row
+            assert row["error"]["code"] == "harness_unavailable"
+            assert "send the prompt again" in row["error"]["message"]
+
+        replay = list(iter_sse(client.get(f"/v1/jobs/{job['id']}/events")))
+        assert replay[-1].event == "job_finished"
+        assert replay[-1].json["data"]["status"] == "failed"
+        after = client.post("/v1/prompts", json={"session_id": sid, "prompt": "say hi"}).json()
+        assert after["status"] == "succeeded", (after, plane.log())
+        assert gone(old)
+
+
+def test_a_long_job_with_quiet_stretches_is_kept_alive_by_heartbeats(
+    plane, fake_provider, tmp_path
+) -> None:
+    with plane.client(timeout=60) as client:
+        sid = start_session(plane, client, fake_provider, tmp_path)
+        pid = harness_pid(plane)
+        # Four words over 6 s: 2 s between events, longer than the 1.5 s silence bound.
+        job = client.post("/v1/prompts", json={"session_id": sid, "prompt": "sleep 6"}).json()
+
+        assert job["status"] == "succeeded", (job, plane.log())
+        assert job["result"]["final_text"] == "hello from fake model"
+        assert harness_pids(plane.data_dir) == [pid]  # the same harness, never replaced
