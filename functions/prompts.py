@@ -403,7 +403,12 @@ def _ending_of_unrecorded(job: Job | None, after: int) -> dict[str, Any] | None:
 
 async def get_job(request: Request) -> Response:
     job_id = request.path_params["job_id"]
-    return JSONResponse(await db(lambda s: job_out(_get_job(s, job_id))))
+
+    def read(session: Session) -> dict[str, Any]:
+        _expire_if_stale(session, job_id)  # a job left queued by a dead request reads `failed`
+        return job_out(_get_job(session, job_id))
+
+    return JSONResponse(await db(read))
 
 
 async def job_events(request: Request) -> Response:

@@ -6,6 +6,7 @@ Used by the `sessions` and `prompts` functions.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -133,11 +134,27 @@ async def harness_of(
         return handle, await runtime.wait_ready(handle, timeout_s)
 
 
+# One relaunch at a time per session in this process: calls that find the same hung harness at
+# once (a prompt's recorder, a files call) must not each replace it, the later one killing the
+# harness the earlier one just started (they share the workspace).
+_relaunching: dict[str, asyncio.Lock] = {}
+
+
 async def relaunch(view: SessionView, handle: RuntimeHandle) -> RuntimeHandle:
-    """`ensure_running` on the session's handle, and the possibly new handle saved."""
-    handle = await backend().ensure_running(handle, harness_spec(view))
-    await db(_save_handle, view.session.id, handle.to_dict())
-    return handle
+    """`ensure_running` on the session's handle, and the possibly new handle saved. If another
+    call replaced the harness since `handle` was read, that harness is the answer."""
+    async with _relaunching.setdefault(view.session.id, asyncio.Lock()):
+        stored = await db(_stored_handle, view.session.id)
+        if stored and stored != handle.to_dict():
+            return RuntimeHandle.from_dict(stored)
+        handle = await backend().ensure_running(handle, harness_spec(view))
+        await db(_save_handle, view.session.id, handle.to_dict())
+        return handle
+
+
+def _stored_handle(session: Session, session_id: str) -> dict[str, Any] | None:
+    row = session.get(WorkerSession, session_id)
+    return row.runtime_state if row is not None else None
 
 
 async def recover(session_id: str) -> None:

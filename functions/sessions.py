@@ -263,7 +263,9 @@ async def end_session(request: Request) -> Response:
             await runtime.teardown(handle)
     elif handle is not None:
         try:
-            handle, endpoint = await harness_of(view)
+            # Probed first (ending is rare, a probe is cheap): a mute harness is replaced instead
+            # of holding the end for the whole shutdown bound.
+            handle, endpoint = await harness_of(view, probe=True)
             async with client_for(endpoint) as harness:
                 await harness.shutdown()
         except (HarnessCallError, RuntimeBackendError) as exc:

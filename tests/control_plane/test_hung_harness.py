@@ -7,7 +7,10 @@ harnesses, claude and the fake provider, and short bounds set through the settin
 - silent mid-job (stopped while the CLI answers): the job fails within the silence bound and the
   harness is replaced;
 - a long job whose events are further apart than the silence bound is not cut off: heartbeats
-  keep its stream alive.
+  keep its stream alive;
+- cancelling a job or ending the session on a mute harness answers in time;
+- a job left `queued` by a request that died mid-dispatch (the control plane was killed) is
+  failed once its dispatch bound passed, and never runs.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import signal
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,7 +42,9 @@ BOUNDS = {
     "VWM_HARNESS_STREAM_IDLE_S": "1.5",
     "VWM_HARNESS_CLOCK_SKEW_S": "1",
     "VWM_HARNESS_STARTUP_GRACE_S": "1",
+    "VWM_HARNESS_BOOTSTRAP_TIMEOUT_S": "5",
 }
+DISPATCH_S = 2 * 2 + 5 + 2 + 1  # HarnessCallSettings.dispatch_s for these bounds
 # A call to a hung harness: its bound, then a probe, a kill and a fresh harness. Generous for a
 # busy CI machine, and far below what a hung call used to cost (forever).
 ANSWER_WITHIN_S = 20
@@ -102,18 +108,33 @@ def stopped(pid: int) -> Iterator[None]:
             os.killpg(pid, signal.SIGCONT)
 
 
-def send_harness_calls_to(plane: ControlPlane, session_id: str, port: int) -> None:
+def send_harness_calls_to(plane: ControlPlane, session_id: str, port: int) -> int:
     """The session's handle now names a port where something accepts connections and never
-    answers: what the control plane sees of a harness whose event loop is stuck."""
+    answers: what the control plane sees of a harness whose event loop is stuck. Returns the
+    port it named before."""
     with sqlite3.connect(plane.data_dir / "vwm.sqlite3") as db:
         (raw,) = db.execute(
             "SELECT runtime_state FROM sessions WHERE id = ?", (session_id,)
         ).fetchone()
         handle = json.loads(raw)
+        before = handle["state"]["port"]
         handle["state"]["port"] = port
         db.execute(
             "UPDATE sessions SET runtime_state = ? WHERE id = ?", (json.dumps(handle), session_id)
         )
+    return before
+
+
+def answering_slowly(client, sid: str) -> str:
+    """An async job whose CLI is answering, slowly (30 s); returns its id."""
+    job = client.post(
+        "/v1/prompts", json={"session_id": sid, "prompt": "sleep 30", "mode": "async"}
+    ).json()
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
+        for event in iter_sse(stream):
+            if event.event == "text_delta":
+                break
+    return job["id"]
 
 
 def job_traces(plane: ControlPlane, session_id: str, job_id: str) -> list[str]:
@@ -191,13 +212,7 @@ def test_a_harness_that_falls_silent_mid_job_fails_it_and_is_replaced(
     with plane.client(timeout=60) as client:
         sid = start_session(plane, client, fake_provider, tmp_path)
         old = harness_pid(plane)
-        job = client.post(
-            "/v1/prompts", json={"session_id": sid, "prompt": "sleep 30", "mode": "async"}
-        ).json()
-        with client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
-            for event in iter_sse(stream):
-                if event.event == "text_delta":
-                    break  # the CLI is answering, slowly
+        job = {"id": answering_slowly(client, sid)}
 
         with stopped(old):
             started = time.monotonic()
@@ -228,3 +243,83 @@ def test_a_long_job_with_quiet_stretches_is_kept_alive_by_heartbeats(
         assert job["status"] == "succeeded", (job, plane.log())
         assert job["result"]["final_text"] == "hello from fake model"
         assert harness_pids(plane.data_dir) == [pid]  # the same harness, never replaced
+
+
+def test_cancelling_a_job_on_a_mute_harness_stops_it_in_time(
+    plane, fake_provider, tmp_path
+) -> None:
+    with plane.client(timeout=60) as client:
+        sid = start_session(plane, client, fake_provider, tmp_path)
+        old = harness_pid(plane)
+        job_id = answering_slowly(client, sid)
+
+        with raw_server(silent) as mute:
+            send_harness_calls_to(plane, sid, mute.port)
+            started = time.monotonic()
+            cancelled = client.post(f"/v1/jobs/{job_id}/cancel")
+            took = time.monotonic() - started
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["status"] == "failed"  # its harness was replaced under it
+        assert cancelled.json()["error"]["code"] == "harness_unavailable"
+        assert took < ANSWER_WITHIN_S
+        assert gone(old)
+        after = client.post("/v1/prompts", json={"session_id": sid, "prompt": "say hi"}).json()
+        assert after["status"] == "succeeded", (after, plane.log())
+
+
+def test_ending_a_session_whose_harness_is_mute_does_not_wait_on_it(
+    plane, fake_provider, tmp_path
+) -> None:
+    with plane.client(timeout=60) as client:
+        sid = start_session(plane, client, fake_provider, tmp_path)
+        old = harness_pid(plane)
+
+        with raw_server(silent) as mute:
+            send_harness_calls_to(plane, sid, mute.port)
+            started = time.monotonic()
+            ended = client.delete(f"/v1/sessions/{sid}")
+            took = time.monotonic() - started
+        assert ended.status_code == 200, ended.text
+        assert ended.json()["status"] == "ended"
+        assert took < ANSWER_WITHIN_S
+        assert gone(old)
+        assert harness_pids(plane.data_dir) == []
+
+
+def test_a_job_left_queued_by_a_dead_request_fails_after_its_dispatch_bound(
+    plane, fake_provider, tmp_path
+) -> None:
+    with plane.client(timeout=60) as client:
+        sid = start_session(plane, client, fake_provider, tmp_path)
+
+    with raw_server(silent) as mute:
+        real_port = send_harness_calls_to(plane, sid, mute.port)
+
+        def prompt() -> None:
+            with plane.client(timeout=60) as client, contextlib.suppress(Exception):
+                client.post("/v1/prompts", json={"session_id": sid, "prompt": "say hi"})
+
+        threading.Thread(target=prompt, daemon=True).start()
+        deadline = time.monotonic() + ANSWER_WITHIN_S
+        while b"POST /v1/jobs " not in b"".join(mute.received):
+            assert time.monotonic() < deadline, plane.log()
+            time.sleep(0.05)
+        os.kill(plane.proc.pid, signal.SIGKILL)  # mid-dispatch: the job row is still queued
+        plane.proc.wait()
+        sent = b"".join(mute.received).decode()
+    job_id = json.loads(sent[sent.index("{") :])["job_id"]
+    send_harness_calls_to(plane, sid, real_port)
+    plane.start()
+
+    with plane.client(timeout=60) as client:
+        busy = client.post("/v1/prompts", json={"session_id": sid, "prompt": "say hi"})
+        assert busy.status_code == 409, busy.text  # within its bound it might still start
+        deadline = time.monotonic() + DISPATCH_S + ANSWER_WITHIN_S
+        while (row := client.get(f"/v1/jobs/{job_id}").json())["status"] == "queued":
+            assert time.monotonic() < deadline, row
+            time.sleep(0.2)
+        assert row["status"] == "failed", row
+        assert row["error"]["code"] == "harness_unavailable"
+        after = client.post("/v1/prompts", json={"session_id": sid, "prompt": "say hi"}).json()
+        assert after["status"] == "succeeded", (after, plane.log())
+        assert job_traces(plane, sid, job_id) == []
