@@ -69,6 +69,8 @@ class SessionOut(BaseModel):
     session_repo: RepoRef | None
     cli_session_id: str | None
     error: dict[str, Any] | None
+    # Once ended: what became of the work, per repository (docs/control-plane.md, "Ending").
+    result: dict[str, Any] | None = None
     created_at: datetime
     ready_at: datetime | None
     ended_at: datetime | None
@@ -101,6 +103,7 @@ def session_out(row: WorkerSession, worker_name: str) -> dict[str, Any]:
             session_repo=repo,  # type: ignore[arg-type]
             cli_session_id=row.cli_session_id,
             error=row.error,
+            result=row.result,
             created_at=row.created_at,
             ready_at=row.ready_at,
             ended_at=row.ended_at,
@@ -256,6 +259,7 @@ async def end_session(request: Request) -> Response:
         RuntimeHandle.from_dict(view.session.runtime_state) if view.session.runtime_state else None
     )
     error: dict[str, Any] | None = None
+    outcome: dict[str, Any] | None = None
     runtime = backend()
     if handle is not None and view.session.ready_at is None:
         # It never became ready: nothing of the agent's to save, only a harness to stop.
@@ -267,18 +271,32 @@ async def end_session(request: Request) -> Response:
             # of holding the end for the whole shutdown bound.
             handle, endpoint = await harness_of(view, probe=True)
             async with client_for(endpoint) as harness:
-                await harness.shutdown()
+                outcome = shutdown_result(await harness.shutdown())
         except (HarnessCallError, RuntimeBackendError) as exc:
             error = {
                 "code": getattr(exc, "code", "shutdown_failed"),
                 "message": getattr(exc, "message", str(exc)),
             }
+            # A failed push still reports what became of each repository.
+            outcome = shutdown_result(getattr(exc, "details", {}))
         # After a failed shutdown the workspace stays, so ending again can retry the push.
         await runtime.teardown(handle, keep_workspace=error is not None)
     target = SessionStatus.ENDED if error is None else SessionStatus.FAILED
-    await db(_transition, session_id, target, {"error": error} if error else {})
+    fields: dict[str, Any] = {"result": outcome} if outcome else {}
+    if error:
+        fields["error"] = error
+    await db(_transition, session_id, target, fields)
     result = await db(lambda s: _out(s, session_id))
     return JSONResponse(result, status_code=200 if error is None else 502)
+
+
+def shutdown_result(answer: dict[str, Any]) -> dict[str, Any] | None:
+    """What the session's end did, from the harness's shutdown answer (or its error details):
+    the transcript, and per repository the commit, how it was pushed and where the work is."""
+    repos = answer.get("repos")
+    if not isinstance(repos, dict):
+        return None
+    return {"transcript": answer.get("transcript"), "repos": repos}
 
 
 TAGS = ("sessions",)

@@ -29,6 +29,7 @@ revived."""
 RESERVED_ENV = frozenset(
     {
         "VWM_WORKSPACE",
+        "VWM_SESSION_ID",
         "VWM_HARNESS_HOST",
         "VWM_HARNESS_PORT",
         "VWM_SESSION_TOKEN",

@@ -287,6 +287,7 @@ class LocalBackend:
         env.update(
             {
                 "VWM_WORKSPACE": str(workspace),
+                "VWM_SESSION_ID": spec.session_id,
                 "VWM_HARNESS_HOST": self._host,
                 "VWM_HARNESS_PORT": str(port),
                 "VWM_SESSION_TOKEN": token,
