@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 
 from functions.api import Endpoint
 from functions.context import db, settings
-from functions.db.errors import SessionBusy
+from functions.db.errors import DbError, SessionBusy
 from functions.db.models import ACTIVE_JOB_STATUSES, Job, JobStatus, WorkerSession
 from functions.db.repositories import Jobs
 from functions.db.transitions import StartedJob, start_job, transition_job
@@ -42,6 +42,7 @@ from functions.harness_client import (
 from functions.http import parse_body
 from functions.params import RESUME_HEADERS, ResumeQuery, resume_point
 from functions.runtime.base import HarnessEndpoint
+from functions.runtime.errors import RuntimeBackendError
 from functions.session_runtime import (
     SessionView,
     applied_instructions,
@@ -160,7 +161,8 @@ async def _dispatch(
     request cancelled), the job row ends `failed`, never `queued`; a harness that did not answer
     in time is replaced before the caller gets `harness_unavailable`. No retry here: the job
     start may have reached a harness that then hung, and its `not_after` makes sure it never
-    runs late, so the caller decides whether to send the prompt again."""
+    runs late, so the caller decides whether to send the prompt again (a job that never started
+    gives its idempotency key back, so the same key runs it anew)."""
     try:
         try:
             await _start_on_harness(view, endpoint, body, job_id, instructions, version)
@@ -177,6 +179,8 @@ async def _dispatch(
         await db(_fail_queued, job_id, {"code": exc.code, "message": exc.message})
         if isinstance(exc, HarnessUnavailable):
             await recover(view.session.id)
+            if exc.timed_out:
+                await _stop_if_started(view.session.id, endpoint, job_id)
         if exc.code == "job_running":
             raise SessionBusy(body.session_id, str(exc.details.get("running_job_id"))) from None
         raise
@@ -190,10 +194,23 @@ async def _dispatch(
         raise
 
 
+async def _stop_if_started(session_id: str, dispatched_to: HarnessEndpoint, job_id: str) -> None:
+    """A harness kept by `recover` answered its probe: it was slow, not hung, and may have started
+    the job after all. Cancel it there, so a job whose caller got 503 does not run unrecorded."""
+    with contextlib.suppress(HarnessCallError, RuntimeBackendError, DbError):
+        _, endpoint = await reach(session_id)
+        if endpoint != dispatched_to:
+            return  # replaced: the old harness and its CLI are gone
+        async with client_for(endpoint) as harness:
+            await harness.cancel(job_id)
+
+
 def _fail_queued(session: Session, job_id: str, error: dict[str, Any]) -> None:
+    """A job that never started fails, and gives its idempotency key back: the same key sent
+    again is a new attempt, not a replay of this failure."""
     row = _get_job(session, job_id)
     if row.status == JobStatus.QUEUED:
-        transition_job(session, row, JobStatus.FAILED, error=error)
+        transition_job(session, row, JobStatus.FAILED, error=error, idempotency_key=None)
 
 
 def _expire_if_stale(session: Session, job_id: str | None) -> bool:
@@ -205,16 +222,12 @@ def _expire_if_stale(session: Session, job_id: str | None) -> bool:
     created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
     if datetime.now(UTC) - created < timedelta(seconds=settings().harness.dispatch_s):
         return False
-    transition_job(
-        session,
-        row,
-        JobStatus.FAILED,
-        error={
-            "code": "harness_unavailable",
-            "message": "the job never reached the session's harness (its dispatch was cut off); "
-            "send the prompt again",
-        },
-    )
+    error = {
+        "code": "harness_unavailable",
+        "message": "the job never reached the session's harness (its dispatch was cut off); "
+        "send the prompt again",
+    }
+    _fail_queued(session, row.id, error)
     return True
 
 
@@ -481,6 +494,7 @@ ENDPOINTS = [
         cancel_job,
         "Cancel a running job",
         response=JobOut,
+        other_statuses=(404, 503),
         tags=TAGS,
     ),
 ]
