@@ -129,7 +129,7 @@ async def create_prompt(request: Request) -> Response:
     job = started.job
     if started.created:
         instructions, version = await db(global_instructions)
-        await _dispatch(view, endpoint, body, job.id, instructions, version)
+        endpoint = await _dispatch(view, endpoint, body, job.id, instructions, version)
         job = await db(
             lambda s: transition_job(
                 s, _get_job(s, job.id), JobStatus.RUNNING, harness_job_id=job.id
@@ -156,25 +156,26 @@ async def _dispatch(
     job_id: str,
     instructions: str,
     version: int,
-) -> None:
-    """Start the queued job on the harness. However that fails (refused, no answer in time, this
-    request cancelled), the job row ends `failed`, never `queued`; a harness that did not answer
-    in time is replaced before the caller gets `harness_unavailable`. No retry here: the job
-    start may have reached a harness that then hung, and its `not_after` makes sure it never
-    runs late, so the caller decides whether to send the prompt again (a job that never started
-    gives its idempotency key back, so the same key runs it anew)."""
+) -> HarnessEndpoint:
+    """Start the queued job on the harness; returns where it runs. However that fails (refused,
+    no answer in time, this request cancelled), the job row ends `failed`, never `queued`, and a
+    job that never started gives its idempotency key back (the same key runs it anew).
+
+    A harness that refused the connection or dropped it at once (gone a moment ago) is
+    relaunched and asked once more: nothing ran. One that did not answer in time is replaced and
+    the caller gets `harness_unavailable` without a retry: the call may have reached a harness
+    that then hung, and its `not_after` makes sure it never runs late."""
     try:
         try:
-            await _start_on_harness(view, endpoint, body, job_id, instructions, version)
-        except HarnessRefused as refused:
-            if refused.code != "job_expired":
+            await _start_checked(view, endpoint, body, job_id, instructions, version)
+        except HarnessUnavailable as exc:
+            if exc.timed_out:
                 raise
-            # Answered in time, yet past the deadline on the harness's clock: the clocks differ.
-            raise HarnessUnavailable(
-                "the session's harness refused the job as expired: its clock is ahead of the "
-                "control plane's by more than VWM_HARNESS_CLOCK_SKEW_S; fix the clocks or raise "
-                "that margin, then try again"
-            ) from None
+            try:
+                view, endpoint = await reach(view.session.id, probe=True)
+            except RuntimeBackendError:
+                raise exc from None
+            await _start_checked(view, endpoint, body, job_id, instructions, version)
     except HarnessCallError as exc:
         await db(_fail_queued, job_id, {"code": exc.code, "message": exc.message})
         if isinstance(exc, HarnessUnavailable):
@@ -192,6 +193,30 @@ async def _dispatch(
         }
         await asyncio.shield(db(_fail_queued, job_id, cut_off))
         raise
+    return endpoint
+
+
+async def _start_checked(
+    view: SessionView,
+    endpoint: HarnessEndpoint,
+    body: PromptIn,
+    job_id: str,
+    instructions: str,
+    version: int,
+) -> None:
+    try:
+        await _start_on_harness(view, endpoint, body, job_id, instructions, version)
+    except HarnessRefused as refused:
+        if refused.code != "job_expired":
+            raise
+        # Answered in time, yet too late on the harness's clock: the clocks differ. As good as
+        # a timeout for what follows (no retry: it would be refused the same way).
+        raise HarnessUnavailable(
+            "the session's harness refused the job as expired: its clock is ahead of the "
+            "control plane's by more than VWM_HARNESS_CLOCK_SKEW_S; fix the clocks or raise "
+            "that margin, then try again",
+            timed_out=True,
+        ) from None
 
 
 async def _stop_if_started(session_id: str, dispatched_to: HarnessEndpoint, job_id: str) -> None:
@@ -213,6 +238,13 @@ def _fail_queued(session: Session, job_id: str, error: dict[str, Any]) -> None:
         transition_job(session, row, JobStatus.FAILED, error=error, idempotency_key=None)
 
 
+def _stale_after_s() -> float:
+    """How long a job may stay queued: two dispatch attempts and a relaunch between them. After
+    that no harness takes it any more (each attempt's `not_after` has passed)."""
+    current = settings()
+    return 2 * current.harness.dispatch_s + current.harness_ready_timeout_s
+
+
 def _expire_if_stale(session: Session, job_id: str | None) -> bool:
     """Fail a job still queued past its dispatch bound: the request that queued it died (a
     crash, a platform timeout), and no harness starts it after its `not_after` any more."""
@@ -220,7 +252,7 @@ def _expire_if_stale(session: Session, job_id: str | None) -> bool:
     if row is None or row.status != JobStatus.QUEUED:
         return False
     created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
-    if datetime.now(UTC) - created < timedelta(seconds=settings().harness.dispatch_s):
+    if datetime.now(UTC) - created < timedelta(seconds=_stale_after_s()):
         return False
     error = {
         "code": "harness_unavailable",
