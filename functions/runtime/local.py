@@ -164,10 +164,12 @@ class LocalBackend:
 
     async def status(self, handle: RuntimeHandle) -> HarnessStatus:
         self._check_handle(handle)
+        # A stopped process (SIGSTOP) serves nothing until SIGCONT: `ensure_running` replaces
+        # it. Read from /proc, so a prompt pays no probe for a harness that is fine.
+        if await asyncio.to_thread(_serving, handle):
+            return "running"
         if await asyncio.to_thread(_running, handle):
-            # A stopped process (SIGSTOP) serves nothing until SIGCONT: `ensure_running` replaces
-            # it. Read from /proc, so a prompt pays no probe for a harness that is fine.
-            return "stopped" if await asyncio.to_thread(_stopped, handle) else "running"
+            return "stopped"
         workspace = self.workspace(handle.session_id)
         return "stopped" if await asyncio.to_thread(workspace.is_dir) else "missing"
 
@@ -432,6 +434,11 @@ def _without_token(handle: RuntimeHandle) -> RuntimeHandle:
 def _stopped(handle: RuntimeHandle) -> bool:
     pid = handle.state.get("pid")
     return isinstance(pid, int) and procs.is_stopped(pid)
+
+
+def _serving(handle: RuntimeHandle) -> bool:
+    """Alive and not stopped: it may answer (it may still be starting, or be mute)."""
+    return _running(handle) and not _stopped(handle)
 
 
 def _running(handle: RuntimeHandle) -> bool:
