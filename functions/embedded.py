@@ -113,6 +113,10 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
     from functions.context import settings, token_key
     from functions.runtime.errors import TokenKeyUnavailable
 
+    # Set-up noise: alembic's INFO lines (its plugins log as they are imported, which happens
+    # before the migrations run) and one httpx INFO line per harness call.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     use_embedded_defaults()
     current = settings()
     secure(current.data_dir, current.database_url)
@@ -125,7 +129,6 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
     if sandbox.refused:
         print(f"vwm: {sandbox.refusal()}", file=sys.stderr, flush=True)
         raise SystemExit(2)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per harness call
     first_key = prepare(current.database_url)
     if announce:
         print(
