@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from eventing.bwrap import probe as probe_bwrap  # noqa: E402
 from fake_provider.testing import serve_in_thread  # noqa: E402
 from harness import sandbox  # noqa: E402
 from harness.adapters import get_adapter  # noqa: E402
@@ -102,7 +103,7 @@ def main() -> int:
     parser.add_argument("--cli", action="append", choices=sorted(MODELS))
     args = parser.parse_args()
     bwrap = shutil.which("bwrap") or "bwrap"
-    if (problem := sandbox.probe(bwrap)) is not None:
+    if (problem := probe_bwrap(bwrap)) is not None:
         print(f"bubblewrap does not work here: {problem}", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory(prefix="vwm-bench-sandbox-") as tmp:

@@ -3,8 +3,9 @@
 In production each session is a pod of its own. In the embedded default (``vwm up``) every harness
 is a local process of the invoking user, and the CLI it starts runs with full permissions on
 content other people control; this module confines that CLI to its own workspace. Called by
-`harness.jobs.JobRunner` (`command`: the argv to spawn) and `harness.settings` (`probe`, once at
-start-up). docs/runtime.md describes the profile and what it does not protect against.
+`harness.jobs.JobRunner` (`command`: the argv to spawn); `harness.settings` probes bwrap once at
+start-up (`eventing.bwrap`, the same probe the control plane uses). docs/runtime.md describes
+the profile and what it does not protect against.
 
 The profile, in mount order (later mounts sit on top of earlier ones):
 
@@ -29,24 +30,15 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from eventing.bwrap import ISOLATION
+
 if TYPE_CHECKING:
     from harness.settings import SandboxSettings
 
-# Process-level isolation, the same for every run; the probe checks the machine allows all of it.
-_ISOLATION = (
-    "--dev", "/dev",
-    "--proc", "/proc",
-    "--unshare-pid",
-    "--unshare-ipc",
-    "--cap-drop", "ALL",
-    "--die-with-parent",
-    "--new-session",
-)  # fmt: skip
 # Mount points the CLI gets empty ones of (not places this module writes to).
 _PRIVATE_DIRS = ("/tmp", "/var/tmp", "/run", "/var/run", "/home", "/root")  # noqa: S108
 # Credentials the usual tools keep in a home folder; hidden again inside a shown folder of it.
@@ -57,31 +49,6 @@ _HOME_SECRETS = (
     ".pgpass", ".vault-token", ".claude", ".claude.json", ".codex", ".gemini",
     ".config/opencode", ".local/share/opencode", ".local/share/keyrings",
 )  # fmt: skip
-PROBE_TIMEOUT_S = 10.0
-
-
-def probe(bwrap: str) -> str | None:
-    """None if `bwrap` can run a command under this profile's isolation here, else why not.
-
-    Called once at start-up. bwrap exists on many machines where it cannot work (a container
-    without user namespaces, a kernel that forbids them), so running it is the only real test.
-    """
-    try:
-        done = subprocess.run(
-            [bwrap, "--ro-bind", "/", "/", *_ISOLATION, "--tmpfs", _PRIVATE_DIRS[0], "true"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-        )
-    except FileNotFoundError:
-        return f"{bwrap} was not found"
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{bwrap} could not run: {exc}"
-    if done.returncode != 0:
-        reason = done.stderr.decode(errors="replace").strip() or f"exit code {done.returncode}"
-        return f"{bwrap} failed: {reason}"
-    return None
 
 
 def command(
@@ -144,7 +111,7 @@ def profile(
         and _under_any(path, private_names)
         and not any(_under(root, path) for root in private_names)  # never a whole private folder
     )
-    args = ["--ro-bind", "/", "/", *_ISOLATION]
+    args = ["--ro-bind", "/", "/", *ISOLATION]
     for path in private:
         args += ["--tmpfs", str(path)]
     for path in shown:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import sandbox
+from eventing.bwrap import probe as probe_bwrap
 from harness.adapters import ADAPTERS
 from harness.adapters.base import Prices, ProviderConfig
 
@@ -103,7 +103,7 @@ class SandboxSettings:
             hide=_paths(env, "VWM_SANDBOX_HIDE"),
             show=_paths(env, "VWM_SANDBOX_SHOW"),
         )
-        if mode == "bwrap" and (problem := sandbox.probe(settings.bwrap)) is not None:
+        if mode == "bwrap" and (problem := probe_bwrap(settings.bwrap)) is not None:
             # Checked once, here: the CLI must never run unconfined because bwrap broke.
             raise SettingsError(
                 f"VWM_SANDBOX=bwrap, but {problem}; install bubblewrap (apt-get install "

@@ -19,20 +19,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from eventing.bwrap import probe
+
 MODES = ("auto", "required", "off")
 INSTALL_HINT = "install bubblewrap (apt-get install bubblewrap)"
-PROBE_TIMEOUT_S = 10.0
-# The isolation the harness's profile uses: a machine must allow all of it (a container may
-# allow `--ro-bind / /` but not a new PID namespace with its own /proc).
-_PROBE_ARGS = (
-    "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "--unshare-ipc",
-    "--cap-drop", "ALL", "--die-with-parent", "--new-session", "true",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -108,23 +102,3 @@ def choose(mode: str, bwrap: str = "bwrap", show: Iterable[Path] = ()) -> Sandbo
 
 def _joined(paths: Iterable[Path]) -> str:
     return os.pathsep.join(dict.fromkeys(str(path) for path in paths))
-
-
-def probe(bwrap: str) -> str | None:
-    """None if `bwrap` runs a command with the profile's isolation here, else why not."""
-    try:
-        done = subprocess.run(
-            [bwrap, *_PROBE_ARGS],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-        )
-    except FileNotFoundError:
-        return f"{bwrap} was not found"
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{bwrap} could not run: {exc}"
-    if done.returncode != 0:
-        reason = done.stderr.decode(errors="replace").strip() or f"exit code {done.returncode}"
-        return f"{bwrap} failed: {reason}"
-    return None

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from harness import sandbox
+from eventing.bwrap import probe as probe_bwrap
 from tests.e2e.conftest import CLIS, bootstrap_body, harness_env, start_harness
 
 pytestmark = pytest.mark.cli
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.cli
 @pytest.mark.parametrize("cli", CLIS)
 def test_the_cli_runs_a_prompt_end_to_end_in_the_sandbox(cli, tmp_path, fake_provider, repos):
     bwrap = shutil.which("bwrap") or "bwrap"
-    if (problem := sandbox.probe(bwrap)) is not None:
+    if (problem := probe_bwrap(bwrap)) is not None:
         pytest.fail(f"bubblewrap does not work here ({problem}); install it (.ci/run does)")
     key = f"key-{uuid.uuid4().hex[:8]}"
     env = harness_env(cli, fake_provider.base_url, key, VWM_SANDBOX="bwrap")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from eventing.bwrap import probe as probe_bwrap
 from harness import sandbox
 from harness.settings import SandboxSettings, SettingsError
 from tests.support.harness_process import REPO_ROOT, TOKEN, HarnessProcess
@@ -83,7 +84,7 @@ exec sleep "$marker"
 
 def require_bwrap() -> str:
     bwrap = shutil.which("bwrap") or "bwrap"
-    if (problem := sandbox.probe(bwrap)) is not None:
+    if (problem := probe_bwrap(bwrap)) is not None:
         pytest.fail(f"bubblewrap does not work here ({problem}); install it (.ci/run does)")
     return bwrap
 
