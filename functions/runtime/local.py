@@ -323,11 +323,17 @@ class LocalBackend:
         def leftovers() -> list[int]:
             return procs.processes_in(workspace)
 
+        killed: set[int] = set()
+
         def kill_leftovers() -> bool:
             for leftover in leftovers():
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(leftover, signal.SIGKILL)
-            return not leftovers()
+                killed.add(leftover)
+            # A process that is exiting has no environment to be found by any more, yet it is
+            # not gone: wait until each one killed has exited.
+            killed.difference_update([p for p in killed if procs.start_ticks(p) is None])
+            return not killed and not leftovers()
 
         if not await _until(kill_leftovers, 10.0, blocking=True):
             raise TeardownFailed(

@@ -57,7 +57,9 @@ out="other=$(readable "$p_other") db=$(readable "$p_db") token=$leak tmp=$tmp"
 if (echo probe > "$p_data/probe-written") 2>/dev/null; then data=written; else data=denied; fi
 out="$out data_write=$data"
 if [ "$p_confined" = yes ]; then
-  out="$out repo_write=$(writable "$p_repo/probe-$$") usr_write=$(writable /usr/probe-$$)"
+  # Kept too: in a checkout under a hidden folder (/tmp, a home) it lands in the tmpfs over it.
+  if (echo probe > "$p_repo/probe-written") 2>/dev/null; then repo=written; else repo=denied; fi
+  out="$out repo_write=$repo usr_write=$(writable /usr/probe-$$)"
   out="$out state_write=$(writable "$p_workspace/.vwm/probe-$$")"
   if echo kept > "$PWD/written-in-repo.txt" && echo kept > "$HOME/written-in-home.txt"; then
     out="$out own_write=written"
@@ -89,12 +91,16 @@ def require_bwrap() -> str:
     return bwrap
 
 
+def _is_hidden(path: Path) -> bool:
+    real = Path(os.path.realpath(path))
+    return any(real == Path(p) or Path(p) in real.parents for p in _HIDDEN_ANYWAY)
+
+
 def exposed_base() -> Path:
     """A writable folder the profile does not hide by itself (the data folder goes there)."""
     for candidate in (REPO_ROOT / ".data", Path("/srv"), Path("/opt"), Path("/mnt")):
         real = Path(os.path.realpath(candidate))
-        hidden = any(real == Path(p) or Path(p) in real.parents for p in _HIDDEN_ANYWAY)
-        if not hidden and os.access(real.parent if not real.exists() else real, os.W_OK):
+        if not _is_hidden(real) and os.access(real.parent if not real.exists() else real, os.W_OK):
             real.mkdir(exist_ok=True)
             return real
     pytest.fail("no writable folder outside /tmp and the homes for the sandbox's data folder")
@@ -195,12 +201,14 @@ def test_in_the_sandbox_the_cli_reaches_only_its_own_workspace(
         "token": "none",
         "tmp": "hidden",
         "data_write": "written",  # into the empty tmpfs over it, which vanishes with the run
-        "repo_write": "denied",
+        # The checkout is read-only, or (under /tmp or a home) hidden behind an empty tmpfs.
+        "repo_write": "written" if _is_hidden(REPO_ROOT) else "denied",
         "usr_write": "denied",
         "state_write": "denied",
         "own_write": "written",
     }
     assert not (data_dir / "probe-written").exists()
+    assert not (REPO_ROOT / "probe-written").exists()
     # What it wrote in its repo and its home is really there, outside the sandbox.
     assert (workspace / "session_repo" / "written-in-repo.txt").read_text() == "kept\n"
     assert (workspace / ".cli-home" / "written-in-home.txt").read_text() == "kept\n"
