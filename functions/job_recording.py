@@ -134,7 +134,8 @@ def relay(job_id: str, after: int, harness: EndpointSource | None) -> EventSourc
                 async with client_for(await harness()) as client:
                     async for message in client.events(job_id, after=after):
                         yield ServerSentEvent(id=message.id, event=message.event, data=message.data)
-                        sent = int(message.id or sent)
+                        if message.id and message.id.isascii() and message.id.isdigit():
+                            sent = int(message.id)
                 # The stream ends once the job is recorded: a caller that sends the next prompt
                 # right after the last event must not find this one still running.
                 await wait_recorded(job_id)
