@@ -12,7 +12,7 @@ import os
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,25 +31,13 @@ from tests.support.hostile import (
     CONTROL_CHARACTERS,
     GOOD_TIMESTAMPS,
     NOT_ASCII_INTEGERS,
+    Case,
     json_bodies,
+    wrong_answers,
 )
 from tests.support.postgres import postgres_database
 
 MISSING = "0" * 32  # a well-formed id that names nothing
-
-
-@dataclass(frozen=True)
-class Case:
-    """One request and the answer it must get."""
-
-    method: str
-    path: str
-    status: int
-    code: str
-    params: list[tuple[str, str]] | None = None
-    headers: dict[str, Any] = field(default_factory=dict)
-    content: bytes | None = None
-    details: dict[str, Any] = field(default_factory=dict)  # must be part of error.details
 
 
 @dataclass
@@ -134,37 +122,13 @@ def _snapshot(url: str) -> dict[str, Any]:
         engine.dispose()
 
 
-def _send(client: httpx.Client, case: Case) -> httpx.Response:
-    return client.request(
-        case.method,
-        case.path,
-        params=case.params,
-        headers=case.headers,
-        content=case.content,
-    )
-
-
 def _run(plane: Plane, cases: list[Case]) -> None:
     """Send every case; collect each answer that differs from the expected one, then assert
     none did and that the database is as before."""
     before = _snapshot(plane.database_url)
-    wrong = []
     with plane.plane.client(timeout=30) as client:
-        for case in cases:
-            response = _send(client, case)
-            try:
-                error = response.json()["error"]
-                got = (response.status_code, error["code"])
-                details_ok = case.details.items() <= (error.get("details") or {}).items()
-                if got != (case.status, case.code) or not details_ok or not error["message"]:
-                    wrong.append((case, response.status_code, response.text[:300]))
-            except (ValueError, KeyError, TypeError):
-                wrong.append((case, response.status_code, response.text[:300]))
-    assert not wrong, "\n".join(
-        f"{c.method} {c.path[:80]} {str(c.params)[:80]} {str(c.headers)[:60]} "
-        f"{(c.content or b'')[:60]!r}: want {c.status} {c.code} {c.details}, got {s} {t}"
-        for c, s, t in wrong
-    )
+        wrong = wrong_answers(client, cases)
+    assert not wrong, wrong
     assert _snapshot(plane.database_url) == before
     assert "Traceback" not in plane.plane.log()
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +19,9 @@ from tests.support.hostile import (
     BAD_SEGMENTS,
     CONTROL_CHARACTERS,
     NOT_ASCII_INTEGERS,
+    Case,
     json_bodies,
+    wrong_answers,
 )
 
 # Answers like Claude Code's stream-json in a few milliseconds.
@@ -30,18 +31,6 @@ echo '{"type":"result","subtype":"success","is_error":false,"session_id":"stand-
 "result":"done","usage":{"input_tokens":1,"output_tokens":1}}'
 """
 MISSING = "job_missing"
-
-
-@dataclass(frozen=True)
-class Case:
-    method: str
-    path: str
-    status: int
-    code: str
-    params: list[tuple[str, str]] | None = None
-    headers: dict[str, Any] = field(default_factory=dict)
-    content: bytes | None = None
-    details: dict[str, Any] = field(default_factory=dict)  # must be part of error.details
 
 
 @dataclass
@@ -82,29 +71,9 @@ def _snapshot(workspace: Path) -> list[tuple[str, int, int]]:
 
 def _run(harness: Harness, cases: list[Case]) -> None:
     before = _snapshot(harness.process.workspace)
-    wrong = []
     with harness.process.client(timeout=30) as client:
-        for case in cases:
-            response = client.request(
-                case.method,
-                case.path,
-                params=case.params,
-                headers=case.headers,
-                content=case.content,
-            )
-            try:
-                error = response.json()["error"]
-                got = (response.status_code, error["code"])
-                details_ok = case.details.items() <= (error.get("details") or {}).items()
-                if got != (case.status, case.code) or not details_ok or not error["message"]:
-                    wrong.append((case, response.status_code, response.text[:300]))
-            except (ValueError, KeyError, TypeError):
-                wrong.append((case, response.status_code, response.text[:300]))
-    assert not wrong, "\n".join(
-        f"{c.method} {c.path[:80]} {str(c.params)[:80]} {str(c.headers)[:60]} "
-        f"{(c.content or b'')[:60]!r}: want {c.status} {c.code} {c.details}, got {s} {t}"
-        for c, s, t in wrong
-    )
+        wrong = wrong_answers(client, cases)
+    assert not wrong, wrong
     assert _snapshot(harness.process.workspace) == before
     assert "Traceback" not in harness.process.log()
 

@@ -10,8 +10,46 @@ rules are `eventing.inputs`'s; the edges add their own model validation (422) on
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Case:
+    """One request and the answer it must get."""
+
+    method: str
+    path: str
+    status: int
+    code: str
+    params: list[tuple[str, str]] | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+    content: bytes | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # must be part of error.details
+
+
+def wrong_answers(client: httpx.Client, cases: list[Case]) -> str:
+    """Send every case; describe each answer that is not the expected error ("" if none)."""
+    wrong = []
+    for case in cases:
+        response = client.request(
+            case.method, case.path, params=case.params, headers=case.headers, content=case.content
+        )
+        try:
+            error = response.json()["error"]
+            got = (response.status_code, error["code"])
+            details_ok = case.details.items() <= (error.get("details") or {}).items()
+            if got != (case.status, case.code) or not details_ok or not error["message"]:
+                wrong.append((case, response.status_code, response.text[:300]))
+        except (ValueError, KeyError, TypeError):
+            wrong.append((case, response.status_code, response.text[:300]))
+    return "\n".join(
+        f"{c.method} {c.path[:80]} {str(c.params)[:80]} {str(c.headers)[:60]} "
+        f"{(c.content or b'')[:60]!r}: want {c.status} {c.code} {c.details}, got {s} {t}"
+        for c, s, t in wrong
+    )
 
 
 @dataclass(frozen=True)
