@@ -183,7 +183,15 @@ class HarnessClient:
         return response
 
 
-def _refused(response: httpx.Response) -> HarnessRefused:
+def _refused(response: httpx.Response) -> HarnessCallError:
+    if response.status_code == 401:
+        # Our token, not the caller's key: the harness was started with another one (before the
+        # token key changed). It never will accept this one, so it counts as unavailable, which
+        # has it replaced; the caller never sees the harness's 401 as its own.
+        return HarnessUnavailable(
+            "the session's harness does not accept the control plane's token (it was started "
+            "under another token key); it is being replaced, try again"
+        )
     try:
         error = response.json()["error"]
         return HarnessRefused(

@@ -353,3 +353,42 @@ def test_a_prompt_to_a_harness_that_refuses_connections_is_sent_again_to_a_new_o
 
         assert job["status"] == "succeeded", (job, plane.log())
         assert gone(old)
+
+
+def test_a_harness_that_refuses_the_token_is_replaced_and_its_401_never_reaches_the_caller(
+    plane, fake_provider, tmp_path
+) -> None:
+    """What a harness started under another token key looks like: it answers, as the right CLI,
+    and refuses the control plane's token. Here: the handle of one session names the harness of
+    another (whose token is derived from the other session's id)."""
+    with plane.client(timeout=60) as client:
+        mine = start_session(plane, client, fake_provider, tmp_path)
+        other = client.post("/v1/sessions", json={"worker": "w"}).json()["id"]
+        write = client.put(
+            f"/v1/sessions/{other}/files/content",
+            params={"path": "session_repo/theirs.txt"},
+            content=b"theirs",
+        )
+        assert write.status_code == 200, write.text
+        pids = set(harness_pids(plane.data_dir))
+        with sqlite3.connect(plane.data_dir / "vwm.sqlite3") as db:
+            (raw,) = db.execute(
+                "SELECT runtime_state FROM sessions WHERE id = ?", (other,)
+            ).fetchone()
+        send_harness_calls_to(plane, mine, json.loads(raw)["state"]["port"])
+
+        answers = [client.get(f"/v1/sessions/{mine}/files", params={"path": "session_repo"})]
+        if answers[0].status_code == 503:  # replaced meanwhile: the retry it asks for works
+            assert answers[0].json()["error"]["code"] == "harness_unavailable"
+            answers.append(
+                client.get(f"/v1/sessions/{mine}/files", params={"path": "session_repo"})
+            )
+
+        assert all(answer.status_code != 401 for answer in answers)
+        assert answers[-1].status_code == 200, answers[-1].text
+        names = {entry["name"] for entry in answers[-1].json()["entries"]}
+        assert "theirs.txt" not in names  # its own workspace, never the other's
+        # The other session's harness was left alone; this one's was replaced.
+        assert client.get(f"/v1/sessions/{other}/files").status_code == 200
+        after = set(harness_pids(plane.data_dir))
+        assert len(after) == 2 and len(after & pids) == 1
