@@ -312,11 +312,14 @@ def _parse_single_attribute(dialect: str, raw: Any, path: str) -> FilterNode:
 def _is_set(dialect: str, value: Any) -> bool:
     """Whether a dialect counts for the one-dialect rule: as in Knative, empty maps and lists
     do not, a `not` does as soon as it is there."""
+    if value is None:
+        return False
     if dialect == "not":
-        return value is not None
-    if dialect == "cesql":
-        return bool(value)
-    return value is not None and len(value) > 0 if hasattr(value, "__len__") else value is not None
+        return True
+    try:
+        return len(value) > 0
+    except TypeError:  # a value of the wrong type counts; its own parser then refuses it
+        return True
 
 
 def _check_name(name: Any, path: str) -> None:
