@@ -1,0 +1,331 @@
+"""The typed envelope of every VWM CloudEvent, the catalogue of types, and how to build and decode.
+
+A `VwmEvent` is a CloudEvent's attributes (``id``, ``source``, ``type``, ``time``, ``subject``), our
+extension attributes (``sessionid``, ``jobid``, ``seq``: a Trigger filters on them) and its data as
+the payload model the catalogue names for its type. Publishers build events with `new_event`;
+receivers turn attributes + data (what `eventing.codec` read off the wire) into one with
+`decode_event`, which raises `EventError` with a stable code for anything it will never accept.
+No CloudEvents SDK here: `eventing.codec` is the only module that touches it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+
+from eventing.events import payloads as p
+from eventing.inputs import ascii_uint, timestamp
+
+SPEC_VERSION = "1.0"
+JSON_CONTENT_TYPE = "application/json"
+CONTROL_PLANE_SOURCE = "/vwm/control-plane"
+_HARNESS_SOURCE_PREFIX = "/vwm/harness/"
+_ID = re.compile(p.ID_PATTERN)
+# Attributes the CloudEvents spec defines; any other attribute is an extension.
+CORE_ATTRIBUTES = frozenset(
+    {"specversion", "id", "source", "type", "time", "subject", "datacontenttype", "dataschema"}
+)
+EXTENSIONS = ("sessionid", "jobid", "seq")
+
+
+class EventError(ValueError):
+    """An event this contract will never accept. `status` is what an HTTP edge answers (a 4xx:
+    a broker must not retry it); `code` is stable and documented in docs/events.md."""
+
+    retryable = False
+
+    def __init__(self, code: str, message: str, *, status: int = 400, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.details = details
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """One catalogue entry: the type, its payload model, and which extensions it must carry."""
+
+    type: str
+    payload: builtins.type[p.Payload]  # the field above shadows the builtin in this body
+    required: frozenset[str]
+    optional: frozenset[str] = frozenset()
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        return self.required | self.optional
+
+
+def _spec(type_: str, payload: type[p.Payload], *required: str, optional: str = "") -> EventSpec:
+    return EventSpec(type_, payload, frozenset(required), frozenset(optional.split()))
+
+
+_JOB = ("sessionid", "jobid", "seq")
+CATALOGUE: dict[str, EventSpec] = {
+    spec.type: spec
+    for spec in (
+        _spec("dev.vwm.prompt.requested", p.PromptRequested, "sessionid", optional="jobid"),
+        _spec("dev.vwm.job.started", p.JobStarted, *_JOB),
+        _spec("dev.vwm.job.output", p.JobOutput, *_JOB),
+        _spec("dev.vwm.job.completed", p.JobCompleted, *_JOB),
+        _spec("dev.vwm.job.failed", p.JobFailed, *_JOB),
+        _spec("dev.vwm.session.created", p.SessionCreated, "sessionid"),
+        _spec("dev.vwm.session.ready", p.SessionReady, "sessionid"),
+        _spec("dev.vwm.session.end.requested", p.SessionEndRequested, "sessionid"),
+        _spec("dev.vwm.session.ended", p.SessionEnded, "sessionid"),
+        _spec("dev.vwm.learning.completed", p.LearningCompleted, "sessionid", "jobid"),
+        _spec("dev.vwm.tick", p.Tick),
+    )
+}
+_TYPE_OF_PAYLOAD = {spec.payload: spec.type for spec in CATALOGUE.values()}
+
+
+class VwmEvent(BaseModel):
+    """One CloudEvent of the catalogue, decoded. Build with `new_event`, read with `decode_event`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=200)
+    source: str = Field(min_length=1, max_length=1024, description="a URI reference")
+    type: str
+    time: AwareDatetime | None = Field(default=None, description="when it happened, UTC")
+    subject: str | None = Field(default=None, max_length=1024)
+    sessionid: str | None = Field(default=None, pattern=p.ID_PATTERN)
+    jobid: str | None = Field(default=None, pattern=p.ID_PATTERN)
+    seq: int | None = Field(default=None, ge=1, description="the job log's seq this reaches")
+    data: SerializeAsAny[p.Payload]
+
+    @property
+    def spec(self) -> EventSpec:
+        return CATALOGUE[self.type]
+
+    def attributes(self) -> dict[str, Any]:
+        """The CloudEvent attributes, extensions included (absent ones left out); ``time`` in
+        RFC 3339 UTC with a ``Z``, ``seq`` an integer."""
+        attributes: dict[str, Any] = {
+            "specversion": SPEC_VERSION,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "datacontenttype": JSON_CONTENT_TYPE,
+        }
+        if self.time is not None:
+            attributes["time"] = format_time(self.time)
+        if self.subject is not None:
+            attributes["subject"] = self.subject
+        for name in EXTENSIONS:
+            if (value := getattr(self, name)) is not None:
+                attributes[name] = value
+        return attributes
+
+    def data_json(self) -> dict[str, Any]:
+        return self.data.model_dump(mode="json")
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def job_event_id(job_id: str, seq: int) -> str:
+    """A stable id for a harness's job event: the same fact re-sent (after a restart, from the
+    job log) deduplicates on (source, id) even when the outbox that sent it first is gone."""
+    return f"{job_id}.{seq}"
+
+
+def harness_source(session_id: str) -> str:
+    return f"{_HARNESS_SOURCE_PREFIX}{session_id}"
+
+
+def new_event(
+    payload: p.Payload,
+    *,
+    source: str,
+    session_id: str | None = None,
+    job_id: str | None = None,
+    seq: int | None = None,
+    subject: str | None = None,
+    event_id: str | None = None,
+    time: datetime | None = None,
+) -> VwmEvent:
+    """The event for `payload`: its type from the catalogue, a fresh id unless given, now (UTC)
+    unless given. Raises `EventError` if the extensions do not fit the type."""
+    type_ = _TYPE_OF_PAYLOAD.get(type(payload))
+    if type_ is None:
+        raise TypeError(f"{type(payload).__name__} is not a payload of the event catalogue")
+    event = VwmEvent(
+        id=event_id or new_event_id(),
+        source=source,
+        type=type_,
+        time=(time or utc_now()).astimezone(UTC),
+        subject=subject,
+        sessionid=session_id,
+        jobid=job_id,
+        seq=seq,
+        data=payload,
+    )
+    _check_extensions(event)
+    return event
+
+
+def decode_event(attributes: Mapping[str, Any], data: Any) -> VwmEvent:
+    """An event from its CloudEvent attributes (core and extensions, as strings or JSON values)
+    and its data (the decoded JSON). Unknown extensions (``knativearrivaltime``, ``traceparent``)
+    are ignored; everything else must fit the catalogue or `EventError` says what does not."""
+    specversion = attributes.get("specversion")
+    if specversion != SPEC_VERSION:
+        raise EventError(
+            "unsupported_specversion",
+            f"CloudEvents specversion {str(specversion)[:20]!r} is not supported: send 1.0",
+            specversion=str(specversion)[:20],
+        )
+    for name in ("id", "source", "type"):
+        if not isinstance(attributes.get(name), str) or not attributes[name]:
+            raise EventError(
+                "missing_attribute", f"the event needs a non-empty {name!r}", attribute=name
+            )
+    spec = CATALOGUE.get(attributes["type"])
+    if spec is None:
+        raise EventError(
+            "unknown_event_type",
+            f"event type {attributes['type'][:200]!r} is not in the VWM catalogue (docs/events.md)",
+            type=attributes["type"][:200],
+        )
+    content_type = attributes.get("datacontenttype")
+    if content_type is not None and not _is_json_media(content_type):
+        raise EventError(
+            "unsupported_content_type",
+            "event data must be JSON: datacontenttype 'application/json'",
+            status=415,
+            content_type=str(content_type)[:200],
+        )
+    try:
+        event = VwmEvent(
+            id=attributes["id"],
+            source=attributes["source"],
+            type=spec.type,
+            time=_time(attributes.get("time")),
+            subject=attributes.get("subject"),
+            sessionid=attributes.get("sessionid"),
+            jobid=attributes.get("jobid"),
+            seq=_seq(attributes.get("seq")),
+            data=_payload(spec, data),
+        )
+    except ValidationError as exc:
+        raise EventError(
+            "invalid_attribute",
+            f"the event's attributes do not fit the contract: {_first_error(exc)}",
+            errors=_errors(exc),
+        ) from None
+    _check_extensions(event)
+    return event
+
+
+def _is_json_media(content_type: Any) -> bool:
+    if not isinstance(content_type, str):
+        return False
+    media, _, params = content_type.partition(";")
+    charset = params.replace(" ", "").lower()
+    return media.strip().lower() == JSON_CONTENT_TYPE and charset in ("", "charset=utf-8")
+
+
+def _time(raw: Any) -> datetime | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or "T" not in raw:
+        raise EventError(
+            "invalid_attribute", "time must be an RFC 3339 date-time", attribute="time"
+        )
+    try:
+        return timestamp(raw)
+    except ValueError as exc:
+        raise EventError("invalid_attribute", f"time: {exc}", attribute="time") from None
+
+
+def _seq(raw: Any) -> int | None:
+    """`seq` is an integer attribute: a JSON number in structured mode, digits in a header."""
+    if raw is None:
+        return None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return ascii_uint(raw, "seq")
+        except ValueError:
+            pass
+    raise EventError("invalid_extension", "seq must be a whole number from 1", extension="seq")
+
+
+def _payload(spec: EventSpec, data: Any) -> p.Payload:
+    if not isinstance(data, dict):
+        raise EventError(
+            "invalid_data",
+            f"{spec.type} needs a JSON object as data, got {type(data).__name__}",
+            type=spec.type,
+        )
+    try:
+        # Through JSON so strict mode reads times and enums as the wire carries them.
+        return spec.payload.model_validate_json(json.dumps(data, allow_nan=False))
+    except ValueError as exc:  # ValidationError is one
+        if not isinstance(exc, ValidationError):
+            raise EventError("invalid_data", f"{spec.type}: data is not plain JSON") from None
+        raise EventError(
+            "invalid_payload",
+            f"{spec.type} data does not fit its model: {_first_error(exc)}",
+            type=spec.type,
+            errors=_errors(exc),
+        ) from None
+
+
+def _check_extensions(event: VwmEvent) -> None:
+    spec = event.spec
+    for name in EXTENSIONS:
+        present = getattr(event, name) is not None
+        if name in spec.required and not present:
+            raise EventError(
+                "missing_extension",
+                f"{spec.type} needs the extension attribute {name!r}",
+                type=spec.type,
+                extension=name,
+            )
+        if present and name not in spec.allowed:
+            raise EventError(
+                "invalid_extension",
+                f"{spec.type} does not carry the extension attribute {name!r}",
+                type=spec.type,
+                extension=name,
+            )
+    if isinstance(event.data, p.JobOutput) and event.seq != event.data.last_seq:
+        raise EventError(
+            "invalid_extension",
+            f"a job.output batch's seq must be its last_seq ({event.data.last_seq})",
+            type=spec.type,
+            extension="seq",
+        )
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": ".".join(str(part) for part in error["loc"]), "msg": error["msg"]}
+        for error in exc.errors(include_url=False, include_input=False)[:20]
+    ]
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = _errors(exc)[0]
+    return f"{first['loc']}: {first['msg']}" if first["loc"] else first["msg"]
