@@ -13,7 +13,18 @@ from eventing.events.envelope import (
     CATALOGUE,
     CONTROL_PLANE_SOURCE,
     EXTENSIONS,
+    JOB_COMPLETED,
+    JOB_FAILED,
+    JOB_OUTPUT,
+    JOB_STARTED,
+    LEARNING_COMPLETED,
+    PROMPT_REQUESTED,
+    SESSION_CREATED,
+    SESSION_END_REQUESTED,
+    SESSION_ENDED,
+    SESSION_READY,
     SPEC_VERSION,
+    TICK,
     EventError,
     EventSpec,
     VwmEvent,
@@ -44,18 +55,6 @@ from eventing.events.payloads import (
     Tick,
     TokenUsage,
 )
-
-PROMPT_REQUESTED = "dev.vwm.prompt.requested"
-JOB_STARTED = "dev.vwm.job.started"
-JOB_OUTPUT = "dev.vwm.job.output"
-JOB_COMPLETED = "dev.vwm.job.completed"
-JOB_FAILED = "dev.vwm.job.failed"
-SESSION_CREATED = "dev.vwm.session.created"
-SESSION_READY = "dev.vwm.session.ready"
-SESSION_END_REQUESTED = "dev.vwm.session.end.requested"
-SESSION_ENDED = "dev.vwm.session.ended"
-LEARNING_COMPLETED = "dev.vwm.learning.completed"
-TICK = "dev.vwm.tick"
 
 __all__ = [
     "CATALOGUE",

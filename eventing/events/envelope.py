@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
 
 from eventing.events import payloads as p
-from eventing.inputs import ascii_uint, timestamp
+from eventing.inputs import InputError, ascii_uint, timestamp
 
 SPEC_VERSION = "1.0"
 JSON_CONTENT_TYPE = "application/json"
@@ -36,18 +36,16 @@ CORE_ATTRIBUTES = frozenset(
 EXTENSIONS = ("sessionid", "jobid", "seq")
 
 
-class EventError(ValueError):
+class EventError(InputError):
     """An event this contract will never accept. `status` is what an HTTP edge answers (a 4xx:
-    a broker must not retry it); `code` is stable and documented in docs/events.md."""
+    a broker must not retry it); `code` is stable and documented in docs/events.md. An
+    `InputError`, so the edges that already map those map this one too."""
 
     retryable = False
 
     def __init__(self, code: str, message: str, *, status: int = 400, **details: Any) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message, **details)
         self.status = status
-        self.details = details
 
 
 @dataclass(frozen=True)
@@ -68,21 +66,33 @@ def _spec(type_: str, payload: type[p.Payload], *required: str, optional: str = 
     return EventSpec(type_, payload, frozenset(required), frozenset(optional.split()))
 
 
+PROMPT_REQUESTED = "dev.vwm.prompt.requested"
+JOB_STARTED = "dev.vwm.job.started"
+JOB_OUTPUT = "dev.vwm.job.output"
+JOB_COMPLETED = "dev.vwm.job.completed"
+JOB_FAILED = "dev.vwm.job.failed"
+SESSION_CREATED = "dev.vwm.session.created"
+SESSION_READY = "dev.vwm.session.ready"
+SESSION_END_REQUESTED = "dev.vwm.session.end.requested"
+SESSION_ENDED = "dev.vwm.session.ended"
+LEARNING_COMPLETED = "dev.vwm.learning.completed"
+TICK = "dev.vwm.tick"
+
 _JOB = ("sessionid", "jobid", "seq")
 CATALOGUE: dict[str, EventSpec] = {
     spec.type: spec
     for spec in (
-        _spec("dev.vwm.prompt.requested", p.PromptRequested, "sessionid", optional="jobid"),
-        _spec("dev.vwm.job.started", p.JobStarted, *_JOB),
-        _spec("dev.vwm.job.output", p.JobOutput, *_JOB),
-        _spec("dev.vwm.job.completed", p.JobCompleted, *_JOB),
-        _spec("dev.vwm.job.failed", p.JobFailed, *_JOB),
-        _spec("dev.vwm.session.created", p.SessionCreated, "sessionid"),
-        _spec("dev.vwm.session.ready", p.SessionReady, "sessionid"),
-        _spec("dev.vwm.session.end.requested", p.SessionEndRequested, "sessionid"),
-        _spec("dev.vwm.session.ended", p.SessionEnded, "sessionid"),
-        _spec("dev.vwm.learning.completed", p.LearningCompleted, "sessionid", "jobid"),
-        _spec("dev.vwm.tick", p.Tick),
+        _spec(PROMPT_REQUESTED, p.PromptRequested, "sessionid", optional="jobid"),
+        _spec(JOB_STARTED, p.JobStarted, *_JOB),
+        _spec(JOB_OUTPUT, p.JobOutput, *_JOB),
+        _spec(JOB_COMPLETED, p.JobCompleted, *_JOB),
+        _spec(JOB_FAILED, p.JobFailed, *_JOB),
+        _spec(SESSION_CREATED, p.SessionCreated, "sessionid"),
+        _spec(SESSION_READY, p.SessionReady, "sessionid"),
+        _spec(SESSION_END_REQUESTED, p.SessionEndRequested, "sessionid"),
+        _spec(SESSION_ENDED, p.SessionEnded, "sessionid"),
+        _spec(LEARNING_COMPLETED, p.LearningCompleted, "sessionid", "jobid"),
+        _spec(TICK, p.Tick),
     )
 }
 _TYPE_OF_PAYLOAD = {spec.payload: spec.type for spec in CATALOGUE.values()}

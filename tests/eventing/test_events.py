@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 import eventing.events as ev
 from eventing.agent_events import EventKind
+from eventing.inputs import InputError
 from eventing.job_events import JobEvent, JobStatus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +51,20 @@ def refused(document: dict) -> ev.EventError:
 
 def test_the_catalogue_holds_exactly_the_issue_types():
     assert sorted(ev.CATALOGUE) == sorted(TYPES)
+    constants = [
+        ev.PROMPT_REQUESTED,
+        ev.JOB_STARTED,
+        ev.JOB_OUTPUT,
+        ev.JOB_COMPLETED,
+        ev.JOB_FAILED,
+        ev.SESSION_CREATED,
+        ev.SESSION_READY,
+        ev.SESSION_END_REQUESTED,
+        ev.SESSION_ENDED,
+        ev.LEARNING_COMPLETED,
+        ev.TICK,
+    ]
+    assert constants == TYPES
     assert sorted(path.name for path in FIXTURES.glob("*.json")) == sorted(
         f"{t.removeprefix('dev.vwm.')}.json" for t in TYPES
     )
@@ -123,6 +138,7 @@ def test_ids_in_extensions_keep_to_the_id_alphabet(value):
 def test_unknown_type_is_refused_with_its_name():
     error = refused(golden("dev.vwm.tick") | {"type": "dev.vwm.job.exploded"})
     assert error.code == "unknown_event_type"
+    assert isinstance(error, InputError)  # the edges that map input errors map this one too
     assert error.details["type"] == "dev.vwm.job.exploded"
 
 
