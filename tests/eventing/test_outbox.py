@@ -1,0 +1,171 @@
+"""The file outbox (`eventing.outbox.FileOutbox`): events leave in the order they were appended,
+survive reopening (a crash at any point), a torn last line is cut, a fully sent outbox compacts,
+concurrent appends keep the order of the calls, and files it did not write are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from eventing.events import JobStarted, VwmEvent, harness_source, job_event_id, new_event
+from eventing.outbox import CURSOR_FILE, DEAD_LETTER_FILE, FileOutbox, OutboxError
+
+SESSION = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+JOB = "f0e1d2c3b4a5968778695a4b3c2d1e0f"
+
+
+def job_event(seq: int, job: str = JOB) -> VwmEvent:
+    return new_event(
+        JobStarted(prompt=f"prompt {seq}", cli="claude", started_at=datetime.now(UTC)),
+        source=harness_source(SESSION),
+        session_id=SESSION,
+        job_id=job,
+        seq=seq,
+        event_id=job_event_id(job, seq),
+    )
+
+
+def segments(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.glob("events.*.jsonl"))
+
+
+async def drain(outbox: FileOutbox) -> list[str]:
+    """Mark everything sent, oldest first; the ids in the order they left."""
+    ids = []
+    while entries := await outbox.peek(3):
+        for entry in entries:
+            ids.append(entry.event.id)
+            await outbox.mark_sent(entry)
+    return ids
+
+
+async def test_events_leave_in_append_order_and_the_cursor_survives_reopening(tmp_path):
+    outbox = await FileOutbox.open(tmp_path)
+    events = [job_event(seq) for seq in range(1, 6)]
+    for event in events:
+        await outbox.append(event)
+    assert await outbox.pending() == 5
+    first, second = await outbox.peek(2)
+    assert (first.event, second.event) == (events[0], events[1])  # the whole event round-trips
+    await outbox.mark_sent(first)
+
+    reopened = await FileOutbox.open(tmp_path)
+    assert await reopened.pending() == 4
+    assert await drain(reopened) == [event.id for event in events[1:]]
+    assert await reopened.pending() == 0
+    assert await (await FileOutbox.open(tmp_path)).peek(10) == []
+
+
+async def test_an_entry_already_sent_cannot_be_marked_again(tmp_path):
+    outbox = await FileOutbox.open(tmp_path)
+    await outbox.append(job_event(1))
+    [entry] = await outbox.peek(1)
+    await outbox.mark_sent(entry)
+    with pytest.raises(ValueError, match="not pending"):
+        await outbox.mark_sent(entry)
+    assert await outbox.pending() == 0
+
+
+async def test_a_torn_last_line_is_cut_and_appends_go_on(tmp_path):
+    outbox = await FileOutbox.open(tmp_path)
+    for seq in (1, 2, 3):
+        await outbox.append(job_event(seq))
+    [segment] = segments(tmp_path)
+    whole = (tmp_path / segment).read_bytes()
+    with (tmp_path / segment).open("ab") as file:  # a crash half way through a fourth append
+        file.write(whole.splitlines(keepends=True)[0][:57])
+
+    reopened = await FileOutbox.open(tmp_path)
+    assert await reopened.pending() == 3
+    assert (tmp_path / segment).read_bytes() == whole
+    await reopened.append(job_event(4))
+    assert await drain(reopened) == [job_event_id(JOB, seq) for seq in (1, 2, 3, 4)]
+
+
+async def test_a_fully_sent_outbox_starts_a_new_segment_and_deletes_the_old(tmp_path):
+    outbox = await FileOutbox.open(tmp_path)
+    await outbox.append(job_event(1))
+    await outbox.append(job_event(2))
+    await drain(outbox)
+    assert segments(tmp_path) == ["events.0.jsonl"]
+    await outbox.append(job_event(3))
+    assert segments(tmp_path) == ["events.1.jsonl"]
+    assert json.loads((tmp_path / CURSOR_FILE).read_text()) == {"segment": 1, "offset": 0}
+    assert [entry.event.id for entry in await outbox.peek(10)] == [job_event_id(JOB, 3)]
+    reopened = await FileOutbox.open(tmp_path)
+    assert await drain(reopened) == [job_event_id(JOB, 3)]
+
+
+async def test_a_crash_during_compaction_or_a_cursor_write_repeats_and_loses_nothing(tmp_path):
+    outbox = await FileOutbox.open(tmp_path)
+    await outbox.append(job_event(1))
+    await drain(outbox)
+    await outbox.append(job_event(2))  # compacts: segment 0 → 1
+    # As if the crash came after the cursor moved but before segment 0 was deleted, and during
+    # a later cursor write (its temporary file left behind, pointing somewhere wrong).
+    (tmp_path / "events.0.jsonl").write_bytes((tmp_path / "events.1.jsonl").read_bytes())
+    (tmp_path / f"{CURSOR_FILE}.tmp").write_text('{"segment": 0, "offset": 999')
+
+    reopened = await FileOutbox.open(tmp_path)
+    assert segments(tmp_path) == ["events.1.jsonl"]
+    assert not (tmp_path / f"{CURSOR_FILE}.tmp").exists()
+    assert await drain(reopened) == [job_event_id(JOB, 2)]
+
+
+async def test_concurrent_appends_keep_the_order_of_the_calls(tmp_path):
+    outbox = await FileOutbox.open(tmp_path)
+    events = [job_event(seq, job=f"job{seq % 4}") for seq in range(1, 121)]
+    # Started in order and left to run together: each waits its turn for the file.
+    await asyncio.gather(*(outbox.append(event) for event in events))
+    assert await drain(outbox) == [event.id for event in events]
+
+    async def producer(job: str) -> None:
+        for seq in range(1, 31):
+            await outbox.append(job_event(seq, job=job))
+
+    await asyncio.gather(*(producer(f"p{n}") for n in range(4)))
+    left = await drain(await FileOutbox.open(tmp_path))
+    assert len(left) == 120
+    for n in range(4):  # each producer's events in its own order, none torn or lost
+        mine = [event_id for event_id in left if event_id.startswith(f"p{n}.")]
+        assert mine == [job_event_id(f"p{n}", seq) for seq in range(1, 31)]
+
+
+async def test_dead_letters_are_kept_with_the_answer_and_leave_the_queue(tmp_path):
+    outbox = await FileOutbox.open(tmp_path)
+    await outbox.append(job_event(1))
+    await outbox.append(job_event(2))
+    [first, _] = await outbox.peek(2)
+    await outbox.dead_letter(first, status=400, answer='{"code": "invalid_payload"}')
+    assert [entry.event.id for entry in await outbox.peek(10)] == [job_event_id(JOB, 2)]
+    [letter] = await (await FileOutbox.open(tmp_path)).dead_letters()
+    assert (letter.event, letter.status, letter.answer) == (
+        first.event,
+        400,
+        '{"code": "invalid_payload"}',
+    )
+    assert (tmp_path / DEAD_LETTER_FILE).read_text().count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("events.0.jsonl", b'{"specversion": "1.0", "id": "x"}\n'),
+        ("events.0.jsonl", b"not json at all\n"),
+        (CURSOR_FILE, b'{"segment": "0", "offset": 0}'),
+        (CURSOR_FILE, b'{"segment": 0, "offset": 99999}'),
+    ],
+)
+async def test_files_it_did_not_write_are_refused_with_what_to_do(tmp_path, name, content):
+    outbox = await FileOutbox.open(tmp_path)
+    await outbox.append(job_event(1))
+    path = tmp_path / name
+    path.write_bytes(content if name == CURSOR_FILE else path.read_bytes() + content)
+    with pytest.raises(OutboxError) as caught:
+        await FileOutbox.open(tmp_path)
+    assert caught.value.code == "outbox_corrupt"
+    assert "move the directory aside" in caught.value.message
