@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,6 +105,9 @@ class FileOutbox:
         self._offset = offset  # first byte not yet sent, in the current segment
         self._size = size  # the segment's length: where the next line goes
         self._pending = pending
+        # Where the pending lines end, from the head on, as the last peek read them: so that
+        # checking an entry is the oldest costs no read.
+        self._ends: deque[int] = deque()
         self._lock = asyncio.Lock()  # FIFO: appends keep the order of the calls
 
     @classmethod
@@ -155,9 +159,7 @@ class FileOutbox:
         }
         line = json.dumps(record, ensure_ascii=False).encode() + b"\n"
         async with self._lock:
-            # Recorded before the cursor moves: a crash in between keeps it twice, never zero.
-            await asyncio.to_thread(_append_synced, self.directory / DEAD_LETTER_FILE, line)
-            await asyncio.to_thread(self._advance, entry)
+            await asyncio.to_thread(self._dead_letter, entry, line)
 
     async def pending(self) -> int:
         return self._pending
@@ -180,15 +182,36 @@ class FileOutbox:
         old = self.directory / _segment_name(self._segment)
         _write_cursor(self.directory, self._segment + 1, 0)
         self._segment, self._offset, self._size = self._segment + 1, 0, 0
+        self._ends.clear()
         old.unlink(missing_ok=True)
         _fsync_directory(self.directory)
 
+    def _dead_letter(self, entry: OutboxEntry, line: bytes) -> None:
+        self._check_head(entry)
+        # Recorded before the cursor moves: a crash in between keeps it twice, never zero.
+        _append_synced(self.directory / DEAD_LETTER_FILE, line)
+        self._advance(entry)
+
+    def _check_head(self, entry: OutboxEntry) -> None:
+        head_end = self._ends[0] if self._ends else self._offset + self._head_length()
+        if entry.position != head_end or head_end == self._offset:
+            raise ValueError("that entry is not the oldest pending one: peek again")
+
     def _advance(self, entry: OutboxEntry) -> None:
-        if entry.position <= self._offset or entry.position > self._size:
-            raise ValueError("that entry is not pending in this outbox: peek again")
+        self._check_head(entry)
         _write_cursor(self.directory, self._segment, entry.position)
         self._offset = entry.position
         self._pending -= 1
+        if self._ends:
+            self._ends.popleft()
+
+    def _head_length(self) -> int:
+        """The length of the oldest pending line (0 if none): entries leave strictly in order."""
+        if self._offset >= self._size:
+            return 0
+        with (self.directory / _segment_name(self._segment)).open("rb") as file:
+            file.seek(self._offset)
+            return len(file.readline())
 
     def _read(self, offset: int, limit: int | None) -> list[OutboxEntry]:
         path = self.directory / _segment_name(self._segment)
@@ -204,6 +227,8 @@ class FileOutbox:
                     break
                 position += len(line)
                 entries.append(OutboxEntry(_decode_line(path, position, line), position))
+        if offset == self._offset:
+            self._ends = deque(entry.position for entry in entries)
         return entries
 
 

@@ -56,7 +56,8 @@ class Relay:
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop the task: at once when idle or waiting out a backoff, after the event in flight
-        otherwise (at most `grace_s` seconds, then it is cancelled)."""
+        otherwise (at most `grace_s` seconds, then it is cancelled). Never raises: a task that
+        died of a storage failure already logged it."""
         if self._task is None:
             return
         self._stopping.set()
@@ -64,8 +65,9 @@ class Relay:
         done, _ = await asyncio.wait({self._task}, timeout=grace_s)
         if not done:
             self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+            await asyncio.wait({self._task})
+        if not self._task.cancelled():
+            self._task.exception()  # a storage failure was logged when it happened
 
     async def drained(self) -> None:
         """Wait until nothing is pending (for tests and shutdown; polls the outbox)."""

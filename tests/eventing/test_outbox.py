@@ -60,14 +60,19 @@ async def test_events_leave_in_append_order_and_the_cursor_survives_reopening(tm
     assert await (await FileOutbox.open(tmp_path)).peek(10) == []
 
 
-async def test_an_entry_already_sent_cannot_be_marked_again(tmp_path):
+async def test_only_the_oldest_pending_entry_can_leave(tmp_path):
     outbox = await FileOutbox.open(tmp_path)
-    await outbox.append(job_event(1))
-    [entry] = await outbox.peek(1)
-    await outbox.mark_sent(entry)
-    with pytest.raises(ValueError, match="not pending"):
-        await outbox.mark_sent(entry)
-    assert await outbox.pending() == 0
+    for seq in (1, 2):
+        await outbox.append(job_event(seq))
+    first, second = await outbox.peek(2)
+    with pytest.raises(ValueError, match="not the oldest pending"):
+        await outbox.mark_sent(second)  # skipping the first would lose it
+    await outbox.mark_sent(first)
+    with pytest.raises(ValueError, match="not the oldest pending"):
+        await outbox.dead_letter(first, status=400, answer="")  # already gone
+    assert [entry.event.id for entry in await outbox.peek(5)] == [job_event_id(JOB, 2)]
+    assert await outbox.pending() == 1
+    assert await outbox.dead_letters() == []
 
 
 async def test_a_torn_last_line_is_cut_and_appends_go_on(tmp_path):

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from eventing.outbox import FileOutbox
+from eventing.events import VwmEvent
+from eventing.outbox import DeadLetter, FileOutbox, OutboxEntry
 from eventing.publisher import Publisher, PublisherError, PublisherSettings, classify
 from eventing.relay import Relay
 from tests.eventing.test_outbox import job_event
@@ -135,7 +136,8 @@ async def test_a_refused_event_is_dead_lettered_with_the_answer_and_the_relay_mo
 CRASHING_PUBLISHER = """
 import asyncio, sys
 from pathlib import Path
-from eventing.outbox import FileOutbox
+from eventing.events import VwmEvent
+from eventing.outbox import DeadLetter, FileOutbox, OutboxEntry
 from eventing.publisher import Publisher, PublisherSettings
 from eventing.relay import Relay
 from tests.eventing.test_outbox import job_event
@@ -299,3 +301,39 @@ def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap():
         assert all(0 <= wait <= ceiling for wait in waits)
         assert max(waits) > ceiling / 2  # jittered over the range, not stuck at its bottom
     assert deque([settings.backoff(1) for _ in range(50)]).count(settings.backoff(1)) < 50
+
+
+class BrokenOutbox:
+    """An `Outbox` whose storage fails (a full or vanished volume)."""
+
+    async def append(self, event: VwmEvent) -> None:
+        raise OSError(28, "No space left on device")
+
+    async def peek(self, limit: int) -> list[OutboxEntry]:
+        raise OSError(5, "Input/output error")
+
+    async def mark_sent(self, entry: OutboxEntry) -> None: ...
+
+    async def dead_letter(self, entry: OutboxEntry, *, status: int | None, answer: str) -> None: ...
+
+    async def pending(self) -> int:
+        return 1
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        return []
+
+
+async def test_storage_that_fails_is_the_callers_error_and_stops_the_relay(sink, caplog):
+    relay = Relay(BrokenOutbox(), Publisher(fast(sink.url)))
+    with pytest.raises(OSError, match="No space"):
+        await relay.publish(job_event(1))  # not durable: the caller must know
+    relay.start()
+    with pytest.raises(RuntimeError, match="already started"):
+        relay.start()
+    with pytest.raises(RuntimeError, match="not running"):
+        async with asyncio.timeout(5):
+            await relay.drained()
+    assert "the event relay stopped" in caplog.text
+    await relay.stop()  # the failure was logged; stopping does not raise it again
+    assert not relay.running
+    await relay.publisher.aclose()
