@@ -86,15 +86,28 @@ class PublisherSettings:
                 "no event sink: set VWM_EVENT_SINK (or K_SINK, as a Knative SinkBinding does) "
                 "to the broker's URL",
             )
-        defaults = cls(sink=sink)
-        return cls(
-            sink=sink,
-            mode=env.get("VWM_EVENT_MODE", defaults.mode),  # type: ignore[arg-type]  # checked
-            timeout_s=_number(env, "VWM_EVENT_TIMEOUT_S", defaults.timeout_s),
-            retries=int(_number(env, "VWM_EVENT_RETRIES", defaults.retries, whole=True)),
-            backoff_base_s=_number(env, "VWM_EVENT_BACKOFF_S", defaults.backoff_base_s),
-            backoff_cap_s=_number(env, "VWM_EVENT_BACKOFF_CAP_S", defaults.backoff_cap_s),
-        )
+        variables = {
+            "sink": "VWM_EVENT_SINK" if env.get("VWM_EVENT_SINK") else "K_SINK",
+            "mode": "VWM_EVENT_MODE",
+            "timeout_s": "VWM_EVENT_TIMEOUT_S",
+            "retries": "VWM_EVENT_RETRIES",
+            "backoff_base_s": "VWM_EVENT_BACKOFF_S",
+            "backoff_cap_s": "VWM_EVENT_BACKOFF_CAP_S",
+        }
+        try:
+            return cls(
+                sink=sink,
+                mode=env.get("VWM_EVENT_MODE", "binary"),  # type: ignore[arg-type]  # checked
+                timeout_s=_number(env, "VWM_EVENT_TIMEOUT_S", 10.0),
+                retries=int(_number(env, "VWM_EVENT_RETRIES", 8, whole=True)),
+                backoff_base_s=_number(env, "VWM_EVENT_BACKOFF_S", 0.2),
+                backoff_cap_s=_number(env, "VWM_EVENT_BACKOFF_CAP_S", 30.0),
+            )
+        except PublisherError as exc:  # name the variable to fix, not the field
+            name = variables.get(exc.details["setting"])
+            if name is None:
+                raise
+            raise _bad(name, f"{name}: {exc.message}") from None
 
     def backoff(self, retry_number: int) -> float:
         """Seconds to wait before retry `retry_number` (1 is the first retry), jittered."""

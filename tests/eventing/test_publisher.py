@@ -276,13 +276,14 @@ def test_settings_come_from_k_sink_or_an_explicit_sink():
     ("environ", "setting"),
     [
         ({}, "VWM_EVENT_SINK"),
-        ({"K_SINK": "broker-ingress/vwm/default"}, "sink"),
-        ({"K_SINK": "ftp://example.com/x"}, "sink"),
-        ({"K_SINK": "http://b/", "VWM_EVENT_MODE": "batched"}, "mode"),
-        ({"K_SINK": "http://b/", "VWM_EVENT_TIMEOUT_S": "0"}, "timeout_s"),
+        ({"K_SINK": "broker-ingress/vwm/default"}, "K_SINK"),
+        ({"K_SINK": "http://b/", "VWM_EVENT_SINK": "ftp://example.com/x"}, "VWM_EVENT_SINK"),
+        ({"K_SINK": "http://b/", "VWM_EVENT_MODE": "batched"}, "VWM_EVENT_MODE"),
+        ({"K_SINK": "http://b/", "VWM_EVENT_TIMEOUT_S": "0"}, "VWM_EVENT_TIMEOUT_S"),
         ({"K_SINK": "http://b/", "VWM_EVENT_TIMEOUT_S": "nan"}, "VWM_EVENT_TIMEOUT_S"),
         ({"K_SINK": "http://b/", "VWM_EVENT_RETRIES": "1.5"}, "VWM_EVENT_RETRIES"),
-        ({"K_SINK": "http://b/", "VWM_EVENT_RETRIES": "-1"}, "retries"),
+        ({"K_SINK": "http://b/", "VWM_EVENT_RETRIES": "-1"}, "VWM_EVENT_RETRIES"),
+        ({"K_SINK": "http://b/", "VWM_EVENT_BACKOFF_CAP_S": "1e9"}, "VWM_EVENT_BACKOFF_CAP_S"),
     ],
 )
 def test_settings_that_cannot_work_are_refused_once_with_the_setting_named(environ, setting):
@@ -292,6 +293,7 @@ def test_settings_that_cannot_work_are_refused_once_with_the_setting_named(envir
         "invalid_publisher_setting",
         setting,
     )
+    assert caught.value.message.count(setting) == 1 or not environ
 
 
 def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap():
