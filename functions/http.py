@@ -131,9 +131,13 @@ def parse_query(request: Request, model: type[Model]) -> Model:
 KeyLookup = Callable[[str], Awaitable[str | None]]
 
 
+# Events change any job's or session's state as its harness would: not a client's to send.
+ADMIN_ONLY_PATHS = frozenset({"/v1/events"})
+
+
 def scope_allows(scope: str, path: str) -> bool:
-    """`admin` reaches everything; `client` everything but the admin API."""
-    return scope == "admin" or not path.startswith("/v1/admin")
+    """`admin` reaches everything; `client` everything but the admin API and `/v1/events`."""
+    return scope == "admin" or not (path.startswith("/v1/admin") or path in ADMIN_ONLY_PATHS)
 
 
 class ApiKeyAuth:

@@ -4,7 +4,8 @@ Used by the `prompts` function. Every job gets a recorder: a task that follows t
 event stream to the end, then writes the job's result and its telemetry row. A harness that falls
 silent (no event, no heartbeat within `stream_idle_s`) fails the job and is replaced. The relay
 streams a job's events live from its harness while there is one, then (or instead) from the
-stored record.
+stored record: the job's log in `vwm.job_events` when the `events` function wrote one, else the
+telemetry row's bounded copy.
 """
 
 from __future__ import annotations
@@ -22,10 +23,17 @@ from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from functions.context import db, settings
-from functions.db.models import ACTIVE_JOB_STATUSES, Job, JobStatus, TelemetryRequest
+from functions.db.models import (
+    ACTIVE_JOB_STATUSES,
+    Job,
+    JobEventRecord,
+    JobStatus,
+    TelemetryRequest,
+)
 from functions.db.repositories import Jobs
 from functions.db.transitions import transition_job
 from functions.harness_client import HarnessClient, HarnessRefused, HarnessUnavailable, decode
+from functions.job_log import stored_log
 from functions.runtime.base import HarnessEndpoint
 from functions.session_runtime import client_for, recover
 from functions.telemetry_writer import record_job
@@ -162,6 +170,19 @@ def _sse(event: dict[str, Any]) -> ServerSentEvent:
 
 
 def _stored_events(session: Session, job_id: str, after: int) -> list[dict[str, Any]]:
+    """From the job's stored log (`vwm.job_events`, written by the `events` function, whole)
+    when it has one, else from the telemetry row's bounded copy."""
+    if session.scalar(select(JobEventRecord.seq).where(JobEventRecord.job_id == job_id).limit(1)):
+        events = stored_log(session, job_id, after)
+        has_end = session.scalar(
+            select(JobEventRecord.seq).where(
+                JobEventRecord.job_id == job_id, JobEventRecord.kind == "job_finished"
+            )
+        )
+        last = events[-1]["seq"] if events else after
+        if has_end is None and (ending := _ending_of_unrecorded(session.get(Job, job_id), last)):
+            events.append(ending)
+        return events
     raw = session.scalar(
         select(TelemetryRequest.event_log).where(TelemetryRequest.job_id == job_id)
     )

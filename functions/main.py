@@ -3,23 +3,32 @@
     functions-framework --source functions/main.py --target admin --asgi
     (targets: admin, sessions, prompts, telemetry)
 
-Each target gets every path and hands the request to its own small Starlette app (routes, auth,
-errors, `/openapi.json`); `functions.embedded` serves all four from one process for `vwm up`.
-Imports stay light: the apps are built on the first request.
+and of the CloudEvent function, behind a Knative Trigger:
+
+    functions-framework --source functions/main.py --target events --asgi \
+        --signature-type cloudevent
+
+Each HTTP target gets every path and hands the request to its own small Starlette app (routes,
+auth, errors, `/openapi.json`); `functions.embedded` serves all of them, `events` at
+`POST /v1/events`, from one process for `vwm up`. Imports stay light: the apps are built on the
+first request.
 """
 
 from __future__ import annotations
 
 import functools
 from importlib import import_module
+from typing import Any
 
 import functions_framework.aio as ff
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-FUNCTIONS = ("admin", "sessions", "prompts", "telemetry")
+HTTP_FUNCTIONS = ("admin", "sessions", "prompts", "telemetry")
+FUNCTIONS = (*HTTP_FUNCTIONS, "events")  # every module with ENDPOINTS, served by `vwm up`
 
 
 @functools.cache
@@ -59,3 +68,23 @@ async def prompts(request: Request) -> Response:
 @ff.http
 async def telemetry(request: Request) -> Response:
     return _Delegate(function_app("telemetry"))
+
+
+@ff.cloud_event
+async def events(event: Any) -> None:
+    """A Knative Trigger's delivery. functions-framework answers 200 when this returns; a
+    refusal is its status with the JSON error as text. `event` is the CloudEvents SDK's, which
+    only `eventing.codec` may name. No API key: in production only the
+    Broker reaches this service (cluster-local), as docs/events.md says."""
+    import json
+
+    from eventing.codec import from_cloudevent
+    from eventing.events import EventError
+    from functions.events import EventsUnavailable, receive, refusal
+
+    try:
+        await receive(from_cloudevent(event))
+    except (EventError, EventsUnavailable) as exc:
+        error = refusal(exc)
+        body = {"error": {"code": error.code, "message": error.message, "details": error.details}}
+        raise HTTPException(error.status, detail=json.dumps(body)) from None

@@ -250,10 +250,20 @@ async def list_sessions(request: Request) -> Response:
 
 async def end_session(request: Request) -> Response:
     """Shutdown (transcript, commit, push) then teardown. Ending an ended session is a no-op."""
-    session_id = request.path_params["session_id"]
+    result, saved = await end(request.path_params["session_id"])
+    return JSONResponse(result, status_code=200 if saved else 502)
+
+
+async def end(session_id: str) -> tuple[dict[str, Any], bool]:
+    """End a session: shutdown (transcript, commit, push) then teardown. Returns the session as
+    `GET` shows it, and False when its work could not be saved (it is then `failed`, its
+    workspace kept so ending again retries the push). An ended session is returned unchanged.
+    Shared by `DELETE /v1/sessions/{id}` and the `events` function's
+    `dev.vwm.session.end.requested`; raises `NotFoundError`, or `InvalidTransition` when the
+    session is already ending."""
     view = await db(load, session_id)
     if view.session.status == SessionStatus.ENDED:
-        return JSONResponse(await db(lambda s: _out(s, session_id)))
+        return await db(lambda s: _out(s, session_id)), True
     await db(_transition, session_id, SessionStatus.ENDING, {})
     handle = (
         RuntimeHandle.from_dict(view.session.runtime_state) if view.session.runtime_state else None
@@ -286,8 +296,7 @@ async def end_session(request: Request) -> Response:
     if error:
         fields["error"] = error
     await db(_transition, session_id, target, fields)
-    result = await db(lambda s: _out(s, session_id))
-    return JSONResponse(result, status_code=200 if error is None else 502)
+    return await db(lambda s: _out(s, session_id)), error is None
 
 
 def shutdown_result(answer: dict[str, Any]) -> dict[str, Any] | None:

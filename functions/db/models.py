@@ -258,6 +258,34 @@ class Job(Base):
     finished_at: Mapped[datetime | None]
 
 
+class ProcessedEvent(Base):
+    """A CloudEvent the `events` function has handled, by its `source` + `id` (the CloudEvents
+    identity): a redelivery of the same event is acknowledged and changes nothing."""
+
+    __tablename__ = "processed_events"
+    __table_args__ = {"schema": "vwm"}
+
+    source: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    processed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobEventRecord(Base):
+    """One normalized event of a job's log, keyed by (job, seq): stored from `dev.vwm.job.output`
+    batches in whatever order they arrive, read back in seq order for replay. Unbounded, unlike
+    the telemetry row's `event_log`."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (CheckConstraint("seq >= 1", name="seq_positive"), {"schema": "vwm"})
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("vwm.jobs.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]]
+    ts: Mapped[float] = mapped_column(Double)
+
+
 class SystemSetting(Base):
     """A hot setting (e.g. `global_instructions`); every write bumps `version`."""
 

@@ -7,12 +7,18 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
+from eventing.codec import to_binary
+from eventing.events import JobStarted, harness_source, job_event_id, new_event
+from functions.db.engine import make_engine, session_factory, transaction
+from functions.db.models import Job
 from functions.embedded import prepare
+from tests.db import factories
 from tests.support.harness_process import REPO_ROOT, free_port
 
 OWN_PATH = {
@@ -31,9 +37,7 @@ def database(tmp_path_factory) -> tuple[Path, str]:
     return data_dir, key
 
 
-@pytest.mark.parametrize("target", sorted(OWN_PATH))
-def test_function_serves_only_its_own_routes(target, database):
-    data_dir, key = database
+def _serve(target: str, data_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     binary = Path(sys.executable).parent / "functions-framework"
     proc = subprocess.Popen(
@@ -48,22 +52,33 @@ def test_function_serves_only_its_own_routes(target, database):
             "127.0.0.1",
             "--port",
             str(port),
+            *extra,
         ],
         cwd=REPO_ROOT,
         env={**os.environ, "VWM_DATA_DIR": str(data_dir)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    url = f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _wait_listening(url: str, path: str = "/healthz") -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + path, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("target", sorted(OWN_PATH))
+def test_function_serves_only_its_own_routes(target, database):
+    data_dir, key = database
+    proc, url = _serve(target, data_dir)
     headers = {"Authorization": f"Bearer {key}"}
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        _wait_listening(url)
         own = httpx.get(url + OWN_PATH[target], headers=headers)
         expected = 404 if target == "prompts" else 200  # an unknown job: routed, then not found
         assert own.status_code == expected, own.text
@@ -79,3 +94,45 @@ def test_function_serves_only_its_own_routes(target, database):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_the_events_function_serves_alone_as_a_cloudevent_target(database):
+    """What a Knative Trigger delivers: a job event is applied (2xx, the job runs), a malformed
+    one is refused with a 4xx and changes nothing."""
+    data_dir, _ = database
+    engine = make_engine(f"sqlite:///{data_dir / 'vwm.sqlite3'}")
+    with transaction(session_factory(engine)) as session:
+        owner = factories.session(session)
+        job_id = factories.job(session, owner, mode="async").id
+        session_id = owner.id
+    started = new_event(
+        JobStarted(prompt="hello", cli="claude", started_at=datetime.now(UTC)),
+        source=harness_source(session_id),
+        session_id=session_id,
+        job_id=job_id,
+        seq=1,
+        event_id=job_event_id(job_id, 1),
+    )
+    proc, url = _serve("events", data_dir, "--signature-type", "cloudevent")
+
+    def status() -> str:
+        with transaction(session_factory(engine)) as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            return job.status
+
+    try:
+        _wait_listening(url, "/")
+        headers, body = to_binary(started)
+        bad = httpx.post(url, headers={**headers, "ce-type": "dev.vwm.nope"}, content=body)
+        assert bad.status_code == 400, bad.text
+        assert bad.json()["error"]["code"] == "unknown_event_type"
+        assert status() == "queued"
+        answer = httpx.post(url, headers=headers, content=body)
+        assert answer.status_code == 200, answer.text
+        assert status() == "running"
+        assert httpx.post(url, headers=headers, content=body).status_code == 200  # a duplicate
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        engine.dispose()

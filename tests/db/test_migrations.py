@@ -12,6 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import CheckConstraint, Engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from functions.db.engine import make_engine
 from functions.db.migrate import context_options, current_revision, downgrade, upgrade
@@ -48,7 +49,7 @@ def _check_constraints(engine: Engine) -> tuple[dict[str, set[str]], dict[str, s
         return in_database, in_models
 
 
-HEAD = "0004"  # the newest revision in migrations/versions
+HEAD = "0005"  # the newest revision in migrations/versions
 
 
 def test_a_database_at_the_previous_revision_upgrades_keeping_its_rows(empty_url: str) -> None:
@@ -117,6 +118,62 @@ def test_0003_drops_the_stored_harness_tokens_and_keeps_the_rest(empty_url: str)
         database = Path(empty_url.removeprefix("sqlite:///"))
         files = [database, *database.parent.glob(database.name + "-*")]
         assert all(token.encode() not in path.read_bytes() for path in files)
+
+
+def test_0005_adds_the_event_tables_to_a_database_at_0004_keeping_its_jobs(empty_url: str) -> None:
+    upgrade(empty_url, "0004")
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as connection:  # plain SQL: the models may be ahead of 0004
+            shared, vwm = ("", "") if connection.dialect.name == "sqlite" else ("shared.", "vwm.")
+            when = "'2026-01-01 00:00:00.000000'"
+            connection.exec_driver_sql(
+                f"INSERT INTO {shared}runtimes (id, name, cli, cli_version, limits, created_at, "
+                f"updated_at) VALUES ('r1', 'r', 'claude', '1', '{{}}', {when}, {when})"
+            )
+            connection.exec_driver_sql(
+                f"INSERT INTO {vwm}workers (id, name, runtime_id, repo_url, repo_branch, "
+                "instructions, auto_learning, timeouts, created_at, updated_at) VALUES "
+                f"('w1', 'w', 'r1', 'https://x/r', 'main', '', false, '{{}}', {when}, {when})"
+            )
+            connection.exec_driver_sql(
+                f"INSERT INTO {vwm}sessions (id, worker_id, status, workspace, runtime_state, "
+                f"created_at, last_activity_at) VALUES ('s1', 'w1', 'ready', '/w', '{{}}', {when}, "
+                f"{when})"
+            )
+            connection.exec_driver_sql(
+                f"INSERT INTO {vwm}jobs (id, session_id, kind, prompt, mode, status, created_at) "
+                f"VALUES ('j1', 's1', 'prompt', 'p', 'async', 'running', {when})"
+            )
+        upgrade(empty_url)
+        assert current_revision(empty_url) == HEAD
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                f"INSERT INTO {vwm}job_events (job_id, seq, kind, data, ts) "
+                "VALUES ('j1', 1, 'job_started', '{}', 1.5)"
+            )
+            connection.exec_driver_sql(
+                f"INSERT INTO {vwm}processed_events (source, id, type, processed_at) "
+                f"VALUES ('/vwm/harness/s1', 'j1.1', 'dev.vwm.job.started', {when})"
+            )
+            jobs = connection.exec_driver_sql(f"SELECT id, status FROM {vwm}jobs").all()
+        assert [tuple(row) for row in jobs] == [("j1", "running")]
+        with pytest.raises(IntegrityError), engine.begin() as connection:  # once per (job, seq)
+            connection.exec_driver_sql(
+                f"INSERT INTO {vwm}job_events (job_id, seq, kind, data, ts) "
+                "VALUES ('j1', 1, 'job_started', '{}', 1.5)"
+            )
+        with pytest.raises(IntegrityError), engine.begin() as connection:  # once per source+id
+            connection.exec_driver_sql(
+                f"INSERT INTO {vwm}processed_events (source, id, type, processed_at) "
+                f"VALUES ('/vwm/harness/s1', 'j1.1', 'dev.vwm.job.started', {when})"
+            )
+        downgrade(empty_url, "0004")
+        names = {name.rpartition(".")[2] for name in _table_names(engine)}
+        assert "jobs" in names
+        assert not {"job_events", "processed_events"} & names
+    finally:
+        engine.dispose()
 
 
 def _table_names(engine: Engine) -> set[str]:

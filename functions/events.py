@@ -1,0 +1,173 @@
+"""The `events` function: where CloudEvents change the control plane's state.
+
+Served alone by functions-framework as a CloudEvent target (`functions.main.events`, behind a
+Knative Trigger) and by `vwm up` at `POST /v1/events` (binary or structured mode). Both hand the
+decoded `VwmEvent` to `receive`, which answers with an `Outcome`; the edges turn it into 2xx, and
+`EventError` (an event never to be accepted) into its 4xx, and `EventsUnavailable` (the database
+is down: a retry can fix it) into 503.
+
+Idempotent by the event's `source` + `id` (`vwm.processed_events`, written in the transaction
+that applies the event) and by state (`functions.job_log`; a session ends once). Job events are
+applied by `functions.job_log`; `dev.vwm.session.end.requested` ends the session through
+`functions.sessions.end`, as `DELETE /v1/sessions/{id}` does. The other types are acknowledged
+and logged as not handled yet (docs/events.md, "The events function").
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import Response
+
+from eventing.codec import MAX_EVENT_BYTES, from_http
+from eventing.events import SESSION_END_REQUESTED, EventError, VwmEvent
+from functions.api import Endpoint
+from functions.context import db, settings
+from functions.db.errors import ConflictError, NotFoundError
+from functions.db.models import ProcessedEvent
+from functions.http import ApiError, read_body
+from functions.job_log import JOB_TYPES, apply
+
+logger = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    HANDLED = "handled"  # state changed (or was already as the event says)
+    DUPLICATE = "duplicate"  # this source + id was handled before
+    UNKNOWN = "unknown"  # its job or session does not exist here: acknowledged, logged
+    NOT_HANDLED = "not_handled"  # a catalogue type no handler consumes yet
+
+
+class EventsUnavailable(Exception):
+    """The event could not be applied for a reason a retry can fix (the database)."""
+
+    code = "events_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+async def receive(event: VwmEvent) -> Outcome:
+    """Apply one event. Raises `EventError` for one that is never to be accepted,
+    `EventsUnavailable` when a retry may succeed."""
+    context = {"event_type": event.type, "event_id": event.id, "event_source": event.source}
+    try:
+        if event.type in JOB_TYPES:
+            outcome = await db(_apply_job_event, event, _instructions_version(event))
+        elif event.type == SESSION_END_REQUESTED:
+            outcome = await _end_session(event)
+        else:
+            outcome = Outcome.NOT_HANDLED
+    except IntegrityError:
+        # A concurrent delivery of the same event (or of an overlapping batch) wrote first;
+        # retried, this one finds it handled.
+        raise EventsUnavailable("a concurrent delivery is being recorded; retry") from None
+    except DBAPIError as exc:
+        logger.warning("the database failed while applying an event", extra=context)
+        cause = type(exc.orig).__name__
+        raise EventsUnavailable(f"the database is unavailable ({cause}); retry") from None
+    if outcome is Outcome.HANDLED:
+        logger.info("event handled", extra=context)
+    elif outcome is Outcome.UNKNOWN:
+        # Acknowledged, not refused: Knative retries a 404, and a job or session unknown now
+        # stays unknown (the control plane creates them before any harness publishes).
+        logger.warning("event for an unknown job or session: acknowledged, ignored", extra=context)
+    elif outcome is Outcome.NOT_HANDLED:
+        logger.info("event type not handled yet: acknowledged", extra=context)
+    return outcome
+
+
+def _apply_job_event(session: Session, event: VwmEvent, instructions_version: int) -> Outcome:
+    if _seen(session, event):
+        return Outcome.DUPLICATE
+    if not apply(session, event, instructions_version, settings().raw_output_limit):
+        return Outcome.UNKNOWN  # nothing written, not even the id
+    _mark(session, event)
+    return Outcome.HANDLED
+
+
+async def _end_session(event: VwmEvent) -> Outcome:
+    """Ending takes as long as the harness's shutdown, so it runs outside one transaction: the
+    id is checked first and marked after. A redelivery meanwhile finds the session `ending` (a
+    conflict, acknowledged) or `ended` (a no-op)."""
+    from functions.sessions import end
+
+    if await db(_seen, event):
+        return Outcome.DUPLICATE
+    session_id = str(event.sessionid)
+    try:
+        _, saved = await end(session_id)
+    except NotFoundError:
+        return Outcome.UNKNOWN
+    except ConflictError:  # already ending, on another delivery or a DELETE
+        logger.info("session already ending", extra={"session_id": session_id})
+        return Outcome.DUPLICATE
+    if not saved:
+        # Failed with a reason on the session row; ending again (DELETE) retries the push.
+        logger.warning(
+            "the session ended without saving its work", extra={"session_id": session_id}
+        )
+    await db(_mark_once, event)
+    return Outcome.HANDLED
+
+
+def _seen(session: Session, event: VwmEvent) -> bool:
+    return session.get(ProcessedEvent, (event.source, event.id)) is not None
+
+
+def _mark(session: Session, event: VwmEvent) -> None:
+    session.add(ProcessedEvent(source=event.source, id=event.id, type=event.type))
+    session.flush()
+
+
+def _mark_once(session: Session, event: VwmEvent) -> None:
+    if not _seen(session, event):
+        _mark(session, event)
+
+
+def _instructions_version(event: VwmEvent) -> int:
+    """The instructions version its session's harness was given, as the recorder reads it."""
+    from functions.session_runtime import applied_instructions
+
+    return applied_instructions.get(str(event.sessionid), 0)
+
+
+# -- the edges ---------------------------------------------------------------------------------
+
+
+def answer(outcome: Outcome) -> Response:
+    """2xx with no body: a body with `ce-*` headers would be a reply event to Knative."""
+    return Response(status_code=202 if outcome is Outcome.HANDLED else 200)
+
+
+def refusal(exc: EventError | EventsUnavailable) -> ApiError:
+    if isinstance(exc, EventError):
+        return ApiError(exc.status, exc.code, exc.message, **exc.details)
+    return ApiError(503, exc.code, exc.message)
+
+
+async def post_event(request: Request) -> Response:
+    """`POST /v1/events` in `vwm up`: one CloudEvent, binary or structured mode."""
+    body = await read_body(request, MAX_EVENT_BYTES)
+    try:
+        return answer(await receive(from_http(dict(request.headers), body)))
+    except (EventError, EventsUnavailable) as exc:
+        raise refusal(exc) from None
+
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/v1/events",
+        post_event,
+        "Deliver one CloudEvent (binary or structured mode); admin keys only",
+        status=202,
+        other_statuses=(200, 403, 413, 415, 422, 503),
+        tags=("events",),
+    ),
+]

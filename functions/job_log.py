@@ -1,0 +1,174 @@
+"""A job's state from its harness's CloudEvents: the `events` function's job handlers.
+
+Called by `functions.events`, inside one transaction per event. Each `dev.vwm.job.*` event is
+stored in `vwm.job_events` as the entry of the job's log it reports (``job_started`` at seq 1, the
+output batches' events at their seqs, ``job_finished`` at the last), in the same JSON shape as
+the harness's log, so the stored log is the same whatever order the events came in. Writing the
+row and telemetry goes through `functions.telemetry_writer.finish_job`, as the recorder does.
+
+Everything here is idempotent by state: an entry already stored is kept, a job that has finished
+does not finish again, and whatever arrives late (a start or an output batch after the end)
+refreshes the telemetry row's bounded copy of the log, so the final rows are those of an
+in-order delivery.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from eventing.events import (
+    JOB_COMPLETED,
+    JOB_FAILED,
+    JOB_OUTPUT,
+    JOB_STARTED,
+    EventError,
+    JobOutput,
+    JobStarted,
+    VwmEvent,
+)
+from eventing.events.payloads import JobFinished
+from functions.db.models import Job, JobEventRecord, JobStatus, TelemetryRequest
+from functions.db.telemetry import bound_raw_output
+from functions.db.transitions import transition_job
+from functions.telemetry_writer import JobEnd, event_log_text, finish_job
+
+JOB_TYPES = frozenset({JOB_STARTED, JOB_OUTPUT, JOB_COMPLETED, JOB_FAILED})
+
+
+def apply(session: Session, event: VwmEvent, instructions_version: int, limit: int) -> bool:
+    """Apply one job event. False when its job is unknown (nothing written); raises
+    `EventError` (422) when the event names a job of another session."""
+    job = session.get(Job, event.jobid)
+    if job is None:
+        return False
+    if job.session_id != event.sessionid:
+        raise EventError(
+            "job_session_mismatch",
+            f"job {job.id} belongs to another session than {event.sessionid}: the publisher "
+            "must send a job's events with its own session's id",
+            status=422,
+            jobid=job.id,
+            sessionid=event.sessionid,
+        )
+    data = event.data
+    if isinstance(data, JobStarted):
+        _store(session, job.id, [_started_entry(job.id, event.seq or 1, data)])
+        if job.status == JobStatus.QUEUED:
+            transition_job(session, job, JobStatus.RUNNING, started_at=data.started_at)
+    elif isinstance(data, JobOutput):
+        _store(
+            session, job.id, [_output_entry(job.id, e.model_dump(mode="json")) for e in data.events]
+        )
+    elif isinstance(data, JobFinished):
+        seq = event.seq or 1
+        _store(session, job.id, [_finished_entry(job.id, seq, data)])
+        entries = stored_log(session, job.id)
+        begun: dict[str, Any] = next((e["data"] for e in entries if e["kind"] == "job_started"), {})
+        error = data.error.model_dump(mode="json") if data.error else None
+        end = JobEnd(
+            status=str(data.status),
+            summary=data.summary.model_dump(mode="json"),
+            error=error,
+            exit_code=data.exit_code,
+            total_ms=data.timings.total_ms,
+            cli_start_ms=data.timings.cli_start_ms,
+            first_output_ms=data.timings.first_output_ms,
+            cli=begun.get("cli"),
+            model=begun.get("model"),
+            raw_output=data.raw_output,
+            event_log=event_log_text(entries),
+            instructions_version=instructions_version,
+            started_at=data.started_at,
+            finished_at=data.finished_at,
+        )
+        finish_job(session, job, end, limit)
+    _refresh_telemetry(session, job.id, limit)
+    return True
+
+
+def stored_log(session: Session, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+    """The job's stored log entries after seq `after`, in seq order, as the harness logs them."""
+    rows = session.scalars(
+        select(JobEventRecord)
+        .where(JobEventRecord.job_id == job_id, JobEventRecord.seq > after)
+        .order_by(JobEventRecord.seq)
+    )
+    return [
+        {"job_id": row.job_id, "seq": row.seq, "kind": row.kind, "data": row.data, "ts": row.ts}
+        for row in rows
+    ]
+
+
+def _store(session: Session, job_id: str, entries: list[dict[str, Any]]) -> None:
+    """Add the entries the job's log does not hold yet; one already there is kept as it is
+    (a re-sent batch may overlap an earlier one)."""
+    seqs = [entry["seq"] for entry in entries]
+    held = set(
+        session.scalars(
+            select(JobEventRecord.seq).where(
+                JobEventRecord.job_id == job_id, JobEventRecord.seq.in_(seqs)
+            )
+        )
+    )
+    for entry in entries:
+        if entry["seq"] not in held:
+            session.add(JobEventRecord(**entry))
+    session.flush()
+
+
+def _refresh_telemetry(session: Session, job_id: str, limit: int) -> None:
+    """A finished job's telemetry keeps a bounded copy of its log and the CLI and model its
+    start named: brought up to date when an entry arrives after the end."""
+    row = session.scalar(select(TelemetryRequest).where(TelemetryRequest.job_id == job_id))
+    if row is None:
+        return
+    entries = stored_log(session, job_id)
+    row.event_log = bound_raw_output(event_log_text(entries), limit)
+    begun = next((e["data"] for e in entries if e["kind"] == "job_started"), None)
+    if begun is not None:
+        row.cli = begun.get("cli") or row.cli
+        row.model = begun.get("model")
+
+
+def _started_entry(job_id: str, seq: int, data: JobStarted) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "seq": seq,
+        "kind": "job_started",
+        "data": {
+            "prompt": data.prompt,
+            "cli": data.cli,
+            "model": data.model,
+            "resume_id": data.resume_id,
+        },
+        "ts": data.started_at.timestamp(),
+    }
+
+
+def _output_entry(job_id: str, event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "seq": event["seq"],
+        "kind": event["kind"],
+        "data": event["data"],
+        "ts": event["ts"],
+    }
+
+
+def _finished_entry(job_id: str, seq: int, data: JobFinished) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "seq": seq,
+        "kind": "job_finished",
+        "data": {
+            "status": str(data.status),
+            "summary": data.summary.model_dump(mode="json"),
+            "error": data.error.model_dump(mode="json") if data.error else None,
+            "exit_code": data.exit_code,
+            "duration_ms": data.timings.total_ms,
+        },
+        "ts": data.finished_at.timestamp(),
+    }
