@@ -84,7 +84,8 @@ def apply(session: Session, event: VwmEvent, instructions_version: int, limit: i
             started_at=data.started_at,
             finished_at=data.finished_at,
         )
-        finish_job(session, job, end, limit)
+        if finish_job(session, job, end, limit):
+            return True  # its telemetry was just written from the whole stored log
     _refresh_telemetry(session, job.id, limit)
     return True
 

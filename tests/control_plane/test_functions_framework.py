@@ -12,14 +12,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import Engine, create_engine, make_url
 
 from eventing.codec import to_binary
-from eventing.events import JobStarted, harness_source, job_event_id, new_event
+from eventing.events import JobStarted, VwmEvent, harness_source, job_event_id, new_event
 from functions.db.engine import make_engine, session_factory, transaction
 from functions.db.models import Job
 from functions.embedded import prepare
 from tests.db import factories
 from tests.support.harness_process import REPO_ROOT, free_port
+from tests.support.postgres import PG_SERVER_URL, postgres_database
 
 OWN_PATH = {
     "admin": "/v1/admin/runtimes",
@@ -37,7 +39,9 @@ def database(tmp_path_factory) -> tuple[Path, str]:
     return data_dir, key
 
 
-def _serve(target: str, data_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+def _serve(
+    target: str, data_dir: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     binary = Path(sys.executable).parent / "functions-framework"
     proc = subprocess.Popen(
@@ -55,7 +59,7 @@ def _serve(target: str, data_dir: Path, *extra: str) -> tuple[subprocess.Popen[b
             *extra,
         ],
         cwd=REPO_ROOT,
-        env={**os.environ, "VWM_DATA_DIR": str(data_dir)},
+        env={**os.environ, "VWM_DATA_DIR": str(data_dir), **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -96,16 +100,13 @@ def test_function_serves_only_its_own_routes(target, database):
         proc.wait(timeout=10)
 
 
-def test_the_events_function_serves_alone_as_a_cloudevent_target(database):
-    """What a Knative Trigger delivers: a job event is applied (2xx, the job runs), a malformed
-    one is refused with a 4xx and changes nothing."""
-    data_dir, _ = database
-    engine = make_engine(f"sqlite:///{data_dir / 'vwm.sqlite3'}")
+def _started_event(engine: Engine) -> VwmEvent:
+    """A queued job's `job.started`, the job made in the database behind `engine`."""
     with transaction(session_factory(engine)) as session:
         owner = factories.session(session)
         job_id = factories.job(session, owner, mode="async").id
         session_id = owner.id
-    started = new_event(
+    return new_event(
         JobStarted(prompt="hello", cli="claude", started_at=datetime.now(UTC)),
         source=harness_source(session_id),
         session_id=session_id,
@@ -113,13 +114,66 @@ def test_the_events_function_serves_alone_as_a_cloudevent_target(database):
         seq=1,
         event_id=job_event_id(job_id, 1),
     )
+
+
+def _job_status(engine: Engine, job_id: str) -> str:
+    with transaction(session_factory(engine)) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job.status
+
+
+def test_the_events_function_answers_503_while_its_database_is_down(tmp_path):
+    """A retry can fix a database that is down: 503, so the broker retries; once it is back the
+    same delivery is applied."""
+    with postgres_database("vwm_events") as database_url:
+        prepare(database_url)
+        engine = make_engine(database_url)
+        started = _started_event(engine)
+        engine.dispose()
+        proc, url = _serve(
+            "events",
+            tmp_path,
+            "--signature-type",
+            "cloudevent",
+            env={"VWM_DATABASE_URL": database_url},
+        )
+        server = create_engine(PG_SERVER_URL, isolation_level="AUTOCOMMIT")
+        name = make_url(database_url).database
+        headers, body = to_binary(started)
+        try:
+            _wait_listening(url, "/")
+            with server.connect() as connection:
+                connection.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                connection.exec_driver_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                )
+            down = httpx.post(url, headers=headers, content=body)
+            assert down.status_code == 503, down.text
+            assert down.json()["error"]["code"] == "events_unavailable"
+            with server.connect() as connection:
+                connection.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            assert httpx.post(url, headers=headers, content=body).status_code == 200
+            engine = make_engine(database_url)
+            assert _job_status(engine, str(started.jobid)) == "running"
+            engine.dispose()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            server.dispose()
+
+
+def test_the_events_function_serves_alone_as_a_cloudevent_target(database):
+    """What a Knative Trigger delivers: a job event is applied (2xx, the job runs), a malformed
+    one is refused with a 4xx and changes nothing."""
+    data_dir, _ = database
+    engine = make_engine(f"sqlite:///{data_dir / 'vwm.sqlite3'}")
+    started = _started_event(engine)
     proc, url = _serve("events", data_dir, "--signature-type", "cloudevent")
 
     def status() -> str:
-        with transaction(session_factory(engine)) as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            return job.status
+        return _job_status(engine, str(started.jobid))
 
     try:
         _wait_listening(url, "/")
