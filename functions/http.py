@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -153,7 +154,19 @@ class ApiKeyAuth:
             return
         headers = dict(scope["headers"])
         scheme, _, presented = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        key_scope = await self._lookup(presented.strip()) if scheme.lower() == "bearer" else None
+        try:
+            key_scope = (
+                await self._lookup(presented.strip()) if scheme.lower() == "bearer" else None
+            )
+        except DBAPIError:
+            # No key can be checked while the database is down: a retry may succeed (a broker
+            # retries 503 as it does 500, but this one says why and what to do).
+            logger.warning("API key lookup failed: the database did not answer")
+            response = error_response(
+                503, "database_unavailable", "the database did not answer; try again shortly"
+            )
+            await response(scope, receive, send)
+            return
         if key_scope is None:
             response = error_response(
                 401, "unauthorized", "send an API key as 'Authorization: Bearer vwm_…'"
