@@ -32,7 +32,7 @@ from tests.support.hostile import (
     GOOD_TIMESTAMPS,
     NOT_ASCII_INTEGERS,
     Case,
-    json_bodies,
+    body_cases,
     wrong_answers,
 )
 from tests.support.postgres import postgres_database
@@ -148,19 +148,7 @@ WRITES = [
 
 
 def test_hostile_bodies_get_400_or_415_and_write_nothing(plane):
-    cases = [
-        Case(
-            method,
-            path,
-            body.status,
-            body.code,
-            headers={"content-type": body.content_type} if body.content_type else {},
-            content=body.raw,
-            details={"reason": body.reason} if body.reason else {},
-        )
-        for method, path, base in WRITES
-        for body in json_bodies(base)
-    ]
+    cases = body_cases(WRITES)
     assert len(cases) > 350
     _run(plane, cases)
 

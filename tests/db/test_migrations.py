@@ -7,11 +7,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import CheckConstraint, Engine, inspect, text
+from sqlalchemy import CheckConstraint, Connection, Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from functions.db.engine import make_engine
@@ -73,6 +74,19 @@ def test_a_database_at_the_previous_revision_upgrades_keeping_its_rows(empty_url
         engine.dispose()
 
 
+def _seed_runtime_and_worker(connection: Connection, shared: str, vwm: str, when: str) -> None:
+    """Runtime r1 and worker w1, in plain SQL: the models may be ahead of the revision."""
+    connection.exec_driver_sql(
+        f"INSERT INTO {shared}runtimes (id, name, cli, cli_version, limits, created_at, "
+        f"updated_at) VALUES ('r1', 'r', 'claude', '1', '{{}}', {when}, {when})"
+    )
+    connection.exec_driver_sql(
+        f"INSERT INTO {vwm}workers (id, name, runtime_id, repo_url, repo_branch, "
+        "instructions, auto_learning, timeouts, created_at, updated_at) VALUES "
+        f"('w1', 'w', 'r1', 'https://x/r', 'main', '', false, '{{}}', {when}, {when})"
+    )
+
+
 def test_0003_drops_the_stored_harness_tokens_and_keeps_the_rest(empty_url: str) -> None:
     upgrade(empty_url, "0002")
     token = "tok-" + "x7" * 20  # what the local backend stored before tokens were derived
@@ -83,15 +97,7 @@ def test_0003_drops_the_stored_harness_tokens_and_keeps_the_rest(empty_url: str)
         with engine.begin() as connection:  # plain SQL: the models may be ahead of 0002
             shared, vwm = ("", "") if connection.dialect.name == "sqlite" else ("shared.", "vwm.")
             when = "'2026-01-01 00:00:00.000000'"
-            connection.exec_driver_sql(
-                f"INSERT INTO {shared}runtimes (id, name, cli, cli_version, limits, created_at, "
-                f"updated_at) VALUES ('r1', 'r', 'claude', '1', '{{}}', {when}, {when})"
-            )
-            connection.exec_driver_sql(
-                f"INSERT INTO {vwm}workers (id, name, runtime_id, repo_url, repo_branch, "
-                "instructions, auto_learning, timeouts, created_at, updated_at) VALUES "
-                f"('w1', 'w', 'r1', 'https://x/r', 'main', '', false, '{{}}', {when}, {when})"
-            )
+            _seed_runtime_and_worker(connection, shared, vwm, when)
             as_json = ":state" if connection.dialect.name == "sqlite" else "CAST(:state AS JSONB)"
             for session_id, runtime_state in (("s1", stored), ("s2", {})):
                 connection.execute(
@@ -104,7 +110,7 @@ def test_0003_drops_the_stored_harness_tokens_and_keeps_the_rest(empty_url: str)
                 )
         upgrade(empty_url)
         with engine.connect() as connection:
-            rows = dict(
+            rows: dict[str, Any] = dict(
                 connection.exec_driver_sql(
                     f"SELECT id, runtime_state FROM {vwm}sessions ORDER BY id"
                 ).all()
@@ -127,15 +133,7 @@ def test_0005_adds_the_event_tables_to_a_database_at_0004_keeping_its_jobs(empty
         with engine.begin() as connection:  # plain SQL: the models may be ahead of 0004
             shared, vwm = ("", "") if connection.dialect.name == "sqlite" else ("shared.", "vwm.")
             when = "'2026-01-01 00:00:00.000000'"
-            connection.exec_driver_sql(
-                f"INSERT INTO {shared}runtimes (id, name, cli, cli_version, limits, created_at, "
-                f"updated_at) VALUES ('r1', 'r', 'claude', '1', '{{}}', {when}, {when})"
-            )
-            connection.exec_driver_sql(
-                f"INSERT INTO {vwm}workers (id, name, runtime_id, repo_url, repo_branch, "
-                "instructions, auto_learning, timeouts, created_at, updated_at) VALUES "
-                f"('w1', 'w', 'r1', 'https://x/r', 'main', '', false, '{{}}', {when}, {when})"
-            )
+            _seed_runtime_and_worker(connection, shared, vwm, when)
             connection.exec_driver_sql(
                 f"INSERT INTO {vwm}sessions (id, worker_id, status, workspace, runtime_state, "
                 f"created_at, last_activity_at) VALUES ('s1', 'w1', 'ready', '/w', '{{}}', {when}, "

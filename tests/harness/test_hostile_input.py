@@ -20,7 +20,7 @@ from tests.support.hostile import (
     CONTROL_CHARACTERS,
     NOT_ASCII_INTEGERS,
     Case,
-    json_bodies,
+    body_cases,
     wrong_answers,
 )
 
@@ -85,19 +85,7 @@ WRITES = [
 
 
 def test_hostile_bodies_get_400_or_415_and_change_nothing(harness):
-    cases = [
-        Case(
-            method,
-            path,
-            body.status,
-            body.code,
-            headers={"content-type": body.content_type} if body.content_type else {},
-            content=body.raw,
-            details={"reason": body.reason} if body.reason else {},
-        )
-        for method, path, base in WRITES
-        for body in json_bodies(base)
-    ]
+    cases = body_cases(WRITES)
     assert len(cases) > 90
     _run(harness, cases)
 

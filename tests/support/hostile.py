@@ -24,7 +24,7 @@ class Case:
     path: str
     status: int
     code: str
-    params: list[tuple[str, str]] | None = None
+    params: list[tuple[str, str | int | float | bool | None]] | None = None
     headers: dict[str, Any] = field(default_factory=dict)
     content: bytes | None = None
     details: dict[str, Any] = field(default_factory=dict)  # must be part of error.details
@@ -227,3 +227,20 @@ BAD_SEGMENTS = [
     ("a" * 201, "too_long"),
     ("%FF", "not_ascii"),  # not UTF-8
 ]
+
+
+def body_cases(writes: list[tuple[str, str, dict[str, Any]]]) -> list[Case]:
+    """Every hostile JSON body sent to every writing route, each with the answer it must get."""
+    return [
+        Case(
+            method,
+            path,
+            body.status,
+            body.code,
+            headers={"content-type": body.content_type} if body.content_type else {},
+            content=body.raw,
+            details={"reason": body.reason} if body.reason else {},
+        )
+        for method, path, base in writes
+        for body in json_bodies(base)
+    ]
