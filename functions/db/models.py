@@ -407,3 +407,84 @@ def schemaless_metadata() -> MetaData:
             referred_schema_fn=lambda *_: BLANK_SCHEMA,  # type: ignore[arg-type,return-value]
         )
     return copy
+
+
+# -- the embedded broker's queue and the control plane's outbox (functions/broker) ----------------
+
+
+class BrokerDeliveryState(StrEnum):
+    PENDING = "pending"  # due at `next_attempt_at`, or leased to a delivery loop now
+    DELIVERED = "delivered"  # the subscriber accepted it: kept for the retention, then pruned
+    DEAD = "dead"  # retries used up or refused: kept, with the last answer (a dead letter)
+
+
+class OutboxState(StrEnum):
+    PENDING = "pending"
+    DEAD = "dead"  # the sink refused it for good: kept with the answer
+
+
+class BrokerEvent(Base):
+    """One event the embedded broker accepted, in arrival order (`seq`). (`source`, `id`) is
+    the CloudEvents identity: the same event posted again is acknowledged and not queued twice.
+    `body` is the event in structured-mode JSON, exactly as `eventing.codec` writes it."""
+
+    __tablename__ = "broker_events"
+    __table_args__ = (UniqueConstraint("source", "id"), {"schema": "vwm"})
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(1024))
+    id: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(100))
+    body: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class BrokerDelivery(Base):
+    """One (event, subscription) pair that matched at ingress, and how its delivery goes. A
+    delivery loop claims a due row by setting `leased_until`; a loop that dies mid-delivery
+    leaves the lease to expire, and the row is delivered again (at least once)."""
+
+    __tablename__ = "broker_deliveries"
+    __table_args__ = (
+        CheckConstraint(one_of("state", BrokerDeliveryState), name="state"),
+        CheckConstraint(non_negative("attempts"), name="attempts_non_negative"),
+        UniqueConstraint("event_seq", "subscription"),
+        Index(None, "state", "next_attempt_at"),
+        {"schema": "vwm"},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_seq: Mapped[int] = mapped_column(ForeignKey("vwm.broker_events.seq"))
+    subscription: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), default=BrokerDeliveryState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # started, counting this one
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    leased_until: Mapped[datetime | None]
+    last_status: Mapped[int | None] = mapped_column(Integer)  # None: no HTTP answer
+    last_answer: Mapped[str | None] = mapped_column(Text)  # bounded by the queue
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OutboxEvent(Base):
+    """An event of the control plane waiting to be published, written in the transaction of the
+    state change it tells about (the transactional outbox); `seq` is the order. A sent row is
+    deleted; a refused one stays `dead` with the sink's answer."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        CheckConstraint(one_of("state", OutboxState), name="state"),
+        Index(None, "state", "seq"),
+        {"schema": "vwm"},
+    )
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(1024))
+    id: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(100))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=OutboxState.PENDING)
+    status: Mapped[int | None] = mapped_column(Integer)
+    answer: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    dead_at: Mapped[datetime | None]

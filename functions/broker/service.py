@@ -1,0 +1,210 @@
+"""The embedded broker of `vwm up`, built and run as one thing: `BrokerService`.
+
+`create_app`'s lifespan (`functions.embedded`) makes one from the environment, `start`s it, puts
+it on ``app.state.broker`` (where `POST /v1/broker` finds it to enqueue and `notify`), and `stop`s
+it at exit. It runs three tasks:
+
+- the `Dispatcher` (delivery loop) over the subscriptions (`builtin_subscriptions` by default);
+- the outbox drain: moves the control plane's own events from `vwm.outbox` into the queue
+  (`functions.broker.outbox.drain_to_queue`) when notified and on every poll;
+- the tick: every ``VWM_TICK_S`` seconds a ``dev.vwm.tick`` event through the broker, so the
+  `events` function's reconciler runs as any delivery does (in production a PingSource does it).
+
+Settings (docs/control-plane.md): ``VWM_BROKER_POLL_S``, ``VWM_BROKER_CONCURRENCY``,
+``VWM_BROKER_LEASE_S``, ``VWM_BROKER_RETENTION_S``, ``VWM_TICK_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Self
+
+import httpx
+
+from eventing.events import CONTROL_PLANE_SOURCE, Tick, VwmEvent, new_event
+from functions.broker.dispatcher import Dispatcher, DispatcherSettings
+from functions.broker.outbox import DatabaseOutbox, drain_to_queue
+from functions.broker.queue import Run, counts, enqueue
+from functions.broker.subscriptions import Subscription, builtin_subscriptions
+
+log = logging.getLogger(__name__)
+
+OUTBOX_BATCH = 100
+
+
+class BrokerSettingError(ValueError):
+    """A broker setting that cannot work; the message names the variable to fix."""
+
+    code = "invalid_broker_setting"
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    poll_s: float = 1.0
+    concurrency: int = 4
+    lease_s: float = 30.0
+    retention_s: float = 86_400.0
+    tick_s: float = 30.0  # 0: no tick
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        env = os.environ if environ is None else environ
+        settings = cls(
+            poll_s=_number(env, "VWM_BROKER_POLL_S", 1.0),
+            concurrency=int(_number(env, "VWM_BROKER_CONCURRENCY", 4, whole=True)),
+            lease_s=_number(env, "VWM_BROKER_LEASE_S", 30.0),
+            retention_s=_number(env, "VWM_BROKER_RETENTION_S", 86_400.0),
+            tick_s=_number(env, "VWM_TICK_S", 30.0),
+        )
+        try:
+            settings.dispatcher()
+        except ValueError as exc:
+            name = str(exc).split(" ", 1)[0]
+            variable = {
+                "poll_s": "VWM_BROKER_POLL_S",
+                "concurrency": "VWM_BROKER_CONCURRENCY",
+                "lease_s": "VWM_BROKER_LEASE_S",
+                "retention_s": "VWM_BROKER_RETENTION_S",
+            }.get(name, name)
+            raise BrokerSettingError(f"{variable}: {exc}") from None
+        if settings.tick_s < 0:
+            raise BrokerSettingError(f"VWM_TICK_S must be 0 (off) or more, got {settings.tick_s}")
+        return settings
+
+    def dispatcher(self) -> DispatcherSettings:
+        return DispatcherSettings(
+            poll_s=self.poll_s,
+            concurrency=self.concurrency,
+            lease_s=self.lease_s,
+            retention_s=self.retention_s,
+        )
+
+
+class BrokerService:
+    """``service = BrokerService(run)``; ``await service.start()``; ``service.notify()`` after
+    an enqueue of this process; ``await service.publish(event)``; ``await service.stop()``."""
+
+    def __init__(
+        self,
+        run: Run,
+        subscriptions: Sequence[Subscription] | None = None,
+        settings: BrokerSettings | None = None,
+    ) -> None:
+        self._run = run
+        self.settings = settings or BrokerSettings()
+        self.subscriptions = (
+            list(subscriptions) if subscriptions is not None else builtin_subscriptions()
+        )
+        # One pool for every HTTP subscriber and dead-letter sink; no proxy from the environment.
+        self._client = httpx.AsyncClient(trust_env=False)
+        self.dispatcher = Dispatcher(
+            run, self.subscriptions, self.settings.dispatcher(), client=self._client
+        )
+        self.outbox = DatabaseOutbox(run)
+        self._outbox_wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def from_env(cls) -> BrokerService:
+        """The broker of `vwm up`: the process's database, the built-in subscriptions."""
+        from functions.context import db
+
+        return cls(db, settings=BrokerSettings.from_env())
+
+    async def start(self) -> None:
+        self.dispatcher.start()
+        self._tasks.append(asyncio.create_task(self._drain_outbox(), name="broker-outbox"))
+        if self.settings.tick_s > 0:
+            self._tasks.append(asyncio.create_task(self._tick(), name="broker-tick"))
+        log.info(
+            "embedded broker started",
+            extra={
+                "subscriptions": [subscription.name for subscription in self.subscriptions],
+                "tick_s": self.settings.tick_s,
+            },
+        )
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop the tick and the outbox drain at once, the deliveries within `grace_s`."""
+        self._stopping.set()
+        self._outbox_wake.set()
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        await self.dispatcher.stop(grace_s)
+        await self._client.aclose()
+
+    def notify(self) -> None:
+        """An event was enqueued (or added to the outbox) by this process: deliver it now."""
+        self._outbox_wake.set()
+        self.dispatcher.notify()
+
+    async def enqueue(self, event: VwmEvent) -> bool:
+        """Queue `event` for its subscriptions (False: already queued) and wake the loop."""
+        queued = await self._run(enqueue, event, self.subscriptions)
+        if queued:
+            self.dispatcher.notify()
+        return queued
+
+    async def publish(self, event: VwmEvent) -> None:
+        """For code of the control plane that publishes outside a transaction of its own: the
+        event is in the database when this returns, and delivered by the loop."""
+        await self.enqueue(event)
+
+    async def status(self) -> dict[str, int]:
+        """Deliveries by state, events stored and outbox rows pending."""
+        result = await self._run(counts)
+        result["outbox_pending"] = await self.outbox.pending()
+        return result
+
+    async def _drain_outbox(self) -> None:
+        failing = False
+        while not self._stopping.is_set():
+            self._outbox_wake.clear()
+            try:
+                moved = await self._run(drain_to_queue, self.subscriptions, OUTBOX_BATCH)
+            except Exception as exc:
+                if not failing:
+                    log.warning(
+                        "could not move the outbox into the broker's queue: retrying",
+                        extra={"error": type(exc).__name__},
+                    )
+                failing, moved = True, 0
+            else:
+                failing = False
+            if moved:
+                self.dispatcher.notify()
+                if moved == OUTBOX_BATCH:
+                    continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox_wake.wait(), self.settings.poll_s)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_s)
+            try:
+                await self.publish(new_event(Tick(), source=CONTROL_PLANE_SOURCE))
+            except Exception as exc:  # the database is down: the next tick tries again
+                log.warning("could not publish a tick", extra={"error": type(exc).__name__})
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, whole: bool = False) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        kind = "a whole number" if whole else "a number of seconds"
+        raise BrokerSettingError(f"{name} must be {kind}, got {raw[:50]!r}") from None
+    if not math.isfinite(value):
+        raise BrokerSettingError(f"{name} must be a finite number, got {raw[:50]!r}")
+    return value
