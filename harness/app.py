@@ -2,7 +2,7 @@
 
 Endpoints (all but ``/healthz`` need ``Authorization: Bearer <session token>``):
 
-    GET    /healthz                        liveness and what this harness runs
+    GET    /healthz                        liveness, what this harness runs, event publishing
     POST   /v1/bootstrap                   clone repos, write instructions and CLI config
     POST   /v1/jobs                        run a prompt; ``mode``: sync (JSON), stream (SSE), async (202)
     GET    /v1/jobs/{job_id}               job status and summary
@@ -12,7 +12,10 @@ Endpoints (all but ``/healthz`` need ``Authorization: Bearer <session token>``):
     GET    /v1/files/content?path=         read a file
     PUT    /v1/files/content?path=         write a file (raw body)
     DELETE /v1/files?path=[&recursive=1]   delete
-    POST   /v1/shutdown                    transcript, commit and push both repos
+    POST   /v1/shutdown                    transcript, commit and push both repos; job events out
+
+With ``VWM_EVENT_SINK`` (or ``K_SINK``) set, the harness also publishes every job's log as
+CloudEvents through an outbox on the volume (`harness.publishing`).
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ from harness import routes_files
 from harness.adapters import get_adapter
 from harness.adapters.base import Adapter
 from harness.bootstrap import BootstrapRequest, bootstrap
-from harness.errors import JobAlreadyRunning
+from harness.errors import HarnessError, JobAlreadyRunning
 from harness.http import EXCEPTION_HANDLERS, InputGuard, TokenAuth, parse_json
 from harness.jobs import JobRequest, JobRunner
+from harness.publishing import EventPublishing
 from harness.settings import HarnessSettings
 from harness.sse import event_stream, resume_point
 from harness.transcript import shutdown_repos
@@ -56,6 +60,7 @@ class HarnessState:
     adapter: Adapter
     runner: JobRunner
     bootstrap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    publishing: EventPublishing | None = None  # None: no event sink set
 
 
 def _state(request: Request) -> HarnessState:
@@ -72,8 +77,15 @@ async def health(request: Request) -> Response:
             "running_job_id": state.runner.current.id if state.runner.current else None,
             # What confines the CLI: "bwrap", or "none" (the pod, in production).
             "sandbox": state.settings.sandbox.mode,
+            "events": await _events_health(state),
         }
     )
+
+
+async def _events_health(state: HarnessState) -> dict[str, object]:
+    if state.publishing is None:
+        return {"sink": None, "pending": 0, "dead_letters": 0, "relay_running": False}
+    return await state.publishing.health()
 
 
 async def bootstrap_workspace(request: Request) -> Response:
@@ -128,10 +140,23 @@ async def cancel_job(request: Request) -> Response:
 async def shutdown(request: Request) -> Response:
     state = _state(request)
     await state.runner.close()
-    outcome = await shutdown_repos(
+    repos = shutdown_repos(
         state.workspace, git=state.settings.git, session_id=state.settings.session_id
     )
-    return JSONResponse(outcome)
+    if state.publishing is None:
+        return JSONResponse({**await repos, "events_pending": 0})
+    # The final events leave while the repositories are saved; the wait for them is bounded.
+    # `events_pending` (also on a failed save's error details) tells the control plane whether
+    # they left before the volume goes.
+    settled = asyncio.create_task(state.publishing.settle())
+    try:
+        outcome = await repos
+    except HarnessError as exc:
+        await settled
+        exc.details["events_pending"] = await state.publishing.outbox.pending()
+        raise
+    await settled
+    return JSONResponse({**outcome, "events_pending": await state.publishing.outbox.pending()})
 
 
 def create_app(settings: HarnessSettings) -> Starlette:
@@ -143,12 +168,25 @@ def create_app(settings: HarnessSettings) -> Starlette:
         workspace.ensure_dirs()
         runner = JobRunner(settings, workspace, adapter)
         runner.recover()
-        app.state.harness = HarnessState(settings, workspace, adapter, runner)
+        publishing = None
+        if settings.events.enabled:  # after recover: it republishes the jobs recover finished
+            publishing = await EventPublishing.open(
+                settings.events,
+                workspace,
+                runner,
+                session_id=settings.session_id,
+                session_token=settings.server.session_token,
+            )
+        app.state.harness = HarnessState(
+            settings, workspace, adapter, runner, publishing=publishing
+        )
         logger.info("harness ready", extra={"cli": adapter.kind, "workspace": str(workspace.root)})
         try:
             yield
         finally:
             await runner.close()
+            if publishing is not None:
+                await publishing.close()
 
     routes = [
         Route("/healthz", health, methods=["GET"]),

@@ -18,12 +18,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from eventing.agent_events import AgentEvent, EventKind, RunSummary, Usage
-from eventing.job_events import JobEventKind, JobStatus
+from eventing.job_events import JobEvent, JobEventKind, JobStatus
 from harness import sandbox
 from harness.adapters.base import Adapter, Invocation, Parser, RunSpec
 from harness.errors import HarnessError, JobAlreadyRunning, JobExpired, NotBootstrapped, NotFound
@@ -110,6 +110,9 @@ class Job:
     exit_code: int | None = None
     task: asyncio.Task[None] | None = None
     cancel_requested: bool = False
+    # Its final event is in the publishing outbox (`harness.publishing`); kept in the meta file
+    # so a restart republishes, from the log, every job that did not get that far.
+    published: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +150,17 @@ class RawOutput:
         self._file.close()
 
 
+class JobObserver(Protocol):
+    """Told of every entry a job's log gains, as it is appended, and of each job's end once its
+    meta file says how it ended. Called synchronously from the job's task: it must return at
+    once and never raise (what it raises is logged and the job goes on). `harness.publishing`
+    is the one observer: it turns the log into CloudEvents through its outbox."""
+
+    def on_log(self, job: Job, entry: JobEvent) -> None: ...
+
+    def on_finished(self, job: Job) -> None: ...
+
+
 @dataclass(frozen=True)
 class _PreparedRun:
     spec: RunSpec
@@ -155,12 +169,22 @@ class _PreparedRun:
 
 
 class JobRunner:
-    def __init__(self, settings: HarnessSettings, workspace: Workspace, adapter: Adapter) -> None:
+    def __init__(
+        self,
+        settings: HarnessSettings,
+        workspace: Workspace,
+        adapter: Adapter,
+        *,
+        observer: JobObserver | None = None,
+    ) -> None:
         self._settings = settings
         self._ws = workspace
         self._adapter = adapter
         self._jobs: dict[str, Job] = {}
         self._current: Job | None = None
+        # Set after `recover` by the app when publishing is on (it republishes what recover
+        # finished from the logs, so it need not hear of it here).
+        self.observer = observer
 
     @property
     def current(self) -> Job | None:
@@ -263,7 +287,8 @@ class JobRunner:
 
     async def _run(self, job: Job, request: JobRequest, run: _PreparedRun) -> None:
         started = time.monotonic()
-        job.log.append(
+        self._append(
+            job,
             JobEventKind.JOB_STARTED,
             {
                 "prompt": request.prompt,
@@ -348,7 +373,7 @@ class JobRunner:
             code = await asyncio.shield(process.close())
             job.exit_code = job.exit_code if job.exit_code is not None else code
             if tail := process.stderr.text():
-                job.log.append(EventKind.STDERR, {"tail": tail})
+                self._append(job, EventKind.STDERR, {"tail": tail})
         return process.stderr.text()
 
     def _resume_was_refused(self, run: _PreparedRun, exit_code: int | None, stderr: str) -> bool:
@@ -361,7 +386,8 @@ class JobRunner:
     def _start_over(self, job: Job, request: JobRequest, refused: _PreparedRun) -> _PreparedRun:
         """The CLI has no record of the saved session (e.g. its first turn was cancelled before
         the CLI wrote anything): forget it and run the prompt in a new CLI session."""
-        job.log.append(
+        self._append(
+            job,
             EventKind.ERROR,
             {
                 "code": "resume_failed",
@@ -377,7 +403,7 @@ class JobRunner:
 
     def _emit(self, job: Job, events: list[AgentEvent]) -> None:
         for event in events:
-            job.log.append(event.kind, event.data)
+            self._append(job, event.kind, event.data)
             if event.kind == EventKind.SESSION_STARTED:
                 session_id = event.data.get("cli_session_id")
                 if session_id and self._ws.load_state().get("cli_session_id") != session_id:
@@ -395,7 +421,8 @@ class JobRunner:
         job.status = status
         job.error = error
         job.finished_at = time.time()
-        job.log.append(
+        self._append(
+            job,
             JobEventKind.JOB_FINISHED,
             {
                 "status": status.value,
@@ -411,6 +438,53 @@ class JobRunner:
             "job finished",
             extra={"job_id": job.id, "status": status.value, "duration_ms": duration_ms},
         )
+        if self.observer is not None:
+            try:
+                self.observer.on_finished(job)
+            except Exception:
+                logger.exception("the job observer failed on a job's end", extra={"job_id": job.id})
+
+    def _append(self, job: Job, kind: str, data: dict[str, Any]) -> JobEvent:
+        """Append to the job's log, then tell the observer; the log is the record, so what the
+        observer does can never fail the job."""
+        entry = job.log.append(kind, data)
+        if self.observer is not None:
+            try:
+                self.observer.on_log(job, entry)
+            except Exception:
+                logger.exception("the job observer failed on a log entry", extra={"job_id": job.id})
+        return entry
+
+    # -- publishing bookkeeping (`harness.publishing`) ------------------------------------------
+
+    def mark_published(self, job: Job) -> None:
+        """Record in the job's meta that its final event is in the outbox."""
+        job.published = True
+        self._save_meta(job)
+
+    def unpublished_jobs(self, since: float, *, include_published: bool = False) -> list[Job]:
+        """Finished jobs whose meta file, changed at or after `since` (epoch seconds), does not
+        say ``published`` (with `include_published`, every finished one): oldest first. A meta
+        file that cannot be read is skipped (logged)."""
+        found: list[tuple[float, Job]] = []
+        for meta_path in self._ws.jobs_dir.glob("*.json"):
+            try:
+                mtime = meta_path.stat().st_mtime
+                if mtime < since:
+                    continue
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                published = meta.get("published") is True and not include_published
+                if published or meta.get("status") == JobStatus.RUNNING:
+                    continue
+                job = self._find(meta["job_id"])
+            except (OSError, ValueError, KeyError, TypeError):
+                logger.warning(
+                    "skipped an unreadable job meta file", extra={"path": meta_path.name}
+                )
+                continue
+            if job is not None and job.status.finished:
+                found.append((mtime, job))
+        return [job for _, job in sorted(found, key=lambda pair: (pair[0], pair[1].id))]
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -438,7 +512,12 @@ class JobRunner:
         self._ws.save_state(state)
 
     def _save_meta(self, job: Job) -> None:
-        meta = {"job_id": job.id, "prompt": job.prompt, **job.to_dict()}
+        meta = {
+            "job_id": job.id,
+            "prompt": job.prompt,
+            **job.to_dict(),
+            "published": job.published,
+        }
         path = self._ws.jobs_dir / f"{job.id}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
@@ -465,6 +544,7 @@ class JobRunner:
             summary=RunSummary(**meta["summary"]) if meta.get("summary") else None,
             error=meta.get("error"),
             exit_code=meta.get("exit_code"),
+            published=meta.get("published") is True,
         )
         self._jobs[job_id] = job
         return job

@@ -14,10 +14,14 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from eventing.bwrap import probe as probe_bwrap
 from harness.adapters import ADAPTERS
 from harness.adapters.base import Prices, ProviderConfig
+
+if TYPE_CHECKING:  # imported when publishing is on: the job runner's imports stay HTTP-free
+    from eventing.publisher import PublisherSettings
 
 # The CLIs are installed per project (see harness/clis/package.json) into this folder.
 _PROJECT_CLI_BIN = (
@@ -113,6 +117,60 @@ class SandboxSettings:
 
 
 @dataclass(frozen=True)
+class EventSettings:
+    """Publishing the session's job events as CloudEvents (`harness.publishing`; docs/harness.md,
+    "Publishing job events").
+
+    On when ``VWM_EVENT_SINK`` or ``K_SINK`` is set: `publisher` holds what
+    `eventing.publisher.PublisherSettings.from_env` read (the sink and the other ``VWM_EVENT_*``
+    delivery settings); None means off, and the harness publishes nothing. `batch_max`
+    (``VWM_EVENT_BATCH_MAX``, 1..1000) and `batch_s` (``VWM_EVENT_BATCH_S``) bound a
+    ``job.output`` batch by events and by seconds after its first event; `drain_s`
+    (``VWM_EVENT_DRAIN_S``) bounds the wait for the outbox to empty at shutdown; `republish_days`
+    (``VWM_EVENT_REPUBLISH_DAYS``) how far back a start looks for jobs not yet published.
+    """
+
+    publisher: PublisherSettings | None = None
+    batch_max: int = 100
+    batch_s: float = 0.1
+    drain_s: float = 5.0
+    republish_days: float = 7.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.publisher is not None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, session_id_given: bool) -> EventSettings:
+        if not (env.get("VWM_EVENT_SINK") or env.get("K_SINK")):
+            return cls()
+        from eventing.publisher import PublisherError, PublisherSettings
+
+        try:
+            publisher = PublisherSettings.from_env(env)
+        except PublisherError as exc:  # its message names the variable to fix
+            raise SettingsError(exc.message) from None
+        if not session_id_given:
+            raise SettingsError(
+                "VWM_EVENT_SINK (or K_SINK) is set but VWM_SESSION_ID is not: job events name "
+                "their session, so set VWM_SESSION_ID to the control plane's id of this session"
+            )
+        batch_max = _int(env, "VWM_EVENT_BATCH_MAX", 100)
+        if batch_max > 1000:
+            raise SettingsError(
+                f"VWM_EVENT_BATCH_MAX={batch_max} must be at most 1000 (a job.output batch holds "
+                "1 to 1000 events)"
+            )
+        return cls(
+            publisher=publisher,
+            batch_max=batch_max,
+            batch_s=_float(env, "VWM_EVENT_BATCH_S", 0.1),
+            drain_s=_float(env, "VWM_EVENT_DRAIN_S", 5.0),
+            republish_days=_float(env, "VWM_EVENT_REPUBLISH_DAYS", 7.0),
+        )
+
+
+@dataclass(frozen=True)
 class HarnessSettings:
     workspace: Path
     server: ServerSettings
@@ -124,6 +182,7 @@ class HarnessSettings:
     # makes the session id.
     session_id: str = "session"
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    events: EventSettings = field(default_factory=EventSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HarnessSettings:
@@ -171,6 +230,7 @@ class HarnessSettings:
             raise SettingsError(
                 f"VWM_SESSION_ID={session_id!r} must be 1-128 letters, digits, '_', '.' or '-'"
             )
+        events = EventSettings.from_env(env, session_id_given=bool(session_id))
         if not session_id:
             parent = workspace.parent.name
             session_id = parent if _SESSION_ID.fullmatch(parent) else "session"
@@ -182,6 +242,7 @@ class HarnessSettings:
             git=git,
             session_id=session_id,
             sandbox=SandboxSettings.from_env(env),
+            events=events,
         )
 
 
