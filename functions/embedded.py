@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 # Settings whose embedded default differs from production's; the environment still wins.
 EMBEDDED_DEFAULTS = {"VWM_ALLOW_LOCAL_REPOS": "1"}
 RECOVERY_CONCURRENCY = 4
+# Served by `vwm up` only: in production the Knative Broker is the ingress.
+EMBEDDED_ONLY = ("broker.ingress",)
 
 
 def use_embedded_defaults() -> None:
@@ -43,13 +45,23 @@ def use_embedded_defaults() -> None:
 
 
 def create_app() -> Starlette:
-    endpoints = [e for name in FUNCTIONS for e in import_module(f"functions.{name}").ENDPOINTS]
+    endpoints = [
+        e
+        for name in (*FUNCTIONS, *EMBEDDED_ONLY)
+        for e in import_module(f"functions.{name}").ENDPOINTS
+    ]
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from functions.broker.service import BrokerService
+
+        broker = BrokerService.from_env()
+        await broker.start()
+        app.state.broker = broker  # POST /v1/broker enqueues through it and wakes its loop
         recovery = asyncio.create_task(recover_sessions())
         yield
         recovery.cancel()
+        await broker.stop()
 
     return build_app(endpoints, lookup_key, title="VWM", lifespan=lifespan)
 
