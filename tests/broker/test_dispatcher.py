@@ -6,8 +6,9 @@ subscribers, replies and the tick."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,6 +27,7 @@ from functions.db.models import BrokerDelivery
 from functions.events import EventsUnavailable
 from tests.broker.events import OTHER_SESSION, SESSION, end_requested, job_started, tick
 from tests.support.event_sink import Sink, SinkServer
+from tests.support.harness_process import REPO_ROOT
 
 FAST = DispatcherSettings(poll_s=0.05, concurrency=4, lease_s=30)
 
@@ -214,7 +216,7 @@ async def test_each_subscription_gets_exactly_the_events_its_filter_matches(
     factory: sessionmaker[Session],
 ) -> None:
     run = queue.run_in(factory)
-    table = {
+    table: dict[str, tuple[dict[str, Any], set[str]]] = {
         "jobs": ({"filters": [{"prefix": {"type": "dev.vwm.job."}}]}, {"job1", "job2"}),
         "ticks": ({"filter": {"attributes": {"type": TICK}}}, {"tick"}),
         "session": ({"filters": [{"exact": {"sessionid": SESSION}}]}, {"job1", "end"}),
@@ -360,7 +362,7 @@ async def _client() -> AsyncIterator[Any]:
 
 
 @asynccontextmanager
-async def _servers(sinks: dict[str, Sink]) -> AsyncIterator[dict[str, SinkServer]]:
+async def _servers(sinks: Mapping[str, Sink]) -> AsyncIterator[dict[str, SinkServer]]:
     servers = {name: SinkServer(sink) for name, sink in sinks.items()}
     for server in servers.values():
         await server.start()
@@ -383,3 +385,45 @@ async def _settled(run: queue.Run) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_loop_killed_mid_delivery_leaves_the_event_to_the_next_loop(
+    factory: sessionmaker[Session], migrated_url: str
+) -> None:
+    """A real crash: the delivery loop of another process is SIGKILLed while its subscriber
+    holds the answer; a loop of this process delivers the event again once the lease expired."""
+    from tests.broker.dispatch_process import subscription
+
+    run = queue.run_in(factory)
+    sink = TimedSink()
+    gate = asyncio.Event()
+    sink.hold = gate
+    lease_s = 1.5
+    async with serving(sink) as server, _client() as client:
+        subscriptions = [subscription(server.url, client)]
+        await enqueue(run, subscriptions, job_started(1))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.broker.dispatch_process",
+            migrated_url,
+            server.url,
+            str(lease_s),
+            cwd=REPO_ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(30):
+                await sink.held.wait()
+        finally:
+            process.kill()
+            await process.wait()
+        killed_at = time.monotonic()
+        sink.hold = None
+        async with dispatching(run, subscriptions, DispatcherSettings(poll_s=0.05, lease_s=30)):
+            await wait_for(lambda: _states(run, "delivered"))
+        gate.set()
+    assert [arrival.event for arrival in sink.arrivals] == [job_started(1)] * 2
+    assert sink.times[1] - killed_at >= 1.0  # it waited for the dead loop's lease (1.5 s)
+    [row] = await run(rows)
+    assert (row.state, row.attempts, row.last_status) == ("delivered", 2, 202)

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, make_url, select
 from sqlalchemy.orm import Session
 
 from eventing.codec import to_binary, to_structured
@@ -31,6 +31,7 @@ from functions.runtime.tokens import TokenKey
 from tests.broker.events import OTHER_SESSION, SESSION, end_requested, job_started, tick
 from tests.db import factories
 from tests.support.control_plane import ControlPlane
+from tests.support.postgres import PG_SERVER_URL, postgres_database
 
 Run = Callable[..., Any]
 
@@ -209,3 +210,53 @@ def test_an_accepted_job_event_reaches_the_events_function_through_the_broker(pl
     while database(state) != ("running", [("control-plane", "delivered", 1)]):
         assert time.monotonic() < deadline, (database(state), plane.log()[-3000:])
         time.sleep(0.1)
+
+
+def test_a_database_that_is_down_is_503_and_the_event_is_delivered_once_it_is_back(tmp_path):
+    """On PostgreSQL: while the database refuses connections the ingress answers 503
+    `broker_unavailable` (a publisher retries it), the delivery loop waits; once it is back the
+    same event is queued and delivered to the `events` function."""
+    with postgres_database("vwm_broker") as database_url:
+        plane = ControlPlane(
+            tmp_path / "data",
+            {"VWM_DATABASE_URL": database_url, "VWM_TICK_S": "0", "VWM_BROKER_POLL_S": "0.1"},
+        )
+        plane.start()
+        engine = make_engine(database_url)
+        factory = session_factory(engine)
+        server = create_engine(PG_SERVER_URL, isolation_level="AUTOCOMMIT")
+        name = make_url(database_url).database
+        try:
+            with transaction(factory) as session:
+                owner = factories.session(session)
+                session_id, job_id = owner.id, factories.job(session, owner, mode="async").id
+            event = job_started(1, session=session_id, job=job_id)
+            token = harness_token(plane, session_id)
+            with server.connect() as connection:
+                connection.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                connection.exec_driver_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                )
+            for credential in (token, plane.admin_key):  # neither needs the database to be refused
+                assert_refused(post(plane, event, credential), 503, "broker_unavailable")
+            time.sleep(0.5)  # the delivery loop polls a database that is down, and lives on
+            with server.connect() as connection:
+                connection.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            assert post(plane, event, token).status_code == 202
+            engine.dispose()  # its connections were terminated
+            deadline = time.monotonic() + 20
+            while True:
+                with transaction(factory) as session:
+                    job = session.get(Job, job_id)
+                    assert job is not None
+                    if job.status == "running":
+                        break
+                assert time.monotonic() < deadline, plane.log()[-3000:]
+                time.sleep(0.1)
+        finally:
+            with server.connect() as connection:
+                connection.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            plane.stop()
+            engine.dispose()
+            server.dispose()
