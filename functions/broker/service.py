@@ -30,7 +30,7 @@ import httpx
 from eventing.events import CONTROL_PLANE_SOURCE, Tick, VwmEvent, new_event
 from functions.broker.dispatcher import Dispatcher, DispatcherSettings
 from functions.broker.outbox import DatabaseOutbox, drain_to_queue
-from functions.broker.queue import Run, counts, enqueue
+from functions.broker.queue import DeadDelivery, Run, counts, dead_letters, enqueue
 from functions.broker.subscriptions import Subscription, builtin_subscriptions
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,8 @@ class BrokerSettings:
                 "lease_s": "VWM_BROKER_LEASE_S",
                 "retention_s": "VWM_BROKER_RETENTION_S",
             }.get(name, name)
-            raise BrokerSettingError(f"{variable}: {exc}") from None
+            message = str(exc).replace(name, variable, 1)
+            raise BrokerSettingError(message) from None
         if settings.tick_s < 0:
             raise BrokerSettingError(f"VWM_TICK_S must be 0 (off) or more, got {settings.tick_s}")
         return settings
@@ -164,6 +165,10 @@ class BrokerService:
         result = await self._run(counts)
         result["outbox_pending"] = await self.outbox.pending()
         return result
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadDelivery]:
+        """The newest dead deliveries first, with their events and last answers."""
+        return await self._run(dead_letters, limit)
 
     async def _drain_outbox(self) -> None:
         failing = False
