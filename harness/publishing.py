@@ -404,13 +404,19 @@ class JobEventPublisher:
         self._queue.put_nowait(("flush", done))
         await asyncio.shield(done)
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Put what is queued into the outbox and end the task, within `grace_s` seconds (a
+        storage that hangs must not hold the process's exit): then it is cancelled, and what did
+        not reach the outbox is published at the next start."""
         if self._task is None:
             return
         if self.running:
-            await self.flush()
+            self._queue.put_nowait(("flush", asyncio.get_running_loop().create_future()))
             self._queue.put_nowait(("stop", None))
-        await asyncio.gather(self._task, return_exceptions=True)
+        done, _ = await asyncio.wait({self._task}, timeout=grace_s)
+        if not done:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
     # -- the task ---------------------------------------------------------------------------
 
@@ -438,7 +444,8 @@ class JobEventPublisher:
         if what == "flush":
             for tracked in list(self._tracked.values()):
                 await self._flush_batch(tracked)
-            item.set_result(None)
+            if not item.done():
+                item.set_result(None)
             return
         job: Job = item
         if what == "republish":
@@ -624,7 +631,7 @@ class EventPublishing:
     async def close(self) -> None:
         """At exit, after the runner closed: a bounded drain, then stop everything."""
         pending = await self.settle()
-        await self.writer.stop()
+        await self.writer.stop(grace_s=1.0)
         await self.relay.stop()
         await self._client.aclose()
         if pending:

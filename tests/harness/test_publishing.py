@@ -260,6 +260,11 @@ def assert_same_log(received: list[dict[str, Any]], logged: list[dict[str, Any]]
         assert got == want
 
 
+def final_error(event: VwmEvent) -> str | None:
+    assert isinstance(event.data, JobFinished)
+    return event.data.error.code if event.data.error else None
+
+
 def expected_ids(events: list[VwmEvent], job_id: str) -> None:
     for event in events:
         if isinstance(event.data, JobOutput):
@@ -339,11 +344,12 @@ async def test_a_sink_that_refuses_connections_then_answers_503_gets_everything_
     statuses = [arrival.status for arrival in server.sink.arrivals]
     assert statuses[:3] == [503, 503, 503] and set(statuses[3:]) == {202}
     events = recording(server).of_job("job_b")
-    assert [e.seq for e in events] == sorted(e.seq for e in events)  # in log order
+    seqs = [e.seq or 0 for e in events]
+    assert seqs == sorted(seqs)  # in log order
     assert len({e.id for e in events}) == len(events)
     assert events[-1].type == JOB_FAILED
     assert_same_log(stored(events), job_log(process.workspace, "job_b"))
-    assert events[-1].data.error is not None and events[-1].data.error.code == "cli_failed"
+    assert final_error(events[-1]) == "cli_failed"
 
 
 def outbox_ids(workspace: Path) -> list[str]:
@@ -393,6 +399,7 @@ async def test_a_job_not_published_is_published_whole_at_start(
     # Publishing off: the harness works as before, and writes no outbox.
     off = await start(harness(tmp_path, stand_in, None))
     try:
+        assert (await run_job(off, "job_old", "emit 1 0"))["status"] == "succeeded"
         assert (await run_job(off, "job_d", "emit 3 0"))["status"] == "succeeded"
         async with client(off) as http:
             health = (await http.get("/healthz")).json()
@@ -410,6 +417,10 @@ async def test_a_job_not_published_is_published_whole_at_start(
     assert meta(off.workspace, "job_d")["published"] is False
     assert recording(sink).arrivals == []
 
+    # A job older than VWM_EVENT_REPUBLISH_DAYS (by its meta file's time) is left alone.
+    eight_days_ago = time.time() - 8 * 86_400
+    os.utime(off.workspace / ".vwm" / "jobs" / "job_old.json", (eight_days_ago, eight_days_ago))
+
     on = await start(harness(tmp_path, stand_in, sink.url))
     try:
         await until(lambda: final_arrived(sink, "job_d"), what="the republished job")
@@ -419,6 +430,36 @@ async def test_a_job_not_published_is_published_whole_at_start(
     events = recording(sink).of_job("job_d")
     expected_ids(events, "job_d")
     assert_same_log(stored(events), job_log(on.workspace, "job_d"))
+    assert recording(sink).of_job("job_old") == []
+    assert meta(on.workspace, "job_old")["published"] is False
+
+
+async def test_a_damaged_outbox_is_moved_aside_and_every_recent_job_published_again(
+    tmp_path: Path, sink: SinkServer, stand_in: Path
+) -> None:
+    first = await start(harness(tmp_path, stand_in, sink.url))
+    try:
+        await run_job(first, "job_j", "emit 2 0")
+        await until(lambda: final_arrived(sink, "job_j"))
+    finally:
+        await stop(first)
+    sent = len(recording(sink).of_job("job_j"))
+    outbox = first.workspace / ".vwm" / "outbox"
+    (outbox / "cursor.json").write_text("written by something else")
+
+    second = await start(harness(tmp_path, stand_in, sink.url))
+    try:
+        await until(lambda: len(recording(sink).of_job("job_j")) >= 2 * sent, what="republish")
+        async with client(second) as http:
+            health = (await http.get("/healthz")).json()["events"]
+    finally:
+        await stop(second)
+    assert health["relay_running"] is True
+    assert len(list(outbox.parent.glob("outbox.corrupt-*"))) == 1
+    events = recording(sink).of_job("job_j")[sent:]
+    assert (
+        events[0].id == "job_j.1" and events[-1].id == recording(sink).of_job("job_j")[sent - 1].id
+    )
 
 
 async def test_a_job_cut_off_by_a_crash_is_finished_by_recover_and_republished(
@@ -439,8 +480,7 @@ async def test_a_job_cut_off_by_a_crash_is_finished_by_recover_and_republished(
         await stop(second)
     events = recording(sink).of_job("job_e")
     assert "job_e.1" in before and [e.id for e in events].count("job_e.1") == 2  # same id again
-    end = events[-1]
-    assert end.type == JOB_FAILED and end.data.error.code == "harness_restarted"
+    assert events[-1].type == JOB_FAILED and final_error(events[-1]) == "harness_restarted"
     assert_same_log(stored(events), job_log(second.workspace, "job_e"))
     assert meta(second.workspace, "job_e")["published"] is True
 
@@ -509,7 +549,9 @@ async def test_shutdown_answers_after_the_final_events_left(
         await stop(process)
     assert answer.json()["events_pending"] == 0
     events = recording(sink).of_job("job_i")
-    assert events[-1].type == JOB_FAILED and events[-1].data.status == "cancelled"
+    end = events[-1].data
+    assert isinstance(end, JobFinished) and end.status == "cancelled"
+    assert final_error(events[-1]) == "cancelled"
     assert_same_log(stored(events), job_log(process.workspace, "job_i"))
 
 
