@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import heapq
 import logging
 import math
 import time
@@ -101,7 +102,7 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._inflight: dict[int, asyncio.Task[None]] = {}
-        self._due_at = math.inf  # monotonic time of the earliest retry this loop scheduled
+        self._due: list[float] = []  # monotonic times of the retries this loop scheduled (a heap)
         self._db_down = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -190,11 +191,11 @@ class Dispatcher:
 
     async def _sleep(self) -> None:
         now = time.monotonic()
+        while self._due and self._due[0] <= now:  # came due since: the claim just made saw it
+            heapq.heappop(self._due)
         timeout = self.settings.poll_s
-        if self._due_at <= now:
-            self._due_at = math.inf
-        else:
-            timeout = min(timeout, self._due_at - now)
+        if self._due:
+            timeout = min(timeout, self._due[0] - now)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -263,7 +264,7 @@ class Dispatcher:
                 await self._run_db(
                     schedule_retry, item.delivery_id, at, result.status, result.answer
                 )
-                self._due_at = min(self._due_at, time.monotonic() + decision.delay.total_seconds())
+                heapq.heappush(self._due, time.monotonic() + decision.delay.total_seconds())
                 log.info(
                     "delivery failed: retrying",
                     extra={**outcome, "retry_in_s": decision.delay.total_seconds()},

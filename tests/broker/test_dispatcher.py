@@ -427,3 +427,24 @@ async def test_a_loop_killed_mid_delivery_leaves_the_event_to_the_next_loop(
     assert sink.times[1] - killed_at >= 1.0  # it waited for the dead loop's lease (1.5 s)
     [row] = await run(rows)
     assert (row.state, row.attempts, row.last_status) == ("delivered", 2, 202)
+
+
+async def test_an_event_queued_by_another_process_is_found_by_polling(
+    factory: sessionmaker[Session],
+) -> None:
+    """No `notify` reaches this loop from another process: it polls every `poll_s`."""
+    run = queue.run_in(factory)
+    got: list[VwmEvent] = []
+
+    async def record(event: VwmEvent) -> None:
+        got.append(event)
+
+    local = Subscription.from_spec("local", {}, LocalSink(record))
+    async with dispatching(run, [local], DispatcherSettings(poll_s=0.3)):
+        await asyncio.sleep(0.1)  # the loop has looked once and found nothing
+        queued_at = time.monotonic()
+        await enqueue(run, [local], job_started(1))  # as another process would: no notify
+        await wait_for(lambda: _true(len(got) == 1))
+        waited = time.monotonic() - queued_at
+    assert got == [job_started(1)]
+    assert waited < 0.3 + 0.5
