@@ -153,10 +153,10 @@ async def shutdown(request: Request) -> Response:
         outcome = await repos
     except HarnessError as exc:
         await settled
-        exc.details["events_pending"] = await state.publishing.outbox.pending()
+        exc.details["events_pending"] = await state.publishing.pending()
         raise
     await settled
-    return JSONResponse({**outcome, "events_pending": await state.publishing.outbox.pending()})
+    return JSONResponse({**outcome, "events_pending": await state.publishing.pending()})
 
 
 def create_app(settings: HarnessSettings) -> Starlette:

@@ -396,6 +396,11 @@ class JobEventPublisher:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    @property
+    def unwritten(self) -> int:
+        """Not yet in the outbox: entries in open batches plus queued notices (0: nothing)."""
+        return self._queue.qsize() + sum(len(t.batch) for t in self._tracked.values())
+
     async def flush(self) -> None:
         """Return once every entry queued before the call is in the outbox (open batches too)."""
         if not self.running:
@@ -612,9 +617,14 @@ class EventPublishing:
             "relay_running": self.relay.running,
         }
 
+    async def pending(self) -> int:
+        """Events not yet taken by the sink: those in the outbox, plus anything the writer has
+        not put there yet (0 means every job event logged so far has left)."""
+        return await self.outbox.pending() + self.writer.unwritten
+
     async def settle(self, timeout_s: float | None = None) -> int:
         """Put everything queued into the outbox, then wait (at most `timeout_s`, default the
-        drain setting) for the relay to send it; returns how many events are still pending."""
+        drain setting) for the relay to send it; returns `pending()` at the end."""
         timeout_s = self.settings.drain_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout_s
         try:
@@ -622,11 +632,11 @@ class EventPublishing:
                 await self.writer.flush()
         except TimeoutError:
             pass
-        while (pending := await self.outbox.pending()) and time.monotonic() < deadline:
+        while await self.outbox.pending() and time.monotonic() < deadline:
             if not self.relay.running:
                 break
             await asyncio.sleep(0.01)
-        return pending
+        return await self.pending()
 
     async def close(self) -> None:
         """At exit, after the runner closed: a bounded drain, then stop everything."""

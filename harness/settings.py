@@ -141,7 +141,7 @@ class EventSettings:
         return self.publisher is not None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], *, session_id_given: bool) -> EventSettings:
+    def from_env(cls, env: Mapping[str, str], *, session_id: str) -> EventSettings:
         if not (env.get("VWM_EVENT_SINK") or env.get("K_SINK")):
             return cls()
         from eventing.publisher import PublisherError, PublisherSettings
@@ -150,10 +150,16 @@ class EventSettings:
             publisher = PublisherSettings.from_env(env)
         except PublisherError as exc:  # its message names the variable to fix
             raise SettingsError(exc.message) from None
-        if not session_id_given:
+        if not session_id:
             raise SettingsError(
                 "VWM_EVENT_SINK (or K_SINK) is set but VWM_SESSION_ID is not: job events name "
                 "their session, so set VWM_SESSION_ID to the control plane's id of this session"
+            )
+        if not _EVENT_ID.fullmatch(session_id):
+            raise SettingsError(
+                f"VWM_SESSION_ID={session_id!r} cannot name a session in events (the sessionid "
+                "extension): with an event sink set it must be 1-64 letters, digits, '_', '.' "
+                "or '-'"
             )
         batch_max = _int(env, "VWM_EVENT_BATCH_MAX", 100)
         if batch_max > 1000:
@@ -230,7 +236,7 @@ class HarnessSettings:
             raise SettingsError(
                 f"VWM_SESSION_ID={session_id!r} must be 1-128 letters, digits, '_', '.' or '-'"
             )
-        events = EventSettings.from_env(env, session_id_given=bool(session_id))
+        events = EventSettings.from_env(env, session_id=session_id)
         if not session_id:
             parent = workspace.parent.name
             session_id = parent if _SESSION_ID.fullmatch(parent) else "session"
@@ -247,6 +253,8 @@ class HarnessSettings:
 
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# The events' id alphabet (`eventing.events.payloads.ID_PATTERN`), which `sessionid` must fit.
+_EVENT_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -585,6 +585,7 @@ async def test_shutdown_answers_after_the_final_events_left(
             "VWM_EVENT_REPUBLISH_DAYS",
         ),
         ({"K_SINK": "http://broker/"}, "VWM_SESSION_ID"),
+        ({"K_SINK": "http://broker/", "VWM_SESSION_ID": "s" * 65}, "VWM_SESSION_ID"),
     ],
 )
 def test_a_bad_event_setting_is_refused_naming_the_variable(env: dict[str, str], named: str):
