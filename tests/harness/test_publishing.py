@@ -36,6 +36,7 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from eventing import codec
 from eventing.events import (
     JOB_COMPLETED,
     JOB_FAILED,
@@ -47,20 +48,23 @@ from eventing.events import (
     VwmEvent,
 )
 from eventing.events.payloads import JobFinished
-from eventing.job_events import JobEvent
+from eventing.job_events import JobEvent, JobStatus
 from functions.job_log import _finished_entry, _output_entry, _started_entry
 from functions.telemetry_writer import _LIFECYCLE, _OUTPUT
+from harness.event_log import EventLog
 from harness.jobs import Job
 from harness.publishing import (
     EVENT_BUDGET_BYTES,
     NO_ERROR_RECORDED,
     RAW_OUTPUT_CHARS,
+    JobEventPublisher,
     bound_raw_output,
     finished_event,
     json_summary,
     output_item,
 )
 from harness.settings import HarnessSettings, SettingsError
+from harness.workspace import Workspace
 from tests.support.event_sink import Sink, SinkServer
 from tests.support.harness_process import REPO_ROOT, TOKEN, HarnessProcess
 
@@ -676,8 +680,6 @@ def test_the_final_event_of_a_failed_job_always_has_an_error_and_fits_the_size_l
     assert data.summary.cost_usd is None  # refused by the strict model: dropped
     assert data.timings.total_ms == 2000 and data.timings.first_output_ms == 500
     assert data.raw_output.startswith("😀") and "cut to fit the event" in data.raw_output
-    from eventing import codec
-
     headers, body = codec.to_structured(event)
     assert len(body) < codec.MAX_EVENT_BYTES
     assert codec.from_http(headers, body).id == "job_x.3"
@@ -716,3 +718,57 @@ async def test_measure_the_time_from_logged_to_received(
         f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {delays[-1] * 1000:.1f} ms"
     )
     assert len(delays) >= 400
+
+
+# -- an outbox that fails ------------------------------------------------------------------------
+
+
+class FailingOnce:
+    """Stands in for the relay: its outbox refuses the second event (a full disk, say)."""
+
+    def __init__(self) -> None:
+        self.published: list[VwmEvent] = []
+        self.calls = 0
+
+    async def publish(self, event: VwmEvent) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            raise OSError(28, "No space left on device")
+        self.published.append(event)
+
+
+class MarkingRunner:
+    def __init__(self) -> None:
+        self.marked: list[str] = []
+
+    def mark_published(self, job: Job) -> None:
+        self.marked.append(job.id)
+
+
+async def test_a_failed_outbox_append_is_logged_the_rest_goes_on_and_the_job_stays_unpublished(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    relay, runner = FailingOnce(), MarkingRunner()
+    writer = JobEventPublisher(
+        relay,  # type: ignore[arg-type]
+        runner,  # type: ignore[arg-type]
+        Workspace(tmp_path),
+        SESSION,
+        batch_max=2,
+    )
+    writer.start()
+    job = Job(id="job_k", prompt="p", log=EventLog("job_k", tmp_path / "job_k.jsonl"))
+    started = {"prompt": "p", "cli": "claude", "model": None, "resume_id": None}
+    for kind, data in [("job_started", started)] + [("assistant_text", {"text": "t"})] * 4:
+        writer.on_log(job, job.log.append(kind, data))
+    finished = {"status": "succeeded", "summary": None, "error": None}
+    writer.on_log(job, job.log.append("job_finished", {**finished, "duration_ms": 5}))
+    job.status = JobStatus.SUCCEEDED
+    writer.on_finished(job)
+    await writer.stop()
+
+    # The first batch (seqs 2-3) was lost; the start, the second batch and the end went on.
+    assert [e.id for e in relay.published] == ["job_k.1", "job_k.4-5", "job_k.6"]
+    assert writer.failed_appends == 1 and runner.marked == []
+    assert "could not be put in the outbox" in caplog.text
+    assert "published again from its log when the harness next starts" in caplog.text
