@@ -16,7 +16,6 @@ with a session factory of its own). Tables: `vwm.broker_events`, `vwm.broker_del
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -352,8 +351,3 @@ def counts(session: Session) -> dict[str, int]:
     result = {state.value: int(found.get(state.value, 0)) for state in BrokerDeliveryState}
     result["events"] = int(session.scalar(select(func.count()).select_from(BrokerEvent)) or 0)
     return result
-
-
-def answer_text(payload: Mapping[str, Any]) -> str:
-    """A JSON answer for a delivery row, bounded (for answers made here, not by a subscriber)."""
-    return json.dumps(payload, ensure_ascii=False)[:MAX_ANSWER_CHARS]
