@@ -582,6 +582,9 @@ class EventPublishing:
             os.replace(directory, aside)
             outbox = await FileOutbox.open(directory)
             republish_all = True
+        # httpx logs every request at INFO: one line per event, with the sink's URL. The relay
+        # logs what matters (a sink that stays down, a refusal) itself.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         client = httpx.AsyncClient(
             trust_env=False, headers={"Authorization": f"Bearer {session_token}"}
         )

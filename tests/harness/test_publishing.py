@@ -319,6 +319,7 @@ async def test_a_jobs_events_arrive_with_the_token_and_stored_by_seq_are_its_log
     assert end.timings.total_ms == logged[-1]["data"]["duration_ms"]
     assert end.started_at == datetime.fromtimestamp(start_ts, UTC)
     assert meta(process.workspace, "job_a")["published"] is True
+    assert TOKEN not in process.log() and "HTTP Request" not in process.log()
     assert health["events"] == {
         "sink": sink.url,
         "pending": 0,
@@ -772,3 +773,12 @@ async def test_a_failed_outbox_append_is_logged_the_rest_goes_on_and_the_job_sta
     assert writer.failed_appends == 1 and runner.marked == []
     assert "could not be put in the outbox" in caplog.text
     assert "published again from its log when the harness next starts" in caplog.text
+
+
+def test_healthz_shows_the_sink_without_credentials() -> None:
+    from harness.publishing import _shown_url
+
+    assert (
+        _shown_url("http://user:secret@broker:8080/vwm/default") == "http://broker:8080/vwm/default"
+    )
+    assert _shown_url("http://broker/") == "http://broker/"
