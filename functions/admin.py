@@ -83,6 +83,7 @@ class RuntimeOut(RuntimeIn):
 class WorkerTimeouts(Strict):
     job_s: float | None = Field(default=None, gt=0, le=86_400)
     idle_s: float | None = Field(default=None, gt=0, le=30 * 86_400)
+    max_age_s: float | None = Field(default=None, gt=0, le=365 * 86_400)
 
 
 class WorkerFields(Strict):

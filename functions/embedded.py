@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from importlib import import_module
 from pathlib import Path
 
@@ -58,12 +59,25 @@ def create_app() -> Starlette:
         broker = BrokerService.from_env()
         await broker.start()
         app.state.broker = broker  # POST /v1/broker enqueues through it and wakes its loop
-        recovery = asyncio.create_task(recover_sessions())
+        recovery = asyncio.create_task(start_up(datetime.now(UTC)))
         yield
         recovery.cancel()
         await broker.stop()
 
     return build_app(endpoints, lookup_key, title="VWM", lifespan=lifespan)
+
+
+async def start_up(started_at: datetime) -> None:
+    """Relaunch the harnesses of ready sessions, then reconcile once: whatever was provisioning
+    or ending when the previous process stopped died with it (this is the only control plane on
+    its database), and the jobs it was following are recorded from their harnesses."""
+    from functions.reconcile import reconcile
+
+    await recover_sessions()
+    try:
+        await reconcile(interrupted_before=started_at)
+    except Exception:  # the periodic tick tries again
+        logger.exception("the start-up reconciliation failed")
 
 
 async def recover_sessions() -> None:
@@ -130,6 +144,9 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     use_embedded_defaults()
+    # Harnesses publish their job events to this process's broker.
+    sink_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    os.environ.setdefault("VWM_HARNESS_EVENT_SINK", f"http://{sink_host}:{port}/v1/broker")
     current = settings()
     secure(current.data_dir, current.database_url)
     try:

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventing.codec import MAX_EVENT_BYTES, from_http
-from eventing.events import SESSION_END_REQUESTED, EventError, VwmEvent
+from eventing.events import SESSION_END_REQUESTED, TICK, EventError, VwmEvent
 from functions.api import Endpoint
 from functions.context import db, settings
 from functions.db.errors import ConflictError, NotFoundError
@@ -58,9 +58,11 @@ async def receive(event: VwmEvent) -> Outcome:
     context = {"event_type": event.type, "event_id": event.id, "event_source": event.source}
     try:
         if event.type in JOB_TYPES:
-            outcome = await db(_apply_job_event, event, _instructions_version(event))
+            outcome = await db(_apply_job_event, event)
         elif event.type == SESSION_END_REQUESTED:
             outcome = await _end_session(event)
+        elif event.type == TICK:
+            outcome = await _tick()
         else:
             outcome = Outcome.NOT_HANDLED
     except IntegrityError:
@@ -82,10 +84,10 @@ async def receive(event: VwmEvent) -> Outcome:
     return outcome
 
 
-def _apply_job_event(session: Session, event: VwmEvent, instructions_version: int) -> Outcome:
+def _apply_job_event(session: Session, event: VwmEvent) -> Outcome:
     if _seen(session, event):
         return Outcome.DUPLICATE
-    if not apply(session, event, instructions_version, settings().raw_output_limit):
+    if not apply(session, event, settings().raw_output_limit):
         return Outcome.UNKNOWN  # nothing written, not even the id
     _mark(session, event)
     return Outcome.HANDLED
@@ -116,6 +118,15 @@ async def _end_session(event: VwmEvent) -> Outcome:
     return Outcome.HANDLED
 
 
+async def _tick() -> Outcome:
+    """Reconcile (`functions.reconcile`). Not recorded in `vwm.processed_events`: a tick says
+    "look now", so a redelivered one just looks again, which changes nothing that is right."""
+    from functions.reconcile import reconcile
+
+    await reconcile()
+    return Outcome.HANDLED
+
+
 def _seen(session: Session, event: VwmEvent) -> bool:
     return session.get(ProcessedEvent, (event.source, event.id)) is not None
 
@@ -128,13 +139,6 @@ def _mark(session: Session, event: VwmEvent) -> None:
 def _mark_once(session: Session, event: VwmEvent) -> None:
     if not _seen(session, event):
         _mark(session, event)
-
-
-def _instructions_version(event: VwmEvent) -> int:
-    """The instructions version its session's harness was given, as the recorder reads it."""
-    from functions.session_runtime import applied_instructions
-
-    return applied_instructions.get(str(event.sessionid), 0)
 
 
 # -- the edges ---------------------------------------------------------------------------------

@@ -27,11 +27,11 @@ from functions.runtime.base import HarnessEndpoint
 from functions.runtime.errors import RuntimeBackendError
 from functions.session_runtime import (
     SessionView,
-    applied_instructions,
     bootstrap_body,
     client_for,
     reach,
     recover,
+    save_instructions_version,
 )
 
 
@@ -156,10 +156,10 @@ async def _start_on_harness(
     view: SessionView, endpoint: HarnessEndpoint, start: JobStart, instructions: str, version: int
 ) -> None:
     async with client_for(endpoint) as harness:
-        if applied_instructions.get(view.session.id) != version:
+        if view.session.instructions_version != version:
             # Hot instructions: the harness rewrites the instruction file if they changed.
             await harness.bootstrap(bootstrap_body(view, instructions))
-            applied_instructions[view.session.id] = version
+            await db(save_instructions_version, view.session.id, version)
         await harness.start_job(
             {"prompt": start.prompt, "job_id": start.job_id, "timeout_s": start.timeout_s}
         )

@@ -33,12 +33,12 @@ from eventing.events.payloads import JobFinished
 from functions.db.models import Job, JobEventRecord, JobStatus, TelemetryRequest
 from functions.db.telemetry import bound_raw_output
 from functions.db.transitions import transition_job
-from functions.telemetry_writer import JobEnd, event_log_text, finish_job
+from functions.telemetry_writer import JobEnd, event_log_text, finish_job, record_job
 
 JOB_TYPES = frozenset({JOB_STARTED, JOB_OUTPUT, JOB_COMPLETED, JOB_FAILED})
 
 
-def apply(session: Session, event: VwmEvent, instructions_version: int, limit: int) -> bool:
+def apply(session: Session, event: VwmEvent, limit: int) -> bool:
     """Apply one job event. False when its job is unknown (nothing written); raises
     `EventError` (422) when the event names a job of another session."""
     job = session.get(Job, event.jobid)
@@ -80,7 +80,7 @@ def apply(session: Session, event: VwmEvent, instructions_version: int, limit: i
             model=begun.get("model"),
             raw_output=data.raw_output,
             event_log=event_log_text(entries),
-            instructions_version=instructions_version,
+            instructions_version=job.instructions_version or 0,
             started_at=data.started_at,
             finished_at=data.finished_at,
         )
@@ -88,6 +88,20 @@ def apply(session: Session, event: VwmEvent, instructions_version: int, limit: i
             return True  # its telemetry was just written from the whole stored log
     _refresh_telemetry(session, job.id, limit)
     return True
+
+
+def record_log(
+    session: Session, job_id: str, entries: list[dict[str, Any]], stdout: str, limit: int
+) -> None:
+    """A job's log as its harness keeps it (followed by a caller, or asked for by the
+    reconciler): stored entry by entry as the events would have stored it, then the job
+    finished from it, once. A log without ``job_finished`` fails the job (`harness_lost`)."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return
+    fields = ("job_id", "seq", "kind", "data", "ts")
+    _store(session, job_id, [{name: entry[name] for name in fields} for entry in entries])
+    record_job(session, job_id, entries, stdout, job.instructions_version or 0, limit)
 
 
 def stored_log(session: Session, job_id: str, after: int = 0) -> list[dict[str, Any]]:

@@ -1,11 +1,13 @@
 """The `prompts` function: run a prompt on a session (sync, stream, async) and read jobs.
 
-A prompt queues a job, starts it on the session's harness (`functions.job_dispatch`, bounded: a
-job that cannot be started in time ends `failed` with `harness_unavailable` and the caller gets
-503), and gives it a recorder (`functions.job_recording`). Sync answers when the recorder is
-done; stream relays the same harness events as SSE while the recorder runs beside it (a client
-that drops loses nothing: it reconnects to `GET /v1/jobs/{id}/events` with `Last-Event-ID`);
-async answers 202 at once.
+A prompt queues a job and starts it on the session's harness (`functions.job_dispatch`, bounded:
+a job that cannot be started in time ends `failed` with `harness_unavailable` and the caller gets
+503). Its record does not depend on the caller: the harness publishes the job's events, which
+the `events` function records, and the reconciler asks the harness about any job they did not
+record (`functions.job_recording`). Sync follows the job to its end and records it on the way
+(answering without waiting for the broker); stream relays the same events as SSE and records at
+the end (a client that drops loses nothing: it reconnects to `GET /v1/jobs/{id}/events` with
+`Last-Event-ID`); async answers 202 at once.
 """
 
 from __future__ import annotations
@@ -21,17 +23,23 @@ from starlette.responses import JSONResponse, Response
 
 from functions.api import Endpoint
 from functions.context import db, settings
-from functions.db.errors import SessionBusy
-from functions.db.models import ACTIVE_JOB_STATUSES, Job, JobStatus, WorkerSession
-from functions.db.repositories import Jobs
+from functions.db.errors import ConflictError, SessionBusy
+from functions.db.models import Job, JobStatus, WorkerSession
+from functions.db.repositories import Jobs, Sessions
 from functions.db.transitions import StartedJob, start_job, transition_job
-from functions.harness_client import HarnessUnavailable
-from functions.http import parse_body
+from functions.harness_client import HarnessCallError, HarnessUnavailable, decode
+from functions.http import parse_body, parse_query
 from functions.job_dispatch import JobStart, dispatch, expire_if_stale
-from functions.job_recording import finishing, relay, start_recorder, wait_recorded
+from functions.job_recording import (
+    is_final,
+    lose_with_harness,
+    record_followed,
+    record_from_harness,
+)
+from functions.job_relay import relay
 from functions.params import RESUME_HEADERS, ResumeQuery, resume_point
 from functions.runtime.base import HarnessEndpoint
-from functions.session_runtime import client_for, global_instructions, reach, recover
+from functions.session_runtime import client_for, global_instructions, reach
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,17 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class JobQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(default=None, max_length=500)
 
 
 def job_out(row: Job) -> dict[str, Any]:
@@ -83,8 +102,10 @@ async def create_prompt(request: Request) -> Response:
     body = await parse_body(request, PromptIn, settings().max_request_bytes)
     view, endpoint = await reach(body.session_id)
 
+    instructions, version = await db(global_instructions)
+
     def queue(session: Session) -> StartedJob:
-        return start_job(
+        started = start_job(
             session,
             body.session_id,
             prompt=body.prompt,
@@ -92,28 +113,26 @@ async def create_prompt(request: Request) -> Response:
             idempotency_key=body.idempotency_key,
             timeout_s=body.timeout_s,
         )
+        if started.created:
+            # Before dispatch: whoever records the job (its events may come first) reads it.
+            started.job.instructions_version = version
+        return started
 
     try:
         started = await db(queue)
     except SessionBusy as busy:
         # The previous job may have ended on the harness a moment ago while its record is still
-        # being written: then wait for the record instead of refusing. A job left queued by a
-        # request that died mid-dispatch can never start any more: it is failed, not waited for.
+        # on its way: then record it from the harness and go on instead of refusing. A job left
+        # queued by a request that died mid-dispatch can never start any more: it is failed.
         active = busy.details.get("active_job_id")
-        if not (await db(expire_if_stale, active) or await finishing(endpoint, active)):
+        if not (await db(expire_if_stale, active) or await _ended_on(endpoint, active)):
             raise
         started = await db(queue)
     job = started.job
     if started.created:
-        instructions, version = await db(global_instructions)
         start = JobStart(job_id=job.id, prompt=body.prompt, timeout_s=body.timeout_s)
         endpoint = await dispatch(view, endpoint, start, instructions, version)
-        job = await db(
-            lambda s: transition_job(
-                s, _get_job(s, job.id), JobStatus.RUNNING, harness_job_id=job.id
-            )
-        )
-        start_recorder(job.id, body.session_id, endpoint, version)
+        job = await db(_mark_dispatched, job.id)
     if body.mode == "async":
         return JSONResponse(job_out(job), status_code=202 if started.created else 200)
     if body.mode == "stream":
@@ -122,9 +141,44 @@ async def create_prompt(request: Request) -> Response:
         async def harness() -> HarnessEndpoint:
             return known
 
-        return relay(job.id, 0, harness=harness)
-    await wait_recorded(job.id)
+        return relay(job.id, body.session_id, 0, harness=harness)
+    await _follow_to_end(job.id, body.session_id, endpoint)
     return JSONResponse(await db(lambda s: job_out(_get_job(s, job.id))))
+
+
+def _mark_dispatched(session: Session, job_id: str) -> Job:
+    """The harness took the job: queued → running, unless its `job.started` event (or its
+    end) was recorded first."""
+    row = _get_job(session, job_id)
+    if row.status == JobStatus.QUEUED:
+        row = transition_job(session, row, JobStatus.RUNNING, harness_job_id=job_id)
+    else:
+        row.harness_job_id = job_id
+    return row
+
+
+async def _follow_to_end(job_id: str, session_id: str, endpoint: HarnessEndpoint) -> None:
+    """Follow the job's events to its end and record it. A harness that falls silent (no
+    event, no heartbeat within the bound) is replaced and the job fails with it."""
+    if await db(is_final, job_id):
+        return  # a replayed idempotency key of a finished job
+    try:
+        async with client_for(endpoint) as harness:
+            events = [decode(message) async for message in harness.events(job_id)]
+            await record_followed(job_id, events, harness)
+    except HarnessUnavailable:
+        logger.warning("the job's harness stopped answering", extra={"job_id": job_id})
+        await lose_with_harness(job_id, session_id)
+
+
+async def _ended_on(endpoint: HarnessEndpoint, job_id: str | None) -> bool:
+    """True once the job is recorded, if it had already ended on its harness."""
+    if not job_id:
+        return False
+    try:
+        return await record_from_harness(job_id, endpoint)
+    except HarnessCallError:
+        return False  # the reconciler finds out what became of it
 
 
 async def get_job(request: Request) -> Response:
@@ -137,13 +191,26 @@ async def get_job(request: Request) -> Response:
     return JSONResponse(await db(read))
 
 
+async def list_jobs(request: Request) -> Response:
+    """A session's jobs, newest first (the session must exist, ended or not)."""
+    session_id = request.path_params["session_id"]
+    query = parse_query(request, JobQuery)
+
+    def page(session: Session) -> dict[str, Any]:
+        Sessions(session).get(session_id)  # 404 for a session that does not exist
+        found = Jobs(session).page(session_id, limit=query.limit, cursor=query.cursor)
+        return {"items": [job_out(row) for row in found.items], "next_cursor": found.next_cursor}
+
+    return JSONResponse(await db(page))
+
+
 async def job_events(request: Request) -> Response:
     job_id = request.path_params["job_id"]
     after = resume_point(request)  # ASCII digits only, else 400 invalid_parameter
     job, session_status = await db(lambda s: _job_and_session_status(s, job_id))
     if job.status in ("queued", "running") or session_status == "ready":
-        return relay(job_id, after, harness=lambda: _endpoint_of(job.session_id))
-    return relay(job_id, after, harness=None)
+        return relay(job_id, job.session_id, after, harness=lambda: _endpoint_of(job.session_id))
+    return relay(job_id, job.session_id, after, harness=None)
 
 
 def _job_and_session_status(session: Session, job_id: str) -> tuple[Job, str | None]:
@@ -161,23 +228,36 @@ async def cancel_job(request: Request) -> Response:
     job_id = request.path_params["job_id"]
     job = await db(lambda s: _get_job(s, job_id))
     if job.status in ("queued", "running"):
-        _, endpoint = await reach(job.session_id)
         try:
-            async with client_for(endpoint) as harness:
-                await harness.cancel(job_id)
-        except HarnessUnavailable:
-            # A hung harness cancels nothing; replacing it stops the job, which its recorder
-            # then fails. Only if the harness was not replaced does the caller retry.
-            await recover(job.session_id)
-            await wait_recorded(job_id, settings().harness.stream_idle_s)
-            if (await db(lambda s: _get_job(s, job_id))).status in ACTIVE_JOB_STATUSES:
-                raise
-        else:
-            await wait_recorded(job_id)
+            _, endpoint = await reach(job.session_id)
+        except ConflictError:
+            endpoint = None  # its session is ending or ended: the job ends with it
+        if endpoint is not None:
+            try:
+                async with client_for(endpoint) as harness:
+                    await harness.cancel(job_id)
+            except HarnessUnavailable:
+                # A hung harness cancels nothing; replacing it stops the job, which then fails.
+                # Only if the harness was not replaced does the caller retry.
+                if not await lose_with_harness(job_id, job.session_id):
+                    raise
+            else:
+                await _ended_on(endpoint, job_id)
     return JSONResponse(await db(lambda s: job_out(_get_job(s, job_id))))
 
 
 TAGS = ("prompts",)
+# Served by the `sessions` function, whose paths it shares (a path prefix routes to one function).
+SESSION_JOBS = Endpoint(
+    "GET",
+    "/v1/sessions/{session_id}/jobs",
+    list_jobs,
+    "A session's jobs, newest first",
+    query=JobQuery,
+    response=JobList,
+    other_statuses=(400, 404),
+    tags=TAGS,
+)
 ENDPOINTS = [
     Endpoint(
         "POST",

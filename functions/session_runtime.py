@@ -29,11 +29,6 @@ logger = logging.getLogger(__name__)
 
 GLOBAL_INSTRUCTIONS = "global_instructions"
 
-# The global-instructions version each session's harness was last given, so a prompt bootstraps
-# again only when they changed. Per process: after a restart the first prompt of a session
-# re-applies them once (bootstrap is idempotent).
-applied_instructions: dict[str, int] = {}
-
 
 @dataclass(frozen=True)
 class SessionView:
@@ -80,7 +75,11 @@ def harness_spec(view: SessionView) -> HarnessSpec:
     if runtime.credential_ref:
         credential_env["VWM_PROVIDER_API_KEY"] = require_credential(runtime)
     # The harness's heartbeat is what the control plane's silence bound on its streams counts in.
-    extra: dict[str, str] = {"VWM_HEARTBEAT_S": f"{settings().heartbeat_s:g}"}
+    current = settings()
+    extra: dict[str, str] = {"VWM_HEARTBEAT_S": f"{current.heartbeat_s:g}"}
+    if current.harness_event_sink:
+        # The harness publishes its job events there, through an outbox on its volume.
+        extra["VWM_EVENT_SINK"] = current.harness_event_sink
     if runtime.prices:
         import json
 
@@ -157,16 +156,20 @@ def _stored_handle(session: Session, session_id: str) -> dict[str, Any] | None:
     return row.runtime_state if row is not None else None
 
 
-async def recover(session_id: str) -> None:
+async def recover(session_id: str) -> bool:
     """After a call to the session's harness got no answer in time: probe it, and replace it if it
-    is hung, so the next call finds a harness that answers. Best effort: the caller reports the
-    original failure (`harness_unavailable`, retryable) whatever happens here."""
+    is hung, so the next call finds a harness that answers. True when it was replaced (a job it
+    ran is lost with it). Best effort: the caller reports the original failure
+    (`harness_unavailable`, retryable) whatever happens here."""
     try:
         view = await db(load, session_id)
         if view.session.status == SessionStatus.READY and view.session.runtime_state:
-            await harness_of(view, probe=True)
+            before = view.session.runtime_state
+            handle, _ = await harness_of(view, probe=True)
+            return handle.to_dict() != before
     except Exception:  # the next call tries again; this one already failed
         logger.warning("could not replace a hung harness", exc_info=True)
+    return False
 
 
 @contextlib.asynccontextmanager
@@ -177,6 +180,14 @@ async def recovering(session_id: str) -> AsyncIterator[None]:
     except HarnessUnavailable:
         await recover(session_id)
         raise
+
+
+def save_instructions_version(session: Session, session_id: str, version: int) -> None:
+    """The global instructions version the session's harness now has (after a bootstrap), so
+    a prompt bootstraps again only when they change, whichever replica serves it."""
+    row = session.get(WorkerSession, session_id)
+    if row is not None:
+        row.instructions_version = version
 
 
 def _save_handle(session: Session, session_id: str, state: dict[str, Any]) -> None:

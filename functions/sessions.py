@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,16 +23,17 @@ from starlette.responses import JSONResponse, Response
 from functions import session_files
 from functions.api import Endpoint
 from functions.context import backend, db, settings
-from functions.db.models import SessionStatus, WorkerSession
+from functions.db.models import ACTIVE_JOB_STATUSES, Job, SessionStatus, WorkerSession
 from functions.db.repositories import Runtimes, Sessions, Workers
 from functions.db.transitions import transition_session
 from functions.harness_client import HarnessCallError
 from functions.http import parse_body, parse_query
+from functions.job_recording import fail_unrecorded, record_from_harness
+from functions.prompts import SESSION_JOBS
 from functions.repo_policy import RepoPolicy
-from functions.runtime.base import RuntimeHandle
+from functions.runtime.base import HarnessEndpoint, RuntimeHandle
 from functions.runtime.errors import RuntimeBackendError
 from functions.session_runtime import (
-    applied_instructions,
     bootstrap_body,
     client_for,
     global_instructions,
@@ -182,8 +184,8 @@ async def _provision(session_id: str) -> None:
         body = bootstrap_body(view, instructions)
         async with client_for(endpoint) as harness:
             await harness.bootstrap(body)
-        applied_instructions[session_id] = version
-        await db(_transition, session_id, SessionStatus.READY, {"endpoint": endpoint.url})
+        ready = {"endpoint": endpoint.url, "instructions_version": version}
+        await db(_transition, session_id, SessionStatus.READY, ready)
         logger.info("session ready", extra={"session_id": session_id})
     except Exception as exc:  # any failure must leave the session `failed` with a reason
         if handle is not None:
@@ -265,6 +267,13 @@ async def end(session_id: str) -> tuple[dict[str, Any], bool]:
     if view.session.status == SessionStatus.ENDED:
         return await db(lambda s: _out(s, session_id)), True
     await db(_transition, session_id, SessionStatus.ENDING, {})
+    return await finish_ending(session_id)
+
+
+async def finish_ending(session_id: str) -> tuple[dict[str, Any], bool]:
+    """The rest of an end, for a session that is `ending`: also how the reconciler carries on
+    an end that a process which died left half done (every step may run again)."""
+    view = await db(load, session_id)
     handle = (
         RuntimeHandle.from_dict(view.session.runtime_state) if view.session.runtime_state else None
     )
@@ -282,6 +291,8 @@ async def end(session_id: str) -> tuple[dict[str, Any], bool]:
             handle, endpoint = await harness_of(view, probe=True)
             async with client_for(endpoint) as harness:
                 outcome = shutdown_result(await harness.shutdown())
+            # The shutdown stopped any running job: record how, while its log is still there.
+            await _record_jobs_of(session_id, endpoint)
         except (HarnessCallError, RuntimeBackendError) as exc:
             error = {
                 "code": getattr(exc, "code", "shutdown_failed"),
@@ -295,8 +306,35 @@ async def end(session_id: str) -> tuple[dict[str, Any], bool]:
     fields: dict[str, Any] = {"result": outcome} if outcome else {}
     if error:
         fields["error"] = error
-    await db(_transition, session_id, target, fields)
+    await db(_end_jobs_and_transition, session_id, target, fields)
     return await db(lambda s: _out(s, session_id)), error is None
+
+
+async def _record_jobs_of(session_id: str, endpoint: HarnessEndpoint) -> None:
+    for job_id in await db(_active_job_ids, session_id):
+        with contextlib.suppress(HarnessCallError):
+            await record_from_harness(job_id, endpoint)
+
+
+def _active_job_ids(session: Session, session_id: str) -> list[str]:
+    return list(
+        session.scalars(
+            select(Job.id).where(Job.session_id == session_id, Job.status.in_(ACTIVE_JOB_STATUSES))
+        )
+    )
+
+
+def _end_jobs_and_transition(
+    session: Session, session_id: str, to: SessionStatus, fields: dict[str, Any]
+) -> None:
+    """No job outlives its session's harness: one still active now never reports again."""
+    gone = {
+        "code": "session_ended",
+        "message": "the session ended while this job ran; its harness is gone",
+    }
+    for job_id in _active_job_ids(session, session_id):
+        fail_unrecorded(session, job_id, gone)
+    _transition(session, session_id, to, fields)
 
 
 def shutdown_result(answer: dict[str, Any]) -> dict[str, Any] | None:
@@ -311,6 +349,7 @@ def shutdown_result(answer: dict[str, Any]) -> dict[str, Any] | None:
 TAGS = ("sessions",)
 ENDPOINTS = [
     *session_files.ENDPOINTS,
+    SESSION_JOBS,
     Endpoint(
         "POST",
         "/v1/sessions",

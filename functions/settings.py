@@ -86,6 +86,17 @@ class ControlPlaneSettings:
     # Paths the CLI sees read-only although the sandbox hides their parent (VWM_SANDBOX_SHOW,
     # joined by os.pathsep): a toolchain in the home that is not on PATH, e.g. ~/.rustup.
     sandbox_show: tuple[Path, ...] = ()
+    # Where harnesses publish their job events (VWM_EVENT_SINK in their environment): the
+    # broker's URL. `vwm up` sets it to its own `/v1/broker`; None: harnesses publish nothing
+    # (or to K_SINK, when a Knative SinkBinding injects one).
+    harness_event_sink: str | None = None
+    # Session cleanup by the reconciler when the worker sets none: end a ready session idle
+    # (no job) this long, or older than this. None: never.
+    session_idle_s: float | None = None
+    session_max_age_s: float | None = None
+    # The reconciler leaves alone what changed more recently than this (a job just dispatched,
+    # a session just created): the process doing it is most likely still at work.
+    reconcile_grace_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ControlPlaneSettings:
@@ -104,12 +115,26 @@ class ControlPlaneSettings:
             harness=HarnessCallSettings.from_env(env, heartbeat_s),
             sandbox=_choice(env, "VWM_SANDBOX", ("auto", "required", "off")),
             sandbox_bwrap=env.get("VWM_SANDBOX_BWRAP", "").strip() or "bwrap",
+            harness_event_sink=env.get("VWM_HARNESS_EVENT_SINK") or None,
+            session_idle_s=_optional_seconds(env, "VWM_SESSION_IDLE_S"),
+            session_max_age_s=_optional_seconds(env, "VWM_SESSION_MAX_AGE_S"),
+            reconcile_grace_s=float(env.get("VWM_RECONCILE_GRACE_S") or 10.0),
             sandbox_show=tuple(
                 Path(part).resolve()
                 for part in env.get("VWM_SANDBOX_SHOW", "").split(os.pathsep)
                 if part
             ),
         )
+
+
+def _optional_seconds(env: Mapping[str, str], name: str) -> float | None:
+    value = env.get(name, "").strip()
+    if not value or value == "0":
+        return None
+    seconds = float(value)
+    if not seconds > 0:
+        raise ValueError(f"{name}={value!r}: use a number of seconds above 0 (0 or unset: never)")
+    return seconds
 
 
 def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:

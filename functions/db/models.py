@@ -218,6 +218,9 @@ class WorkerSession(Base):
     ready_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
     last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The global instructions version its harness was last given (bootstrap); NULL: none yet.
+    # On the row, not in a process: any replica sees whether the harness needs them again.
+    instructions_version: Mapped[int | None] = mapped_column(Integer)
 
 
 class Job(Base):
@@ -253,6 +256,8 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     harness_job_id: Mapped[str | None] = mapped_column(String(64))
     timeout_s: Mapped[int | None] = mapped_column(Integer)
+    # The global instructions version the harness had when the job was dispatched.
+    instructions_version: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -295,12 +295,27 @@ class Jobs:
         )
 
     def for_session(self, session_id: str, limit: int = 50) -> list[Job]:
+        return self.page(session_id, limit=limit).items
+
+    def page(self, session_id: str, *, limit: int = 50, cursor: str | None = None) -> Page[Job]:
+        """The session's jobs, newest first, `limit` at a time after `cursor`."""
         query = (
             select(Job)
             .where(Job.session_id == session_id)
             .order_by(Job.created_at.desc(), Job.id.desc())
         )
-        return list(self.db.scalars(query.limit(limit)))
+        if cursor is not None:
+            created_at, row_id = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < row_id)
+                )
+            )
+        rows = list(self.db.scalars(query.limit(limit + 1)))
+        if len(rows) <= limit:
+            return Page(rows, None)
+        last = rows[limit - 1]
+        return Page(rows[:limit], encode_cursor(last.created_at, last.id))
 
 
 class Settings:

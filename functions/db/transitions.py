@@ -69,11 +69,15 @@ def transition_session(
     db: Session, session: WorkerSession, to: SessionStatus | str, **fields: Any
 ) -> WorkerSession:
     """Move a session to `to`, setting `fields` in the same UPDATE. Stamps `ready_at` (and
-    `last_activity_at`) on ready and `ended_at` on ended unless given. Returns the stored row."""
+    `last_activity_at`) on ready, `last_activity_at` on ending and `ended_at` on ended unless
+    given. Returns the stored row."""
     to = SessionStatus(to)
     now = utcnow()
     if to is S.READY:
         fields.setdefault("ready_at", now)
+        fields.setdefault("last_activity_at", now)
+    elif to is S.ENDING:
+        # When the end began: the reconciler carries on an end left `ending` past its bound.
         fields.setdefault("last_activity_at", now)
     elif to is S.ENDED:
         fields.setdefault("ended_at", now)

@@ -14,7 +14,7 @@ kept (`functions.runtime.tokens`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -144,4 +144,10 @@ class RuntimeBackend(Protocol):
     async def teardown(self, handle: RuntimeHandle, *, keep_workspace: bool = False) -> None:
         """Stop the harness (SIGTERM, grace, SIGKILL) and remove the workspace unless asked to
         keep it. Idempotent: tearing down what is already gone succeeds."""
+        ...
+
+    async def sweep(self, keep: Collection[str]) -> list[str]:
+        """Stop every harness (and what it started) of a session whose id is not in `keep`,
+        leaving workspaces alone; returns the ids of the sessions stopped. The reconciler calls
+        it with the sessions that may run (provisioning, ready, ending)."""
         ...

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -216,6 +216,21 @@ class LocalBackend:
                         f"could not remove {session_dir}: {exc}; tear down again",
                         session_id=handle.session_id,
                     ) from exc
+
+    async def sweep(self, keep: Collection[str]) -> list[str]:
+        """Stop the processes of every session not in `keep`: harnesses and CLIs that no live
+        session owns (left by a control plane that died between a launch and the session's
+        end, or whose row is gone). Workspaces stay; removing them is the session's end.
+        Returns the ids of the sessions whose processes were stopped."""
+        found = await asyncio.to_thread(procs.processes_by_session, self.data_dir / "sessions")
+        stopped: list[str] = []
+        for session_id in sorted(set(found) - set(keep)):
+            if not _SESSION_ID.fullmatch(session_id):
+                continue  # not a folder this backend made
+            async with self._lock(session_id):
+                await self._stop(RuntimeHandle(session_id=session_id, backend=self.kind))
+            stopped.append(session_id)
+        return stopped
 
     # -- launching -----------------------------------------------------------------------------
 

@@ -97,6 +97,32 @@ def processes_in(workspace: Path) -> list[int]:
     return found
 
 
+def processes_by_session(sessions_dir: Path) -> dict[str, list[int]]:
+    """Our own live processes under ``<sessions_dir>/<session id>/workspace``, by session id,
+    found as `processes_in` finds them, in one pass over ``/proc`` (the reconciler asks for all
+    sessions at once)."""
+    if not _HAS_PROC:
+        return {}
+    root = f"{sessions_dir}{os.sep}"
+    markers = (b"VWM_WORKSPACE=" + root.encode(), b"HOME=" + root.encode())
+    found: dict[str, list[int]] = {}
+    me, uid = os.getpid(), os.getuid()
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        with contextlib.suppress(OSError):
+            if entry.stat().st_uid != uid or start_ticks(int(entry.name)) is None:
+                continue
+            for var in (entry / "environ").read_bytes().split(b"\0"):
+                if var.startswith(markers):
+                    rest = var.split(b"=", 1)[1][len(root) :].decode(errors="replace")
+                    session_id, _, below = rest.partition(os.sep)
+                    if below == "workspace" or below.startswith(f"workspace{os.sep}"):
+                        found.setdefault(session_id, []).append(int(entry.name))
+                    break
+    return found
+
+
 def _exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -155,4 +156,11 @@ def _schemathesis(control_plane: ControlPlane, tmp_path: Path, max_examples: int
         cwd=tmp_path,  # its cache folder goes there, not into the checkout
     )
     assert result.returncode == 0, result.stdout[-6000:]
+    # A session started with `wait: false` may still be starting: once every start has ended,
+    # the failed ones have left no harness behind.
+    deadline = time.monotonic() + 60
+    with control_plane.client() as client:
+        while client.get("/v1/sessions", params={"status": "provisioning"}).json()["items"]:
+            assert time.monotonic() < deadline, "a session start never ended"
+            time.sleep(0.2)
     assert harness_pids(control_plane.data_dir) == [], "failed session starts leave no harness"

@@ -25,9 +25,9 @@ from eventing.events import (
     JobStarted,
     JobSummary,
     JobTimings,
+    LearningCompleted,
     OutputEvent,
     SessionEndRequested,
-    Tick,
     TokenUsage,
     VwmEvent,
     harness_source,
@@ -273,10 +273,15 @@ def test_unknown_jobs_and_types_not_handled_yet_are_acknowledged_and_change_noth
 ) -> None:
     session_id, _ = database(_new_job)
     ghost = _job_events(session_id, "no-such-job")["end"]
-    tick = new_event(Tick(), source=CONTROL_PLANE_SOURCE)
+    learned = new_event(
+        LearningCompleted(worker_id="w1", summary="nothing", completed_at=datetime.now(UTC)),
+        source=CONTROL_PLANE_SOURCE,
+        session_id=session_id,
+        job_id="learning-job",
+    )
     before = database(_counts)
     with plane.client() as client:
-        for event in (ghost, tick):
+        for event in (ghost, learned):
             answer = _post(client, event)
             assert answer.status_code == 200 and answer.content == b""
     assert database(_counts) == before

@@ -44,6 +44,9 @@ BOUNDS = {
     "VWM_HARNESS_STARTUP_GRACE_S": "1",
     "VWM_HARNESS_BOOTSTRAP_TIMEOUT_S": "3",
     "VWM_HARNESS_READY_TIMEOUT_S": "10",
+    # The reconciler finds a job whose harness fell silent (no caller follows an async job).
+    "VWM_TICK_S": "1",
+    "VWM_RECONCILE_GRACE_S": "1",
 }
 DISPATCH_S = 2 * 1 + 3 + 2 + 1  # HarnessCallSettings.dispatch_s for these bounds
 STALE_AFTER_S = 2 * DISPATCH_S + 10  # two dispatch attempts and a relaunch between them

@@ -1,0 +1,130 @@
+"""A job's events as SSE: live from its harness while there is one, then (or instead) from the
+stored record. Used by the `prompts` function for stream prompts and `GET /v1/jobs/{id}/events`.
+
+A relay that followed a job from its first event records it when the stream ends
+(`functions.job_recording.record_followed`), and one that resumed part-way asks the harness for
+the rest of the log: either way the SSE stream ends after the job's row is final, so a caller
+that sends the next prompt right after the last event does not find this one still running.
+The record the relay writes is the same one the `events` function writes from the harness's
+CloudEvents; whichever comes second changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from functions.context import db, settings
+from functions.db.models import ACTIVE_JOB_STATUSES, Job, JobEventRecord, TelemetryRequest
+from functions.harness_client import decode
+from functions.job_log import stored_log
+from functions.job_recording import lose_with_harness, record_followed, record_from_harness
+from functions.runtime.base import HarnessEndpoint
+from functions.session_runtime import client_for
+
+logger = logging.getLogger(__name__)
+
+EndpointSource = Callable[[], Awaitable[HarnessEndpoint]]
+
+
+def relay(
+    job_id: str, session_id: str, after: int, harness: EndpointSource | None
+) -> EventSourceResponse:
+    """A job's events after `after` as SSE. A job that ended without a recorded
+    ``job_finished`` (its harness was lost) gets one made from its row, so a reader always
+    learns how the job ended."""
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        sent = after
+        if harness is not None:
+            followed: list[dict[str, Any]] | None = [] if after == 0 else None
+            try:
+                endpoint = await harness()
+                async with client_for(endpoint) as client:
+                    async for message in client.events(job_id, after=after):
+                        yield ServerSentEvent(id=message.id, event=message.event, data=message.data)
+                        if message.id and message.id.isascii() and message.id.isdigit():
+                            sent = int(message.id)
+                        if followed is not None:
+                            followed.append(decode(message))
+                    if followed is not None:
+                        await record_followed(job_id, followed, client)
+                if followed is None:
+                    await record_from_harness(job_id, endpoint)
+                return
+            except Exception:  # the harness is gone or hung: go on from the stored record
+                logger.info("relaying from the stored record", extra={"job_id": job_id})
+                await lose_with_harness(job_id, session_id)
+        for event in await db(_stored_events, job_id, sent):
+            yield _sse(event)
+
+    return EventSourceResponse(
+        events(),
+        ping=settings().heartbeat_s,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        ping_message_factory=lambda: ServerSentEvent(comment="heartbeat"),
+    )
+
+
+def _sse(event: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(
+        id=str(event["seq"]), event=event["kind"], data=json.dumps(event, separators=(",", ":"))
+    )
+
+
+def _stored_events(session: Session, job_id: str, after: int) -> list[dict[str, Any]]:
+    """From the job's stored log (`vwm.job_events`, whole) when it has one, else from the
+    telemetry row's bounded copy (jobs recorded before the log was stored)."""
+    if session.scalar(select(JobEventRecord.seq).where(JobEventRecord.job_id == job_id).limit(1)):
+        events = stored_log(session, job_id, after)
+        has_end = session.scalar(
+            select(JobEventRecord.seq).where(
+                JobEventRecord.job_id == job_id, JobEventRecord.kind == "job_finished"
+            )
+        )
+        last = events[-1]["seq"] if events else after
+        if has_end is None and (ending := _ending_of_unrecorded(session.get(Job, job_id), last)):
+            events.append(ending)
+        return events
+    raw = session.scalar(
+        select(TelemetryRequest.event_log).where(TelemetryRequest.job_id == job_id)
+    )
+    events = []
+    for line in (raw or "").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the bounded record's truncation marker
+        if isinstance(event, dict) and event.get("seq", 0) > after:
+            events.append(event)
+    if raw is None and (ending := _ending_of_unrecorded(session.get(Job, job_id), after)):
+        events.append(ending)
+    return events
+
+
+def _ending_of_unrecorded(job: Job | None, after: int) -> dict[str, Any] | None:
+    """The `job_finished` of a finished job that has no record (its harness was lost), built
+    from its row and numbered after the last event the reader has."""
+    if job is None or job.status in ACTIVE_JOB_STATUSES:
+        return None
+    finished = job.finished_at or datetime.now(UTC)
+    return {
+        "job_id": job.id,
+        "seq": after + 1,
+        "kind": "job_finished",
+        "data": {
+            "status": job.status,
+            "summary": job.result,
+            "error": job.error,
+            "exit_code": None,
+            "duration_ms": None,
+        },
+        "ts": finished.timestamp(),
+    }

@@ -1,0 +1,309 @@
+"""The reconciler: what a `dev.vwm.tick` does (a PingSource in production, a timer in `vwm up`),
+and what `vwm up` runs once when it starts.
+
+It compares the database with the harnesses and fixes what a process that died left behind:
+
+- a job `running` in the database but finished on its harness is recorded from the harness's
+  log; one whose harness is gone, hung or no longer knows it fails with a reason saying so; one
+  left `queued` past its dispatch bound fails (`functions.job_dispatch.expire_if_stale`);
+- a session stuck in `provisioning` fails (`session_interrupted`: its creator died) and its
+  harness is stopped; one stuck in `ending` has its end carried on (`sessions.finish_ending`);
+- a ready session idle (no job) longer than its worker's ``timeouts.idle_s`` or
+  ``VWM_SESSION_IDLE_S``, or older than ``timeouts.max_age_s`` or ``VWM_SESSION_MAX_AGE_S``,
+  is ended through the same path as ``DELETE``;
+- harness processes that no session owns are stopped (`RuntimeBackend.sweep`).
+
+"Stuck" means unchanged for longer than the work can take (the harness bounds of
+`HarnessCallSettings`), or, when `vwm up` starts, anything from before it started: the embedded
+control plane is the only one on its database, so whatever was in flight died with the last
+process. Every step is idempotent by state, so two replicas ticking at once, or a tick cut off
+half-way, leave nothing wrong; what one tick cannot do now (a harness that does not answer), the
+next one tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from functions.context import backend, db, settings
+from functions.db.errors import ConflictError, DbError, NotFoundError
+from functions.db.models import (
+    ACTIVE_JOB_STATUSES,
+    Job,
+    JobStatus,
+    SessionStatus,
+    Worker,
+    WorkerSession,
+)
+from functions.db.transitions import transition_session
+from functions.harness_client import HarnessCallError
+from functions.job_dispatch import expire_if_stale
+from functions.job_recording import (
+    fail_unrecorded,
+    lose_with_harness,
+    lost_error,
+    record_from_harness,
+)
+from functions.runtime.base import RuntimeHandle
+from functions.runtime.errors import RuntimeBackendError
+
+logger = logging.getLogger(__name__)
+
+# Sessions ended at once by one pass (each end saves work: a push may take a while).
+END_CONCURRENCY = 4
+
+
+@dataclass
+class Report:
+    """What one pass did, by session or job id (logged, and returned to tests)."""
+
+    jobs_recorded: list[str] = field(default_factory=list)
+    jobs_failed: list[str] = field(default_factory=list)
+    sessions_failed: list[str] = field(default_factory=list)
+    sessions_ended: dict[str, str] = field(default_factory=dict)  # id -> reason
+    harnesses_stopped: list[str] = field(default_factory=list)
+
+    def changed(self) -> bool:
+        return any(
+            (
+                self.jobs_recorded,
+                self.jobs_failed,
+                self.sessions_failed,
+                self.sessions_ended,
+                self.harnesses_stopped,
+            )
+        )
+
+
+async def reconcile(*, interrupted_before: datetime | None = None) -> Report:
+    """One pass. `interrupted_before`: everything in flight that last changed before this
+    instant was cut off by a process that died (`vwm up` passes its start time)."""
+    report = Report()
+    now = datetime.now(UTC)
+    await _jobs(report, now)
+    await _stuck_sessions(report, now, interrupted_before)
+    await _expired_sessions(report, now)
+    await _orphans(report)
+    if report.changed():
+        logger.info("reconciled", extra={"report": report.__dict__})
+    return report
+
+
+# -- jobs --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ActiveJob:
+    id: str
+    status: str
+    session_id: str
+    session_status: str
+    handle: dict[str, Any]
+
+
+def _active_jobs(session: Session, changed_before: datetime) -> list[_ActiveJob]:
+    rows = session.execute(
+        select(
+            Job.id, Job.status, WorkerSession.id, WorkerSession.status, WorkerSession.runtime_state
+        )
+        .join(WorkerSession, Job.session_id == WorkerSession.id)
+        .where(Job.status.in_(ACTIVE_JOB_STATUSES), Job.created_at < changed_before)
+        .order_by(Job.created_at)
+    )
+    return [_ActiveJob(*row) for row in rows]
+
+
+async def _jobs(report: Report, now: datetime) -> None:
+    # Not `interrupted_before`: a job's harness outlives the control plane, and may still run it.
+    grace = timedelta(seconds=settings().reconcile_grace_s)
+    for job in await db(_active_jobs, now - grace):
+        try:
+            await _job(report, job)
+        except (HarnessCallError, RuntimeBackendError, DbError) as exc:
+            # The next tick tries again; one job must not stop the others.
+            logger.warning(
+                "could not reconcile a job",
+                extra={"job_id": job.id, "error": getattr(exc, "message", str(exc))},
+            )
+
+
+async def _job(report: Report, job: _ActiveJob) -> None:
+    if job.status == JobStatus.QUEUED:
+        if await db(expire_if_stale, job.id):
+            report.jobs_failed.append(job.id)
+        return
+    if job.session_status in (SessionStatus.ENDED, SessionStatus.FAILED):
+        gone = {"code": "session_ended", "message": "the job's session ended while it ran"}
+        if await db(fail_unrecorded, job.id, gone):
+            report.jobs_failed.append(job.id)
+        return
+    if job.session_status != SessionStatus.READY or not job.handle:
+        return  # ending: the end records its jobs
+    handle = RuntimeHandle.from_dict(job.handle)
+    runtime = backend()
+    status = await runtime.status(handle)
+    if status == "missing":
+        if await db(fail_unrecorded, job.id, lost_error("its workspace is gone")):
+            report.jobs_failed.append(job.id)
+        return
+    if status == "running":
+        try:
+            if await record_from_harness(job.id, runtime.endpoint(handle)):
+                report.jobs_recorded.append(job.id)
+            return
+        except HarnessCallError:
+            pass  # no answer: it is hung, or died a moment ago
+    # Stopped, dead or mute: replaced, and the job is lost with it.
+    if await lose_with_harness(job.id, job.session_id):
+        report.jobs_failed.append(job.id)
+
+
+# -- sessions stuck half-way -------------------------------------------------------------------
+
+
+def _stuck(
+    session: Session, provisioning_before: datetime, ending_before: datetime
+) -> list[tuple[str, str, dict[str, Any]]]:
+    rows = session.execute(
+        select(WorkerSession.id, WorkerSession.status, WorkerSession.runtime_state).where(
+            (
+                (WorkerSession.status == SessionStatus.PROVISIONING)
+                & (WorkerSession.created_at < provisioning_before)
+            )
+            | (
+                (WorkerSession.status == SessionStatus.ENDING)
+                & (WorkerSession.last_activity_at < ending_before)
+            )
+        )
+    )
+    return [(row[0], row[1], row[2]) for row in rows]
+
+
+async def _stuck_sessions(
+    report: Report, now: datetime, interrupted_before: datetime | None
+) -> None:
+    current = settings()
+    bounds = current.harness
+    grace = current.reconcile_grace_s
+    # As long as the work may take when all goes well, plus the grace.
+    provisioning_s = current.harness_ready_timeout_s + bounds.bootstrap_s + 2 * bounds.connect_s
+    ending_s = bounds.shutdown_s + 2 * bounds.connect_s + bounds.call_s
+    provisioning_before = now - timedelta(seconds=provisioning_s + grace)
+    ending_before = now - timedelta(seconds=ending_s + grace)
+    if interrupted_before is not None:
+        provisioning_before = max(provisioning_before, interrupted_before)
+        ending_before = max(ending_before, interrupted_before)
+    for session_id, status, handle in await db(_stuck, provisioning_before, ending_before):
+        try:
+            if status == SessionStatus.PROVISIONING:
+                await _fail_provisioning(session_id, handle)
+                report.sessions_failed.append(session_id)
+            else:
+                from functions.sessions import finish_ending
+
+                await finish_ending(session_id)
+                report.sessions_ended[session_id] = "interrupted"
+        except (HarnessCallError, RuntimeBackendError, DbError) as exc:
+            logger.warning(
+                "could not carry on a stuck session",
+                extra={"session_id": session_id, "error": getattr(exc, "message", str(exc))},
+            )
+
+
+async def _fail_provisioning(session_id: str, handle: dict[str, Any]) -> None:
+    """Its creator died before the session was ready: nobody waits for it any more, so it
+    fails (the client creates another) and its harness, if it got one, is stopped."""
+    if handle:
+        with contextlib.suppress(RuntimeBackendError):
+            await backend().teardown(RuntimeHandle.from_dict(handle))
+    interrupted = {
+        "code": "session_interrupted",
+        "message": "the control plane stopped while this session was starting; create a new "
+        "session",
+    }
+    await db(_fail_if_provisioning, session_id, interrupted)
+
+
+def _fail_if_provisioning(session: Session, session_id: str, error: dict[str, Any]) -> None:
+    row = session.get(WorkerSession, session_id)
+    if row is not None and row.status == SessionStatus.PROVISIONING:
+        transition_session(session, row, SessionStatus.FAILED, error=error)
+
+
+# -- idle and old sessions ---------------------------------------------------------------------
+
+
+def _expired(session: Session, now: datetime) -> list[tuple[str, str]]:
+    """Ready sessions with no active job whose idle time or age passed their limit."""
+    current = settings()
+    busy = select(Job.session_id).where(Job.status.in_(ACTIVE_JOB_STATUSES))
+    rows = session.execute(
+        select(WorkerSession, Worker.timeouts)
+        .join(Worker, Worker.id == WorkerSession.worker_id)
+        .where(WorkerSession.status == SessionStatus.READY, WorkerSession.id.not_in(busy))
+    )
+    expired: list[tuple[str, str]] = []
+    for row, timeouts in rows:
+        limits = timeouts or {}
+        max_age = limits.get("max_age_s") or current.session_max_age_s
+        idle = limits.get("idle_s") or current.session_idle_s
+        if max_age and _aware(row.created_at) < now - timedelta(seconds=max_age):
+            expired.append((row.id, "max_age"))
+        elif idle and _aware(row.last_activity_at) < now - timedelta(seconds=idle):
+            expired.append((row.id, "idle"))
+    return expired
+
+
+async def _expired_sessions(report: Report, now: datetime) -> None:
+    from functions.sessions import end
+
+    turns = asyncio.Semaphore(END_CONCURRENCY)
+
+    async def end_one(session_id: str, reason: str) -> None:
+        async with turns:
+            try:
+                _, saved = await end(session_id)
+            except (NotFoundError, ConflictError):
+                return  # ended or ending already, by a client or another replica
+            except (HarnessCallError, RuntimeBackendError, DbError) as exc:
+                logger.warning(
+                    "could not end an expired session",
+                    extra={"session_id": session_id, "error": getattr(exc, "message", str(exc))},
+                )
+                return
+            report.sessions_ended[session_id] = reason
+            logger.info(
+                "session ended by the reconciler",
+                extra={"session_id": session_id, "reason": reason, "saved": saved},
+            )
+
+    expired = await db(_expired, now)
+    await asyncio.gather(*(end_one(session_id, reason) for session_id, reason in expired))
+
+
+# -- orphans -----------------------------------------------------------------------------------
+
+
+def _owning(session: Session) -> list[str]:
+    """Sessions that may have a harness running: the rest's processes are orphans."""
+    live = (SessionStatus.PROVISIONING, SessionStatus.READY, SessionStatus.ENDING)
+    return list(session.scalars(select(WorkerSession.id).where(WorkerSession.status.in_(live))))
+
+
+async def _orphans(report: Report) -> None:
+    try:
+        report.harnesses_stopped.extend(await backend().sweep(await db(_owning)))
+    except RuntimeBackendError as exc:
+        logger.warning("could not stop orphaned harnesses", extra={"error": str(exc)})
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
