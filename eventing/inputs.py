@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from eventing.errors import UNSUPPORTED_MEDIA_TYPE, VwmError
+
 MAX_JSON_DEPTH = 64
 MAX_PARAMETER_CHARS = 8192
 MAX_SEGMENT_CHARS = 200
@@ -57,15 +59,17 @@ PARAMETER_REASONS = (
 )
 
 
-class InputError(ValueError):
+class InputError(VwmError, ValueError):
     """Input the edge refuses. A ValueError, so a pydantic validator that raises it turns it into
-    a field error; elsewhere the edge maps `code` to a status (400, or 415 for the media type)."""
+    a field error; elsewhere the edge answers `status`: 400, or 415 for the media type."""
+
+    status = 400
 
     def __init__(self, code: str, message: str, **details: Any) -> None:
-        super().__init__(message)
+        super().__init__(message, **details)
         self.code = code
-        self.message = message
-        self.details = details
+        if code == UNSUPPORTED_MEDIA_TYPE:
+            self.status = 415
 
 
 def _bad_json(reason: str, message: str) -> InputError:

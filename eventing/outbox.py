@@ -52,8 +52,10 @@ MAX_ANSWER_CHARS = 4096
 
 class OutboxError(InputError):
     """The outbox's files are not what this module writes (edited by hand, another program):
-    the outbox refuses to guess. Not retryable; the message names the file and the line."""
+    the outbox refuses to guess. Not retryable; the message names the file and the line. Not
+    the caller's input but this machine's state, hence a 500 should an edge ever report one."""
 
+    status = 500
     retryable = False
 
 

@@ -36,8 +36,10 @@ MAX_ANSWER_CHARS = 4096
 
 class PublisherError(InputError):
     """A publisher setting that cannot work (``invalid_publisher_setting``, with the variable's
-    name in ``details.setting``). Raised once, when settings are read, never per event."""
+    name in ``details.setting``). Raised once, when settings are read, never per event: a
+    deployment problem, hence a 500 should an edge ever report one."""
 
+    status = 500
     retryable = False
 
 

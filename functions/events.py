@@ -29,6 +29,7 @@ from functions.api import Endpoint
 from functions.context import db, settings
 from functions.db.errors import ConflictError, NotFoundError
 from functions.db.models import ProcessedEvent
+from functions.errors import FunctionsError
 from functions.http import ApiError, read_body
 from functions.job_log import JOB_TYPES, apply
 
@@ -42,14 +43,15 @@ class Outcome(StrEnum):
     NOT_HANDLED = "not_handled"  # a catalogue type no handler consumes yet
 
 
-class EventsUnavailable(Exception):
+class EventsUnavailable(FunctionsError):
     """The event could not be applied for a reason a retry can fix (the database)."""
 
     code = "events_unavailable"
+    status = 503
+    retryable = True
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.message = message
 
 
 async def receive(event: VwmEvent) -> Outcome:
@@ -150,9 +152,9 @@ def answer(outcome: Outcome) -> Response:
 
 
 def refusal(exc: EventError | EventsUnavailable) -> ApiError:
-    if isinstance(exc, EventError):
-        return ApiError(exc.status, exc.code, exc.message, **exc.details)
-    return ApiError(503, exc.code, exc.message)
+    """Either refusal as the HTTP answer it states: an `EventError`'s 4xx (never retried) or
+    `EventsUnavailable`'s 503 (retried)."""
+    return ApiError(exc.status, exc.code, exc.message, **exc.details)
 
 
 async def post_event(request: Request) -> Response:

@@ -20,26 +20,25 @@ from typing import Any
 
 import httpx
 
+from eventing.errors import ErrorBody
 from eventing.sse import SseFrame, aparse_lines
+from functions.errors import FunctionsError
 from functions.settings import HarnessCallSettings
 
 
-class HarnessCallError(Exception):
-    status_code = 502
+class HarnessCallError(FunctionsError):
+    """A call to a session's harness failed; the kinds below say how."""
+
+    status = 502
     code = "harness_unavailable"
     retryable = False
-
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
 
 
 class HarnessUnavailable(HarnessCallError):
     """No answer in time (refused, timed out, stalled, silent): the harness is down, starting or
     hung. `timed_out`: the call may have reached a harness that then stopped answering."""
 
-    status_code = 503
+    status = 503
     retryable = True
 
     def __init__(self, message: str, *, timed_out: bool = False, **details: Any) -> None:
@@ -48,11 +47,13 @@ class HarnessUnavailable(HarnessCallError):
 
 
 class HarnessRefused(HarnessCallError):
-    """The harness answered with an error; `code` is the harness's own stable code."""
+    """The harness answered with an error; `code` is the harness's own stable code (the ones
+    the control plane branches on are constants in `eventing.errors`). `status` is the harness's
+    when it blames the request (4xx), else 502: the harness failed, not the caller."""
 
     def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
         super().__init__(message, **details)
-        self.status_code = status if 400 <= status < 500 else 502
+        self.status = status if 400 <= status < 500 else 502
         self.code = code
 
 
@@ -193,11 +194,9 @@ def _refused(response: httpx.Response) -> HarnessCallError:
             "under another token key); it is being replaced, try again"
         )
     try:
-        error = response.json()["error"]
-        return HarnessRefused(
-            response.status_code, error["code"], error["message"], **error.get("details", {})
-        )
-    except (ValueError, KeyError, TypeError):
+        error = ErrorBody.model_validate(response.json()).error
+        return HarnessRefused(response.status_code, error.code, error.message, **error.details)
+    except (ValueError, KeyError, TypeError):  # not JSON, or not an error body (a ValueError)
         return HarnessRefused(
             response.status_code, "harness_error", f"the harness answered {response.status_code}"
         )

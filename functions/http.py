@@ -1,7 +1,9 @@
 """The HTTP edge of the control plane: API-key auth, body limits, errors as JSON with stable codes.
 
-Services raise their own errors (`functions.db.errors`, `functions.runtime`, `functions.harness_client`,
-`ApiError`); only this module maps them to responses. A caller never sees a traceback.
+Services raise `functions.errors.FunctionsError`s (`functions.db.errors`, `functions.runtime`,
+`functions.harness_client`, `ApiError`), each stating its status and code; only this module (and
+the mapper `functions.context` registers) turns them into responses. A caller never sees a
+traceback.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from eventing.errors import ErrorBody, VwmError
 from eventing.inputs import (
-    InputError,
     ascii_uint,
     check_json_content_type,
     check_path,
     check_query,
     load_json_object,
 )
+from functions.errors import FunctionsError
 
 logger = logging.getLogger(__name__)
 
@@ -36,31 +39,27 @@ PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
 SELF_AUTHENTICATED_PATHS = frozenset({"/v1/broker"})
 
 
-class ApiError(Exception):
-    """An error a handler raises on purpose, with its HTTP status and stable code."""
+class ApiError(FunctionsError):
+    """An error a handler raises on purpose, with its HTTP status and stable code given here
+    (a 503 is retryable: the same request may succeed later)."""
 
     def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
-        super().__init__(message)
+        super().__init__(message, **details)
         self.status = status
         self.code = code
-        self.message = message
-        self.details = details
+        self.retryable = status == 503
 
 
 def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
-    body: dict[str, Any] = {"error": {"code": code, "message": message}}
-    if details:
-        body["error"]["details"] = details
-    return JSONResponse(body, status_code=status)
+    """The JSON error body (`eventing.errors.ErrorBody`) with `status`."""
+    return JSONResponse(ErrorBody.of(code, message, details).to_json(), status_code=status)
 
 
 def to_response(exc: Exception) -> JSONResponse:
     """Any exception as an error response; unknown ones are logged and become a bare 500."""
-    if isinstance(exc, ApiError):
+    if isinstance(exc, VwmError):
+        # ApiError, InputError, every FunctionsError: each states its own status and code.
         return error_response(exc.status, exc.code, exc.message, **exc.details)
-    if isinstance(exc, InputError):
-        status = 415 if exc.code == "unsupported_media_type" else 400
-        return error_response(status, exc.code, exc.message, **exc.details)
     if isinstance(exc, ValidationError):
         problems = [
             {"field": ".".join(str(p) for p in err["loc"]), "problem": err["msg"]}

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from eventing.errors import JOB_EXPIRED, JOB_RUNNING
 from functions.context import db, settings
 from functions.db.errors import DbError, SessionBusy
 from functions.db.models import Job, JobStatus
@@ -76,7 +77,7 @@ async def dispatch(
             await recover(view.session.id)
             if exc.timed_out:
                 await _stop_if_started(view.session.id, endpoint, start.job_id)
-        if exc.code == "job_running":
+        if exc.code == JOB_RUNNING:
             raise SessionBusy(view.session.id, str(exc.details.get("running_job_id"))) from None
         raise
     except BaseException:  # cancelled (the caller went away) or broken: still not queued
@@ -96,7 +97,7 @@ async def _start_checked(
     try:
         await _start_on_harness(view, endpoint, start, instructions, version)
     except HarnessRefused as refused:
-        if refused.code != "job_expired":
+        if refused.code != JOB_EXPIRED:
             raise
         # Answered in time, yet too late on the harness's clock: the clocks differ. As good as
         # a timeout for what follows (no retry: it would be refused the same way).

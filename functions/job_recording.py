@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from eventing.errors import NOT_FOUND
 from functions.context import db, settings
 from functions.db.models import ACTIVE_JOB_STATUSES, Job, JobStatus
 from functions.db.repositories import Jobs
@@ -54,7 +55,7 @@ async def record_from_harness(job_id: str, endpoint: HarnessEndpoint) -> bool:
         try:
             state = await harness.job(job_id)
         except HarnessRefused as refused:
-            if refused.code != "not_found":
+            if refused.code != NOT_FOUND:
                 raise
             if status == JobStatus.QUEUED:
                 # Its start may still be on the way to the harness: the job expires once its
@@ -75,7 +76,7 @@ async def raw_output(harness: HarnessClient, job_id: str) -> str:
     try:
         data = await harness.files.read(f".vwm/jobs/{job_id}.stdout")
     except HarnessRefused as refused:
-        if refused.code == "not_found":
+        if refused.code == NOT_FOUND:
             return ""
         raise
     except HarnessUnavailable:

@@ -131,7 +131,7 @@ async def _jobs(report: Report, now: datetime) -> None:
             # The next tick tries again; one job must not stop the others.
             logger.warning(
                 "could not reconcile a job",
-                extra={"job_id": job.id, "error": getattr(exc, "message", str(exc))},
+                extra={"job_id": job.id, "error": exc.message},
             )
 
 
@@ -214,7 +214,7 @@ async def _stuck_sessions(
         except (HarnessCallError, RuntimeBackendError, DbError) as exc:
             logger.warning(
                 "could not carry on a stuck session",
-                extra={"session_id": session_id, "error": getattr(exc, "message", str(exc))},
+                extra={"session_id": session_id, "error": exc.message},
             )
 
 
@@ -276,7 +276,7 @@ async def _expired_sessions(report: Report, now: datetime) -> None:
             except (HarnessCallError, RuntimeBackendError, DbError) as exc:
                 logger.warning(
                     "could not end an expired session",
-                    extra={"session_id": session_id, "error": getattr(exc, "message", str(exc))},
+                    extra={"session_id": session_id, "error": exc.message},
                 )
                 return
             report.sessions_ended[session_id] = reason

@@ -30,6 +30,8 @@ from urllib.parse import unquote, urlsplit
 
 from sqlalchemy.orm import Session
 
+from functions.errors import FunctionsError
+
 ALLOW_LOCAL_REPOS = "allow_local_repos"
 REPO_URL_PATTERNS = "repo_url_patterns"
 MAX_PATTERNS = 200
@@ -51,15 +53,15 @@ _HOW_TO_ALLOW_LOCAL = (
 )
 
 
-class RepoPolicyError(Exception):
-    """A URL or setting value the policy refuses. `code` is stable; the HTTP edge answers 422."""
+class RepoPolicyError(FunctionsError):
+    """A URL or setting value the policy refuses. `code` is stable; the HTTP edge answers 422:
+    the request names a repository (or a value) this deployment refuses."""
 
     code = "repo_url_invalid"
+    status = 422
 
     def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
+        super().__init__(message, **details)
         if code is not None:
             self.code = code
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from eventing.errors import VwmError
 from functions import session_files
 from functions.api import Endpoint
 from functions.context import backend, db, settings
@@ -191,8 +192,8 @@ async def _provision(session_id: str) -> None:
         if handle is not None:
             with contextlib.suppress(RuntimeBackendError):
                 await backend().teardown(handle)  # no harness may outlive a failed start
-        code = getattr(exc, "code", "session_failed")
-        message = getattr(exc, "message", None) or str(exc)
+        code = exc.code if isinstance(exc, VwmError) else "session_failed"
+        message = (exc.message if isinstance(exc, VwmError) else "") or str(exc)
         logger.warning("session failed to start", extra={"session_id": session_id, "code": code})
         await db(_fail_if_starting, session_id, {"code": str(code), "message": message})
 
@@ -295,11 +296,11 @@ async def finish_ending(session_id: str) -> tuple[dict[str, Any], bool]:
             await _record_jobs_of(session_id, endpoint)
         except (HarnessCallError, RuntimeBackendError) as exc:
             error = {
-                "code": getattr(exc, "code", "shutdown_failed"),
-                "message": getattr(exc, "message", str(exc)),
+                "code": exc.code,
+                "message": exc.message,
             }
             # A failed push still reports what became of each repository.
-            outcome = shutdown_result(getattr(exc, "details", {}))
+            outcome = shutdown_result(exc.details)
         # After a failed shutdown the workspace stays, so ending again can retry the push.
         await runtime.teardown(handle, keep_workspace=error is not None)
     target = SessionStatus.ENDED if error is None else SessionStatus.FAILED

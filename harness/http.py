@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from eventing.errors import ErrorBody
 from eventing.inputs import (
     InputError,
     bad_parameter,
@@ -36,15 +37,13 @@ PUBLIC_PATHS = frozenset({"/healthz"})
 
 
 def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
-    body: dict[str, Any] = {"error": {"code": code, "message": message}}
-    if details:
-        body["error"]["details"] = details
-    return JSONResponse(body, status_code=status)
+    """The JSON error body (`eventing.errors.ErrorBody`) with `status`."""
+    return JSONResponse(ErrorBody.of(code, message, details).to_json(), status_code=status)
 
 
 async def harness_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HarnessError)
-    return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code)
+    return JSONResponse(exc.to_body(), status_code=exc.status)
 
 
 async def http_error(_: Request, exc: Exception) -> JSONResponse:
@@ -68,8 +67,7 @@ async def input_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 def _input_response(exc: InputError) -> JSONResponse:
-    status = 415 if exc.code == "unsupported_media_type" else 400
-    return error_response(status, exc.code, exc.message, **exc.details)
+    return error_response(exc.status, exc.code, exc.message, **exc.details)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -29,7 +29,7 @@ from harness.adapters.base import Adapter, Invocation, Parser, RunSpec
 from harness.errors import HarnessError, JobAlreadyRunning, JobExpired, NotBootstrapped, NotFound
 from harness.event_log import EventLog
 from harness.settings import HarnessSettings
-from harness.transport import CliProcess, TransportError
+from harness.transport import CliProcess
 from harness.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ class JobRunner:
         except asyncio.CancelledError:
             status = JobStatus.CANCELLED
             error = {"code": "cancelled", "message": "the job was cancelled"}
-        except (TransportError, HarnessError) as exc:
+        except HarnessError as exc:  # the transport's errors too
             error = {"code": exc.code, "message": exc.message, "details": _jsonable(exc.details)}
         except Exception as exc:  # the job must end with a record whatever broke
             logger.exception("job crashed", extra={"job_id": job.id})

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from eventing.bwrap import probe as probe_bwrap
 from harness.adapters import ADAPTERS
 from harness.adapters.base import Prices, ProviderConfig
+from harness.errors import HarnessError
 
 if TYPE_CHECKING:  # imported when publishing is on: the job runner's imports stay HTTP-free
     from eventing.publisher import PublisherSettings
@@ -29,8 +30,11 @@ _PROJECT_CLI_BIN = (
 )
 
 
-class SettingsError(ValueError):
-    """The environment does not describe a harness that can start; the message says which variable."""
+class SettingsError(HarnessError, ValueError):
+    """The environment does not describe a harness that can start; the message says which
+    variable. Raised at start, never answered over HTTP; still a ValueError for callers."""
+
+    code = "invalid_setting"
 
 
 @dataclass(frozen=True)

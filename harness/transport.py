@@ -24,20 +24,19 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
+
 logger = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
 
 
-class TransportError(Exception):
-    """The CLI's output could not be read as a stream of JSON objects."""
+class TransportError(HarnessError):
+    """The CLI's output could not be read as a stream of JSON objects: the CLI failed, not the
+    caller, hence 502 (recorded on the job; never retried, the same run fails the same way)."""
 
+    status = 502
     code = "cli_output_invalid"
-
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
 
 
 class LineTooLong(TransportError):

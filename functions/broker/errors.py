@@ -2,25 +2,27 @@
 raise it when a subscription spec cannot be used; the code that loads subscriptions (and any HTTP
 edge that accepts them) catches it and reports `code`, `path` and the message.
 
-No HTTP here: an edge that accepts subscription specs maps `BrokerError` to 422.
+No web framework here: an edge that accepts subscription specs answers a `BrokerError`'s
+`status`, 422 (the spec is well-formed JSON that cannot be used).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from functions.errors import FunctionsError
 
-class BrokerError(Exception):
+
+class BrokerError(FunctionsError):
     """Base of every broker error. `code`: a stable name for the edge to report;
     `retryable`: the same call may succeed later; `details`: data for machines."""
 
     code: str = "broker_failed"
+    status: int = 422
     retryable: bool = False
 
     def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
+        super().__init__(message, **details)
         if code is not None:
             self.code = code
 

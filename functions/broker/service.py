@@ -32,14 +32,16 @@ from functions.broker.dispatcher import Dispatcher, DispatcherSettings
 from functions.broker.outbox import DatabaseOutbox, drain_to_queue
 from functions.broker.queue import DeadDelivery, Run, counts, dead_letters, enqueue
 from functions.broker.subscriptions import Subscription, builtin_subscriptions
+from functions.errors import FunctionsError
 
 log = logging.getLogger(__name__)
 
 OUTBOX_BATCH = 100
 
 
-class BrokerSettingError(ValueError):
-    """A broker setting that cannot work; the message names the variable to fix."""
+class BrokerSettingError(FunctionsError, ValueError):
+    """A broker setting that cannot work; the message names the variable to fix. A deployment
+    problem (a 500 should an edge report it); still a ValueError for callers that catch those."""
 
     code = "invalid_broker_setting"
 

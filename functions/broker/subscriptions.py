@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import httpx
 
 from eventing import codec
+from eventing.errors import VwmError
 from eventing.events import EventError, VwmEvent
 from functions.broker.delivery import (
     DeliveryPolicy,
@@ -148,7 +149,7 @@ class LocalSink:
         handler: Callable[[VwmEvent], Awaitable[object]],
         *,
         timeout: timedelta | None = None,
-        unavailable: tuple[type[Exception], ...] = (),
+        unavailable: tuple[type[VwmError], ...] = (),
     ) -> None:
         self._handler = handler
         self.timeout_s = timeout.total_seconds() if timeout else None
@@ -163,9 +164,7 @@ class LocalSink:
         except TimeoutError:
             return SinkResult(Outcome.RETRY, None, f"no answer within {self.timeout_s} s")
         except self._unavailable as exc:
-            message = getattr(exc, "message", str(exc))
-            code = getattr(exc, "code", "unavailable")
-            return SinkResult(Outcome.RETRY, 503, _error_text(code, message))
+            return SinkResult(Outcome.RETRY, 503, _error_text(exc.code, exc.message))
         except Exception as exc:
             log.exception(
                 "a local subscriber failed; the event will be retried",

@@ -1,5 +1,5 @@
-"""The data layer's error tree. Repositories, transitions and services raise these; only the HTTP
-edge maps them to a status and a response body, so nothing here knows about HTTP.
+"""The data layer's error tree. Repositories, transitions and services raise these; the HTTP
+edge answers with the `status` each kind states, so nothing here imports a web framework.
 
 Each error carries a stable `code` (the one the API documents), a message for people that says
 what to do next, `details` for machines, and whether trying again later can succeed.
@@ -9,21 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from eventing.errors import CONFLICT, NOT_FOUND
+from functions.errors import FunctionsError
 
-class DbError(Exception):
-    """Base of every error the data layer reports."""
 
-    code = "internal"
-    retryable = False
-
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
+class DbError(FunctionsError):
+    """Base of every error the data layer reports (a 500 unless a kind says otherwise)."""
 
 
 class NotFoundError(DbError):
-    code = "not_found"
+    code = NOT_FOUND
+    status = 404
 
     def __init__(self, kind: str, key: str) -> None:
         super().__init__(f"no {kind} {key!r}; check the name or id", kind=kind, key=key)
@@ -31,6 +27,7 @@ class NotFoundError(DbError):
 
 class InvalidCursor(DbError):
     code = "invalid_cursor"
+    status = 400
 
     def __init__(self, cursor: str) -> None:
         super().__init__(
@@ -42,7 +39,8 @@ class InvalidCursor(DbError):
 class ConflictError(DbError):
     """The request is well formed but clashes with the current state; `code` says how."""
 
-    code = "conflict"
+    code = CONFLICT
+    status = 409
 
     def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
         super().__init__(message, **details)

@@ -1,26 +1,32 @@
 """The runtime backends' error tree. Raised by every `RuntimeBackend`; the sessions and events
 functions catch it and decide from `retryable` whether to try again later or fail the session.
 
-No HTTP here: mapping an error to a status code (``harness_unavailable`` 502/503) is the job of
-the HTTP edge. Messages say what happened and what to do next.
+No web framework here: each error states its HTTP status, 503 when retryable (the same call may
+succeed later) and 502 when not; the HTTP edge answers with it. Messages say what happened and
+what to do next.
 """
 
 from __future__ import annotations
 
+from functions.errors import FunctionsError
 
-class RuntimeBackendError(Exception):
+
+class RuntimeBackendError(FunctionsError):
     """Base of every runtime backend error. `retryable`: the same call may succeed later;
-    `code`: a stable name for the edge to report."""
+    `code`: a stable name for the edge to report. `session_id` is an attribute, not a detail:
+    the answer to a client carries no details for these."""
 
     retryable: bool = False
     code: str = "runtime_failed"
+    status: int = 502
 
     def __init__(self, message: str, *, session_id: str, retryable: bool | None = None) -> None:
         super().__init__(message)
-        self.message = message
         self.session_id = session_id
         if retryable is not None:
             self.retryable = retryable
+        # A backend that is down (or starting) may answer later: 503 tells a client to retry.
+        self.status = 503 if self.retryable else 502
 
 
 class InvalidHarnessSpec(RuntimeBackendError):
@@ -58,11 +64,13 @@ class HarnessStartFailed(RuntimeBackendError):
         exit_code: int | None = None,
         retryable: bool | None = None,
     ) -> None:
-        super().__init__(f"{message}\n--- harness log tail ---\n{log_tail}", session_id=session_id)
+        super().__init__(
+            f"{message}\n--- harness log tail ---\n{log_tail}",
+            session_id=session_id,
+            retryable=retryable,
+        )
         self.log_tail = log_tail
         self.exit_code = exit_code
-        if retryable is not None:
-            self.retryable = retryable
 
 
 class HarnessNotReady(RuntimeBackendError):

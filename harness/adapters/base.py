@@ -73,19 +73,19 @@ class Invocation:
 class AdapterParseError(HarnessError):
     """The CLI wrote an event of a type the adapter knows, but without a key it needs."""
 
-    status_code = 502
+    status = 502
     code = "cli_output_malformed"
 
 
 class AdapterConfigError(HarnessError):
     """The run cannot be set up as asked (for example a provider without a model for opencode)."""
 
-    status_code = 400
+    status = 400
     code = "cli_config_invalid"
 
 
 class UnknownCli(HarnessError):
-    status_code = 400
+    status = 400
     code = "unknown_cli"
 
 
