@@ -4,11 +4,17 @@ Each function module (`admin`, `sessions`, `prompts`, `telemetry`) exports a lis
 `build_app` turns lists of them into one Starlette app (one function alone in production, all of
 them in `vwm up`), and `openapi_document` describes exactly those routes, with request and response
 schemas taken from the pydantic models the handlers validate with.
+
+The app's state is built in its lifespan, never at import nor in module globals: one
+`functions.services.Services` (settings, engine, runtime backend, harness HTTP pool), in the
+lifespan state as ``services`` (so ``request.state.services``), bound by `BindServices` for each
+request so the accessors of `functions.context` reach it from anywhere the request's code runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,11 +26,16 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventing.inputs import PATH_SEGMENT_PATTERN
 from functions.http import ApiKeyAuth, ErrorBoundary, InputGuard, KeyLookup, handle_error
+from functions.services import Services, ServicesNotBound, bound
 
 Handler = Callable[[Request], Awaitable[Response]]
+# A Starlette lifespan: entered at start-up (with the app's `Services` bound), left at shutdown;
+# what it yields joins the lifespan state.
+Lifespan = Callable[[Starlette], contextlib.AbstractAsyncContextManager[Mapping[str, Any] | None]]
 
 # What `InputGuard` lets through as a path segment; anything else is 400 `invalid_parameter`.
 PATH_PARAMETER = {"type": "string", "pattern": f"^{PATH_SEGMENT_PATTERN}$"}
@@ -65,14 +76,39 @@ async def health(_: Request) -> Response:
 
 
 def build_app(
-    endpoints: Sequence[Endpoint], lookup: KeyLookup, *, title: str, lifespan: Any = None
+    endpoints: Sequence[Endpoint],
+    lookup: KeyLookup,
+    *,
+    title: str,
+    lifespan: Lifespan | None = None,
+    services: Services | None = None,
+    close_services: bool | None = None,
 ) -> Starlette:
+    """The Starlette app serving `endpoints`. Its lifespan builds the app's `Services` from the
+    environment, or uses `services` (tests, `vwm up`), puts them in the lifespan state, runs
+    `lifespan` inside with them bound (tasks it starts inherit them), and closes them at
+    shutdown when it built them or `close_services` says so. Given `services` also serve a
+    request whose server ran no lifespan (``httpx.ASGITransport`` in a test)."""
     document: dict[str, Any] = {}
 
     async def openapi(_: Request) -> Response:
         if not document:
             document.update(openapi_document(endpoints, title=title))
         return JSONResponse(document)
+
+    @contextlib.asynccontextmanager
+    async def app_lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        own = services if services is not None else Services.build()
+        try:
+            with bound(own):
+                if lifespan is None:
+                    yield {"services": own}
+                else:
+                    async with lifespan(app) as state:
+                        yield {**(state or {}), "services": own}
+        finally:
+            if close_services if close_services is not None else services is None:
+                await own.aclose()
 
     routes = [
         Route("/healthz", health, methods=["GET"]),
@@ -82,13 +118,41 @@ def build_app(
     return Starlette(
         routes=routes,
         middleware=[
+            # Outermost: key lookups and error mappers already need the database.
+            Middleware(BindServices, fallback=services),
             Middleware(ApiKeyAuth, lookup=lookup),
             Middleware(ErrorBoundary),
             Middleware(InputGuard),
         ],
         exception_handlers={HTTPException: handle_error},
-        lifespan=lifespan,
+        lifespan=app_lifespan,
     )
+
+
+class BindServices:
+    """Pure ASGI middleware (streaming-safe: the binding lasts until the response's last byte is
+    sent): binds the app's `Services`, from the lifespan state, to the request's context, where
+    `functions.context` reads them. `fallback`: the services to use when no lifespan ran."""
+
+    def __init__(self, app: ASGIApp, fallback: Services | None = None) -> None:
+        self.app = app
+        self._fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        state = scope.get("state") or {}
+        services = state.get("services") or self._fallback
+        if services is None:
+            raise ServicesNotBound(
+                "this app's lifespan did not run, so it has no services: serve it with a server "
+                "that runs ASGI lifespans (uvicorn), or in a test with Starlette's TestClient or "
+                "asgi_lifespan.LifespanManager, or build it with build_app(..., services=...)"
+            )
+        scope["state"] = {**state, "services": services}
+        with bound(services):
+            await self.app(scope, receive, send)
 
 
 def _routes_by_path(endpoints: Sequence[Endpoint]) -> list[Route]:

@@ -1,5 +1,11 @@
-"""What every function needs, built once per process on first use: settings, the database, the
-runtime backend. Built lazily because a scale-to-zero function pays for work done at import.
+"""What every function needs, reached from wherever it is needed: settings, the database, the
+runtime backend, the harness token key and connection pool.
+
+They live on the `functions.services.Services` of the app serving the request, built once in its
+lifespan (`functions.api.build_app`), never in this module: these accessors read the `Services`
+bound to the current request or task (a context variable) and raise `ServicesNotBound`, saying
+what to do, where none is (a script calling them outside an app should build a `Services` and
+bind it, or use its methods).
 
 Handlers call `db(fn, ...)`: the synchronous SQLAlchemy unit of work runs in a worker thread (pg8000
 has no asyncio driver), inside one transaction that commits when `fn` returns.
@@ -7,74 +13,63 @@ has no asyncio driver), inside one transaction that commits when `fn` returns.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio.to_thread
 from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse
 
 from functions.http import error_response, register_error_mapper
-from functions.private_files import private_dir
+from functions.services import Services, ServicesNotBound, bound, current
 from functions.settings import ControlPlaneSettings
+
+if TYPE_CHECKING:
+    import httpx
+
+    from functions.runtime.local import LocalBackend
+    from functions.runtime.tokens import TokenKey
+
+__all__ = [
+    "Services",
+    "ServicesNotBound",
+    "backend",
+    "bound",
+    "db",
+    "harness_http",
+    "lookup_key",
+    "services",
+    "settings",
+    "token_key",
+]
 
 T = TypeVar("T")
 
 
-@functools.cache
+def services() -> Services:
+    """The `Services` of the app serving this request (or that started this task)."""
+    return current()
+
+
 def settings() -> ControlPlaneSettings:
-    return ControlPlaneSettings.from_env()
-
-
-@functools.cache
-def _factory() -> Any:
-    from functions.db.engine import make_engine, session_factory
-
-    current = settings()
-    if current.database_url.startswith("sqlite"):
-        private_dir(current.data_dir)
-    return session_factory(make_engine(current.database_url))
+    return current().settings
 
 
 async def db(fn: Callable[..., T], *args: Any) -> T:
-    def unit_of_work() -> T:
-        from functions.db.engine import transaction
-
-        with transaction(_factory()) as session:
-            return fn(session, *args)
-
-    return await anyio.to_thread.run_sync(unit_of_work)
+    return await current().db(fn, *args)
 
 
-@functools.cache
-def token_key() -> Any:
+def token_key() -> TokenKey:
     """What harness tokens are derived from: `VWM_TOKEN_KEY_FILE`, else the data folder's key."""
-    from functions.runtime.tokens import TokenKey
-
-    current = settings()
-    if current.token_key_file is not None:
-        return TokenKey.from_file(current.token_key_file)
-    return TokenKey.in_folder(current.data_dir)
+    return current().token_key
 
 
-@functools.cache
-def backend() -> Any:
-    from functions.runtime.local import LocalBackend
+def backend() -> LocalBackend:
+    return current().backend
 
-    current = settings()
-    if current.runtime_backend != "local":
-        raise RuntimeError(f"runtime backend {current.runtime_backend!r} is not available yet")
-    from functions.runtime.sandbox import choose
 
-    return LocalBackend(
-        current.data_dir,
-        token_key=token_key(),
-        startup_grace_s=current.harness.startup_grace_s,
-        # Probed once per process; the CLIs never see the token key file either.
-        sandbox=choose(current.sandbox, current.sandbox_bwrap, show=current.sandbox_show),
-        sandbox_hide=[current.token_key_file] if current.token_key_file else [],
-    )
+def harness_http() -> httpx.AsyncClient:
+    """The connection pool every harness call of this app goes through."""
+    return current().harness_http
 
 
 async def lookup_key(presented: str) -> str | None:

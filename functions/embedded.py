@@ -7,6 +7,11 @@ resumes the same CLI session). Harnesses are separate processes and outlive this
 
 `vwm up` runs on a person's own machine, where repositories are often folders: unlike a
 production deployment it allows local repos by default (`EMBEDDED_DEFAULTS`) and says so on start.
+
+One `functions.services.Services` serves everything in the process: every function's requests,
+the broker's loop and the subscribers it calls, the start-up reconcile. `serve` builds it (to
+check the token key and the sandbox before listening), `build_app`'s lifespan binds it, and this
+module's lifespan runs inside, so the tasks it starts have it bound.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from functions.api import build_app
 from functions.context import backend, db, lookup_key
 from functions.main import FUNCTIONS
 from functions.private_files import private_dir, secure_data_dir
+from functions.services import Services
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +51,12 @@ def use_embedded_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
-def create_app() -> Starlette:
+def create_app(
+    services: Services | None = None, *, close_services: bool | None = None
+) -> Starlette:
+    """Every function in one app. `services`: what it serves with (built from the environment
+    in its lifespan by default); `close_services`: close given ones at shutdown (see
+    `functions.api.build_app`)."""
     endpoints = [
         e
         for name in (*FUNCTIONS, *EMBEDDED_ONLY)
@@ -54,17 +65,31 @@ def create_app() -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Entered by `build_app`'s lifespan with the app's services bound: tasks created here
+        # inherit them.
         from functions.broker.service import BrokerService
+        from functions.context import services as bound_services
 
-        broker = BrokerService.from_env()
+        broker = BrokerService.for_services(bound_services())
         await broker.start()
         app.state.broker = broker  # POST /v1/broker enqueues through it and wakes its loop
-        recovery = asyncio.create_task(start_up(datetime.now(UTC)))
-        yield
-        recovery.cancel()
-        await broker.stop()
+        recovery = asyncio.create_task(start_up(datetime.now(UTC)), name="start-up")
+        try:
+            yield
+        finally:
+            recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recovery
+            await broker.stop()
 
-    return build_app(endpoints, lookup_key, title="VWM", lifespan=lifespan)
+    return build_app(
+        endpoints,
+        lookup_key,
+        title="VWM",
+        lifespan=lifespan,
+        services=services,
+        close_services=close_services,
+    )
 
 
 async def start_up(started_at: datetime) -> None:
@@ -136,7 +161,6 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
     """Run the embedded control plane until interrupted (`vwm up`)."""
     import uvicorn
 
-    from functions.context import settings, token_key
     from functions.runtime.errors import TokenKeyUnavailable
 
     # Set-up noise: alembic's INFO lines (its plugins log as they are imported, which happens
@@ -147,14 +171,16 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
     # Harnesses publish their job events to this process's broker.
     sink_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
     os.environ.setdefault("VWM_HARNESS_EVENT_SINK", f"http://{sink_host}:{port}/v1/broker")
-    current = settings()
+    # Built here rather than in the app's lifespan: what cannot work is refused before listening.
+    services = Services.build()
+    current = services.settings
     secure(current.data_dir, current.database_url)
     try:
-        token_key()  # made now (0600) or refused now, not at the first session
+        _ = services.token_key  # made now (0600) or refused now, not at the first session
     except TokenKeyUnavailable as exc:
         print(f"vwm: {exc.message}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    sandbox = backend().sandbox  # bubblewrap probed now, once
+    sandbox = services.backend.sandbox  # bubblewrap probed now, once
     if sandbox.refused:
         print(f"vwm: {sandbox.refusal()}", file=sys.stderr, flush=True)
         raise SystemExit(2)
@@ -169,7 +195,8 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
         if first_key:
             # Shown once: only its hash is stored.
             print(f"vwm: first admin API key (shown once): {first_key}", flush=True)
-    uvicorn.run(create_app(), host=host, port=port, access_log=False, log_level="warning")
+    app = create_app(services, close_services=True)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
 
 
 def secure(data_dir: Path, database_url: str) -> None:

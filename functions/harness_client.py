@@ -57,25 +57,8 @@ class HarnessRefused(HarnessCallError):
         self.code = code
 
 
-_pool: httpx.AsyncClient | None = None
-
-
-def _shared_pool() -> httpx.AsyncClient:
-    """One connection pool for every harness call of this process: building an httpx client
-    costs milliseconds of CPU (TLS context), too much to pay on every call of every prompt.
-    Its default timeouts are never used: every call passes its own bounds."""
-    global _pool
-    if _pool is None or _pool.is_closed:
-        _pool = httpx.AsyncClient(
-            timeout=httpx.Timeout(30.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
-            trust_env=False,  # the harness is local or in-cluster, never behind a proxy
-        )
-    return _pool
-
-
 class HarnessClient:
-    """Calls to one harness (its base URL and session token) over the shared pool."""
+    """Calls to one harness (its base URL and session token) over the app's shared pool."""
 
     def __init__(
         self,
@@ -84,10 +67,15 @@ class HarnessClient:
         bounds: HarnessCallSettings,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        """`http`: the connection pool to use (the process's shared one by default)."""
+        """`http`: the connection pool to use; by default the one of the app serving this
+        request (`Services.harness_http`: one pool per app, closed at its shutdown)."""
+        if http is None:
+            from functions.context import harness_http
+
+            http = harness_http()
         self._base = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
-        self._http = http or _shared_pool()
+        self._http = http
         self.bounds = bounds
 
     async def __aenter__(self) -> HarnessClient:

@@ -6,7 +6,6 @@ Used by the `sessions` and `prompts` functions.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -16,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from functions.context import backend, db, settings
+from functions.context import backend, db, services, settings
 from functions.db.errors import ConflictError
 from functions.db.models import Runtime, SessionStatus, Worker, WorkerSession
 from functions.db.repositories import Runtimes, Sessions, Settings, Workers
@@ -133,16 +132,14 @@ async def harness_of(
         return handle, await runtime.wait_ready(handle, timeout_s)
 
 
-# One relaunch at a time per session in this process: calls that find the same hung harness at
-# once (a prompt's recorder, a files call) must not each replace it, the later one killing the
-# harness the earlier one just started (they share the workspace).
-_relaunching: dict[str, asyncio.Lock] = {}
-
-
 async def relaunch(view: SessionView, handle: RuntimeHandle) -> RuntimeHandle:
     """`ensure_running` on the session's handle, and the possibly new handle saved. If another
-    call replaced the harness since `handle` was read, that harness is the answer."""
-    async with _relaunching.setdefault(view.session.id, asyncio.Lock()):
+    call replaced the harness since `handle` was read, that harness is the answer.
+
+    One relaunch at a time per session in this app (`Services.relaunch_locks`): calls that find
+    the same hung harness at once (a prompt's recorder, a files call) must not each replace it,
+    the later one killing the harness the earlier one just started (they share the workspace)."""
+    async with services().relaunch_locks.hold(view.session.id):
         stored = await db(_stored_handle, view.session.id)
         if stored and stored != handle.to_dict():
             return RuntimeHandle.from_dict(stored)

@@ -8,7 +8,6 @@ write the transcript, commit and push, then tears the harness down.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from datetime import datetime
@@ -23,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from eventing.errors import VwmError
 from functions import session_files
 from functions.api import Endpoint
-from functions.context import backend, db, settings
+from functions.context import backend, db, services, settings
 from functions.db.models import ACTIVE_JOB_STATUSES, Job, SessionStatus, WorkerSession
 from functions.db.repositories import Runtimes, Sessions, Workers
 from functions.db.transitions import transition_session
@@ -47,9 +46,6 @@ from functions.session_runtime import (
 logger = logging.getLogger(__name__)
 
 _CALLER_FIXABLE = {"git_failed", "bad_request", "invalid_request", "conflict", "credential_missing"}
-
-# Provisioning tasks of `wait: false` sessions: kept so they are not garbage-collected mid-run.
-_background: set[asyncio.Task[None]] = set()
 
 
 class RepoRef(BaseModel):
@@ -140,9 +136,9 @@ async def create_session(request: Request) -> Response:
 
     created = await db(create)
     if not body.wait:
-        task = asyncio.create_task(_provision(created["id"]))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        # Outlives this request: the app's services keep it, and cancel it at shutdown (the
+        # reconciler then fails the session, as after a crash).
+        services().spawn(_provision(created["id"]), name=f"provision-{created['id']}")
         return JSONResponse(created, status_code=202)
     await _provision(created["id"])
     current = await db(lambda s: _out(s, created["id"]))

@@ -1,7 +1,9 @@
 """The embedded broker of `vwm up`, built and run as one thing: `BrokerService`.
 
-`create_app`'s lifespan (`functions.embedded`) makes one from the environment, `start`s it, puts
-it on ``app.state.broker`` (where `POST /v1/broker` finds it to enqueue and `notify`), and `stop`s
+`create_app`'s lifespan (`functions.embedded`) makes one over the app's `Services`
+(`BrokerService.for_services`: their database; their binding for the tasks it runs, so the
+`events` function it delivers to reaches the same services), `start`s it, puts it on
+``app.state.broker`` (where `POST /v1/broker` finds it to enqueue and `notify`), and `stop`s
 it at exit. It runs three tasks:
 
 - the `Dispatcher` (delivery loop) over the subscriptions (`builtin_subscriptions` by default);
@@ -23,7 +25,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import httpx
 
@@ -33,6 +35,9 @@ from functions.broker.outbox import DatabaseOutbox, drain_to_queue
 from functions.broker.queue import DeadDelivery, Run, counts, dead_letters, enqueue
 from functions.broker.subscriptions import Subscription, builtin_subscriptions
 from functions.errors import FunctionsError
+
+if TYPE_CHECKING:
+    from functions.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +103,12 @@ class BrokerService:
         run: Run,
         subscriptions: Sequence[Subscription] | None = None,
         settings: BrokerSettings | None = None,
+        services: Services | None = None,
     ) -> None:
+        """`services`: bound in the broker's tasks (and so in the in-process subscribers it
+        calls); None: they see whatever is bound where `start` is called."""
         self._run = run
+        self._services = services
         self.settings = settings or BrokerSettings()
         self.subscriptions = (
             list(subscriptions) if subscriptions is not None else builtin_subscriptions()
@@ -115,17 +124,20 @@ class BrokerService:
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    def from_env(cls) -> BrokerService:
-        """The broker of `vwm up`: the process's database, the built-in subscriptions."""
-        from functions.context import db
-
-        return cls(db, settings=BrokerSettings.from_env())
+    def for_services(cls, services: Services) -> BrokerService:
+        """The broker of `vwm up`: the app's database, the built-in subscriptions, settings from
+        the environment."""
+        return cls(services.db, settings=BrokerSettings.from_env(), services=services)
 
     async def start(self) -> None:
-        self.dispatcher.start()
-        self._tasks.append(asyncio.create_task(self._drain_outbox(), name="broker-outbox"))
-        if self.settings.tick_s > 0:
-            self._tasks.append(asyncio.create_task(self._tick(), name="broker-tick"))
+        # Tasks copy the context they are created in: bind the services before creating them.
+        from functions.services import bound
+
+        with bound(self._services) if self._services else contextlib.nullcontext():
+            self.dispatcher.start()
+            self._tasks.append(asyncio.create_task(self._drain_outbox(), name="broker-outbox"))
+            if self.settings.tick_s > 0:
+                self._tasks.append(asyncio.create_task(self._tick(), name="broker-tick"))
         log.info(
             "embedded broker started",
             extra={

@@ -70,10 +70,10 @@ def _run(cli: str, root: Path) -> int:
 def _start_control_plane() -> tuple[str, str, Callable[[], None]]:
     import uvicorn
 
-    from functions.context import settings
     from functions.embedded import create_app, prepare
+    from functions.settings import ControlPlaneSettings
 
-    key = prepare(settings().database_url)
+    key = prepare(ControlPlaneSettings.from_env().database_url)
     assert key is not None, "a fresh demo database has no admin key yet"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

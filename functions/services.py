@@ -1,0 +1,295 @@
+"""What a function's handlers need, built once per app in its lifespan: `Services`.
+
+A function holds no state of its own in module globals. What one replica knows, another can
+learn from the database or the harness; what a process does need (settings, the database
+engine, the runtime backend, the harness connection pool, per-session relaunch locks, the
+background tasks a request leaves running) lives on one `Services` object that the app's
+lifespan builds and closes (`functions.api.build_app`). Two apps in one process (tests) each
+have their own, so nothing one of them does is seen by the other except through its database.
+
+Handlers reach it as ``request.state.services``; the code they call reaches it through the
+accessors of `functions.context` (`db`, `settings`, `backend`, `token_key`, `harness_http`),
+which read the context variable `bound` sets: `build_app`'s middleware binds it for each request
+and its lifespan for the tasks started there (contextvars are copied when a task is created).
+
+A function scales to zero, so a cold start pays for every import and every connection made
+before the first answer: `Services.build` only reads the settings; the engine, token key,
+backend (it probes bubblewrap) and HTTP pool are made on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio.to_thread
+
+from functions.settings import ControlPlaneSettings
+
+if TYPE_CHECKING:
+    import httpx
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import sessionmaker
+
+    from functions.runtime.local import LocalBackend
+    from functions.runtime.tokens import TokenKey
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Which `Services` the running request or task belongs to. A context variable, not state: each
+# request and task sees the value bound where it started, never another app's.
+_CURRENT: contextvars.ContextVar[Services | None] = contextvars.ContextVar(
+    "vwm_services", default=None
+)
+
+
+class ServicesNotBound(RuntimeError):
+    """An accessor of `functions.context` was called where no app's `Services` is bound."""
+
+    code = "services_not_bound"
+
+
+class ServicesClosed(RuntimeError):
+    """Background work was started on `Services` that are closing (the app is shutting down)."""
+
+    code = "services_closed"
+
+
+def current() -> Services:
+    """The `Services` bound to this request or task; `ServicesNotBound` if none is."""
+    services = _CURRENT.get()
+    if services is None:
+        raise ServicesNotBound(
+            "no control-plane services are bound here: this code runs inside an app built by "
+            "functions.api.build_app (its middleware and lifespan bind them); outside one, build "
+            "a functions.services.Services and call it inside `with bound(services):`, or use "
+            "its methods directly"
+        )
+    return services
+
+
+@contextlib.contextmanager
+def bound(services: Services) -> Iterator[Services]:
+    """Bind `services` for the code (and the tasks it creates) inside the block."""
+    token = _CURRENT.set(services)
+    try:
+        yield services
+    finally:
+        _CURRENT.reset(token)
+
+
+class KeyedLocks:
+    """One `asyncio.Lock` per key, dropped once nobody holds or waits for it (so the map stays
+    as small as the work in flight, not as large as every session ever seen)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+class Services:
+    """Everything one app's handlers share. ``Services.build(settings)`` (cheap: the rest is
+    made on first use), then ``await services.aclose()`` once at shutdown.
+
+    - `settings`: the `ControlPlaneSettings` it was built with (fixed for its lifetime);
+    - `engine`, `session_factory`, `db(fn, *args)`: the database;
+    - `token_key`: what harness tokens are derived from;
+    - `backend`: the runtime backend (`LocalBackend`);
+    - `harness_http`: the `httpx.AsyncClient` every harness call goes through;
+    - `relaunch_locks`: one harness relaunch at a time per session (`KeyedLocks`);
+    - `spawn(coroutine)`: background work that outlives its request (a `wait: false` session
+      start), cancelled and awaited by `aclose`.
+    """
+
+    def __init__(self, settings: ControlPlaneSettings) -> None:
+        self.settings = settings
+        self.relaunch_locks = KeyedLocks()
+        # The lazy parts: made at most once, whichever thread asks first (`db`'s units of work
+        # run in worker threads).
+        self._build_lock = threading.Lock()
+        self._engine: Engine | None = None
+        self._session_factory: sessionmaker[Any] | None = None
+        self._token_key: TokenKey | None = None
+        self._backend: LocalBackend | None = None
+        self._harness_http: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    @classmethod
+    def build(cls, settings: ControlPlaneSettings | None = None) -> Services:
+        """Services over `settings` (by default read from the environment now)."""
+        return cls(settings if settings is not None else ControlPlaneSettings.from_env())
+
+    def __repr__(self) -> str:
+        return f"Services(data_dir={str(self.settings.data_dir)!r})"
+
+    # -- the database ---------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            with self._build_lock:
+                if self._engine is None:
+                    from functions.db.engine import make_engine
+                    from functions.private_files import private_dir
+
+                    if self.settings.database_url.startswith("sqlite"):
+                        private_dir(self.settings.data_dir)
+                    self._engine = make_engine(self.settings.database_url)
+        return self._engine
+
+    @property
+    def session_factory(self) -> sessionmaker[Any]:
+        if self._session_factory is None:
+            engine = self.engine
+            with self._build_lock:
+                if self._session_factory is None:
+                    from functions.db.engine import session_factory
+
+                    self._session_factory = session_factory(engine)
+        return self._session_factory
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(session, *args)`` in a worker thread (pg8000 has no asyncio driver), inside one
+        transaction that commits when `fn` returns. `fn` sees these services bound, whoever
+        calls (the broker's loop calls this directly)."""
+        factory = self.session_factory
+
+        def unit_of_work() -> T:
+            from functions.db.engine import transaction
+
+            with bound(self), transaction(factory) as session:
+                return fn(session, *args)
+
+        return await anyio.to_thread.run_sync(unit_of_work)
+
+    # -- the runtime ----------------------------------------------------------------------------
+
+    @property
+    def token_key(self) -> TokenKey:
+        """`VWM_TOKEN_KEY_FILE`, else the data folder's key (made on first use).
+        Raises `TokenKeyUnavailable` when it cannot be read or made."""
+        if self._token_key is None:
+            with self._build_lock:
+                if self._token_key is None:
+                    from functions.runtime.tokens import TokenKey
+
+                    key_file = self.settings.token_key_file
+                    self._token_key = (
+                        TokenKey.from_file(key_file)
+                        if key_file is not None
+                        else TokenKey.in_folder(self.settings.data_dir)
+                    )
+        return self._token_key
+
+    @property
+    def backend(self) -> LocalBackend:
+        """The runtime backend; bubblewrap is probed when it is first made."""
+        if self._backend is None:
+            current = self.settings
+            if current.runtime_backend != "local":
+                raise RuntimeError(
+                    f"runtime backend {current.runtime_backend!r} is not available yet"
+                )
+            token_key = self.token_key
+            with self._build_lock:
+                if self._backend is None:
+                    from functions.runtime.local import LocalBackend
+                    from functions.runtime.sandbox import choose
+
+                    self._backend = LocalBackend(
+                        current.data_dir,
+                        token_key=token_key,
+                        startup_grace_s=current.harness.startup_grace_s,
+                        # The CLIs never see the token key file either.
+                        sandbox=choose(
+                            current.sandbox, current.sandbox_bwrap, show=current.sandbox_show
+                        ),
+                        sandbox_hide=[current.token_key_file] if current.token_key_file else [],
+                    )
+        return self._backend
+
+    @property
+    def harness_http(self) -> httpx.AsyncClient:
+        """One connection pool for every harness call: building an httpx client costs
+        milliseconds of CPU (TLS context), too much to pay on every call of every prompt. Its
+        default timeouts are never used: every call passes its own bounds."""
+        if self._closing:  # closed at shutdown; a call now would fail obscurely
+            raise ServicesClosed("the control plane is shutting down; try again")
+        if self._harness_http is None:
+            import httpx
+
+            self._harness_http = httpx.AsyncClient(
+                timeout=httpx.Timeout(30.0),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
+                trust_env=False,  # the harness is local or in-cluster, never behind a proxy
+            )
+        return self._harness_http
+
+    # -- background work ------------------------------------------------------------------------
+
+    def spawn(
+        self, coroutine: Coroutine[Any, Any, T], *, name: str | None = None
+    ) -> asyncio.Task[T]:
+        """Run `coroutine` as a task that outlives the request that starts it, with these
+        services bound, until it ends or `aclose` cancels it. Its failure is logged (the work
+        records its own outcome; nobody awaits the task)."""
+        if self._closing:
+            coroutine.close()
+            raise ServicesClosed("the control plane is shutting down; try again")
+        context = contextvars.copy_context()
+        context.run(_CURRENT.set, self)
+        task = asyncio.get_running_loop().create_task(coroutine, name=name, context=context)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    @property
+    def background(self) -> frozenset[asyncio.Task[Any]]:
+        """The background tasks still running."""
+        return frozenset(self._tasks)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("background work failed", exc_info=exc, extra={"task": task.get_name()})
+
+    # -- shutdown -------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Cancel and await the background tasks, close the HTTP pool, dispose the engine.
+        Idempotent. What a cancelled task left half-done (a session still `provisioning`) is
+        the reconciler's to finish, as after a crash."""
+        self._closing = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._harness_http is not None:
+            await self._harness_http.aclose()
+        if self._engine is not None:
+            self._engine.dispose()
