@@ -19,6 +19,11 @@ class JobEventKind(StrEnum):
 
 
 class JobStatus(StrEnum):
+    """A job's status, the one definition for both sides. ``queued`` is the control plane's
+    alone: its job row exists before the harness has the job. The harness never reports it (its
+    jobs start ``running``), so its status set is every member but ``queued``."""
+
+    QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -26,8 +31,18 @@ class JobStatus(StrEnum):
     TIMEOUT = "timeout"
 
     @property
+    def active(self) -> bool:
+        """Not finished yet: it may still run, or be waiting to."""
+        return self in ACTIVE
+
+    @property
     def finished(self) -> bool:
-        return self is not JobStatus.RUNNING
+        """Final: the job ran (or was given up on) and its status changes no more."""
+        return self in FINISHED
+
+
+ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+FINISHED = frozenset(JobStatus) - ACTIVE
 
 
 class JobEvent(BaseModel):

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from functions.api import Endpoint
 from functions.context import db, settings
 from functions.db.errors import ConflictError, SessionBusy
-from functions.db.models import Job, JobStatus, WorkerSession
+from functions.db.models import ACTIVE_JOB_STATUSES, Job, JobStatus, WorkerSession
 from functions.db.repositories import Jobs, Sessions
 from functions.db.transitions import StartedJob, start_job, transition_job
 from functions.harness_client import HarnessCallError, HarnessUnavailable, decode
@@ -56,7 +56,7 @@ class PromptIn(BaseModel):
 class JobOut(BaseModel):
     id: str
     session_id: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "timeout"]
+    status: JobStatus
     mode: str
     prompt: str
     result: dict[str, Any] | None
@@ -208,7 +208,7 @@ async def job_events(request: Request) -> Response:
     job_id = request.path_params["job_id"]
     after = resume_point(request)  # ASCII digits only, else 400 invalid_parameter
     job, session_status = await db(lambda s: _job_and_session_status(s, job_id))
-    if job.status in ("queued", "running") or session_status == "ready":
+    if job.status in ACTIVE_JOB_STATUSES or session_status == "ready":
         return relay(job_id, job.session_id, after, harness=lambda: _endpoint_of(job.session_id))
     return relay(job_id, job.session_id, after, harness=None)
 
@@ -227,7 +227,7 @@ async def _endpoint_of(session_id: str) -> HarnessEndpoint:
 async def cancel_job(request: Request) -> Response:
     job_id = request.path_params["job_id"]
     job = await db(lambda s: _get_job(s, job_id))
-    if job.status in ("queued", "running"):
+    if job.status in ACTIVE_JOB_STATUSES:
         try:
             _, endpoint = await reach(job.session_id)
         except ConflictError:

@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from eventing.job_events import ACTIVE, FINISHED, JobStatus
 from functions.db.columns import Json, UTCDateTime, new_id, utcnow
 
 SCHEMAS = ("shared", "vwm", "vw_telemetry")
@@ -70,17 +71,10 @@ class JobMode(StrEnum):
     ASYNC = "async"
 
 
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    TIMEOUT = "timeout"
-
-
-ACTIVE_JOB_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
-FINISHED_JOB_STATUSES = frozenset(JobStatus) - ACTIVE_JOB_STATUSES
+# Job statuses are defined once, in the shared contract (the harness reports them too);
+# `JobStatus` and these names stay importable from here for the control plane's modules.
+ACTIVE_JOB_STATUSES = ACTIVE
+FINISHED_JOB_STATUSES = FINISHED
 
 
 class ApiKeyScope(StrEnum):
