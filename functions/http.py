@@ -59,6 +59,8 @@ def to_response(exc: Exception) -> JSONResponse:
     """Any exception as an error response; unknown ones are logged and become a bare 500."""
     if isinstance(exc, VwmError):
         # ApiError, InputError, every FunctionsError: each states its own status and code.
+        if exc.status == 500:  # not the caller's doing nor a dependency's: worth a traceback
+            logger.error("internal error: %s", exc.code, exc_info=exc)
         return error_response(exc.status, exc.code, exc.message, **exc.details)
     if isinstance(exc, ValidationError):
         problems = [

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 
+from functions.errors import FunctionsError
 from functions.settings import ControlPlaneSettings
 
 if TYPE_CHECKING:
@@ -50,16 +51,18 @@ _CURRENT: contextvars.ContextVar[Services | None] = contextvars.ContextVar(
 )
 
 
-class ServicesNotBound(RuntimeError):
+class ServicesNotBound(FunctionsError, RuntimeError):
     """An accessor of `functions.context` was called where no app's `Services` is bound."""
 
     code = "services_not_bound"
 
 
-class ServicesClosed(RuntimeError):
+class ServicesClosed(FunctionsError, RuntimeError):
     """Background work was started on `Services` that are closing (the app is shutting down)."""
 
     code = "services_closed"
+    status = 503  # another replica, or this one restarted, can take the request
+    retryable = True
 
 
 def current() -> Services:
