@@ -27,7 +27,7 @@ from functions.db.models import ACTIVE_JOB_STATUSES, Job, SessionStatus, WorkerS
 from functions.db.repositories import Runtimes, Sessions, Workers
 from functions.db.transitions import transition_session
 from functions.harness_client import HarnessCallError
-from functions.http import parse_body, parse_query
+from functions.http import error_response, parse_body, parse_query
 from functions.job_recording import fail_unrecorded, record_from_harness
 from functions.prompts import SESSION_JOBS
 from functions.repo_policy import RepoPolicy
@@ -147,15 +147,12 @@ async def create_session(request: Request) -> Response:
         code = error.get("code", "session_failed")
         # The harness could not use what the request named (repo, branch): the caller's to fix.
         status = 422 if code in _CALLER_FIXABLE else 503
-        return JSONResponse(
-            {
-                "error": {
-                    "code": "session_failed",
-                    "message": error.get("message", "the session could not start"),
-                    "details": {"cause": code, "session_id": current["id"]},
-                }
-            },
-            status_code=status,
+        return error_response(
+            status,
+            "session_failed",
+            error.get("message", "the session could not start"),
+            cause=code,
+            session_id=current["id"],
         )
     return JSONResponse(current, status_code=201)
 

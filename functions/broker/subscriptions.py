@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import httpx
 
 from eventing import codec
-from eventing.errors import VwmError
+from eventing.errors import ErrorBody, VwmError
 from eventing.events import EventError, VwmEvent
 from functions.broker.delivery import (
     DeliveryPolicy,
@@ -176,7 +176,7 @@ class LocalSink:
 
 def _error_text(code: str, message: str) -> str:
     """The answer kept for a local refusal: the JSON error body an HTTP edge would send."""
-    body = {"error": {"code": code, "message": message}}
+    body = ErrorBody.of(code, message).to_json()
     return json.dumps(body, ensure_ascii=False)[:MAX_ANSWER_CHARS]
 
 
