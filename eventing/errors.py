@@ -76,8 +76,9 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-class ErrorInfo(BaseModel):
-    """The inside of an error body."""
+class ErrorObject(BaseModel):
+    """The inside of an error body. (`eventing.events.ErrorInfo` is its twin inside events, with
+    the bounds an event's payload has.)"""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -91,11 +92,11 @@ class ErrorBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    error: ErrorInfo
+    error: ErrorObject
 
     @classmethod
     def of(cls, code: str, message: str, details: Mapping[str, Any] | None = None) -> ErrorBody:
-        return cls(error=ErrorInfo(code=code, message=message, details=jsonable(details or {})))
+        return cls(error=ErrorObject(code=code, message=message, details=jsonable(details or {})))
 
     def to_json(self) -> dict[str, Any]:
         """The body as sent: `details` only when there are some (the documented shape)."""
