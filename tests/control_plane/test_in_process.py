@@ -338,3 +338,16 @@ async def test_a_function_app_that_cannot_start_says_why_and_retries():
         with pytest.raises(LifespanFailed, match="VWM_X must be a number"):
             await started.state()
     assert calls == ["lifespan", "lifespan"]
+
+
+def test_a_function_apps_services_close_when_the_servers_loop_ends(tmp_path, monkeypatch):
+    """The server stops: its loop cancels the lifespan's task, which closes the services."""
+    monkeypatch.setenv("VWM_DATA_DIR", str(tmp_path / "ff"))
+    started = Started(build_app(WHOSE, _any_key, title="ff"))
+    with asyncio.Runner() as runner:
+        services = runner.run(started.state())["services"]
+        pool = services.harness_http
+        assert not pool.is_closed
+    assert pool.is_closed
+    with pytest.raises(ServicesClosed):
+        services.spawn(asyncio.sleep(0))
