@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from functions.context import backend, db, settings
@@ -39,6 +39,7 @@ from functions.db.models import (
     ACTIVE_JOB_STATUSES,
     Job,
     JobStatus,
+    ProcessedEvent,
     SessionStatus,
     Worker,
     WorkerSession,
@@ -70,6 +71,7 @@ class Report:
     sessions_failed: list[str] = field(default_factory=list)
     sessions_ended: dict[str, str] = field(default_factory=dict)  # id -> reason
     harnesses_stopped: list[str] = field(default_factory=list)
+    events_forgotten: int = 0  # processed-event ids past their retention, deleted
 
     def changed(self) -> bool:
         return any(
@@ -79,6 +81,7 @@ class Report:
                 self.sessions_failed,
                 self.sessions_ended,
                 self.harnesses_stopped,
+                self.events_forgotten,
             )
         )
 
@@ -92,6 +95,7 @@ async def reconcile(*, interrupted_before: datetime | None = None) -> Report:
     await _stuck_sessions(report, now, interrupted_before)
     await _expired_sessions(report, now)
     await _orphans(report)
+    report.events_forgotten = await db(_forget_processed_events, now)
     if report.changed():
         logger.info("reconciled", extra={"report": report.__dict__})
     return report
@@ -303,6 +307,14 @@ async def _orphans(report: Report) -> None:
         report.harnesses_stopped.extend(await backend().sweep(await db(_owning)))
     except RuntimeBackendError as exc:
         logger.warning("could not stop orphaned harnesses", extra={"error": str(exc)})
+
+
+def _forget_processed_events(session: Session, now: datetime) -> int:
+    """Delete the source + id of events handled longer ago than the retention, so the table
+    does not grow forever; a redelivery after that is still harmless (idempotent by state)."""
+    before = now - timedelta(seconds=settings().processed_events_retention_s)
+    statement = delete(ProcessedEvent).where(ProcessedEvent.processed_at < before)
+    return int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]
 
 
 def _aware(moment: datetime) -> datetime:

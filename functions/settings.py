@@ -97,6 +97,9 @@ class ControlPlaneSettings:
     # The reconciler leaves alone what changed more recently than this (a job just dispatched,
     # a session just created): the process doing it is most likely still at work.
     reconcile_grace_s: float = 10.0
+    # How long the `events` function remembers an event's source + id to refuse a redelivery.
+    # Past it, a redelivery is still harmless (every handler is idempotent by state too).
+    processed_events_retention_s: float = 7 * 86_400
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ControlPlaneSettings:
@@ -119,6 +122,9 @@ class ControlPlaneSettings:
             session_idle_s=_optional_seconds(env, "VWM_SESSION_IDLE_S"),
             session_max_age_s=_optional_seconds(env, "VWM_SESSION_MAX_AGE_S"),
             reconcile_grace_s=float(env.get("VWM_RECONCILE_GRACE_S") or 10.0),
+            processed_events_retention_s=float(
+                env.get("VWM_PROCESSED_EVENTS_RETENTION_S") or 7 * 86_400
+            ),
             sandbox_show=tuple(
                 Path(part).resolve()
                 for part in env.get("VWM_SANDBOX_SHOW", "").split(os.pathsep)

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from functions.db.columns import utcnow
 from functions.db.models import (
     ACTIVE_JOB_STATUSES,
     Job,
@@ -78,6 +79,7 @@ def finish_job(session: Session, job: Job, end: JobEnd, limit: int) -> bool:
     assert row is not None  # a job's session outlives it (foreign key)
     if end.summary.get("cli_session_id"):
         row.cli_session_id = end.summary["cli_session_id"]
+    row.last_activity_at = utcnow()  # a session's idle time counts from its last job's end
     worker = session.get(Worker, row.worker_id)
     runtime = session.get(Runtime, worker.runtime_id) if worker else None
     usage = end.summary.get("usage") or {}

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +84,13 @@ def test_idle_and_old_sessions_are_ended_and_only_those(plane, fake_provider, tm
             assert created.status_code == 201, created.text
             return created.json()["id"]
 
-        idle, busy, old, forever = start("idle"), start("idle"), start("old"), start("forever")
-        # `busy` is never idle while its job runs (8 s, past its idle_s), nor `old` while it
-        # keeps getting prompts (it still ends once it is past its age).
+        # `busy` is never idle while its job runs (8 s, past its idle_s); `old` gets a prompt
+        # and still ends once it is past its age.
+        busy = start("idle")
         job = client.post(
             "/v1/prompts", json={"session_id": busy, "prompt": "sleep 8", "mode": "async"}
         ).json()
+        idle, old, forever = start("idle"), start("old"), start("forever")
         until(lambda: status(plane, idle) == "ended", "the idle session ends", plane, 30)
         assert status(plane, busy) == "ready"
         assert status(plane, forever) == "ready"
@@ -133,3 +136,22 @@ def test_processes_no_session_owns_are_stopped(plane) -> None:
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_handled_event_ids_are_forgotten_after_their_retention(plane) -> None:
+    """`vwm.processed_events` does not grow forever: a tick deletes ids past the retention
+    (7 days by default) and keeps the others."""
+    database = plane.data_dir / "vwm.sqlite3"
+    old = (datetime.now(UTC) - timedelta(days=8)).isoformat()
+    recent = (datetime.now(UTC) - timedelta(days=6)).isoformat()
+    with sqlite3.connect(database) as db:
+        db.executemany(
+            "INSERT INTO processed_events (source, id, type, processed_at) VALUES (?, ?, ?, ?)",
+            [("/s", "old", "dev.vwm.tick", old), ("/s", "recent", "dev.vwm.tick", recent)],
+        )
+
+    def ids() -> list[str]:
+        with sqlite3.connect(database) as db:
+            return [row[0] for row in db.execute("SELECT id FROM processed_events")]
+
+    until(lambda: ids() == ["recent"], "the old id is forgotten", plane, 30)
