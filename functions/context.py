@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse
 
+from functions.errors import FunctionsError
 from functions.http import error_response, register_error_mapper
 from functions.services import Services, ServicesNotBound, bound, current
 from functions.settings import ControlPlaneSettings
@@ -86,28 +87,9 @@ async def lookup_key(presented: str) -> str | None:
 
 
 def _map_layer_errors(exc: Exception) -> JSONResponse | None:
-    from functions.db.errors import ConflictError, DbError, InvalidCursor, NotFoundError
-    from functions.harness_client import HarnessCallError
-    from functions.repo_policy import RepoPolicyError
-    from functions.runtime.errors import RuntimeBackendError
-
-    if isinstance(exc, DbError):
-        status = 500
-        if isinstance(exc, NotFoundError):
-            status = 404
-        elif isinstance(exc, ConflictError):
-            status = 409
-        elif isinstance(exc, InvalidCursor):
-            status = 400
-        return error_response(status, exc.code, exc.message, **_jsonable(exc.details))
-    if isinstance(exc, RepoPolicyError):  # the request names a repo (or value) we refuse
-        return error_response(422, exc.code, exc.message, **_jsonable(exc.details))
-    if isinstance(exc, HarnessCallError):
-        return error_response(exc.status_code, exc.code, exc.message, **_jsonable(exc.details))
-    if isinstance(exc, RuntimeBackendError):
-        status = 503 if getattr(exc, "retryable", False) else 502
-        code = getattr(exc, "code", "runtime_failed")
-        return error_response(status, code, str(exc))
+    """A control-plane error as the answer it states: each kind carries its own status."""
+    if isinstance(exc, FunctionsError):
+        return error_response(exc.status, exc.code, exc.message, **exc.details)
     return None
 
 
