@@ -23,14 +23,15 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from eventing.errors import NOT_FOUND
-from functions.context import db, settings
+from functions.context import backend, db, settings
 from functions.db.models import ACTIVE_JOB_STATUSES, Job, JobStatus
 from functions.db.repositories import Jobs
 from functions.db.transitions import transition_job
 from functions.harness_client import HarnessClient, HarnessRefused, HarnessUnavailable, decode
 from functions.job_log import record_log
-from functions.runtime.base import HarnessEndpoint
-from functions.session_runtime import client_for, recover
+from functions.runtime.base import HarnessEndpoint, RuntimeHandle
+from functions.runtime.errors import RuntimeBackendError
+from functions.session_runtime import client_for, load, recover
 
 logger = logging.getLogger(__name__)
 
@@ -86,16 +87,39 @@ async def raw_output(harness: HarnessClient, job_id: str) -> str:
 
 
 async def lose_with_harness(job_id: str, session_id: str) -> bool:
-    """The job's harness stopped answering: probe it and replace it if it is hung; a job it was
-    running is lost with it and fails (`harness_unavailable`). True when it was replaced."""
-    if not await recover(session_id):
+    """The job's harness stopped answering: if it still does not answer about the job, the job
+    is lost with it and fails (`harness_unavailable`), and the harness is replaced. True when
+    the job was failed. The job fails first: a harness launched in its place reports the jobs
+    it finds cut short (`harness_restarted`), and the control plane's reason must win."""
+    if await _answers_about(job_id, session_id):
         return False
     unavailable = {
         "code": "harness_unavailable",
         "message": "the session's harness stopped answering and was replaced; the job is lost, "
         "send the prompt again (the CLI session resumes)",
     }
-    await db(fail_unrecorded, job_id, unavailable)
+    failed = await db(fail_unrecorded, job_id, unavailable)
+    await recover(session_id)
+    return failed
+
+
+async def _answers_about(job_id: str, session_id: str) -> bool:
+    """Whether the session's harness is up and answers a call about the job within its bound
+    (an authenticated call: a harness that refuses the token counts as not answering)."""
+    try:
+        view = await db(load, session_id)
+        if not view.session.runtime_state:
+            return False
+        handle = RuntimeHandle.from_dict(view.session.runtime_state)
+        runtime = backend()
+        if await runtime.status(handle) != "running":
+            return False
+        async with client_for(runtime.endpoint(handle)) as harness:
+            await harness.job(job_id)
+    except HarnessRefused:
+        return True  # it answered (e.g. it does not know the job): not hung
+    except (HarnessUnavailable, RuntimeBackendError):
+        return False
     return True
 
 
