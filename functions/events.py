@@ -24,7 +24,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventing.codec import MAX_EVENT_BYTES, from_http
-from eventing.events import SESSION_END_REQUESTED, TICK, EventError, VwmEvent
+from eventing.events import (
+    SESSION_END_REQUESTED,
+    TICK,
+    EndReason,
+    EventError,
+    SessionEndRequested,
+    VwmEvent,
+)
 from functions.api import Endpoint
 from functions.context import db, settings
 from functions.db.errors import ConflictError, NotFoundError
@@ -104,8 +111,11 @@ async def _end_session(event: VwmEvent) -> Outcome:
     if await db(_seen, event):
         return Outcome.DUPLICATE
     session_id = str(event.sessionid)
+    reason = (
+        event.data.reason if isinstance(event.data, SessionEndRequested) else EndReason.REQUESTED
+    )
     try:
-        _, saved = await end(session_id)
+        _, saved = await end(session_id, reason)
     except NotFoundError:
         return Outcome.UNKNOWN
     except ConflictError:  # already ending, on another delivery or a DELETE

@@ -33,6 +33,8 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from eventing.events import EndReason
+from functions import lifecycle_events
 from functions.context import backend, db, settings
 from functions.db.errors import ConflictError, DbError, NotFoundError
 from functions.db.models import (
@@ -213,7 +215,8 @@ async def _stuck_sessions(
             else:
                 from functions.sessions import finish_ending
 
-                await finish_ending(session_id)
+                # Why it was ending is not kept; it was asked for (a client or the reconciler).
+                await finish_ending(session_id, EndReason.REQUESTED)
                 report.sessions_ended[session_id] = "interrupted"
         except (HarnessCallError, RuntimeBackendError, DbError) as exc:
             logger.warning(
@@ -239,7 +242,8 @@ async def _fail_provisioning(session_id: str, handle: dict[str, Any]) -> None:
 def _fail_if_provisioning(session: Session, session_id: str, error: dict[str, Any]) -> None:
     row = session.get(WorkerSession, session_id)
     if row is not None and row.status == SessionStatus.PROVISIONING:
-        transition_session(session, row, SessionStatus.FAILED, error=error)
+        row = transition_session(session, row, SessionStatus.FAILED, error=error)
+        lifecycle_events.session_ended(session, row, EndReason.FAILED)
 
 
 # -- idle and old sessions ---------------------------------------------------------------------
@@ -274,7 +278,7 @@ async def _expired_sessions(report: Report, now: datetime) -> None:
     async def end_one(session_id: str, reason: str) -> None:
         async with turns:
             try:
-                _, saved = await end(session_id)
+                _, saved = await end(session_id, EndReason(reason))
             except (NotFoundError, ConflictError):
                 return  # ended or ending already, by a client or another replica
             except (HarnessCallError, RuntimeBackendError, DbError) as exc:

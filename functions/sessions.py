@@ -20,7 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from eventing.errors import VwmError
-from functions import session_files
+from eventing.events import EndReason
+from functions import lifecycle_events, session_files
 from functions.api import Endpoint
 from functions.context import backend, db, services, settings
 from functions.db.models import ACTIVE_JOB_STATUSES, Job, SessionStatus, WorkerSession
@@ -166,7 +167,7 @@ async def _provision(session_id: str) -> None:
         runtime = backend()
         handle = await runtime.provision(spec)
         await db(
-            _save,
+            _save_provisioned,
             session_id,
             {
                 "runtime_state": handle.to_dict(),
@@ -179,7 +180,7 @@ async def _provision(session_id: str) -> None:
         async with client_for(endpoint) as harness:
             await harness.bootstrap(body)
         ready = {"endpoint": endpoint.url, "instructions_version": version}
-        await db(_transition, session_id, SessionStatus.READY, ready)
+        await db(_become_ready, session_id, ready)
         logger.info("session ready", extra={"session_id": session_id})
     except Exception as exc:  # any failure must leave the session `failed` with a reason
         if handle is not None:
@@ -195,14 +196,25 @@ def _fail_if_starting(session: Session, session_id: str, error: dict[str, Any]) 
     """Mark a session that did not start as failed, unless it was ended meanwhile."""
     row = session.get(WorkerSession, session_id)
     if row is not None and row.status == SessionStatus.PROVISIONING:
-        transition_session(session, row, SessionStatus.FAILED, error=error)
+        row = transition_session(session, row, SessionStatus.FAILED, error=error)
+        lifecycle_events.session_ended(session, row, EndReason.FAILED)
 
 
-def _save(session: Session, session_id: str, fields: dict[str, Any]) -> None:
+def _save_provisioned(session: Session, session_id: str, fields: dict[str, Any]) -> None:
+    """Its harness was launched: where it runs is saved, and `dev.vwm.session.created` told."""
     row = session.get(WorkerSession, session_id)
     assert row is not None
     for name, value in fields.items():
         setattr(row, name, value)
+    session.flush()
+    lifecycle_events.session_created(session, row)
+
+
+def _become_ready(session: Session, session_id: str, fields: dict[str, Any]) -> None:
+    row = session.get(WorkerSession, session_id)
+    assert row is not None
+    row = transition_session(session, row, SessionStatus.READY, **fields)
+    lifecycle_events.session_ready(session, row)
 
 
 def _transition(
@@ -246,25 +258,26 @@ async def list_sessions(request: Request) -> Response:
 
 async def end_session(request: Request) -> Response:
     """Shutdown (transcript, commit, push) then teardown. Ending an ended session is a no-op."""
-    result, saved = await end(request.path_params["session_id"])
+    result, saved = await end(request.path_params["session_id"], EndReason.REQUESTED)
     return JSONResponse(result, status_code=200 if saved else 502)
 
 
-async def end(session_id: str) -> tuple[dict[str, Any], bool]:
+async def end(session_id: str, reason: EndReason) -> tuple[dict[str, Any], bool]:
     """End a session: shutdown (transcript, commit, push) then teardown. Returns the session as
     `GET` shows it, and False when its work could not be saved (it is then `failed`, its
     workspace kept so ending again retries the push). An ended session is returned unchanged.
     Shared by `DELETE /v1/sessions/{id}` and the `events` function's
-    `dev.vwm.session.end.requested`; raises `NotFoundError`, or `InvalidTransition` when the
+    `dev.vwm.session.end.requested` and the reconciler (idle, max age); `reason` goes into the
+    `dev.vwm.session.ended` event. Raises `NotFoundError`, or `InvalidTransition` when the
     session is already ending."""
     view = await db(load, session_id)
     if view.session.status == SessionStatus.ENDED:
         return await db(lambda s: _out(s, session_id)), True
     await db(_transition, session_id, SessionStatus.ENDING, {})
-    return await finish_ending(session_id)
+    return await finish_ending(session_id, reason)
 
 
-async def finish_ending(session_id: str) -> tuple[dict[str, Any], bool]:
+async def finish_ending(session_id: str, reason: EndReason) -> tuple[dict[str, Any], bool]:
     """The rest of an end, for a session that is `ending`: also how the reconciler carries on
     an end that a process which died left half done (every step may run again)."""
     view = await db(load, session_id)
@@ -300,7 +313,7 @@ async def finish_ending(session_id: str) -> tuple[dict[str, Any], bool]:
     fields: dict[str, Any] = {"result": outcome} if outcome else {}
     if error:
         fields["error"] = error
-    await db(_end_jobs_and_transition, session_id, target, fields)
+    await db(_end_jobs_and_transition, session_id, target, fields, reason)
     return await db(lambda s: _out(s, session_id)), error is None
 
 
@@ -319,7 +332,11 @@ def _active_job_ids(session: Session, session_id: str) -> list[str]:
 
 
 def _end_jobs_and_transition(
-    session: Session, session_id: str, to: SessionStatus, fields: dict[str, Any]
+    session: Session,
+    session_id: str,
+    to: SessionStatus,
+    fields: dict[str, Any],
+    reason: EndReason,
 ) -> None:
     """No job outlives its session's harness: one still active now never reports again."""
     gone = {
@@ -328,7 +345,10 @@ def _end_jobs_and_transition(
     }
     for job_id in _active_job_ids(session, session_id):
         fail_unrecorded(session, job_id, gone)
-    _transition(session, session_id, to, fields)
+    row = session.get(WorkerSession, session_id)
+    assert row is not None
+    row = transition_session(session, row, to, **fields)
+    lifecycle_events.session_ended(session, row, reason)
 
 
 def shutdown_result(answer: dict[str, Any]) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@ sessions and only those, and processes that no session owns are stopped."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -111,6 +112,31 @@ def test_idle_and_old_sessions_are_ended_and_only_those(plane, fake_provider, tm
         assert ended["result"]["repos"], ended  # ended as DELETE ends it: its work saved
     time.sleep(3)  # several ticks more
     assert status(plane, forever) == "ready"
+    # Each change was told as it committed, through the control plane's outbox and the broker.
+    ended = "dev.vwm.session.ended"
+    assert [e["data"]["reason"] for e in session_events(plane, idle) if e["type"] == ended] == [
+        "idle"
+    ]
+    assert [e["data"]["reason"] for e in session_events(plane, old) if e["type"] == ended] == [
+        "max_age"
+    ]
+    assert [e["type"] for e in session_events(plane, forever)] == [
+        "dev.vwm.session.created",
+        "dev.vwm.session.ready",
+    ]
+
+
+def session_events(plane: ControlPlane, session_id: str) -> list[dict[str, Any]]:
+    """The control plane's events about a session that reached the embedded broker, in order."""
+    with sqlite3.connect(plane.data_dir / "vwm.sqlite3") as db:
+        bodies = [
+            json.loads(row[0]) for row in db.execute("SELECT body FROM broker_events ORDER BY seq")
+        ]
+    return [
+        body
+        for body in bodies
+        if body.get("sessionid") == session_id and body["type"].startswith("dev.vwm.session.")
+    ]
 
 
 def test_worker_timeouts_are_validated(plane) -> None:
