@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from eventing.errors import ErrorBody
 from eventing.inputs import PATH_SEGMENT_PATTERN
 from functions.http import ApiKeyAuth, ErrorBoundary, InputGuard, KeyLookup, handle_error
 from functions.services import Services, ServicesNotBound, bound
@@ -176,28 +177,13 @@ def _dispatcher(handlers: dict[str, Handler]) -> Handler:
 def openapi_document(endpoints: Iterable[Endpoint], *, title: str) -> dict[str, Any]:
     endpoints = list(endpoints)
     models = {m for e in endpoints for m in (e.body, e.response, e.query) if m is not None}
-    schemas: dict[str, Any] = {}
-    if models:
-        keyed: list[tuple[type[BaseModel], Literal["validation"]]] = [
-            (m, "validation") for m in sorted(models, key=lambda m: m.__name__)
-        ]
-        _, defs = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
-        schemas = defs.get("$defs", {})
-    schemas["Error"] = {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "details": {"type": "object"},
-                },
-            }
-        },
-    }
+    models.add(ErrorBody)  # the one error body (eventing.errors), as every error answer has it
+    keyed: list[tuple[type[BaseModel], Literal["validation"]]] = [
+        (m, "validation") for m in sorted(models, key=lambda m: m.__name__)
+    ]
+    _, defs = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
+    schemas: dict[str, Any] = defs.get("$defs", {})
+    schemas["Error"] = {"$ref": "#/components/schemas/ErrorBody"}
     paths: dict[str, Any] = {}
     for endpoint in endpoints:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)

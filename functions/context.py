@@ -17,10 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.orm import Session
-from starlette.responses import JSONResponse
 
-from functions.errors import FunctionsError
-from functions.http import error_response, register_error_mapper
 from functions.services import Services, ServicesNotBound, bound, current
 from functions.settings import ControlPlaneSettings
 
@@ -84,20 +81,3 @@ async def lookup_key(presented: str) -> str | None:
         return str(key.scope) if key is not None else None
 
     return await db(find)
-
-
-def _map_layer_errors(exc: Exception) -> JSONResponse | None:
-    """A control-plane error as the answer it states: each kind carries its own status."""
-    if isinstance(exc, FunctionsError):
-        return error_response(exc.status, exc.code, exc.message, **exc.details)
-    return None
-
-
-def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: value if isinstance(value, str | int | float | bool | None) else str(value)
-        for key, value in details.items()
-    }
-
-
-register_error_mapper(_map_layer_errors)

@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 # Settings whose embedded default differs from production's; the environment still wins.
 EMBEDDED_DEFAULTS = {"VWM_ALLOW_LOCAL_REPOS": "1"}
 RECOVERY_CONCURRENCY = 4
+GRACEFUL_SHUTDOWN_S = 10
 # Served by `vwm up` only: in production the Knative Broker is the ingress.
 EMBEDDED_ONLY = ("broker.ingress",)
 
@@ -196,7 +197,16 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
             # Shown once: only its hash is stored.
             print(f"vwm: first admin API key (shown once): {first_key}", flush=True)
     app = create_app(services, close_services=True)
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+    # On SIGTERM, requests in flight get this long to finish; a stream that follows a job may
+    # last hours, and is cut (its caller reconnects with Last-Event-ID; nothing is lost).
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
 
 
 def secure(data_dir: Path, database_url: str) -> None:

@@ -73,27 +73,8 @@ def to_response(exc: Exception) -> JSONResponse:
         response = error_response(exc.status_code, code, str(exc.detail))
         response.headers.update(exc.headers or {})  # e.g. Allow on a 405
         return response
-    mapped = _map_known(exc)
-    if mapped is not None:
-        return mapped
     logger.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal", "the control plane failed; see its log for details")
-
-
-_MAPPERS: list[Callable[[Exception], JSONResponse | None]] = []
-
-
-def register_error_mapper(mapper: Callable[[Exception], JSONResponse | None]) -> None:
-    """Let a layer (db, runtime, harness client) map its own error tree without this module
-    importing it at start-up (a scale-to-zero function pays for every import)."""
-    _MAPPERS.append(mapper)
-
-
-def _map_known(exc: Exception) -> JSONResponse | None:
-    for mapper in _MAPPERS:
-        if (response := mapper(exc)) is not None:
-            return response
-    return None
 
 
 async def handle_error(_: Request, exc: Exception) -> JSONResponse:

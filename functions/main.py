@@ -37,6 +37,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from functions.errors import FunctionsError
+
 HTTP_FUNCTIONS = ("admin", "sessions", "prompts", "telemetry")
 FUNCTIONS = (*HTTP_FUNCTIONS, "events")  # every module with ENDPOINTS, served by `vwm up`
 
@@ -52,10 +54,12 @@ def function_app(name: str) -> Started:
     return Started(build_app(module.ENDPOINTS, lookup_key, title=f"VWM {name}"))
 
 
-class LifespanFailed(RuntimeError):
+class LifespanFailed(FunctionsError):
     """The function's app could not start (its settings, most likely): the message says why."""
 
     code = "function_start_failed"
+    status = 503
+    retryable = True  # the next request tries to start it again
 
 
 class Started:
@@ -173,5 +177,4 @@ async def events(event: Any) -> None:
             await receive(from_cloudevent(event))
     except (EventError, EventsUnavailable) as exc:
         error = refusal(exc)
-        body = {"error": {"code": error.code, "message": error.message, "details": error.details}}
-        raise HTTPException(error.status, detail=json.dumps(body)) from None
+        raise HTTPException(error.status, detail=json.dumps(error.to_body())) from None
