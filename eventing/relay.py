@@ -9,10 +9,17 @@ stays first in line and the task waits (exponential backoff with jitter, capped)
 again, for as long as the sink stays down: the outbox exists so that an outage loses nothing.
 After `PublisherSettings.retries` failed tries in a row it logs an error once per outage.
 
+Waking: `publish` wakes the task; so does `wake()`, for an outbox that others append to (the
+control plane's database outbox, where any transaction adds rows). With `poll_s` the task also
+looks at the outbox every `poll_s` seconds when nothing woke it, so rows that another process or
+a transaction it was not told about added leave too, at most `poll_s` late. `flush` sends what is
+pending once, without a task (a process that may not live long enough for one).
+
 Lifecycle: ``relay = Relay(outbox, publisher); relay.start()`` (in a running event loop), then
 ``await relay.stop()``: stops between events (or cuts a backoff wait short) within `grace_s`,
 else cancels; an event whose POST was cut off is sent again by the next relay (at least once).
-Called by the harness for its job events, later by the control plane with a database outbox.
+Used by the harness for its job events, and by the control plane over its database outbox
+(`functions.outbox_relay`).
 """
 
 from __future__ import annotations
@@ -22,8 +29,8 @@ import contextlib
 import logging
 
 from eventing.events import VwmEvent
-from eventing.outbox import Outbox
-from eventing.publisher import Publisher
+from eventing.outbox import Outbox, OutboxEntry
+from eventing.publisher import Attempt, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +38,20 @@ BATCH = 100  # entries read from the outbox at a time; sent one by one
 
 
 class Relay:
-    def __init__(self, outbox: Outbox, publisher: Publisher, *, batch: int = BATCH) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        publisher: Publisher,
+        *,
+        batch: int = BATCH,
+        poll_s: float | None = None,
+    ) -> None:
+        if poll_s is not None and not poll_s > 0:
+            raise ValueError(f"poll_s must be above 0 seconds (or None: no polling), got {poll_s}")
         self.outbox = outbox
         self.publisher = publisher
         self._batch = batch
+        self._poll_s = poll_s
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -43,6 +60,12 @@ class Relay:
     async def publish(self, event: VwmEvent) -> None:
         """Durably queue `event` for the sink and return; the relay's task sends it."""
         await self.outbox.append(event)
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look at the outbox now: something was appended to it other than through `publish`.
+        Cheap and safe to call any number of times, before `start` or after `stop` too (from
+        the relay's event loop; another thread uses ``loop.call_soon_threadsafe(relay.wake)``)."""
         self._wake.set()
 
     def start(self) -> None:
@@ -76,6 +99,23 @@ class Relay:
                 raise RuntimeError("the relay is not running: nothing will drain the outbox")
             await asyncio.sleep(0.01)
 
+    async def wait(self) -> None:
+        """Until the task ends (stopped, or died of a storage failure: see `running`)."""
+        if self._task is not None:
+            await asyncio.wait({self._task})
+
+    async def flush(self, limit: int = BATCH) -> int:
+        """Send up to `limit` pending events once, oldest first, as the task would, and return
+        how many left the outbox (sent or dead-lettered). Stops at the first event the sink did
+        not take for now (it stays first in line; no backoff wait). Not while the task runs on
+        the same outbox: both would send the same events (duplicates, not losses)."""
+        done = 0
+        for entry in await self.outbox.peek(limit):
+            if await self._send(entry) is not None:
+                break
+            done += 1
+        return done
+
     async def _run(self) -> None:
         try:
             await self._drain()
@@ -90,29 +130,45 @@ class Relay:
             self._wake.clear()  # before peeking: an append after this wakes the next wait
             entries = await self.outbox.peek(self._batch)
             if not entries:
-                await self._wake.wait()
+                await self._idle()
                 continue
             for entry in entries:
                 if self._stopping.is_set():
                     return
-                result = await self.publisher.attempt(entry.event)
-                if result.outcome == "sent":
-                    await self.outbox.mark_sent(entry)
-                elif result.outcome == "refused":
-                    log.error(
-                        "event refused by the sink: kept as a dead letter",
-                        extra={
-                            "event_id": entry.event.id,
-                            "event_type": entry.event.type,
-                            "status": result.status,
-                            "answer": result.answer[:500],
-                        },
-                    )
-                    await self.outbox.dead_letter(entry, status=result.status, answer=result.answer)
-                else:
+                result = await self._send(entry)
+                if result is not None:
                     await self._back_off(result.status, result.answer)
                     break
-                self.failures = 0
+
+    async def _idle(self) -> None:
+        """Until woken (or `poll_s` passed: look again anyway)."""
+        if self._poll_s is None:
+            await self._wake.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._poll_s)
+
+    async def _send(self, entry: OutboxEntry) -> Attempt | None:
+        """One attempt at `entry`: None when it left the outbox, else the attempt that failed
+        (the entry stays first in line)."""
+        result = await self.publisher.attempt(entry.event)
+        if result.outcome == "sent":
+            await self.outbox.mark_sent(entry)
+        elif result.outcome == "refused":
+            log.error(
+                "event refused by the sink: kept as a dead letter",
+                extra={
+                    "event_id": entry.event.id,
+                    "event_type": entry.event.type,
+                    "status": result.status,
+                    "answer": result.answer[:500],
+                },
+            )
+            await self.outbox.dead_letter(entry, status=result.status, answer=result.answer)
+        else:
+            return result
+        self.failures = 0
+        return None
 
     async def _back_off(self, status: int | None, answer: str) -> None:
         self.failures += 1
