@@ -49,6 +49,7 @@ def cpu_s(pid: int) -> float:
 
 
 def start_plane(root: Path, provider_url: str, cli: str, env: dict[str, str]) -> ControlPlane:
+    root.mkdir(parents=True)
     plane = ControlPlane(root / "data", {"BENCH_KEY": "bench", "VWM_TICK_S": "0", **env})
     plane.start()
     repo = make_bare_repo(root / "worker.git", {"README.md": "# knowledge\n"})
@@ -107,7 +108,12 @@ def streamed(plane: ControlPlane, prompts: int) -> tuple[list[float], float, flo
     times: list[float] = []
     with plane.client() as client:
         session_id = new_session(client)
-        [harness] = harness_pids(plane.data_dir)
+        [harness] = [
+            pid
+            for pid in harness_pids(plane.data_dir)
+            if f"VWM_SESSION_ID={session_id}".encode()
+            in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        ]
         harness_cpu, plane_cpu = cpu_s(harness), cpu_s(plane.proc.pid)
         for _ in range(prompts):
             started = time.perf_counter()
