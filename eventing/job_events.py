@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 
 class JobEventKind(StrEnum):
@@ -46,6 +46,13 @@ FINISHED = frozenset(JobStatus) - ACTIVE
 
 
 class JobEvent(BaseModel):
+    """One entry of a job's log: a line of the harness's log file, a frame of its event stream
+    (parsed by the control plane with `functions.harness_client.decode`), a row of the control
+    plane's stored log. Strict on types (a seq sent as a string is refused, not coerced); fields
+    a newer harness may add are ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
     job_id: str
     seq: int
     kind: str

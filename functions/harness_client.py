@@ -1,8 +1,11 @@
 """The control plane's HTTP client for one session's harness (see docs/harness.md).
 
-Functions never import `harness`: they speak its versioned HTTP API through this module. Errors
-become `HarnessUnavailable` (the harness did not answer in time: retry later) or `HarnessRefused`
-(it answered with an error JSON; the code and message are passed on to the caller).
+Functions never import `harness`: they speak its versioned HTTP API through this module. Every
+answer is parsed into its model from the shared contract (`eventing.harness_api`, events into
+`eventing.job_events.JobEvent`), so callers read attributes, never keys. Errors become
+`HarnessUnavailable` (the harness did not answer in time: retry later), `HarnessRefused` (it
+answered with an error JSON; the code and message are passed on to the caller) or
+`HarnessAnswerInvalid` (it answered with a body that does not fit the API: 502).
 
 Every call is bounded (`HarnessCallSettings`): a harness that is stopped, or accepts connections
 and never answers, costs a caller at most the bound, never a hung request. An event stream has
@@ -13,14 +16,23 @@ and a stream that stays silent for `stream_idle_s` (no event, no heartbeat) is a
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from eventing.errors import ErrorBody
+from eventing.harness_api import (
+    BootstrapReport,
+    FileListing,
+    FileWritten,
+    HarnessHealth,
+    JobState,
+    ShutdownOutcome,
+)
+from eventing.job_events import JobEvent
 from eventing.sse import SseFrame, aparse_lines
 from functions.errors import FunctionsError
 from functions.settings import HarnessCallSettings
@@ -57,6 +69,39 @@ class HarnessRefused(HarnessCallError):
         self.code = code
 
 
+class HarnessAnswerInvalid(HarnessCallError):
+    """The harness answered with a body its API does not allow (not JSON, a field missing or
+    of the wrong type): a harness of another version, or a broken one. Refused here, at the
+    edge, so no caller meets it later as a missing key. 502: the harness failed, not the
+    caller; retrying the same harness gives the same answer."""
+
+    code = "harness_answer_invalid"
+
+    def __init__(self, what: str, problems: list[str]) -> None:
+        super().__init__(
+            f"the session's harness answered {what} with a body that does not fit its API "
+            f"({'; '.join(problems[:3])}); the harness and the control plane may be of "
+            "different versions: check the harness image",
+            answer=what,
+            problems=problems[:10],
+        )
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse_answer(model: type[Model], body: str | bytes, what: str) -> Model:
+    """`body` (JSON) as `model`; `HarnessAnswerInvalid` naming `what` if it does not fit."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        raise HarnessAnswerInvalid(what, problems) from None
+
+
 class HarnessClient:
     """Calls to one harness (its base URL and session token) over the app's shared pool."""
 
@@ -88,32 +133,33 @@ class HarnessClient:
     def files(self) -> HarnessFiles:
         return HarnessFiles(self)
 
-    async def health(self) -> dict[str, Any]:
-        return (await self.send("GET", "/healthz")).json()
+    async def health(self) -> HarnessHealth:
+        return await self.answer(HarnessHealth, "GET", "/healthz")
 
-    async def bootstrap(self, body: dict[str, Any]) -> dict[str, Any]:
-        response = await self.send(
-            "POST", "/v1/bootstrap", json=body, bound=self.bounds.bootstrap_s
+    async def bootstrap(self, body: dict[str, Any]) -> BootstrapReport:
+        return await self.answer(
+            BootstrapReport, "POST", "/v1/bootstrap", json=body, bound=self.bounds.bootstrap_s
         )
-        return response.json()
 
-    async def start_job(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def start_job(self, body: dict[str, Any]) -> JobState:
         """Start a job, which the harness refuses (`job_expired`) if this request reaches it after
         we stopped waiting for it: a request a stopped harness reads late must not run a job
         nobody waits for. The deadline is on the harness's clock, hence the skew margin."""
         bounds = self.bounds
         not_after = time.time() + bounds.connect_s + bounds.call_s + bounds.clock_skew_s
         job = {**body, "mode": "async", "not_after": round(not_after, 3)}
-        return (await self.send("POST", "/v1/jobs", json=job)).json()
+        return await self.answer(JobState, "POST", "/v1/jobs", json=job)
 
-    async def job(self, job_id: str) -> dict[str, Any]:
-        return (await self.send("GET", f"/v1/jobs/{job_id}")).json()
+    async def job(self, job_id: str) -> JobState:
+        return await self.answer(JobState, "GET", f"/v1/jobs/{job_id}")
 
-    async def cancel(self, job_id: str) -> dict[str, Any]:
-        return (await self.send("POST", f"/v1/jobs/{job_id}/cancel")).json()
+    async def cancel(self, job_id: str) -> JobState:
+        return await self.answer(JobState, "POST", f"/v1/jobs/{job_id}/cancel")
 
-    async def shutdown(self) -> dict[str, Any]:
-        return (await self.send("POST", "/v1/shutdown", bound=self.bounds.shutdown_s)).json()
+    async def shutdown(self) -> ShutdownOutcome:
+        return await self.answer(
+            ShutdownOutcome, "POST", "/v1/shutdown", bound=self.bounds.shutdown_s
+        )
 
     async def events(self, job_id: str, after: int = 0) -> AsyncIterator[SseFrame]:
         """The job's events after `after`, as they come, until the job's log ends. Every read
@@ -141,6 +187,11 @@ class HarnessClient:
                 f"the session's harness stopped answering ({exc.__class__.__name__}); "
                 "it may be restarting, try again"
             ) from None
+
+    async def answer(self, model: type[Model], method: str, path: str, **kwargs: Any) -> Model:
+        """`send`, and its answer parsed as `model` (`HarnessAnswerInvalid` if it does not fit)."""
+        response = await self.send(method, path, **kwargs)
+        return parse_answer(model, response.content, f"{method} {path}")
 
     async def send(
         self, method: str, path: str, *, bound: float | None = None, **kwargs: Any
@@ -190,8 +241,10 @@ def _refused(response: httpx.Response) -> HarnessCallError:
         )
 
 
-def decode(message: SseFrame) -> dict[str, Any]:
-    return json.loads(message.data)
+def decode(message: SseFrame) -> JobEvent:
+    """One frame of a job's event stream as the log entry it carries; `HarnessAnswerInvalid`
+    if its data is not one."""
+    return parse_answer(JobEvent, message.data, f"an event stream frame (id {message.id})")
 
 
 class HarnessFiles:
@@ -200,18 +253,17 @@ class HarnessFiles:
     def __init__(self, harness: HarnessClient) -> None:
         self._harness = harness
 
-    async def list(self, path: str) -> dict[str, Any]:
-        return (await self._harness.send("GET", "/v1/files", params={"path": path})).json()
+    async def list(self, path: str) -> FileListing:
+        return await self._harness.answer(FileListing, "GET", "/v1/files", params={"path": path})
 
     async def read(self, path: str) -> bytes:
         response = await self._harness.send("GET", "/v1/files/content", params={"path": path})
         return response.content
 
-    async def write(self, path: str, data: bytes) -> dict[str, Any]:
-        response = await self._harness.send(
-            "PUT", "/v1/files/content", params={"path": path}, content=data
+    async def write(self, path: str, data: bytes) -> FileWritten:
+        return await self._harness.answer(
+            FileWritten, "PUT", "/v1/files/content", params={"path": path}, content=data
         )
-        return response.json()
 
     async def delete(self, path: str, recursive: bool) -> None:
         params = {"path": path, "recursive": "1" if recursive else "0"}

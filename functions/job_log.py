@@ -30,6 +30,7 @@ from eventing.events import (
     VwmEvent,
 )
 from eventing.events.payloads import JobFinished
+from eventing.job_events import JobEvent
 from functions.db.models import Job, JobEventRecord, JobStatus, TelemetryRequest
 from functions.db.telemetry import bound_raw_output
 from functions.db.transitions import transition_job
@@ -55,16 +56,15 @@ def apply(session: Session, event: VwmEvent, limit: int) -> bool:
         )
     data = event.data
     if isinstance(data, JobStarted):
-        _store(session, job.id, [_started_entry(job.id, event.seq or 1, data)])
+        _store(session, job.id, _logged([_started_entry(job.id, event.seq or 1, data)]))
         if job.status == JobStatus.QUEUED:
             transition_job(session, job, JobStatus.RUNNING, started_at=data.started_at)
     elif isinstance(data, JobOutput):
-        _store(
-            session, job.id, [_output_entry(job.id, e.model_dump(mode="json")) for e in data.events]
-        )
+        outputs = [_output_entry(job.id, e.model_dump(mode="json")) for e in data.events]
+        _store(session, job.id, _logged(outputs))
     elif isinstance(data, JobFinished):
         seq = event.seq or 1
-        _store(session, job.id, [_finished_entry(job.id, seq, data)])
+        _store(session, job.id, _logged([_finished_entry(job.id, seq, data)]))
         entries = stored_log(session, job.id)
         begun: dict[str, Any] = next((e["data"] for e in entries if e["kind"] == "job_started"), {})
         error = data.error.model_dump(mode="json") if data.error else None
@@ -91,7 +91,7 @@ def apply(session: Session, event: VwmEvent, limit: int) -> bool:
 
 
 def record_log(
-    session: Session, job_id: str, entries: list[dict[str, Any]], stdout: str, limit: int
+    session: Session, job_id: str, entries: list[JobEvent], stdout: str, limit: int
 ) -> None:
     """A job's log as its harness keeps it (followed by a caller, or asked for by the
     reconciler): stored entry by entry as the events would have stored it, then the job
@@ -99,8 +99,7 @@ def record_log(
     job = session.get(Job, job_id)
     if job is None:
         return
-    fields = ("job_id", "seq", "kind", "data", "ts")
-    _store(session, job_id, [{name: entry[name] for name in fields} for entry in entries])
+    _store(session, job_id, entries)
     record_job(session, job_id, entries, stdout, job.instructions_version or 0, limit)
 
 
@@ -117,10 +116,11 @@ def stored_log(session: Session, job_id: str, after: int = 0) -> list[dict[str, 
     ]
 
 
-def _store(session: Session, job_id: str, entries: list[dict[str, Any]]) -> None:
+def _store(session: Session, job_id: str, entries: list[JobEvent]) -> None:
     """Add the entries the job's log does not hold yet; one already there is kept as it is
-    (a re-sent batch may overlap an earlier one)."""
-    seqs = [entry["seq"] for entry in entries]
+    (a re-sent batch may overlap an earlier one). Each row holds the entry's JSON form, the
+    harness's log line as it was."""
+    seqs = [entry.seq for entry in entries]
     held = set(
         session.scalars(
             select(JobEventRecord.seq).where(
@@ -129,9 +129,14 @@ def _store(session: Session, job_id: str, entries: list[dict[str, Any]]) -> None
         )
     )
     for entry in entries:
-        if entry["seq"] not in held:
-            session.add(JobEventRecord(**entry))
+        if entry.seq not in held:
+            session.add(JobEventRecord(**entry.model_dump(mode="json")))
     session.flush()
+
+
+def _logged(entries: list[dict[str, Any]]) -> list[JobEvent]:
+    """Entries built from an event's payload, as the log entries they are."""
+    return [JobEvent.model_validate(entry) for entry in entries]
 
 
 def _refresh_telemetry(session: Session, job_id: str, limit: int) -> None:

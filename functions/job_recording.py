@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from eventing.errors import NOT_FOUND
+from eventing.job_events import JobEvent
 from functions.context import backend, db, settings
 from functions.db.models import ACTIVE_JOB_STATUSES, Job, JobStatus
 from functions.db.repositories import Jobs
@@ -36,9 +37,7 @@ from functions.session_runtime import client_for, load, recover
 logger = logging.getLogger(__name__)
 
 
-async def record_followed(
-    job_id: str, events: list[dict[str, Any]], harness: HarnessClient
-) -> None:
+async def record_followed(job_id: str, events: list[JobEvent], harness: HarnessClient) -> None:
     """Record a job from the whole log a caller followed (seq 1 to ``job_finished``)."""
     stdout = await raw_output(harness, job_id)
     await db(record_log, job_id, events, stdout, settings().raw_output_limit)
@@ -64,7 +63,7 @@ async def record_from_harness(job_id: str, endpoint: HarnessEndpoint) -> bool:
                 return False
             await db(fail_unrecorded, job_id, lost_error("its harness has no record of it"))
             return True
-        if state.get("status") == "running":
+        if state.status == JobStatus.RUNNING:
             return False
         events = [decode(message) async for message in harness.events(job_id)]
         await record_followed(job_id, events, harness)

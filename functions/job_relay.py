@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from eventing.job_events import JobEvent
 from functions.context import db, settings
 from functions.db.models import ACTIVE_JOB_STATUSES, Job, JobEventRecord, TelemetryRequest
 from functions.harness_client import decode
@@ -44,7 +45,7 @@ def relay(
     async def events() -> AsyncIterator[ServerSentEvent]:
         sent = after
         if harness is not None:
-            followed: list[dict[str, Any]] | None = [] if after == 0 else None
+            followed: list[JobEvent] | None = [] if after == 0 else None
             try:
                 endpoint = await harness()
                 async with client_for(endpoint) as client:

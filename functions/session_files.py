@@ -57,7 +57,8 @@ async def _on_files(request: Request, call: Callable[[HarnessFiles], Awaitable[T
 
 async def list_files(request: Request) -> Response:
     query = parse_query(request, FileQuery)
-    return JSONResponse(await _on_files(request, lambda files: files.list(query.path)))
+    listing = await _on_files(request, lambda files: files.list(query.path))
+    return JSONResponse(listing.model_dump(mode="json"))
 
 
 async def read_file(request: Request) -> Response:
@@ -71,7 +72,8 @@ async def write_file(request: Request) -> Response:
     if query.path == ".":
         raise ApiError(400, "bad_request", "name the file to write with ?path=")
     data = await read_body(request, MAX_FILE_BYTES)
-    return JSONResponse(await _on_files(request, lambda files: files.write(query.path, data)))
+    written = await _on_files(request, lambda files: files.write(query.path, data))
+    return JSONResponse(written.model_dump(mode="json"))
 
 
 async def delete_file(request: Request) -> Response:

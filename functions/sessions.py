@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from eventing.errors import VwmError
 from eventing.events import EndReason
+from eventing.harness_api import ShutdownOutcome
 from functions import lifecycle_events, session_files
 from functions.api import Endpoint
 from functions.context import backend, db, services, settings
@@ -297,7 +298,7 @@ async def finish_ending(session_id: str, reason: EndReason) -> tuple[dict[str, A
             # of holding the end for the whole shutdown bound.
             handle, endpoint = await harness_of(view, probe=True)
             async with client_for(endpoint) as harness:
-                outcome = shutdown_result(await harness.shutdown())
+                outcome = (await harness.shutdown()).result()
             # The shutdown stopped any running job: record how, while its log is still there.
             await _record_jobs_of(session_id, endpoint)
         except (HarnessCallError, RuntimeBackendError) as exc:
@@ -351,13 +352,11 @@ def _end_jobs_and_transition(
     lifecycle_events.session_ended(session, row, reason)
 
 
-def shutdown_result(answer: dict[str, Any]) -> dict[str, Any] | None:
-    """What the session's end did, from the harness's shutdown answer (or its error details):
-    the transcript, and per repository the commit, how it was pushed and where the work is."""
-    repos = answer.get("repos")
-    if not isinstance(repos, dict):
-        return None
-    return {"transcript": answer.get("transcript"), "repos": repos}
+def shutdown_result(details: dict[str, Any]) -> dict[str, Any] | None:
+    """What a failed end did, from its error's details (a failed push still reports each
+    repository's outcome): `ShutdownOutcome.result`, or None when the details carry none."""
+    outcome = ShutdownOutcome.from_details(details)
+    return outcome.result() if outcome is not None else None
 
 
 TAGS = ("sessions",)

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from eventing.job_events import JobEvent, JobEventKind
 from functions.db.columns import utcnow
 from functions.db.models import (
     ACTIVE_JOB_STATUSES,
@@ -117,7 +118,7 @@ def finish_job(session: Session, job: Job, end: JobEnd, limit: int) -> bool:
 def record_job(
     session: Session,
     job_id: str,
-    events: list[dict[str, Any]],
+    events: list[JobEvent],
     stdout: str,
     instructions_version: int,
     limit: int,
@@ -126,8 +127,8 @@ def record_job(
     job = session.get(Job, job_id)
     if job is None or job.status not in ACTIVE_JOB_STATUSES:
         return  # recorded already (a retried recorder must not write twice)
-    started = next((e for e in events if e["kind"] == "job_started"), None)
-    finished = next((e for e in reversed(events) if e["kind"] == "job_finished"), None)
+    started = next((e for e in events if e.kind == JobEventKind.JOB_STARTED), None)
+    finished = next((e for e in reversed(events) if e.kind == JobEventKind.JOB_FINISHED), None)
     if finished is None:
         transition_job(
             session,
@@ -139,11 +140,11 @@ def record_job(
             },
         )
         return
-    data = finished["data"]
-    start_ts = started["ts"] if started else None
-    first_cli = next((e["ts"] for e in events if e["kind"] not in _LIFECYCLE), None)
-    first_output = next((e["ts"] for e in events if e["kind"] in _OUTPUT), None)
-    begun = (started or {}).get("data", {})
+    data = finished.data
+    start_ts = started.ts if started else None
+    first_cli = next((e.ts for e in events if e.kind not in _LIFECYCLE), None)
+    first_output = next((e.ts for e in events if e.kind in _OUTPUT), None)
+    begun = started.data if started else {}
     end = JobEnd(
         status=data["status"],
         summary=data.get("summary") or {},
@@ -155,7 +156,7 @@ def record_job(
         cli=begun.get("cli"),
         model=begun.get("model"),
         raw_output=stdout,
-        event_log=event_log_text(events),
+        event_log=event_log_text([event.model_dump(mode="json") for event in events]),
         instructions_version=instructions_version,
     )
     finish_job(session, job, end, limit)

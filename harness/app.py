@@ -25,7 +25,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from eventing.harness_api import EventsHealth, HarnessHealth, ShutdownOutcome
 from harness import routes_files
 from harness.adapters import get_adapter
 from harness.adapters.base import Adapter
@@ -69,23 +70,22 @@ def _state(request: Request) -> HarnessState:
 
 async def health(request: Request) -> Response:
     state = _state(request)
-    return JSONResponse(
-        {
-            "status": "ok",
-            "cli": state.adapter.kind,
-            "bootstrapped": state.workspace.session_repo.is_dir(),
-            "running_job_id": state.runner.current.id if state.runner.current else None,
-            # What confines the CLI: "bwrap", or "none" (the pod, in production).
-            "sandbox": state.settings.sandbox.mode,
-            "events": await _events_health(state),
-        }
+    answer = HarnessHealth(
+        status="ok",
+        cli=state.adapter.kind,
+        bootstrapped=state.workspace.session_repo.is_dir(),
+        running_job_id=state.runner.current.id if state.runner.current else None,
+        # What confines the CLI: "bwrap", or "none" (the pod, in production).
+        sandbox=state.settings.sandbox.mode,
+        events=await _events_health(state),
     )
+    return JSONResponse(answer.model_dump(mode="json"))
 
 
-async def _events_health(state: HarnessState) -> dict[str, object]:
+async def _events_health(state: HarnessState) -> EventsHealth:
     if state.publishing is None:
-        return {"sink": None, "pending": 0, "dead_letters": 0, "relay_running": False}
-    return await state.publishing.health()
+        return EventsHealth(sink=None, pending=0, dead_letters=0, relay_running=False)
+    return EventsHealth.model_validate(await state.publishing.health())
 
 
 async def bootstrap_workspace(request: Request) -> Response:
@@ -144,7 +144,7 @@ async def shutdown(request: Request) -> Response:
         state.workspace, git=state.settings.git, session_id=state.settings.session_id
     )
     if state.publishing is None:
-        return JSONResponse({**await repos, "events_pending": 0})
+        return _shutdown_answer(await repos, events_pending=0)
     # The final events leave while the repositories are saved; the wait for them is bounded.
     # `events_pending` (also on a failed save's error details) tells the control plane whether
     # they left before the volume goes.
@@ -156,7 +156,12 @@ async def shutdown(request: Request) -> Response:
         exc.details["events_pending"] = await state.publishing.pending()
         raise
     await settled
-    return JSONResponse({**outcome, "events_pending": await state.publishing.pending()})
+    return _shutdown_answer(outcome, events_pending=await state.publishing.pending())
+
+
+def _shutdown_answer(outcome: dict[str, Any], *, events_pending: int) -> Response:
+    answer = ShutdownOutcome.model_validate({**outcome, "events_pending": events_pending})
+    return JSONResponse(answer.model_dump(mode="json"))
 
 
 def create_app(settings: HarnessSettings) -> Starlette:

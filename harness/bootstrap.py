@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass as model_dataclass
 
+from eventing.harness_api import BootstrapReport as BootstrapAnswer
 from harness import gitops
 from harness.errors import Conflict
 from harness.workspace import Workspace, write_atomic
@@ -65,7 +66,8 @@ class BootstrapReport:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"changed": self.changed, "unchanged": self.unchanged, "notes": self.notes}
+        answer = BootstrapAnswer(changed=self.changed, unchanged=self.unchanged, notes=self.notes)
+        return answer.model_dump(mode="json")
 
 
 async def bootstrap(

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from eventing.agent_events import AgentEvent, EventKind, RunSummary, Usage
+from eventing.harness_api import JobState
 from eventing.job_events import JobEvent, JobEventKind, JobStatus
 from harness import sandbox
 from harness.adapters.base import Adapter, Invocation, Parser, RunSpec
@@ -114,17 +115,21 @@ class Job:
     # so a restart republishes, from the log, every job that did not get that far.
     published: bool = False
 
+    def state(self) -> JobState:
+        """The job as the API answers it (the shared contract, `eventing.harness_api`)."""
+        return JobState(
+            job_id=self.id,
+            status=self.status,
+            created_at=self.created_at,
+            finished_at=self.finished_at,
+            exit_code=self.exit_code,
+            summary=self.summary,
+            error=self.error,
+            last_seq=self.log.last_seq,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "job_id": self.id,
-            "status": self.status.value,
-            "created_at": self.created_at,
-            "finished_at": self.finished_at,
-            "exit_code": self.exit_code,
-            "summary": self.summary.model_dump() if self.summary else None,
-            "error": self.error,
-            "last_seq": self.log.last_seq,
-        }
+        return self.state().model_dump(mode="json")
 
 
 class RawOutput:
