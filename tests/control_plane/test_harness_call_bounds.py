@@ -13,12 +13,22 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from eventing.harness_api import BootstrapReport
 from functions.harness_client import HarnessClient, HarnessUnavailable
 from functions.settings import HarnessCallSettings
 from tests.support.raw_server import raw_server, silent
 
 BOUNDS = HarnessCallSettings(connect_s=0.5, call_s=0.5, stream_idle_s=0.6, clock_skew_s=0.0)
 SLACK_S = 1.0  # scheduling noise on a busy machine
+# Answers that fit the harness's API (`eventing.harness_api`): the client parses every answer.
+BOOTSTRAPPED = {"changed": ["session_repo"], "unchanged": []}
+STARTED = {"job_id": "j1", "status": "running", "created_at": 1.0, "last_seq": 0}
+
+
+def _json_body(answer: dict[str, object]) -> bytes:
+    """Headers that end the head, then `answer` as the JSON body."""
+    body = json.dumps(answer).encode()
+    return b"content-length: %d\r\n\r\n%s" % (len(body), body)
 
 
 def headers_then_stall(conn: socket.socket, _: bytearray) -> None:
@@ -101,11 +111,12 @@ async def test_a_long_call_gets_its_own_longer_bound(http) -> None:
 
     def slow_answer(conn: socket.socket, _: bytearray) -> None:
         time.sleep(0.8)
-        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        conn.sendall(b"HTTP/1.1 200 OK\r\n" + _json_body(BOOTSTRAPPED))
 
     with raw_server(slow_answer) as server:
         url = server.url
-        assert await HarnessClient(url, "token", bounds, http).bootstrap({}) == {}
+        report = await HarnessClient(url, "token", bounds, http).bootstrap({})
+        assert report == BootstrapReport(changed=["session_repo"], unchanged=[])
         with pytest.raises(HarnessUnavailable):
             await HarnessClient(url, "token", bounds, http).job("job-1")
 
@@ -146,7 +157,7 @@ async def test_a_job_start_carries_a_deadline_on_the_callers_clock(http) -> None
         while not body.endswith(b"}"):
             body += conn.recv(65536)
         requests.append(body)
-        conn.sendall(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}")
+        conn.sendall(b"HTTP/1.1 202 Accepted\r\n" + _json_body(STARTED))
 
     with raw_server(record) as server:
         url = server.url
