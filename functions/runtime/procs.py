@@ -14,6 +14,7 @@ import os
 import secrets
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 _PROC = Path("/proc")
@@ -78,49 +79,50 @@ def processes_in(workspace: Path) -> list[int]:
     (``HOME`` inside the workspace). The CLI runs in a process group of its own, so it outlives a
     SIGKILLed harness; this finds it. The working directory is deliberately not a criterion: a
     person's shell sitting in a workspace is not the session's."""
-    if not _HAS_PROC:
-        return []
     root = str(workspace)
     harness_marker = f"VWM_WORKSPACE={root}".encode()
     home_prefix = f"HOME={root}{os.sep}".encode()
-    found: list[int] = []
-    me, uid = os.getpid(), os.getuid()
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        with contextlib.suppress(OSError):
-            if entry.stat().st_uid != uid or start_ticks(int(entry.name)) is None:
-                continue
-            env = (entry / "environ").read_bytes().split(b"\0")
-            if harness_marker in env or any(var.startswith(home_prefix) for var in env):
-                found.append(int(entry.name))
-    return found
+    return [
+        pid
+        for pid, env in _own_processes()
+        if harness_marker in env or any(var.startswith(home_prefix) for var in env)
+    ]
 
 
 def processes_by_session(sessions_dir: Path) -> dict[str, list[int]]:
     """Our own live processes under ``<sessions_dir>/<session id>/workspace``, by session id,
     found as `processes_in` finds them, in one pass over ``/proc`` (the reconciler asks for all
     sessions at once)."""
-    if not _HAS_PROC:
-        return {}
     root = f"{sessions_dir}{os.sep}"
     markers = (b"VWM_WORKSPACE=" + root.encode(), b"HOME=" + root.encode())
     found: dict[str, list[int]] = {}
+    for pid, env in _own_processes():
+        for var in env:
+            if var.startswith(markers):
+                rest = var.split(b"=", 1)[1][len(root) :].decode(errors="replace")
+                session_id, _, below = rest.partition(os.sep)
+                if below == "workspace" or below.startswith(f"workspace{os.sep}"):
+                    found.setdefault(session_id, []).append(pid)
+                break
+    return found
+
+
+def _own_processes() -> Iterator[tuple[int, list[bytes]]]:
+    """Each live process of this user but this one, with its environment (``NAME=value``). A
+    process that exits while it is read is skipped."""
+    if not _HAS_PROC:
+        return
     me, uid = os.getpid(), os.getuid()
     for entry in _PROC.iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
-        with contextlib.suppress(OSError):
+        try:
             if entry.stat().st_uid != uid or start_ticks(int(entry.name)) is None:
                 continue
-            for var in (entry / "environ").read_bytes().split(b"\0"):
-                if var.startswith(markers):
-                    rest = var.split(b"=", 1)[1][len(root) :].decode(errors="replace")
-                    session_id, _, below = rest.partition(os.sep)
-                    if below == "workspace" or below.startswith(f"workspace{os.sep}"):
-                        found.setdefault(session_id, []).append(int(entry.name))
-                    break
-    return found
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        yield int(entry.name), environ
 
 
 def _exists(pid: int) -> bool:

@@ -29,7 +29,8 @@ from pathlib import Path
 import pytest
 
 from tests.control_plane.conftest import ControlPlane, harness_pids, kill_harnesses
-from tests.e2e.conftest import MODELS, make_bare_repo
+from tests.e2e.conftest import make_bare_repo
+from tests.support.control_plane import add_claude_workers
 from tests.support.raw_server import raw_server, silent
 from tests.support.sse import iter_sse
 
@@ -70,20 +71,7 @@ def plane(tmp_path: Path, fake_provider) -> Iterator[ControlPlane]:
 
 def start_session(plane: ControlPlane, client, fake_provider, tmp_path: Path) -> str:
     repo = make_bare_repo(tmp_path / "worker.git", {"README.md": "# knowledge\n"})
-    client.post(
-        "/v1/admin/runtimes",
-        json={
-            "name": "c",
-            "cli": "claude",
-            "cli_version": "pinned",
-            "default_model": MODELS["claude"],
-            "provider_base_url": fake_provider.base_url,
-            "credential_ref": "FAKE_PROVIDER_KEY",
-        },
-    ).raise_for_status()
-    client.post(
-        "/v1/admin/workers", json={"name": "w", "runtime": "c", "repo_url": str(repo)}
-    ).raise_for_status()
+    add_claude_workers(client, fake_provider.base_url, repo)
     created = client.post("/v1/sessions", json={"worker": "w"})
     assert created.status_code == 201, (created.text, plane.log())
     return created.json()["id"]

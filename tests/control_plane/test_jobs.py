@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import MODELS, make_bare_repo
+from tests.e2e.conftest import make_bare_repo
+from tests.support.control_plane import add_claude_workers
 from tests.support.sse import iter_sse
 
 pytestmark = pytest.mark.cli
@@ -16,20 +17,7 @@ pytestmark = pytest.mark.cli
 def test_busy_session_then_cancel(tmp_path, control_plane, fake_provider):
     repo = make_bare_repo(tmp_path / "worker.git", {"README.md": "# knowledge\n"})
     with control_plane.client() as client:
-        client.post(
-            "/v1/admin/runtimes",
-            json={
-                "name": "c",
-                "cli": "claude",
-                "cli_version": "pinned",
-                "default_model": MODELS["claude"],
-                "provider_base_url": fake_provider.base_url,
-                "credential_ref": "FAKE_PROVIDER_KEY",
-            },
-        ).raise_for_status()
-        client.post(
-            "/v1/admin/workers", json={"name": "w", "runtime": "c", "repo_url": str(repo)}
-        ).raise_for_status()
+        add_claude_workers(client, fake_provider.base_url, repo)
         sid = client.post("/v1/sessions", json={"worker": "w"}).json()["id"]
 
         slow = client.post(

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from tests.control_plane.conftest import ControlPlane, kill_harnesses
-from tests.e2e.conftest import MODELS, make_bare_repo
+from tests.e2e.conftest import make_bare_repo
+from tests.support.control_plane import add_claude_workers
 
 pytestmark = pytest.mark.cli
 
@@ -46,22 +47,7 @@ def until(check: Callable[[], Any], what: str, plane: ControlPlane, within: floa
 def workers(plane: ControlPlane, fake_provider, tmp_path: Path, **timeouts: dict) -> None:
     repo = make_bare_repo(tmp_path / "worker.git", {"README.md": "# knowledge\n"})
     with plane.client() as client:
-        client.post(
-            "/v1/admin/runtimes",
-            json={
-                "name": "c",
-                "cli": "claude",
-                "cli_version": "pinned",
-                "default_model": MODELS["claude"],
-                "provider_base_url": fake_provider.base_url,
-                "credential_ref": "FAKE_PROVIDER_KEY",
-            },
-        ).raise_for_status()
-        for name, limits in timeouts.items():
-            client.post(
-                "/v1/admin/workers",
-                json={"name": name, "runtime": "c", "repo_url": str(repo), "timeouts": limits},
-            ).raise_for_status()
+        add_claude_workers(client, fake_provider.base_url, repo, timeouts)
 
 
 def status(plane: ControlPlane, session_id: str) -> str:

@@ -25,7 +25,8 @@ import httpx
 import pytest
 
 from tests.control_plane.conftest import ControlPlane, harness_pids, kill_harnesses
-from tests.e2e.conftest import MODELS, make_bare_repo
+from tests.e2e.conftest import make_bare_repo
+from tests.support.control_plane import add_claude_workers
 from tests.support.sse import iter_sse
 
 pytestmark = pytest.mark.cli
@@ -56,20 +57,7 @@ def plane(tmp_path: Path, fake_provider) -> Iterator[ControlPlane]:
 def set_up_worker(plane: ControlPlane, fake_provider, tmp_path: Path) -> None:
     repo = make_bare_repo(tmp_path / "worker.git", {"README.md": "# knowledge\n"})
     with plane.client() as client:
-        client.post(
-            "/v1/admin/runtimes",
-            json={
-                "name": "c",
-                "cli": "claude",
-                "cli_version": "pinned",
-                "default_model": MODELS["claude"],
-                "provider_base_url": fake_provider.base_url,
-                "credential_ref": "FAKE_PROVIDER_KEY",
-            },
-        ).raise_for_status()
-        client.post(
-            "/v1/admin/workers", json={"name": "w", "runtime": "c", "repo_url": str(repo)}
-        ).raise_for_status()
+        add_claude_workers(client, fake_provider.base_url, repo)
 
 
 def new_session(plane: ControlPlane) -> str:

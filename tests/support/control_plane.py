@@ -106,3 +106,32 @@ def kill_harnesses(data_dir: Path) -> None:
     for pid in harness_pids(data_dir):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+
+
+def add_claude_workers(
+    client: httpx.Client,
+    provider_url: str,
+    repo: Path,
+    workers: dict[str, dict[str, float]] | None = None,
+    *,
+    runtime: str = "c",
+    credential_ref: str = "FAKE_PROVIDER_KEY",
+) -> None:
+    """A Claude Code runtime on the fake provider and workers on `repo` (by name, with their
+    `timeouts`; one worker `w` without limits by default)."""
+    from tests.e2e.conftest import MODELS
+
+    client.post(
+        "/v1/admin/runtimes",
+        json={
+            "name": runtime,
+            "cli": "claude",
+            "cli_version": "pinned",
+            "default_model": MODELS["claude"],
+            "provider_base_url": provider_url,
+            "credential_ref": credential_ref,
+        },
+    ).raise_for_status()
+    for name, timeouts in (workers or {"w": {}}).items():
+        body = {"name": name, "runtime": runtime, "repo_url": str(repo), "timeouts": timeouts}
+        client.post("/v1/admin/workers", json=body).raise_for_status()
