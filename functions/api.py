@@ -84,12 +84,17 @@ def build_app(
     lifespan: Lifespan | None = None,
     services: Services | None = None,
     close_services: bool | None = None,
+    relay_outbox: bool = True,
 ) -> Starlette:
     """The Starlette app serving `endpoints`. Its lifespan builds the app's `Services` from the
     environment, or uses `services` (tests, `vwm up`), puts them in the lifespan state, runs
     `lifespan` inside with them bound (tasks it starts inherit them), and closes them at
     shutdown when it built them or `close_services` says so. Given `services` also serve a
-    request whose server ran no lifespan (``httpx.ASGITransport`` in a test)."""
+    request whose server ran no lifespan (``httpx.ASGITransport`` in a test).
+
+    With an event sink configured (``VWM_EVENT_SINK`` or ``K_SINK``) the lifespan also relays
+    the services' outbox to it (`functions.outbox_relay.relaying`) unless `relay_outbox` is
+    False (`vwm up`, whose embedded broker drains the outbox itself)."""
     document: dict[str, Any] = {}
 
     async def openapi(_: Request) -> Response:
@@ -99,14 +104,17 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def app_lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        from functions.outbox_relay import relaying
+
         own = services if services is not None else Services.build()
         try:
             with bound(own):
-                if lifespan is None:
-                    yield {"services": own}
-                else:
-                    async with lifespan(app) as state:
-                        yield {**(state or {}), "services": own}
+                async with relaying(own, enabled=relay_outbox):
+                    if lifespan is None:
+                        yield {"services": own}
+                    else:
+                        async with lifespan(app) as state:
+                            yield {**(state or {}), "services": own}
         finally:
             if close_services if close_services is not None else services is None:
                 await own.aclose()

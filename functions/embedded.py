@@ -90,6 +90,7 @@ def create_app(
         lifespan=lifespan,
         services=services,
         close_services=close_services,
+        relay_outbox=False,  # the broker's lifespan drains the outbox into its own queue
     )
 
 

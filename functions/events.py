@@ -133,8 +133,11 @@ async def _end_session(event: VwmEvent) -> Outcome:
 async def _tick() -> Outcome:
     """Reconcile (`functions.reconcile`). Not recorded in `vwm.processed_events`: a tick says
     "look now", so a redelivered one just looks again, which changes nothing that is right."""
+    from functions.context import services
+    from functions.outbox_relay import drain_on_tick
     from functions.reconcile import reconcile
 
+    await drain_on_tick(services().outbox_relay)  # scaled to zero, no relay may be up: drain
     await reconcile()
     return Outcome.HANDLED
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import sessionmaker
 
+    from functions.outbox_relay import OutboxRelay
     from functions.runtime.local import LocalBackend
     from functions.runtime.tokens import TokenKey
 
@@ -140,6 +141,9 @@ class Services:
         self._harness_http: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        # The app's outbox relay while its lifespan runs one (`functions.outbox_relay`): the
+        # events function's tick drains through it. None: nothing relays here.
+        self.outbox_relay: OutboxRelay | None = None
 
     @classmethod
     def build(cls, settings: ControlPlaneSettings | None = None) -> Services:

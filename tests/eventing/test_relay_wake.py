@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
-from eventing.outbox import FileOutbox
+from eventing.outbox import FileOutbox, OutboxEntry
 from eventing.publisher import Publisher
 from eventing.relay import Relay
 from tests.eventing.test_outbox import job_event
@@ -27,6 +28,23 @@ async def sink():
     await server.stop()
 
 
+class Watched:
+    """A `FileOutbox` that tells when a look found nothing pending (the relay then idles)."""
+
+    def __init__(self, outbox: FileOutbox) -> None:
+        self.outbox = outbox
+        self.found_nothing = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.outbox, name)
+
+    async def peek(self, limit: int) -> list[OutboxEntry]:
+        entries = await self.outbox.peek(limit)
+        if not entries:
+            self.found_nothing.set()
+        return entries
+
+
 async def arrived(sink: SinkServer, count: int, within_s: float) -> list[str]:
     async with asyncio.timeout(within_s):
         while len(sink.sink.accepted) < count:  # noqa: ASYNC110 (the sink's list)
@@ -36,9 +54,10 @@ async def arrived(sink: SinkServer, count: int, within_s: float) -> list[str]:
 
 async def test_rows_appended_behind_its_back_wait_for_wake_then_leave_in_order(tmp_path, sink):
     outbox = await FileOutbox.open(tmp_path)
-    relay = Relay(outbox, Publisher(fast(sink.url)))
+    watched = Watched(outbox)
+    relay = Relay(watched, Publisher(fast(sink.url)))  # type: ignore[arg-type]
     relay.start()
-    await asyncio.sleep(0.05)  # its first look found nothing: it waits to be woken
+    await watched.found_nothing.wait()  # its first look found nothing: it waits to be woken
     try:
         events = [job_event(n) for n in range(1, 4)]
         for event in events:
@@ -47,7 +66,8 @@ async def test_rows_appended_behind_its_back_wait_for_wake_then_leave_in_order(t
         assert sink.sink.arrivals == []  # no poll: nothing looked
         relay.wake()
         assert await arrived(sink, 3, within_s=5) == [event.id for event in events]
-        assert await outbox.pending() == 0
+        async with asyncio.timeout(5):
+            await relay.drained()  # the sink answers before the relay moves its cursor
     finally:
         await relay.stop()
         await relay.publisher.aclose()
@@ -55,10 +75,11 @@ async def test_rows_appended_behind_its_back_wait_for_wake_then_leave_in_order(t
 
 async def test_with_poll_s_it_finds_rows_nobody_told_it_about(tmp_path, sink):
     outbox = await FileOutbox.open(tmp_path)
-    relay = Relay(outbox, Publisher(fast(sink.url)), poll_s=0.1)
+    watched = Watched(outbox)
+    relay = Relay(watched, Publisher(fast(sink.url)), poll_s=0.1)  # type: ignore[arg-type]
     relay.start()
     try:
-        await asyncio.sleep(0.05)  # the task is idle, waiting
+        await watched.found_nothing.wait()  # the task is idle, waiting
         event = job_event(1)
         await outbox.append(event)
         started = time.monotonic()
