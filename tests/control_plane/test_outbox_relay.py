@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from eventing.codec import to_binary
@@ -41,6 +43,8 @@ from tests.broker.events import job_started
 from tests.db.conftest import backend, engine, factory, migrated_url, new_database
 from tests.support.event_sink import Sink, SinkServer
 from tests.support.lifespan import serving
+
+T = TypeVar("T")
 
 __all__ = ["backend", "engine", "factory", "migrated_url", "new_database"]
 
@@ -260,6 +264,44 @@ async def test_stop_is_bounded_while_the_sink_holds_an_answer(tmp_path, sink, re
         assert time.monotonic() - started < 2
         assert await relay.outbox.pending() == 1  # cut off mid-POST: sent again by a later relay
     sink.sink.hold.set()
+
+
+class FailingDatabase:
+    """The app's services, whose database fails for the first `failures` units of work (as
+    during a PostgreSQL restart)."""
+
+    def __init__(self, services: Services, failures: int) -> None:
+        self.services = services
+        self.failures = failures
+        self.outbox_relay: OutboxRelay | None = None
+
+    @property
+    def session_factory(self) -> sessionmaker[Session]:
+        return self.services.session_factory
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.failures > 0:
+            self.failures -= 1
+            raise OperationalError("SELECT", {}, ConnectionRefusedError("the database restarts"))
+        return await self.services.db(fn, *args)
+
+
+async def test_a_relay_the_database_stopped_is_started_again(tmp_path, sink, relay_env):
+    services, _ = control_plane(tmp_path)
+    flaky = FailingDatabase(services, failures=2)
+    settings = OutboxRelaySettings.from_env()
+    assert settings is not None
+    relay = OutboxRelay(flaky, settings)
+    events = [job_started(n) for n in range(1, 3)]
+    await services.db(write, events)
+    relay.start()
+    try:
+        assert await arrived(sink, 2) == [event.id for event in events]
+        assert relay.restarts == 2
+        assert relay.running
+    finally:
+        await relay.stop()
+        await services.aclose()
 
 
 # -- two replicas on one table ------------------------------------------------------------------
