@@ -199,11 +199,12 @@ class OutboxRelay:
         if self._relay is not None:
             await self._relay.stop(grace_s)
         if self._task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), 1.0)
+            await asyncio.wait({self._task}, timeout=1.0)  # it ends once its relay did
             if not self._task.done():
                 self._task.cancel()
-            await asyncio.wait({self._task})
+                await asyncio.wait({self._task})
+            if not self._task.cancelled() and (failure := self._task.exception()) is not None:
+                log.error("the outbox relay's supervisor failed", exc_info=failure)
         await self.publisher.aclose()
 
     async def drain_now(
