@@ -31,7 +31,13 @@ from eventing.events import (
 )
 from eventing.events.payloads import JobFinished
 from eventing.job_events import JobEvent
-from functions.db.models import Job, JobEventRecord, JobStatus, TelemetryRequest
+from functions.db.models import (
+    ACTIVE_JOB_STATUSES,
+    Job,
+    JobEventRecord,
+    JobStatus,
+    TelemetryRequest,
+)
 from functions.db.telemetry import bound_raw_output
 from functions.db.transitions import transition_job
 from functions.telemetry_writer import JobEnd, event_log_text, finish_job, record_job
@@ -55,16 +61,23 @@ def apply(session: Session, event: VwmEvent, limit: int) -> bool:
             sessionid=event.sessionid,
         )
     data = event.data
+    finished_before = job.status not in ACTIVE_JOB_STATUSES
+    added = 0
     if isinstance(data, JobStarted):
-        _store(session, job.id, _logged([_started_entry(job.id, event.seq or 1, data)]))
+        added = _store(session, job.id, _logged([_started_entry(job.id, event.seq or 1, data)]))
         if job.status == JobStatus.QUEUED:
             transition_job(session, job, JobStatus.RUNNING, started_at=data.started_at)
     elif isinstance(data, JobOutput):
         outputs = [_output_entry(job.id, e.model_dump(mode="json")) for e in data.events]
-        _store(session, job.id, _logged(outputs))
+        added = _store(session, job.id, _logged(outputs))
     elif isinstance(data, JobFinished):
         seq = event.seq or 1
-        _store(session, job.id, _logged([_finished_entry(job.id, seq, data)]))
+        added = _store(session, job.id, _logged([_finished_entry(job.id, seq, data)]))
+        if finished_before:
+            # Recorded already (by a caller that followed the job, or an earlier delivery).
+            if added:
+                _refresh_telemetry(session, job.id, limit)
+            return True
         entries = stored_log(session, job.id)
         begun: dict[str, Any] = next((e["data"] for e in entries if e["kind"] == "job_started"), {})
         error = data.error.model_dump(mode="json") if data.error else None
@@ -86,7 +99,11 @@ def apply(session: Session, event: VwmEvent, limit: int) -> bool:
         )
         if finish_job(session, job, end, limit):
             return True  # its telemetry was just written from the whole stored log
-    _refresh_telemetry(session, job.id, limit)
+    if added and finished_before:
+        # An entry arrived after the job's end: its telemetry's copy of the log catches up.
+        # (Nothing new, or a job still running, has nothing to refresh: that costs a whole
+        # read of the log, once per late batch.)
+        _refresh_telemetry(session, job.id, limit)
     return True
 
 
@@ -116,10 +133,10 @@ def stored_log(session: Session, job_id: str, after: int = 0) -> list[dict[str, 
     ]
 
 
-def _store(session: Session, job_id: str, entries: list[JobEvent]) -> None:
+def _store(session: Session, job_id: str, entries: list[JobEvent]) -> int:
     """Add the entries the job's log does not hold yet; one already there is kept as it is
     (a re-sent batch may overlap an earlier one). Each row holds the entry's JSON form, the
-    harness's log line as it was."""
+    harness's log line as it was. Returns how many were added."""
     seqs = [entry.seq for entry in entries]
     held = set(
         session.scalars(
@@ -128,10 +145,11 @@ def _store(session: Session, job_id: str, entries: list[JobEvent]) -> None:
             )
         )
     )
-    for entry in entries:
-        if entry.seq not in held:
-            session.add(JobEventRecord(**entry.model_dump(mode="json")))
+    new = [entry for entry in entries if entry.seq not in held]
+    for entry in new:
+        session.add(JobEventRecord(**entry.model_dump(mode="json")))
     session.flush()
+    return len(new)
 
 
 def _logged(entries: list[dict[str, Any]]) -> list[JobEvent]:
