@@ -29,7 +29,9 @@ async def serving(
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     outbox: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
     scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": state}
-    task = asyncio.create_task(app(scope, inbox.get, outbox.put))  # type: ignore[arg-type]
+    task: asyncio.Task[None] = asyncio.create_task(
+        app(scope, inbox.get, outbox.put)  # type: ignore[arg-type]
+    )
 
     async def expect(phase: str) -> None:
         await inbox.put({"type": f"lifespan.{phase}"})
