@@ -487,3 +487,23 @@ class OutboxEvent(Base):
     answer: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     dead_at: Mapped[datetime | None]
+
+
+# -- user subscriptions (migration 0008) -------------------------------------------------------
+
+
+class UserSubscription(Base):
+    """A subscription a client made with ``POST /v1/subscriptions``: Knative ``filters``, an
+    http(s) `sink`, an optional Knative ``delivery`` spec (None: the broker's default for user
+    subscriptions). Both are stored as given and parsed again when the broker loads the row."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (UniqueConstraint("name"), {"schema": "vwm"})
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63))
+    filters: Mapped[list[Any]] = mapped_column(Json)
+    sink: Mapped[str] = mapped_column(String(2048))
+    delivery: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    created_by: Mapped[str] = mapped_column(String(16))  # the creating key's scope
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
