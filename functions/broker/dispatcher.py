@@ -9,7 +9,8 @@ the delivery runs: a loop that dies mid-delivery (SIGKILL) leaves the lease to e
 loop delivers the event again, so delivery is at least once. A clean `stop` gives the leases of
 the deliveries it cut off back at once. Claims go oldest event first, so one subscription sees
 first attempts in arrival order (not a guarantee: retries and parallel deliveries reorder, as in
-Knative). Settled deliveries and their events are pruned after `retention_s`.
+Knative), except for an `ordered` subscription, which gets one delivery at a time, in order
+(`claim_due`'s FIFO). Settled deliveries and their events are pruned after `retention_s`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import heapq
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -47,6 +48,10 @@ from functions.broker.subscriptions import HttpSink, SinkResult, Subscription
 from functions.db.columns import utcnow
 
 log = logging.getLogger(__name__)
+
+# Subscriptions that come and go, read in a transaction of the loop: (session, the shared HTTP
+# client for their sinks) -> the subscriptions now.
+MoreSubscriptions = Callable[[Session, httpx.AsyncClient], Sequence[Subscription]]
 
 # Tries at the dead-letter sink (it is one more subscriber that may be down for a moment).
 DEAD_LETTER_TRIES = 3
@@ -86,9 +91,13 @@ class Dispatcher:
         *,
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], datetime] = utcnow,
+        more_subscriptions: MoreSubscriptions | None = None,
     ) -> None:
+        """`more_subscriptions`: those that come and go (user subscriptions), read in each
+        claim's transaction and in each settle that queues a reply; `subscriptions` are fixed."""
         self._run_db = run
         self.subscriptions = list(subscriptions)
+        self._more = more_subscriptions
         self._by_name = {subscription.name: subscription for subscription in self.subscriptions}
         if len(self._by_name) != len(self.subscriptions):
             raise ValueError("subscription names must be unique")
@@ -160,11 +169,11 @@ class Dispatcher:
         while not self._stopping.is_set():
             self._wake.clear()
             free = self.settings.concurrency - len(self._inflight)
-            claimed: list[Claimed] = []
+            claimed: list[tuple[Claimed, Subscription | None]] = []
             if free > 0:
                 claimed = await self._claim(free)
-            for item in claimed:
-                self._spawn(item)
+            for item, subscription in claimed:
+                self._spawn(item, subscription)
             if time.monotonic() - last_prune >= self.settings.prune_every_s:
                 last_prune = time.monotonic()
                 await self._prune()
@@ -172,9 +181,19 @@ class Dispatcher:
                 continue  # more may be due: claim again once a slot is free
             await self._sleep()
 
-    async def _claim(self, limit: int) -> list[Claimed]:
+    async def _claim(self, limit: int) -> list[tuple[Claimed, Subscription | None]]:
+        concurrent = {s.name for s in self.subscriptions if not s.ordered}
         try:
-            claimed = await self._run_db(claim_due, limit, self.settings.lease_s, self._clock())
+            claimed = await self._run_db(
+                _claim_with_subscriptions,
+                limit,
+                self.settings.lease_s,
+                self._clock(),
+                concurrent,
+                self._more,
+                self._client,
+                self.subscriptions,
+            )
         except Exception as exc:
             if not self._db_down:
                 log.warning(
@@ -199,8 +218,10 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
-    def _spawn(self, item: Claimed) -> None:
-        task = asyncio.create_task(self._deliver(item), name=f"broker-delivery-{item.delivery_id}")
+    def _spawn(self, item: Claimed, subscription: Subscription | None) -> None:
+        task = asyncio.create_task(
+            self._deliver(item, subscription), name=f"broker-delivery-{item.delivery_id}"
+        )
         self._inflight[item.delivery_id] = task
 
         def done(_: asyncio.Task[None]) -> None:
@@ -236,7 +257,7 @@ class Dispatcher:
 
     # -- one delivery ------------------------------------------------------------------------
 
-    async def _deliver(self, item: Claimed) -> None:
+    async def _deliver(self, item: Claimed, subscription: Subscription | None) -> None:
         context = {
             "subscription": item.subscription,
             "event_id": item.event.id,
@@ -244,7 +265,6 @@ class Dispatcher:
             "event_source": item.event.source,
             "attempt": item.attempts,
         }
-        subscription = self._by_name.get(item.subscription)
         try:
             if subscription is None:
                 # Its subscription was removed: nobody is left to deliver to.
@@ -301,7 +321,13 @@ class Dispatcher:
         reply = result.reply if result.outcome is Outcome.REPLY else None
         routes: Sequence[Route] = self.subscriptions
         queued = await self._run_db(
-            _settle_with_reply, item.delivery_id, result.status, reply, routes
+            _settle_with_reply,
+            item.delivery_id,
+            result.status,
+            reply,
+            routes,
+            self._more,
+            self._client,
         )
         if queued:
             self.notify()
@@ -348,8 +374,34 @@ def _settle_with_reply(
     status: int | None,
     reply: VwmEvent | None,
     routes: Sequence[Route],
+    more: MoreSubscriptions | None = None,
+    client: httpx.AsyncClient | None = None,
 ) -> bool:
     """Mark delivered and, in the same transaction, queue the subscriber's reply event (Knative
     publishes a reply back into the broker). True when a reply was queued."""
     mark_delivered(session, delivery_id, status)
-    return reply is not None and enqueue(session, reply, routes)
+    if reply is None:
+        return False
+    if more is not None and client is not None:
+        routes = [*routes, *more(session, client)]
+    return enqueue(session, reply, routes)
+
+
+def _claim_with_subscriptions(
+    session: Session,
+    limit: int,
+    lease_s: float,
+    now: datetime,
+    concurrent: Collection[str],
+    more: MoreSubscriptions | None,
+    client: httpx.AsyncClient,
+    fixed: Sequence[Subscription] = (),
+) -> list[tuple[Claimed, Subscription | None]]:
+    """Claim due deliveries and, in the same transaction, read the subscriptions that come and
+    go, so each claimed delivery goes to its subscription as it is now (None: it is gone)."""
+    claimed = claim_due(session, limit, lease_s, now, concurrent)
+    if not claimed:
+        return []
+    found = {s.name: s for s in more(session, client)} if more is not None else {}
+    found.update((s.name, s) for s in fixed)  # a fixed name is never shadowed
+    return [(item, found.get(item.subscription)) for item in claimed]

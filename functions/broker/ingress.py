@@ -46,7 +46,6 @@ from eventing.events import (
     harness_source,
 )
 from functions.api import Endpoint
-from functions.broker.queue import enqueue
 from functions.context import db, lookup_key, token_key
 from functions.http import ApiError, read_body
 
@@ -81,8 +80,9 @@ async def post_broker(request: Request) -> Response:
             queued = await broker.enqueue(event)
         else:  # no delivery loop in this process: queue only; a loop elsewhere delivers
             from functions.broker.subscriptions import builtin_subscriptions
+            from functions.broker.user_subscriptions import enqueue_routed
 
-            queued = await db(enqueue, event, builtin_subscriptions())
+            queued = await db(enqueue_routed, event, builtin_subscriptions())
     except DBAPIError:
         logger.warning(
             "the broker could not queue an event: the database did not answer",

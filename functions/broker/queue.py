@@ -16,7 +16,7 @@ with a session factory of its own). Tables: `vwm.broker_events`, `vwm.broker_del
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 import anyio.to_thread
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from eventing import codec
 from eventing.events import VwmEvent
@@ -157,18 +157,39 @@ def _queued(session: Session, event: VwmEvent) -> bool:
     return found is not None
 
 
-def claim_due(session: Session, limit: int, lease_s: float, now: datetime) -> list[Claimed]:
+def claim_due(
+    session: Session,
+    limit: int,
+    lease_s: float,
+    now: datetime,
+    concurrent: Collection[str] | None = None,
+) -> list[Claimed]:
     """Lease up to `limit` pending deliveries that are due and not leased to a live loop, oldest
-    event first, to the caller for `lease_s` seconds; each claim counts as an attempt."""
+    event first, to the caller for `lease_s` seconds; each claim counts as an attempt.
+
+    `concurrent`: the subscriptions whose deliveries may be claimed side by side. Every other
+    subscription is ordered: only its oldest pending delivery can be claimed, so the next one
+    waits while it is in flight (leased) or waiting for a retry (FIFO per subscription, whatever
+    the number of loops: the pending row blocks on both SQLite and PostgreSQL). None: all
+    subscriptions are concurrent."""
     if limit <= 0:
         return []
+    conditions = [
+        BrokerDelivery.state == BrokerDeliveryState.PENDING,
+        BrokerDelivery.next_attempt_at <= now,
+        (BrokerDelivery.leased_until.is_(None)) | (BrokerDelivery.leased_until <= now),
+    ]
+    if concurrent is not None:
+        earlier = aliased(BrokerDelivery)
+        waits_for_earlier = exists().where(
+            earlier.subscription == BrokerDelivery.subscription,
+            earlier.state == BrokerDeliveryState.PENDING,
+            earlier.event_seq < BrokerDelivery.event_seq,
+        )
+        conditions.append(BrokerDelivery.subscription.in_(list(concurrent)) | ~waits_for_earlier)
     query = (
         select(BrokerDelivery)
-        .where(
-            BrokerDelivery.state == BrokerDeliveryState.PENDING,
-            BrokerDelivery.next_attempt_at <= now,
-            (BrokerDelivery.leased_until.is_(None)) | (BrokerDelivery.leased_until <= now),
-        )
+        .where(*conditions)
         .order_by(BrokerDelivery.event_seq, BrokerDelivery.id)
         .limit(limit)
     )

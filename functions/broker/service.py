@@ -6,7 +6,9 @@
 ``app.state.broker`` (where `POST /v1/broker` finds it to enqueue and `notify`), and `stop`s
 it at exit. It runs three tasks:
 
-- the `Dispatcher` (delivery loop) over the subscriptions (`builtin_subscriptions` by default);
+- the `Dispatcher` (delivery loop) over the subscriptions (`builtin_subscriptions` by default)
+  and the user subscriptions of `vwm.subscriptions`, read from the table in each transaction
+  that routes or delivers (`functions.broker.user_subscriptions`);
 - the outbox drain: moves the control plane's own events from `vwm.outbox` into the queue
   (`functions.broker.outbox.drain_to_queue`) when notified and on every poll;
 - the tick: every ``VWM_TICK_S`` seconds a ``dev.vwm.tick`` event through the broker, so the
@@ -23,17 +25,23 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
 import httpx
+from sqlalchemy.orm import Session
 
 from eventing.events import CONTROL_PLANE_SOURCE, Tick, VwmEvent, new_event
 from functions.broker.dispatcher import Dispatcher, DispatcherSettings
 from functions.broker.outbox import DatabaseOutbox, drain_to_queue
-from functions.broker.queue import DeadDelivery, Run, counts, dead_letters, enqueue
+from functions.broker.queue import DeadDelivery, Route, Run, counts, dead_letters, enqueue
 from functions.broker.subscriptions import Subscription, builtin_subscriptions
+from functions.broker.user_subscriptions import (
+    drain_routed,
+    enqueue_routed,
+    user_subscriptions,
+)
 from functions.errors import FunctionsError
 
 if TYPE_CHECKING:
@@ -104,9 +112,12 @@ class BrokerService:
         subscriptions: Sequence[Subscription] | None = None,
         settings: BrokerSettings | None = None,
         services: Services | None = None,
+        *,
+        with_user_subscriptions: bool = True,
     ) -> None:
         """`services`: bound in the broker's tasks (and so in the in-process subscribers it
-        calls); None: they see whatever is bound where `start` is called."""
+        calls); None: they see whatever is bound where `start` is called.
+        `with_user_subscriptions`: also route to the table `vwm.subscriptions`."""
         self._run = run
         self._services = services
         self.settings = settings or BrokerSettings()
@@ -115,8 +126,13 @@ class BrokerService:
         )
         # One pool for every HTTP subscriber and dead-letter sink; no proxy from the environment.
         self._client = httpx.AsyncClient(trust_env=False)
+        self.with_user_subscriptions = with_user_subscriptions
         self.dispatcher = Dispatcher(
-            run, self.subscriptions, self.settings.dispatcher(), client=self._client
+            run,
+            self.subscriptions,
+            self.settings.dispatcher(),
+            client=self._client,
+            more_subscriptions=user_subscriptions if with_user_subscriptions else None,
         )
         self.outbox = DatabaseOutbox(run)
         self._outbox_wake = asyncio.Event()
@@ -164,7 +180,7 @@ class BrokerService:
 
     async def enqueue(self, event: VwmEvent) -> bool:
         """Queue `event` for its subscriptions (False: already queued) and wake the loop."""
-        queued = await self._run(enqueue, event, self.subscriptions)
+        queued = await self._run(self._enqueue, event, self.subscriptions)
         if queued:
             self.dispatcher.notify()
         return queued
@@ -184,12 +200,20 @@ class BrokerService:
         """The newest dead deliveries first, with their events and last answers."""
         return await self._run(dead_letters, limit)
 
+    @property
+    def _enqueue(self) -> Callable[[Session, VwmEvent, Sequence[Route]], bool]:
+        return enqueue_routed if self.with_user_subscriptions else enqueue
+
+    @property
+    def _drain(self) -> Callable[[Session, Sequence[Route], int], int]:
+        return drain_routed if self.with_user_subscriptions else drain_to_queue
+
     async def _drain_outbox(self) -> None:
         failing = False
         while not self._stopping.is_set():
             self._outbox_wake.clear()
             try:
-                moved = await self._run(drain_to_queue, self.subscriptions, OUTBOX_BATCH)
+                moved = await self._run(self._drain, self.subscriptions, OUTBOX_BATCH)
             except Exception as exc:
                 if not failing:
                     log.warning(

@@ -10,7 +10,8 @@ Two sinks:
   function: `EventError` (never to be accepted) is refused, anything else raised is retried.
 
 `builtin_subscriptions` is what `vwm up` routes to: every ``dev.vwm.*`` event to the `events`
-function. The list is a parameter of the broker, so user subscriptions (a table, later) join it.
+function. User subscriptions (table `vwm.subscriptions`) join them per transaction:
+`functions.broker.user_subscriptions`.
 """
 
 from __future__ import annotations
@@ -68,10 +69,16 @@ class Sink(Protocol):
 
 @dataclass(frozen=True)
 class Subscription:
+    """`ordered`: deliveries go one at a time, oldest event first, the next one not claimed
+    while an earlier one is in flight or waiting for its retry (a user's sink may count on the
+    order of a job's batches); False: up to the loop's concurrency at once (the control plane's
+    `events` function does not depend on order)."""
+
     name: str
     filter: TriggerFilter
     sink: Sink
     policy: DeliveryPolicy
+    ordered: bool = False
 
     @classmethod
     def from_spec(cls, name: str, spec: Mapping[str, Any], sink: Sink) -> Subscription:
