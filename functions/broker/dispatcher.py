@@ -319,6 +319,14 @@ class Dispatcher:
 
     async def _done(self, item: Claimed, result: SinkResult) -> None:
         reply = result.reply if result.outcome is Outcome.REPLY else None
+        if reply is not None and item.subscription not in self._by_name:
+            # A user subscription's sink is anyone's: its reply could forge a harness's or the
+            # control plane's event (what `POST /v1/events` keeps to admins). Not published.
+            log.warning(
+                "a user subscription's sink replied with an event: dropped",
+                extra={"subscription": item.subscription, "event_id": reply.id},
+            )
+            reply = None
         routes: Sequence[Route] = self.subscriptions
         queued = await self._run_db(
             _settle_with_reply,

@@ -12,13 +12,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import Request
+from starlette.responses import Response
 
+from eventing import codec
 from eventing.events import VwmEvent
 from functions.broker import queue
 from functions.broker.service import BrokerService, BrokerSettings
 from functions.broker.user_subscriptions import all_routes, remove, user_subscriptions
 from functions.db.models import UserSubscription
-from tests.broker.events import OTHER_SESSION, SESSION, job_started
+from tests.broker.events import OTHER_SESSION, SESSION, end_requested, job_started
 from tests.support.event_sink import Sink, SinkServer
 
 FAST = BrokerSettings(poll_s=0.05, concurrency=8, lease_s=30, tick_s=0)
@@ -213,3 +216,28 @@ async def test_user_subscriptions_are_http_sinks_with_their_policy(
     assert found["defaults"].policy.backoff_delay == timedelta(milliseconds=500)
     assert found["custom"].policy.retry == 2
     assert getattr(found["custom"].sink, "timeout_s", None) == 3.0
+
+
+class ReplyingSink(Sink):
+    """Takes each event and answers with a CloudEvent of its own (a Knative reply)."""
+
+    async def receive(self, request: Request) -> Response:
+        await super().receive(request)
+        headers, body = codec.to_binary(end_requested())
+        return Response(body, status_code=200, headers=headers)
+
+
+async def test_a_user_subscribers_reply_is_not_published(factory: sessionmaker[Session]) -> None:
+    """Its sink is anyone's: a reply would let it forge the control plane's events."""
+    sink = ReplyingSink()
+    async with serving(sink) as server, broker(factory) as service:
+        subscribe(factory, "replier", server.url, delivery=QUICK_RETRIES)
+        await service.enqueue(job_started(1))
+
+        async def delivered() -> bool:
+            return (await service.status())["delivered"] == 1
+
+        await wait_for(delivered)
+        status = await service.status()
+    assert seqs(sink.accepted) == [1]
+    assert status["events"] == 1  # the reply was not queued
