@@ -1,7 +1,7 @@
-"""Entry points of the four HTTP functions, for functions-framework:
+"""Entry points of the five HTTP functions, for functions-framework:
 
     functions-framework --source functions/main.py --target admin --asgi
-    (targets: admin, sessions, prompts, telemetry)
+    (targets: admin, sessions, prompts, telemetry, subscriptions)
 
 and of the CloudEvent function, behind a Knative Trigger:
 
@@ -39,7 +39,7 @@ from starlette.types import Receive, Scope, Send
 
 from functions.errors import FunctionsError
 
-HTTP_FUNCTIONS = ("admin", "sessions", "prompts", "telemetry")
+HTTP_FUNCTIONS = ("admin", "sessions", "prompts", "telemetry", "subscriptions")
 FUNCTIONS = (*HTTP_FUNCTIONS, "events")  # every module with ENDPOINTS, served by `vwm up`
 
 
@@ -156,6 +156,11 @@ async def prompts(request: Request) -> Response:
 @ff.http
 async def telemetry(request: Request) -> Response:
     return _Delegate(function_app("telemetry"))
+
+
+@ff.http
+async def subscriptions(request: Request) -> Response:
+    return _Delegate(function_app("subscriptions"))
 
 
 @ff.cloud_event
