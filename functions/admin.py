@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,7 +23,7 @@ from functions.context import db, settings
 from functions.db.api_keys import ApiKeys
 from functions.db.models import Runtime, SystemSetting, Worker
 from functions.db.repositories import Runtimes, Settings, Workers
-from functions.http import parse_body
+from functions.http import ApiError, parse_body
 from functions.repo_policy import RepoPolicy, check_setting
 
 NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -282,12 +283,26 @@ async def patch_worker(request: Request) -> Response:
         changes = body.model_dump(mode="json", exclude_unset=True)
         if "repo_url" in changes:
             _repo_policy(session).check_worker_repo(changes["repo_url"], name)
+        worker = workers.get(name)  # a missing worker is the 404
         if (runtime_name := changes.pop("runtime", None)) is not None:
-            changes["runtime_id"] = Runtimes(session).get(runtime_name).id
-        worker = workers.update(workers.get(name), **changes)
+            changes["runtime_id"] = _named_runtime(session, runtime_name).id
+        worker = workers.update(worker, **changes)
         return worker_out(worker, _runtime_name(session, worker))
 
     return JSONResponse(await db(patch))
+
+
+def _named_runtime(session: Session, name: str) -> Runtime:
+    """The runtime a change names: a missing one is 422 (the worker exists; a 404 would say it
+    does not)."""
+    runtime = session.scalar(select(Runtime).where(Runtime.name == name))
+    if runtime is None:
+        raise ApiError(
+            422,
+            "runtime_not_found",
+            f"no runtime {name!r}; create it first (POST /v1/admin/runtimes) or name another",
+        )
+    return runtime
 
 
 async def delete_worker(request: Request) -> Response:
