@@ -12,6 +12,7 @@ still pending to it. docs/events.md, "Subscribing".
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +36,8 @@ from functions.sink_policy import MAX_URL_CHARS, check_sink_url
 NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 MAX_FILTERS = 50
 RESERVED_NAMES = frozenset({CONTROL_PLANE})
+# Filters and delivery are parsed again on every enqueue: bounded well below the body limit.
+MAX_SPEC_CHARS = 65_536
 
 
 class SubscriptionIn(BaseModel):
@@ -94,6 +97,14 @@ async def create_subscription(request: Request) -> Response:
     body = await parse_body(request, SubscriptionIn, settings().max_request_bytes)
     if body.name in RESERVED_NAMES:
         raise _exists(body.name)
+    spec_chars = len(json.dumps({"filters": body.filters, "delivery": body.delivery}))
+    if spec_chars > MAX_SPEC_CHARS:
+        raise ApiError(
+            422,
+            "subscription_too_large",
+            f"filters and delivery take {spec_chars} characters of JSON, more than "
+            f"{MAX_SPEC_CHARS}; filter on fewer values",
+        )
     _, policy = parse_spec(body.filters, body.delivery)  # InvalidSpec: 422 with its path
     scope = getattr(request.state, "key_scope", "client")
 

@@ -125,6 +125,8 @@ def test_the_subscriptions_api(plane: ControlPlane) -> None:
         dead = {"deadLetterSink": "ftp://example.com/"}
         assert refused({"delivery": dead})["code"] in ("sink_url_invalid", "invalid_delivery")
         assert refused({"name": "Not_A_Name"})["code"] == "invalid_request"
+        huge = [{"exact": {"type": "x" * 40_000}}, {"exact": {"source": "y" * 40_000}}]
+        assert refused({"filters": huge})["code"] == "subscription_too_large"
 
         # vwm up allows local sinks as it allows local repos; with the setting off, refused.
         local = {**body, "name": "local", "sink": "http://127.0.0.1:9/"}
