@@ -23,9 +23,7 @@ Several replicas (and functions) drain the same table at once: each sends the pe
 `seq` order and deletes a row once the sink took it. Two of them may send the same row (both read
 it before either deleted it): at least once, and consumers deduplicate by (`source`, `id`), as
 they must anyway. Nothing is lost (a row is deleted only after a 2xx, by whoever got it) and
-nothing is stuck: completing a row another replica already completed is a no-op, where
-`functions.broker.outbox.DatabaseOutbox` (one relay per database) raises and would stop the
-relay. Order: one relay sends in `seq` order; with several, the consumer sees each event's first
+nothing is stuck: completing a row another replica already completed is a no-op. Order: one relay sends in `seq` order; with several, the consumer sees each event's first
 copy in `seq` order too, except that on PostgreSQL transactions that commit close together may
 become visible out of `seq` order (docs/events.md, "Publishing").
 
@@ -126,9 +124,11 @@ class TableOutbox:
 
     def __init__(self, run: Callable[..., Any]) -> None:
         self._run = run
+        self._lock = asyncio.Lock()  # FIFO: appends through this object keep the calls' order
 
     async def append(self, event: VwmEvent) -> None:
-        await self._run(_append, event)
+        async with self._lock:
+            await self._run(add_event, event)
 
     async def peek(self, limit: int) -> list[OutboxEntry]:
         from eventing.outbox import OutboxEntry
@@ -293,7 +293,9 @@ async def drain_on_tick(relay: OutboxRelay | None) -> None:
 # -- the table: units of work, run in a worker thread in one transaction each ------------------
 
 
-def _append(session: Session, event: VwmEvent) -> None:
+def add_event(session: Session, event: VwmEvent) -> None:
+    """Write `event` to `vwm.outbox` in the caller's transaction (the one row insert; callers
+    use `functions.broker.outbox.add`)."""
     from eventing import codec
     from functions.db.columns import utcnow
     from functions.db.models import OutboxEvent, OutboxState

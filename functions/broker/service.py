@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from eventing.events import CONTROL_PLANE_SOURCE, Tick, VwmEvent, new_event
 from functions.broker.dispatcher import Dispatcher, DispatcherSettings
-from functions.broker.outbox import DatabaseOutbox, drain_to_queue
+from functions.broker.outbox import drain_to_queue
 from functions.broker.queue import DeadDelivery, Route, Run, counts, dead_letters, enqueue
 from functions.broker.subscriptions import Subscription, builtin_subscriptions
 from functions.broker.user_subscriptions import (
@@ -43,6 +43,7 @@ from functions.broker.user_subscriptions import (
     user_subscriptions,
 )
 from functions.errors import FunctionsError
+from functions.outbox_relay import TableOutbox
 
 if TYPE_CHECKING:
     from functions.services import Services
@@ -134,7 +135,7 @@ class BrokerService:
             client=self._client,
             more_subscriptions=user_subscriptions if with_user_subscriptions else None,
         )
-        self.outbox = DatabaseOutbox(run)
+        self.outbox = TableOutbox(run)
         self._outbox_wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

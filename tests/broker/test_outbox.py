@@ -1,9 +1,11 @@
-"""The control plane's outbox in the database (`functions.broker.outbox`), on PostgreSQL and
-SQLite: the behaviours tests/eventing/test_outbox.py checks for the file outbox (append order,
-surviving a new process, only the oldest entry leaves, concurrent appends keep their order, dead
-letters keep the answer, rows it did not write are refused), plus what only a database outbox
-does: an event written in the caller's transaction leaves only if that transaction commits, and
-`vwm up` moves it into the broker's queue in one transaction."""
+"""The control plane's outbox in the database (`vwm.outbox`: `functions.broker.outbox.add`, and
+`functions.outbox_relay.TableOutbox`, its one `Outbox`), on PostgreSQL and SQLite: the
+behaviours tests/eventing/test_outbox.py checks for the file outbox (append order, surviving a
+new process, concurrent appends keep their order, dead letters keep the answer), plus what only
+a database outbox does: a row it did not write is set aside instead of stopping the relay, an
+event written in the caller's transaction leaves only if that transaction commits, and `vwm up`
+moves it into the broker's queue in one transaction. (Several relays draining it at once:
+tests/control_plane/test_outbox_relay.py.)"""
 
 from __future__ import annotations
 
@@ -14,14 +16,14 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from eventing.outbox import OutboxError
 from eventing.publisher import Publisher, PublisherSettings
 from eventing.relay import Relay
 from functions.broker import queue
 from functions.broker.filters import MATCH_ALL, TriggerFilter
-from functions.broker.outbox import DatabaseOutbox, add, drain_to_queue
+from functions.broker.outbox import add, drain_to_queue
 from functions.db.engine import transaction
 from functions.db.models import BrokerEvent, OutboxEvent
+from functions.outbox_relay import TableOutbox
 from tests.broker.events import JOB, job_started
 from tests.support.event_sink import Sink, SinkServer
 
@@ -32,11 +34,11 @@ class Route:
     filter: TriggerFilter
 
 
-def outbox(factory: sessionmaker[Session]) -> DatabaseOutbox:
-    return DatabaseOutbox(queue.run_in(factory))
+def outbox(factory: sessionmaker[Session]) -> TableOutbox:
+    return TableOutbox(queue.run_in(factory))
 
 
-async def drain(box: DatabaseOutbox) -> list[str]:
+async def drain(box: TableOutbox) -> list[str]:
     """Mark everything sent, oldest first; the ids in the order they left."""
     ids = []
     while entries := await box.peek(3):
@@ -63,16 +65,15 @@ async def test_events_leave_in_append_order_and_survive_a_new_process(factory) -
     assert await outbox(factory).peek(10) == []
 
 
-async def test_only_the_oldest_pending_entry_can_leave(factory) -> None:
+async def test_an_entry_completed_twice_changes_nothing(factory) -> None:
+    """Two relays may both send the head: the second one's completion is a no-op."""
     box = outbox(factory)
     for seq in (1, 2):
         await box.append(job_started(seq))
-    first, second = await box.peek(2)
-    with pytest.raises(ValueError, match="not the oldest pending"):
-        await box.mark_sent(second)  # skipping the first would lose it
+    first, _ = await box.peek(2)
     await box.mark_sent(first)
-    with pytest.raises(ValueError, match="not the oldest pending"):
-        await box.dead_letter(first, status=400, answer="")  # already gone
+    await box.mark_sent(first)
+    await box.dead_letter(first, status=400, answer="")
     assert [entry.event.id for entry in await box.peek(5)] == [job_started(2).id]
     assert await box.pending() == 1
     assert await box.dead_letters() == []
@@ -101,15 +102,22 @@ async def test_dead_letters_are_kept_with_the_answer_and_leave_the_queue(factory
     assert await box.pending() == 1
 
 
-async def test_a_row_it_did_not_write_is_refused_with_what_to_do(factory) -> None:
+async def test_a_row_it_did_not_write_is_set_aside_and_the_next_goes(factory) -> None:
     box = outbox(factory)
     await box.append(job_started(1))
+    await box.append(job_started(2))
     with transaction(factory) as session:
-        session.execute(update(OutboxEvent).values(body='{"specversion": "1.0", "id": "x"}'))
-    with pytest.raises(OutboxError) as caught:
-        await box.peek(1)
-    assert caught.value.code == "outbox_corrupt"
-    assert "delete the row" in caught.value.message
+        first = min(session.scalars(select(OutboxEvent.seq)))
+        session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.seq == first)
+            .values(body='{"specversion": "1.0", "id": "x"}')
+        )
+    assert [entry.event.id for entry in await box.peek(5)] == [job_started(2).id]
+    with transaction(factory) as session:
+        bad = session.get(OutboxEvent, first)
+        assert bad is not None and bad.state == "dead"
+        assert bad.answer is not None and bad.answer.startswith("not a VWM event")
 
 
 def test_an_event_leaves_only_with_the_transaction_that_wrote_it(factory) -> None:
