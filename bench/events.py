@@ -29,8 +29,9 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.control_plane import setup  # noqa: E402
 from fake_provider.testing import serve_in_thread  # noqa: E402
-from tests.e2e.conftest import MODELS, make_bare_repo  # noqa: E402
+from tests.e2e.conftest import MODELS  # noqa: E402
 from tests.support.control_plane import ControlPlane, harness_pids, kill_harnesses  # noqa: E402
 from tests.support.sse import iter_sse  # noqa: E402
 
@@ -52,22 +53,8 @@ def start_plane(root: Path, provider_url: str, cli: str, env: dict[str, str]) ->
     root.mkdir(parents=True)
     plane = ControlPlane(root / "data", {"BENCH_KEY": "bench", "VWM_TICK_S": "0", **env})
     plane.start()
-    repo = make_bare_repo(root / "worker.git", {"README.md": "# knowledge\n"})
     with plane.client() as client:
-        client.post(
-            "/v1/admin/runtimes",
-            json={
-                "name": "bench",
-                "cli": cli,
-                "cli_version": "pinned",
-                "default_model": MODELS[cli],
-                "provider_base_url": provider_url,
-                "credential_ref": "BENCH_KEY",
-            },
-        ).raise_for_status()
-        client.post(
-            "/v1/admin/workers", json={"name": "bench", "runtime": "bench", "repo_url": str(repo)}
-        ).raise_for_status()
+        setup(client, cli, provider_url, root)  # the `bench` runtime and worker
     return plane
 
 
