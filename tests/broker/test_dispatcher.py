@@ -26,7 +26,7 @@ from functions.broker.subscriptions import HttpSink, LocalSink, Subscription
 from functions.db.models import BrokerDelivery
 from functions.events import EventsUnavailable
 from tests.broker.events import OTHER_SESSION, SESSION, end_requested, job_started, tick
-from tests.support.event_sink import Sink, SinkServer
+from tests.support.event_sink import Sink, SinkServer, serving
 from tests.support.harness_process import REPO_ROOT
 
 FAST = DispatcherSettings(poll_s=0.05, concurrency=4, lease_s=30)
@@ -44,16 +44,6 @@ class TimedSink(Sink):
         self.times.append(time.monotonic())
         self.headers.append(dict(request.headers))
         return await super().receive(request)
-
-
-@asynccontextmanager
-async def serving(sink: Sink) -> AsyncIterator[SinkServer]:
-    server = SinkServer(sink)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def http_subscription(name: str, url: str, spec: dict[str, Any], client: Any) -> Subscription:

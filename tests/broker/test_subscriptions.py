@@ -22,7 +22,7 @@ from functions.broker.service import BrokerService, BrokerSettings
 from functions.broker.user_subscriptions import all_routes, remove, user_subscriptions
 from functions.db.models import UserSubscription
 from tests.broker.events import OTHER_SESSION, SESSION, end_requested, job_started
-from tests.support.event_sink import Sink, SinkServer
+from tests.support.event_sink import Sink, serving
 
 FAST = BrokerSettings(poll_s=0.05, concurrency=8, lease_s=30, tick_s=0)
 QUICK_RETRIES = {"retry": 20, "backoffPolicy": "linear", "backoffDelay": "PT0.05S"}
@@ -50,16 +50,6 @@ def subscribe(
                 created_by="client",
             )
         )
-
-
-@asynccontextmanager
-async def serving(sink: Sink) -> AsyncIterator[SinkServer]:
-    server = SinkServer(sink)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @asynccontextmanager

@@ -7,8 +7,10 @@ test can take the sink down (nothing listening) and bring it back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import uvicorn
@@ -97,3 +99,14 @@ class SinkServer:
         await asyncio.wait_for(self._task, 10)
         self._socket.close()
         self._server = self._task = self._socket = None
+
+
+@contextlib.asynccontextmanager
+async def serving(sink: Sink) -> AsyncIterator[SinkServer]:
+    """`sink` served on a local port for the block's duration."""
+    server = SinkServer(sink)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
