@@ -100,6 +100,15 @@ class ControlPlaneSettings:
     # How long the `events` function remembers an event's source + id to refuse a redelivery.
     # Past it, a redelivery is still harmless (every handler is idempotent by state too).
     processed_events_retention_s: float = 7 * 86_400
+    # How long a `dev.vwm.prompt.requested` for a busy session waits for its turn on the
+    # session's harness before its job fails with `session_busy` (VWM_PROMPT_WAIT_S).
+    prompt_wait_s: float = 600.0
+    # Where user subscriptions (`POST /v1/subscriptions`) take effect: "embedded" the broker of
+    # `vwm up` delivers them; "knative" each is also a Knative Trigger on `knative_broker` in
+    # `knative_namespace` (VWM_EVENTING, VWM_KNATIVE_NAMESPACE, VWM_KNATIVE_BROKER).
+    eventing: str = "embedded"
+    knative_namespace: str = "default"
+    knative_broker: str = "default"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ControlPlaneSettings:
@@ -125,6 +134,10 @@ class ControlPlaneSettings:
             processed_events_retention_s=float(
                 env.get("VWM_PROCESSED_EVENTS_RETENTION_S") or 7 * 86_400
             ),
+            prompt_wait_s=_seconds(env, "VWM_PROMPT_WAIT_S", 600.0),
+            eventing=_choice(env, "VWM_EVENTING", ("embedded", "knative")),
+            knative_namespace=env.get("VWM_KNATIVE_NAMESPACE", "").strip() or "default",
+            knative_broker=env.get("VWM_KNATIVE_BROKER", "").strip() or "default",
             sandbox_show=tuple(
                 Path(part).resolve()
                 for part in env.get("VWM_SANDBOX_SHOW", "").split(os.pathsep)
@@ -140,6 +153,19 @@ def _optional_seconds(env: Mapping[str, str], name: str) -> float | None:
     seconds = float(value)
     if not seconds > 0:
         raise ValueError(f"{name}={value!r}: use a number of seconds above 0 (0 or unset: never)")
+    return seconds
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 86_400:
+        raise ValueError(f"{name}={value!r}: use a number of seconds above 0, at most 86400")
     return seconds
 
 
