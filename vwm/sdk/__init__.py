@@ -8,9 +8,10 @@
 from vwm.sdk.admin import AdminAPI
 from vwm.sdk.client import DEFAULT_URL, Client
 from vwm.sdk.jobs import Job
-from vwm.sdk.models import JOB_FINISHED, SESSION_FINISHED, Event, JobResult
+from vwm.sdk.models import JOB_FINISHED, SESSION_FINISHED, Event, JobResult, Subscription
 from vwm.sdk.sessions import VirtualWorker, VWSession
 from vwm.sdk.sse import StreamSettings
+from vwm.sdk.subscriptions import SubscriptionsAPI
 from vwm.sdk.telemetry import TelemetryAPI
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "Job",
     "JobResult",
     "StreamSettings",
+    "Subscription",
+    "SubscriptionsAPI",
     "TelemetryAPI",
     "VWSession",
     "VirtualWorker",

@@ -2,14 +2,15 @@
 
 `Client` is what every other SDK object holds. It turns error answers into the typed errors of
 `vwm.errors`, transport failures into `UnreachableError`, and is the factory for workers, sessions
-and jobs. Admin and telemetry calls hang off it as `client.admin` and `client.telemetry`.
+and jobs. Admin and telemetry calls hang off it as `client.admin` and `client.telemetry`, event
+subscriptions as `client.subscribe` and `client.subscriptions`.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -20,8 +21,10 @@ from vwm.errors import ConfigError, ProtocolError, UnreachableError, VWMError, e
 from vwm.sdk.admin import AdminAPI
 from vwm.sdk.answers import next_cursor, rows_of
 from vwm.sdk.jobs import Job
+from vwm.sdk.models import Subscription
 from vwm.sdk.sessions import VirtualWorker, VWSession
 from vwm.sdk.sse import StreamSettings
+from vwm.sdk.subscriptions import SubscriptionsAPI, event_filters
 from vwm.sdk.telemetry import TelemetryAPI
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -64,6 +67,7 @@ class Client:
         )
         self.admin = AdminAPI(self)
         self.telemetry = TelemetryAPI(self)
+        self.subscriptions = SubscriptionsAPI(self)
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Client:
@@ -92,6 +96,23 @@ class Client:
 
     def get_job(self, job_id: str) -> Job:
         return Job(self, self.request("GET", f"/v1/jobs/{job_id}"))
+
+    def subscribe(
+        self,
+        name: str,
+        sink: str,
+        *,
+        filters: Sequence[Mapping[str, Any]] | None = None,
+        session: str | VWSession | None = None,
+        type_prefix: str | None = None,
+        delivery: Mapping[str, Any] | None = None,
+    ) -> Subscription:
+        """Have the control plane POST VWM's CloudEvents to ``sink`` (an http(s) URL), at least
+        once. Only events that pass every filter: ``filters`` (Knative Trigger filters, as
+        given), ``session`` (its ``sessionid``), ``type_prefix`` (e.g. ``"dev.vwm.job."``).
+        ``delivery`` is Knative's retry spec. `ConflictError` if ``name`` is taken."""
+        spec = event_filters(session=session, type_prefix=type_prefix, filters=filters)
+        return self.subscriptions.create(name, sink, spec, delivery)
 
     # Plumbing used by the objects above.
 

@@ -1,8 +1,9 @@
-"""Plain data the SDK hands back: stream events and finished-job results.
+"""Plain data the SDK hands back: stream events, finished-job results and subscriptions.
 
 `Event` is one entry of a job's event log as the control plane relays it (see docs/harness.md,
 "Events"). `JobResult` is what a finished job came to, read from a job document or from the
-``job_finished`` event that ends a stream.
+``job_finished`` event that ends a stream. `Subscription` is a sink subscribed to VWM's
+CloudEvents (docs/events.md, "Subscribing").
 """
 
 from __future__ import annotations
@@ -88,6 +89,37 @@ class JobResult:
             error=_error_message(error) or _error_message(pick("error")),
             raw=doc,
         )
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A subscription as the control plane stored it: Knative Trigger ``filters`` (ANDed), the
+    ``sink`` URL events are POSTed to, its ``delivery`` spec (None: the broker's default)."""
+
+    name: str
+    filters: list[dict[str, Any]]
+    sink: str
+    delivery: dict[str, Any] | None = None
+    created_by: str | None = None
+    created_at: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> Subscription:
+        try:
+            return cls(
+                name=str(doc["name"]),
+                filters=list(doc.get("filters") or []),
+                sink=str(doc["sink"]),
+                delivery=doc.get("delivery"),
+                created_by=doc.get("created_by"),
+                created_at=doc.get("created_at"),
+                raw=doc,
+            )
+        except (KeyError, TypeError) as exc:
+            raise ProtocolError(
+                f"the subscription document lacks {exc}", details={"subscription": dict(doc)}
+            ) from None
 
 
 def job_id(job: Mapping[str, Any]) -> str:
