@@ -5,14 +5,19 @@
 URL policy of `functions.sink_policy`, and an optional Knative ``delivery`` spec (retry,
 backoffPolicy, backoffDelay, timeout, deadLetterSink). In `vwm up` the embedded broker routes
 every event enqueued after the creation commits to it, in order per subscription
-(`functions.broker.user_subscriptions`); in production the same call is meant to create a
-Knative Trigger. ``GET`` lists or reads them; ``DELETE`` removes one and drops the deliveries
-still pending to it. docs/events.md, "Subscribing".
+(`functions.broker.user_subscriptions`). With ``VWM_EVENTING=knative`` (production) the call
+also makes the subscription's Knative Trigger (`functions.broker.knative_triggers`), after the
+row commits; when that fails the row is deleted again and the caller gets the error (503
+``kubernetes_unavailable`` when the API server did not answer), so a subscription exists only
+with its Trigger. ``GET`` lists or reads them; ``DELETE`` removes one (its Trigger first, then
+the row) and drops the deliveries still pending to it. docs/events.md, "Subscribing";
+docs/broker.md, "Subscriptions in production".
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from functions.api import Endpoint
+from functions.broker import knative_triggers
 from functions.broker.subscriptions import CONTROL_PLANE
 from functions.broker.user_subscriptions import parse_spec, remove
 from functions.context import db, settings
@@ -31,6 +37,8 @@ from functions.db.models import UserSubscription
 from functions.http import ApiError, parse_body
 from functions.repo_policy import allow_local_repos
 from functions.sink_policy import MAX_URL_CHARS, check_sink_url
+
+log = logging.getLogger(__name__)
 
 # A DNS-1123 label, as a Trigger's name is.
 NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -132,7 +140,31 @@ async def create_subscription(request: Request) -> Response:
             raise _exists(body.name) from None
         return subscription_out(row)
 
-    return JSONResponse(await db(create), status_code=201)
+    made = await db(create)
+    if _on_knative():
+        await _apply_trigger_or_undo(body)
+    return JSONResponse(made, status_code=201)
+
+
+def _on_knative() -> bool:
+    return settings().eventing == "knative"
+
+
+async def _apply_trigger_or_undo(subscription: SubscriptionIn) -> None:
+    """Make the Trigger of the subscription just stored; if that fails, remove the row again
+    (a subscription without its Trigger would never be delivered to) and raise the error."""
+    name = subscription.name
+    try:
+        await knative_triggers.apply_trigger(subscription)
+    except BaseException:
+        try:
+            await db(lambda s: remove(s, name))
+        except Exception:
+            log.exception(
+                "a subscription whose Trigger could not be made is still stored; delete it",
+                extra={"subscription": name},
+            )
+        raise
 
 
 async def list_subscriptions(_: Request) -> Response:
@@ -150,6 +182,9 @@ async def get_subscription(request: Request) -> Response:
 
 async def delete_subscription(request: Request) -> Response:
     name = request.path_params["name"]
+    if _on_knative():
+        await db(lambda s: _get(s, name))  # 404 before touching the cluster
+        await knative_triggers.delete_trigger(name)  # before the row: a failure leaves both
 
     def delete(session: Session) -> None:
         if not remove(session, name):
@@ -169,7 +204,7 @@ ENDPOINTS = [
         body=SubscriptionIn,
         response=SubscriptionOut,
         status=201,
-        other_statuses=(409,),
+        other_statuses=(409, 502, 503),  # 502, 503: the Trigger (VWM_EVENTING=knative)
         tags=TAGS,
     ),
     Endpoint(
@@ -194,6 +229,7 @@ ENDPOINTS = [
         delete_subscription,
         "Delete a subscription; deliveries still pending to it are dropped",
         status=204,
+        other_statuses=(502, 503),  # its Trigger could not be deleted (VWM_EVENTING=knative)
         tags=TAGS,
     ),
 ]
