@@ -124,7 +124,11 @@ def load_configuration(env: Mapping[str, str] | None = None) -> kube_client.Conf
             ) from None
         return configuration
     try:
-        kube_config.load_kube_config(client_configuration=configuration, persist_config=False)
+        kube_config.load_kube_config(
+            config_file=env.get("KUBECONFIG") or "~/.kube/config",
+            client_configuration=configuration,
+            persist_config=False,
+        )
     except (kube_config.ConfigException, OSError) as exc:
         raise KubernetesUnavailable(
             f"no Kubernetes API server is configured ({exc}); run the control plane in the "
