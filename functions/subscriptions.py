@@ -157,6 +157,14 @@ async def _apply_trigger_or_undo(subscription: SubscriptionIn) -> None:
     try:
         await knative_triggers.apply_trigger(subscription)
     except BaseException:
+        try:  # a call that timed out may still have made it
+            await knative_triggers.delete_trigger(name)
+        except Exception:
+            log.warning(
+                "a Trigger may be left for a subscription that was not made; list_triggers "
+                "shows it",
+                extra={"subscription": name},
+            )
         try:
             await db(lambda s: remove(s, name))
         except Exception:

@@ -162,3 +162,26 @@ def test_an_api_server_that_is_down_gives_503_and_keeps_nothing(tmp_path: Path) 
             assert admin.get("/v1/subscriptions").json()["items"] == []
     finally:
         plane.stop()
+
+
+def test_a_failed_create_deletes_a_trigger_it_may_have_made(
+    client: httpx.Client, fake: tuple[FakeKubeApi, str]
+) -> None:
+    """A Trigger of the name is there (as when a create's answer was lost) and every try of
+    the create fails: the undo deletes it with the row, so nothing delivers for a subscription
+    that does not exist."""
+    fake[0].put(
+        TRIGGER,
+        NAMESPACE,
+        {
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Trigger",
+            "metadata": {"name": "vwm-sub-watcher"},
+            "spec": {"broker": "vwm", "subscriber": {"uri": BODY["sink"]}},
+        },
+    )
+    fake[0].faults.extend([503] * 4)  # every try of the create; the undo's delete gets through
+    refused = client.post("/v1/subscriptions", json=BODY)
+    assert refused.status_code == 503, refused.text
+    assert names(client) == []
+    assert triggers(fake) == {}
