@@ -1,7 +1,8 @@
 """`vwm events tail` as a real subprocess against `vwm up` (a real harness running Claude Code's
 stand-in on the fake provider): it prints one session's job events live, only the types asked
-for, each delivery once; Ctrl-C and SIGTERM delete its subscription and exit 0; a control plane
-it cannot use is a clear message and a non-zero exit."""
+for, each delivery once, a prompt request's job under the request's id; Ctrl-C and SIGTERM
+delete its subscription and exit 0; a control plane it cannot use is a clear message and a
+non-zero exit."""
 
 from __future__ import annotations
 
@@ -241,6 +242,44 @@ def test_tail_takes_both_modes_prints_each_event_once_and_refuses_what_is_not_on
     assert "worker=w1" in tail.out[0] and "worker=w2" in tail.out[1]
     with plane.client(key) as client:
         assert client.get(f"/v1/subscriptions/{name}").status_code == 404
+
+
+def test_a_prompt_request_posted_with_a_client_key_is_answered_under_its_id(
+    plane: ControlPlane, fake_provider, tmp_path: Path, tails: list[Tail]
+) -> None:
+    """docs/events.md's binary-mode example: the tail shows the request, then its job's events,
+    each naming the request as its cause."""
+    repo = make_bare_repo(tmp_path / "worker.git", {"README.md": "# knowledge\n"})
+    with plane.client() as admin:
+        add_claude_workers(admin, fake_provider.base_url, repo)
+    key = client_key(plane)
+    with plane.client(key) as client:
+        session_id = client.post("/v1/sessions", json={"worker": "w"}).json()["id"]
+        until(_ready(client, session_id), plane)
+        tail = Tail(plane.url, key, "--session", session_id)
+        tails.append(tail)
+        tail.subscription()
+        request_id = f"ticket-{uuid.uuid4().hex[:8]}"
+        headers = {
+            "content-type": "application/json",
+            "ce-specversion": "1.0",
+            "ce-type": "dev.vwm.prompt.requested",
+            "ce-id": request_id,
+            "ce-source": "/tickets/bot",
+            "ce-sessionid": session_id,
+        }
+        posted = client.post("/v1/broker", headers=headers, content=b'{"prompt": "say hi"}')
+        assert posted.status_code == 202, posted.text
+
+        until(lambda: any("dev.vwm.job.completed" in line for line in tail.out), tail)
+        assert tail.stop() == 0, tail
+    lines = [fields(line) for line in tail.out]
+    request = next(line for line in lines if line["type"] == "dev.vwm.prompt.requested")
+    assert f" id={request_id} " in request["rest"]
+    job_lines = [line for line in lines if line["type"].startswith("dev.vwm.job.")]
+    assert {line.get("cause") for line in job_lines} == {request_id}, tail
+    assert job_lines[0]["type"] == "dev.vwm.job.started"
+    assert job_lines[-1]["type"] == "dev.vwm.job.completed"
 
 
 def test_tail_says_what_to_do_when_it_cannot_subscribe(

@@ -52,15 +52,17 @@ def test_the_summary_says_what_the_data_is_about(type_: str, summary: str) -> No
     assert summary in event_line(golden(type_))
 
 
-def test_a_job_event_answering_a_prompt_request_names_it() -> None:
+def test_a_prompt_request_and_the_events_of_its_job_name_it() -> None:
+    request = golden("dev.vwm.prompt.requested", id="req-1")
+    assert " seq=- id=req-1 prompt='Add a retry" in event_line(request)
     line = event_line(golden("dev.vwm.job.completed", causationid="req-1"))
-    assert " cause=req-1 " in line
+    assert " cause=req-1 succeeded: " in line
 
 
 def test_a_long_summary_is_cut_to_one_bounded_line() -> None:
     event = golden("dev.vwm.prompt.requested")
     long = event.model_copy(update={"data": event.data.model_copy(update={"prompt": "x\n" * 999})})
-    summary = event_line(long).split(" ", 5)[-1]
+    summary = event_line(long).split(" ", 6)[-1]  # after time, type, session, job, seq, id
     assert len(summary) <= MAX_SUMMARY and summary.endswith("…") and "\n" not in summary
 
 

@@ -1,7 +1,8 @@
 """How `vwm events tail` prints one CloudEvent: a line for people, or a JSON object for programs.
 
 The line is ``time type session=… job=… seq=… summary``, with ``-`` for an attribute the event does
-not carry, and a summary of its data on one line: the text and tool calls of a ``job.output``
+not carry (then ``id=`` for a prompt request, ``cause=`` for the events of the job it asked for),
+and a summary of its data on one line: the text and tool calls of a ``job.output``
 batch, the status (and error) a job ended with, what a session or prompt event is about.
 """
 
@@ -11,7 +12,7 @@ import json
 from collections import OrderedDict
 from typing import Any
 
-from eventing.events import VwmEvent
+from eventing.events import PROMPT_REQUESTED, VwmEvent
 from eventing.events import payloads as p
 from eventing.events.envelope import format_time
 
@@ -27,6 +28,8 @@ def event_line(event: VwmEvent) -> str:
         f"job={event.jobid or '-'}",
         f"seq={event.seq if event.seq is not None else '-'}",
     ]
+    if event.type == PROMPT_REQUESTED:  # what its job's events name as their cause
+        columns.append(f"id={event.id}")
     cause = _causation_id(event)
     if cause:
         columns.append(f"cause={cause}")
