@@ -274,9 +274,9 @@ class KubeApi:
                 extra={"call": what, "attempt": attempt, "problem": problem[:500]},
             )
         raise KubernetesUnavailable(
-            f"the Kubernetes API server at {self.host} {problem} to {what}, {self.attempts} "
-            "times; check that the API server is up and reachable from the control plane, "
-            "then try again",
+            f"{what}: after {self.attempts} tries the Kubernetes API server at {self.host} "
+            f"still {problem}; check that the API server is up and reachable from the "
+            "control plane, then try again",
             call=what,
             attempts=self.attempts,
         )
