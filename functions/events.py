@@ -8,9 +8,17 @@ is down: a retry can fix it) into 503.
 
 Idempotent by the event's `source` + `id` (`vwm.processed_events`, written in the transaction
 that applies the event) and by state (`functions.job_log`; a session ends once). Job events are
-applied by `functions.job_log`; `dev.vwm.session.end.requested` ends the session through
-`functions.sessions.end`, as `DELETE /v1/sessions/{id}` does. The other types are acknowledged
-and logged as not handled yet (docs/events.md, "The events function").
+applied by `functions.job_log`; `dev.vwm.prompt.requested` queues its job
+(`functions.prompt_requests.accept`; the delivery to the session's harness runs it);
+`dev.vwm.session.end.requested` ends the session through `functions.sessions.end`, as
+`DELETE /v1/sessions/{id}` does. The other types are acknowledged and logged as not handled
+yet (docs/events.md, "The events function").
+
+The control plane's own job events (a `job.failed` for a job it failed itself) are
+announcements: the change they report committed with them, so they are acknowledged as they
+are. A job event for a job not known here that answers a prompt request (`causationid`) of a
+live session is refused with 503: the request that queues the job is being handled, and the
+broker's retry finds it.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from starlette.responses import Response
 
 from eventing.codec import MAX_EVENT_BYTES, from_http
 from eventing.events import (
+    CONTROL_PLANE_SOURCE,
+    PROMPT_REQUESTED,
     SESSION_END_REQUESTED,
     TICK,
     EndReason,
@@ -35,10 +45,11 @@ from eventing.events import (
 from functions.api import Endpoint
 from functions.context import db, settings
 from functions.db.errors import ConflictError, NotFoundError
-from functions.db.models import ProcessedEvent
+from functions.db.models import ProcessedEvent, WorkerSession
 from functions.errors import FunctionsError
 from functions.http import ApiError, read_body
 from functions.job_log import JOB_TYPES, apply
+from functions.prompt_requests import accept
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +79,8 @@ async def receive(event: VwmEvent) -> Outcome:
     try:
         if event.type in JOB_TYPES:
             outcome = await db(_apply_job_event, event)
+        elif event.type == PROMPT_REQUESTED:
+            outcome = await db(_accept_prompt, event)
         elif event.type == SESSION_END_REQUESTED:
             outcome = await _end_session(event)
         elif event.type == TICK:
@@ -94,12 +107,32 @@ async def receive(event: VwmEvent) -> Outcome:
 
 
 def _apply_job_event(session: Session, event: VwmEvent) -> Outcome:
+    if event.source == CONTROL_PLANE_SOURCE:
+        return Outcome.HANDLED  # ours: written with the change it announces
     if _seen(session, event):
         return Outcome.DUPLICATE
     if not apply(session, event, settings().raw_output_limit):
+        if event.causationid and _session_is_live(session, event.sessionid):
+            raise EventsUnavailable(
+                f"job {event.jobid} is not known yet: the prompt request that queues it is "
+                "being handled; retry"
+            )
         return Outcome.UNKNOWN  # nothing written, not even the id
     _mark(session, event)
     return Outcome.HANDLED
+
+
+def _accept_prompt(session: Session, event: VwmEvent) -> Outcome:
+    if _seen(session, event):
+        return Outcome.DUPLICATE
+    accept(session, event)  # a request for no session is answered (job.failed) all the same
+    _mark(session, event)
+    return Outcome.HANDLED
+
+
+def _session_is_live(session: Session, session_id: str | None) -> bool:
+    row = session.get(WorkerSession, session_id) if session_id else None
+    return row is not None and row.status not in ("ended", "failed")
 
 
 async def _end_session(event: VwmEvent) -> Outcome:

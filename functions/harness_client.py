@@ -150,6 +150,19 @@ class HarnessClient:
         job = {**body, "mode": "async", "not_after": round(not_after, 3)}
         return await self.answer(JobState, "POST", "/v1/jobs", json=job)
 
+    async def deliver(self, headers: dict[str, str], body: bytes, bound: float) -> JobState:
+        """Deliver a prompt request (a CloudEvent in binary mode: its ``ce-*`` headers and
+        data); the harness answers when the job it runs has ended, so `bound` covers the wait
+        for its turn and the job."""
+        return await self.answer(
+            JobState,
+            "POST",
+            "/v1/events",
+            headers={**self._headers, **headers},
+            content=body,
+            bound=bound,
+        )
+
     async def job(self, job_id: str) -> JobState:
         return await self.answer(JobState, "GET", f"/v1/jobs/{job_id}")
 
@@ -204,8 +217,9 @@ class HarnessClient:
         try:
             # httpx bounds each read; the outer deadline also bounds a harness that trickles.
             async with asyncio.timeout(total):
+                headers = kwargs.pop("headers", self._headers)
                 response = await self._http.request(
-                    method, self._base + path, headers=self._headers, timeout=timeout, **kwargs
+                    method, self._base + path, headers=headers, timeout=timeout, **kwargs
                 )
         except (httpx.TimeoutException, TimeoutError):
             raise HarnessUnavailable(

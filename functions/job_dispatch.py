@@ -23,7 +23,13 @@ from functions.db.errors import DbError, SessionBusy
 from functions.db.models import Job, JobStatus
 from functions.db.repositories import Jobs
 from functions.db.transitions import transition_job
-from functions.harness_client import HarnessCallError, HarnessRefused, HarnessUnavailable
+from functions.harness_client import (
+    HarnessCallError,
+    HarnessClient,
+    HarnessRefused,
+    HarnessUnavailable,
+)
+from functions.lifecycle_events import job_failed
 from functions.runtime.base import HarnessEndpoint
 from functions.runtime.errors import RuntimeBackendError
 from functions.session_runtime import (
@@ -125,7 +131,13 @@ def fail_queued(session: Session, job_id: str, error: dict[str, Any]) -> None:
     again is a new attempt, not a replay of this failure."""
     row = Jobs(session).get(job_id)
     if row.status == JobStatus.QUEUED:
-        transition_job(session, row, JobStatus.FAILED, error=error, idempotency_key=None)
+        row = transition_job(session, row, JobStatus.FAILED, error=error, idempotency_key=None)
+        job_failed(session, row)
+
+
+# About how long the broker retries a prompt request's delivery to its harness (the delivery
+# spec of `functions.prompt_delivery`: 8 retries, exponential from 0.5 s).
+PROMPT_DELIVERY_RETRY_S = 130.0
 
 
 def _stale_after_s() -> float:
@@ -142,7 +154,12 @@ def expire_if_stale(session: Session, job_id: str | None) -> bool:
     if row is None or row.status != JobStatus.QUEUED:
         return False
     created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
-    if datetime.now(UTC) - created < timedelta(seconds=_stale_after_s()):
+    bound = _stale_after_s()
+    if row.causation_id is not None:
+        # A prompt request's job may wait its turn on the harness first (VWM_PROMPT_WAIT_S),
+        # and for the broker's retries of its delivery.
+        bound += settings().prompt_wait_s + PROMPT_DELIVERY_RETRY_S
+    if datetime.now(UTC) - created < timedelta(seconds=bound):
         return False
     error = {
         "code": "harness_unavailable",
@@ -153,14 +170,21 @@ def expire_if_stale(session: Session, job_id: str | None) -> bool:
     return True
 
 
+async def sync_instructions(
+    view: SessionView, harness: HarnessClient, instructions: str, version: int
+) -> None:
+    """Hot instructions: when the global instructions changed since the harness last got them,
+    bootstrap it again (it rewrites the instruction file) and note the version it has."""
+    if view.session.instructions_version != version:
+        await harness.bootstrap(bootstrap_body(view, instructions))
+        await db(save_instructions_version, view.session.id, version)
+
+
 async def _start_on_harness(
     view: SessionView, endpoint: HarnessEndpoint, start: JobStart, instructions: str, version: int
 ) -> None:
     async with client_for(endpoint) as harness:
-        if view.session.instructions_version != version:
-            # Hot instructions: the harness rewrites the instruction file if they changed.
-            await harness.bootstrap(bootstrap_body(view, instructions))
-            await db(save_instructions_version, view.session.id, version)
+        await sync_instructions(view, harness, instructions, version)
         await harness.start_job(
             {"prompt": start.prompt, "job_id": start.job_id, "timeout_s": start.timeout_s}
         )

@@ -30,6 +30,7 @@ from functions.db.repositories import Jobs
 from functions.db.transitions import transition_job
 from functions.harness_client import HarnessClient, HarnessRefused, HarnessUnavailable, decode
 from functions.job_log import record_log
+from functions.lifecycle_events import job_failed
 from functions.runtime.base import HarnessEndpoint, RuntimeHandle
 from functions.runtime.errors import RuntimeBackendError
 from functions.session_runtime import client_for, load, recover
@@ -136,7 +137,7 @@ def fail_unrecorded(session: Session, job_id: str, error: dict[str, Any]) -> boo
     row = Jobs(session).get(job_id)
     if row.status not in ACTIVE_JOB_STATUSES:
         return False
-    transition_job(session, row, "failed", error=error)
+    job_failed(session, transition_job(session, row, "failed", error=error))
     return True
 
 

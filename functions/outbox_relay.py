@@ -179,7 +179,7 @@ class OutboxRelay:
             with contextlib.suppress(RuntimeError):  # the loop closed: nothing left to wake
                 loop.call_soon_threadsafe(self.wake)
 
-        self._unwatch = _watch_commits(self._services.session_factory, added)
+        self._unwatch = watch_commits(self._services.session_factory, added)
         self._task = loop.create_task(self._supervise(), name="outbox-relay")
 
     def wake(self) -> None:
@@ -396,7 +396,7 @@ def _decode(body: str) -> VwmEvent:
     return codec.from_http({"content-type": codec.STRUCTURED_CONTENT_TYPE}, body.encode("utf-8"))
 
 
-def _watch_commits(factory: sessionmaker[Any], added: Callable[[], None]) -> Callable[[], None]:
+def watch_commits(factory: sessionmaker[Any], added: Callable[[], None]) -> Callable[[], None]:
     """Call `added` after each commit of a session from `factory` that wrote outbox rows (in the
     committing thread). Returns what removes the hooks."""
     from sqlalchemy import event

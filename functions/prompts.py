@@ -1,13 +1,20 @@
 """The `prompts` function: run a prompt on a session (sync, stream, async) and read jobs.
 
-A prompt queues a job and starts it on the session's harness (`functions.job_dispatch`, bounded:
-a job that cannot be started in time ends `failed` with `harness_unavailable` and the caller gets
-503). Its record does not depend on the caller: the harness publishes the job's events, which
-the `events` function records, and the reconciler asks the harness about any job they did not
-record (`functions.job_recording`). Sync follows the job to its end and records it on the way
-(answering without waiting for the broker); stream relays the same events as SSE and records at
-the end (a client that drops loses nothing: it reconnects to `GET /v1/jobs/{id}/events` with
-`Last-Event-ID`); async answers 202 at once.
+An async prompt is a prompt request like any other service's: its job is queued and a
+`dev.vwm.prompt.requested` published in one transaction (`functions.prompt_requests`), and the
+answer is 202 at once; the broker delivers the request to the session's harness, which runs it
+when the session is free (`functions.prompt_delivery`).
+
+A sync or stream prompt queues a job and starts it on the session's harness at once
+(`functions.job_dispatch`, bounded: a job that cannot be started in time ends `failed` with
+`harness_unavailable` and the caller gets 503; a busy session is 409 `session_busy`). Sync
+follows the job to its end and records it on the way (answering without waiting for the
+broker); stream relays the same events as SSE and records at the end (a client that drops
+loses nothing: it reconnects to `GET /v1/jobs/{id}/events` with `Last-Event-ID`).
+
+No job's record depends on its caller: the harness publishes the job's events, which the
+`events` function records, and the reconciler asks the harness about any job they did not
+record (`functions.job_recording`).
 """
 
 from __future__ import annotations
@@ -21,12 +28,19 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from eventing.events import (
+    CONTROL_PLANE_SOURCE,
+    PromptRequested,
+    new_event_id,
+    prompt_job_id,
+    utc_now,
+)
 from functions.api import Endpoint
 from functions.context import db, settings
 from functions.db.errors import ConflictError, SessionBusy
 from functions.db.models import ACTIVE_JOB_STATUSES, Job, JobStatus, WorkerSession
 from functions.db.repositories import Jobs, Sessions
-from functions.db.transitions import StartedJob, start_job, transition_job
+from functions.db.transitions import PromptRequest, StartedJob, start_job, transition_job
 from functions.harness_client import HarnessCallError, HarnessUnavailable, decode
 from functions.http import parse_body, parse_query
 from functions.job_dispatch import JobStart, dispatch, expire_if_stale
@@ -38,6 +52,7 @@ from functions.job_recording import (
 )
 from functions.job_relay import relay
 from functions.params import RESUME_HEADERS, ResumeQuery, resume_point
+from functions.prompt_requests import publish
 from functions.runtime.base import HarnessEndpoint
 from functions.session_runtime import client_for, global_instructions, reach
 
@@ -100,6 +115,8 @@ def _get_job(session: Session, job_id: str) -> Job:
 
 async def create_prompt(request: Request) -> Response:
     body = await parse_body(request, PromptIn, settings().max_request_bytes)
+    if body.mode == "async":
+        return await _request_prompt(body)
     view, endpoint = await reach(body.session_id)
 
     instructions, version = await db(global_instructions)
@@ -133,8 +150,6 @@ async def create_prompt(request: Request) -> Response:
         start = JobStart(job_id=job.id, prompt=body.prompt, timeout_s=body.timeout_s)
         endpoint = await dispatch(view, endpoint, start, instructions, version)
         job = await db(_mark_dispatched, job.id)
-    if body.mode == "async":
-        return JSONResponse(job_out(job), status_code=202 if started.created else 200)
     if body.mode == "stream":
         known = endpoint  # reached above: no second lookup for the stream
 
@@ -144,6 +159,36 @@ async def create_prompt(request: Request) -> Response:
         return relay(job.id, body.session_id, 0, harness=harness)
     await _follow_to_end(job.id, body.session_id, endpoint)
     return JSONResponse(await db(lambda s: job_out(_get_job(s, job.id))))
+
+
+async def _request_prompt(body: PromptIn) -> Response:
+    """Async: the job queued and its prompt request published, in one transaction; 202 (200
+    for an idempotency key seen before, with that job as it is now)."""
+    event_id = new_event_id()
+    request = PromptRequest(prompt_job_id(CONTROL_PLANE_SOURCE, event_id), event_id)
+    data = PromptRequested(
+        session_id=body.session_id,
+        prompt=body.prompt,
+        timeout_s=float(body.timeout_s) if body.timeout_s else None,
+        requested_at=utc_now(),
+    )
+
+    def queue(session: Session) -> tuple[dict[str, Any], bool]:
+        started = start_job(
+            session,
+            body.session_id,
+            prompt=body.prompt,
+            mode=body.mode,
+            idempotency_key=body.idempotency_key,
+            timeout_s=body.timeout_s,
+            request=request,
+        )
+        if started.created:
+            publish(session, started.job, data)
+        return job_out(started.job), started.created
+
+    job, created = await db(queue)
+    return JSONResponse(job, status_code=202 if created else 200)
 
 
 def _mark_dispatched(session: Session, job_id: str) -> Job:

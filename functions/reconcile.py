@@ -142,13 +142,13 @@ async def _jobs(report: Report, now: datetime) -> None:
 
 
 async def _job(report: Report, job: _ActiveJob) -> None:
-    if job.status == JobStatus.QUEUED:
-        if await db(expire_if_stale, job.id):
+    if job.session_status in (SessionStatus.ENDED, SessionStatus.FAILED):
+        gone = {"code": "session_ended", "message": "the job's session ended before it finished"}
+        if await db(fail_unrecorded, job.id, gone):
             report.jobs_failed.append(job.id)
         return
-    if job.session_status in (SessionStatus.ENDED, SessionStatus.FAILED):
-        gone = {"code": "session_ended", "message": "the job's session ended while it ran"}
-        if await db(fail_unrecorded, job.id, gone):
+    if job.status == JobStatus.QUEUED:
+        if await db(expire_if_stale, job.id):
             report.jobs_failed.append(job.id)
         return
     if job.session_status != SessionStatus.READY or not job.handle:

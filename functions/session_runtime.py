@@ -83,7 +83,9 @@ def harness_spec(view: SessionView) -> HarnessSpec:
         import json
 
         extra["VWM_PRICES"] = json.dumps(runtime.prices)
-    timeout = (worker.timeouts or {}).get("job_s") or (runtime.limits or {}).get("job_timeout_s")
+    # How long a prompt request waits for its turn on a busy session before it fails.
+    extra["VWM_PROMPT_WAIT_S"] = f"{current.prompt_wait_s:g}"
+    timeout = job_timeout_s(view)
     return HarnessSpec(
         session_id=view.session.id,
         cli=runtime.cli,
@@ -91,10 +93,17 @@ def harness_spec(view: SessionView) -> HarnessSpec:
         model=worker.model or runtime.default_model,
         provider_base_url=runtime.provider_base_url,
         credential_env=credential_env,
-        job_timeout_s=float(timeout) if timeout else None,
+        job_timeout_s=timeout,
         extra_env=extra,
         git_allow_local=view.allow_local_repos,
     )
+
+
+def job_timeout_s(view: SessionView) -> float | None:
+    """The bound of the session's jobs the worker or its runtime sets (None: the harness's)."""
+    worker, runtime = view.worker, view.runtime
+    timeout = (worker.timeouts or {}).get("job_s") or (runtime.limits or {}).get("job_timeout_s")
+    return float(timeout) if timeout else None
 
 
 async def reach(session_id: str, *, probe: bool = False) -> tuple[SessionView, HarnessEndpoint]:

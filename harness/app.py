@@ -39,8 +39,9 @@ from harness.adapters import get_adapter
 from harness.adapters.base import Adapter
 from harness.bootstrap import BootstrapRequest, bootstrap
 from harness.errors import HarnessError, JobAlreadyRunning
-from harness.http import EXCEPTION_HANDLERS, InputGuard, TokenAuth, parse_json
+from harness.http import EXCEPTION_HANDLERS, InputGuard, TokenAuth, parse_json, read_body
 from harness.jobs import JobRequest, JobRunner
+from harness.prompt_requests import PromptTurns, answer
 from harness.publishing import EventPublishing
 from harness.settings import HarnessSettings
 from harness.sse import event_stream, resume_point
@@ -62,6 +63,7 @@ class HarnessState:
     runner: JobRunner
     bootstrap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     publishing: EventPublishing | None = None  # None: no event sink set
+    prompt_turns: PromptTurns | None = None
 
 
 def _state(request: Request) -> HarnessState:
@@ -118,6 +120,17 @@ async def create_job(request: Request) -> Response:
         case _:
             await state.runner.wait(job)
             return JSONResponse(job.to_dict())
+
+
+async def receive_event(request: Request) -> Response:
+    """`POST /v1/events`: one `dev.vwm.prompt.requested` (binary or structured mode), answered
+    when its job has ended (`harness.prompt_requests`)."""
+    state = _state(request)
+    turns = state.prompt_turns
+    assert turns is not None  # set by the lifespan
+    body = await read_body(request, state.settings.server.max_request_bytes)
+    event = turns.decode(request.headers, body)
+    return JSONResponse(answer(await turns.run(event)))
 
 
 async def get_job(request: Request) -> Response:
@@ -182,8 +195,9 @@ def create_app(settings: HarnessSettings) -> Starlette:
                 session_id=settings.session_id,
                 session_token=settings.server.session_token,
             )
+        turns = PromptTurns(runner, settings.session_id, settings.limits.prompt_wait_s)
         app.state.harness = HarnessState(
-            settings, workspace, adapter, runner, publishing=publishing
+            settings, workspace, adapter, runner, publishing=publishing, prompt_turns=turns
         )
         logger.info("harness ready", extra={"cli": adapter.kind, "workspace": str(workspace.root)})
         try:
@@ -197,6 +211,7 @@ def create_app(settings: HarnessSettings) -> Starlette:
         Route("/healthz", health, methods=["GET"]),
         Route("/v1/bootstrap", bootstrap_workspace, methods=["POST"]),
         Route("/v1/jobs", create_job, methods=["POST"]),
+        Route("/v1/events", receive_event, methods=["POST"]),
         Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
         Route("/v1/jobs/{job_id}/events", job_events, methods=["GET"]),
         Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),

@@ -81,6 +81,9 @@ class JobRequest(BaseModel):
     model: str | None = Field(default=None, max_length=200)
     timeout_s: float | None = Field(default=None, gt=0, le=86_400)
     new_session: bool = False
+    # The id of the `dev.vwm.prompt.requested` event the job runs (harness.prompt_requests):
+    # every event of the job carries it as `causationid`.
+    causation_id: str | None = Field(default=None, min_length=1, max_length=200)
     # Epoch seconds after which the job must not start: the caller gave up waiting by then (e.g.
     # this harness was stopped and read the request late). Compared with this machine's clock,
     # so the caller adds a margin for skew.
@@ -114,6 +117,7 @@ class Job:
     # Its final event is in the publishing outbox (`harness.publishing`); kept in the meta file
     # so a restart republishes, from the log, every job that did not get that far.
     published: bool = False
+    causation_id: str | None = None
 
     def state(self) -> JobState:
         """The job as the API answers it (the shared contract, `eventing.harness_api`)."""
@@ -222,12 +226,41 @@ class JobRunner:
             self._ws.jobs_dir / f"{job_id}.jsonl",
             queue_size=self._settings.limits.subscriber_queue,
         )
-        job = Job(id=job_id, prompt=request.prompt, log=log)
+        job = Job(id=job_id, prompt=request.prompt, log=log, causation_id=request.causation_id)
         self._jobs[job_id] = job
         self._current = job
         self._save_meta(job)
         job.task = asyncio.create_task(self._run(job, request, run), name=f"job-{job_id}")
         return job, True
+
+    def find(self, job_id: str) -> Job | None:
+        """The job with that id, running or finished (from its meta file after a restart)."""
+        return self._find(job_id)
+
+    def refuse(self, request: JobRequest, error: dict[str, Any]) -> Job:
+        """Record a job that will never run (it could not get its turn, or came too late): its
+        log holds only its end, failed with `error`, and it is published like any other. Kept
+        on the volume, so a later start with its id (a redelivery) finds it ended, and the
+        prompt never runs after its sender was told it failed."""
+        if request.job_id is None:
+            raise ValueError("only a job with an id can be refused")
+        if (existing := self._find(request.job_id)) is not None:
+            return existing
+        log = EventLog(
+            request.job_id,
+            self._ws.jobs_dir / f"{request.job_id}.jsonl",
+            queue_size=self._settings.limits.subscriber_queue,
+        )
+        job = Job(
+            id=request.job_id,
+            prompt=request.prompt,
+            log=log,
+            causation_id=request.causation_id,
+            summary=RunSummary(is_error=True, error=error["message"]),
+        )
+        self._jobs[job.id] = job
+        self._finish(job, JobStatus.FAILED, error=error, duration_ms=0)
+        return job
 
     def get(self, job_id: str) -> Job:
         job = self._find(job_id)
@@ -522,6 +555,7 @@ class JobRunner:
             "prompt": job.prompt,
             **job.to_dict(),
             "published": job.published,
+            "causation_id": job.causation_id,
         }
         path = self._ws.jobs_dir / f"{job.id}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -550,6 +584,7 @@ class JobRunner:
             error=meta.get("error"),
             exit_code=meta.get("exit_code"),
             published=meta.get("published") is True,
+            causation_id=meta.get("causation_id"),
         )
         self._jobs[job_id] = job
         return job

@@ -83,8 +83,9 @@ NO_ERROR_RECORDED = "no_error_recorded"
 # -- the job log as events (pure) ----------------------------------------------------------------
 
 
-def started_event(session_id: str, entry: JobEvent) -> VwmEvent:
-    """``dev.vwm.job.started`` for a log's ``job_started`` entry."""
+def started_event(session_id: str, entry: JobEvent, causation_id: str | None = None) -> VwmEvent:
+    """``dev.vwm.job.started`` for a log's ``job_started`` entry. `causation_id`: the id of the
+    ``dev.vwm.prompt.requested`` the job runs, carried by each of its events (``causationid``)."""
     data = entry.data
     started_at = _utc(entry.ts)
     fields = {
@@ -95,10 +96,15 @@ def started_event(session_id: str, entry: JobEvent) -> VwmEvent:
         "started_at": started_at.isoformat(),
     }
     payload = _fit(JobStarted, fields, shrink=("prompt",))
-    return _job_event(payload, session_id, entry.job_id, entry.seq, started_at)
+    return _job_event(payload, session_id, entry.job_id, entry.seq, started_at, causation_id)
 
 
-def output_event(session_id: str, job_id: str, events: Sequence[OutputEvent]) -> VwmEvent:
+def output_event(
+    session_id: str,
+    job_id: str,
+    events: Sequence[OutputEvent],
+    causation_id: str | None = None,
+) -> VwmEvent:
     """``dev.vwm.job.output`` for consecutive agent entries: id ``<job>.<first>-<last>`` (two
     batchings of the same seqs never share an id: the consumer skips an id it has seen)."""
     first, last = events[0].seq, events[-1].seq
@@ -109,6 +115,7 @@ def output_event(session_id: str, job_id: str, events: Sequence[OutputEvent]) ->
         session_id=session_id,
         job_id=job_id,
         seq=last,
+        causation_id=causation_id,
         event_id=f"{job_id}.{first}-{last}",
         time=_utc(events[-1].ts),
     )
@@ -173,7 +180,7 @@ def finished_event(
             }
         )
     payload = _fit(model, fields, shrink=("raw_output", "summary.final_text"))
-    return _job_event(payload, session_id, job.id, entry.seq, _utc(entry.ts))
+    return _job_event(payload, session_id, job.id, entry.seq, _utc(entry.ts), job.causation_id)
 
 
 def job_timings(
@@ -234,13 +241,21 @@ def read_raw_output(jobs_dir: Path, job_id: str) -> str:
         return ""
 
 
-def _job_event(payload: Any, session_id: str, job_id: str, seq: int, at: datetime) -> VwmEvent:
+def _job_event(
+    payload: Any,
+    session_id: str,
+    job_id: str,
+    seq: int,
+    at: datetime,
+    causation_id: str | None = None,
+) -> VwmEvent:
     return new_event(
         payload,
         source=harness_source(session_id),
         session_id=session_id,
         job_id=job_id,
         seq=seq,
+        causation_id=causation_id,
         event_id=job_event_id(job_id, seq),
         time=at,
     )
@@ -474,7 +489,10 @@ class JobEventPublisher:
         for entry in entries:
             if entry.kind == JobEventKind.JOB_STARTED:
                 await self._flush_batch(tracked)
-                await self._append(tracked, lambda e=entry: started_event(self._session_id, e))
+                await self._append(
+                    tracked,
+                    lambda e=entry: started_event(self._session_id, e, tracked.job.causation_id),
+                )
             elif entry.kind == JobEventKind.JOB_FINISHED:
                 await self._flush_batch(tracked)
                 whole = tracked.job.log.events()[: entry.seq]  # seq n is index n - 1
@@ -516,7 +534,10 @@ class JobEventPublisher:
         if not tracked.batch:
             return
         batch, tracked.batch, tracked.batch_bytes = tracked.batch, [], 0
-        await self._append(tracked, lambda: output_event(self._session_id, tracked.job.id, batch))
+        job = tracked.job
+        await self._append(
+            tracked, lambda: output_event(self._session_id, job.id, batch, job.causation_id)
+        )
 
     async def _append(self, tracked: _Tracked, build: Any) -> None:
         """Build an event and append it to the outbox. Whatever fails is logged and the job's

@@ -66,6 +66,9 @@ class LimitSettings:
     max_file_bytes: int = 32 << 20
     raw_output_bytes: int = 1 << 20
     subscriber_queue: int = 1024
+    # How long a prompt request (`POST /v1/events`) waits for the session's running job to end
+    # before its own job fails with `session_busy` (VWM_PROMPT_WAIT_S, set by the control plane).
+    prompt_wait_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,7 @@ class HarnessSettings:
             stderr_tail_bytes=_int(env, "VWM_STDERR_TAIL_BYTES", 16 << 10),
             max_file_bytes=_int(env, "VWM_MAX_FILE_BYTES", 32 << 20),
             raw_output_bytes=_int(env, "VWM_RAW_OUTPUT_BYTES", 1 << 20),
+            prompt_wait_s=_float(env, "VWM_PROMPT_WAIT_S", 600.0),
         )
         workspace = Path(env.get("VWM_WORKSPACE", "workspace")).resolve()
         git = GitSettings(allow_local=_flag(env, "VWM_GIT_ALLOW_LOCAL"))

@@ -33,6 +33,8 @@ from eventing.events.envelope import (
     job_event_id,
     new_event,
     new_event_id,
+    prompt_job_id,
+    utc_now,
 )
 from eventing.events.payloads import (
     EndReason,
@@ -46,7 +48,6 @@ from eventing.events.payloads import (
     LearningCompleted,
     OutputEvent,
     Payload,
-    PromptMode,
     PromptRequested,
     SessionCreated,
     SessionEnded,
@@ -85,7 +86,6 @@ __all__ = [
     "LearningCompleted",
     "OutputEvent",
     "Payload",
-    "PromptMode",
     "PromptRequested",
     "SessionCreated",
     "SessionEndRequested",
@@ -99,4 +99,6 @@ __all__ = [
     "job_event_id",
     "new_event",
     "new_event_id",
+    "prompt_job_id",
+    "utc_now",
 ]

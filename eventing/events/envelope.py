@@ -11,6 +11,7 @@ No CloudEvents SDK here: `eventing.codec` is the only module that touches it.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
 import re
 import uuid
@@ -33,7 +34,7 @@ _ID = re.compile(p.ID_PATTERN)
 CORE_ATTRIBUTES = frozenset(
     {"specversion", "id", "source", "type", "time", "subject", "datacontenttype", "dataschema"}
 )
-EXTENSIONS = ("sessionid", "jobid", "seq")
+EXTENSIONS = ("sessionid", "jobid", "seq", "causationid")
 
 
 class EventError(InputError):
@@ -82,11 +83,11 @@ _JOB = ("sessionid", "jobid", "seq")
 CATALOGUE: dict[str, EventSpec] = {
     spec.type: spec
     for spec in (
-        _spec(PROMPT_REQUESTED, p.PromptRequested, "sessionid", optional="jobid"),
-        _spec(JOB_STARTED, p.JobStarted, *_JOB),
-        _spec(JOB_OUTPUT, p.JobOutput, *_JOB),
-        _spec(JOB_COMPLETED, p.JobCompleted, *_JOB),
-        _spec(JOB_FAILED, p.JobFailed, *_JOB),
+        _spec(PROMPT_REQUESTED, p.PromptRequested, "sessionid"),
+        _spec(JOB_STARTED, p.JobStarted, *_JOB, optional="causationid"),
+        _spec(JOB_OUTPUT, p.JobOutput, *_JOB, optional="causationid"),
+        _spec(JOB_COMPLETED, p.JobCompleted, *_JOB, optional="causationid"),
+        _spec(JOB_FAILED, p.JobFailed, *_JOB, optional="causationid"),
         _spec(SESSION_CREATED, p.SessionCreated, "sessionid"),
         _spec(SESSION_READY, p.SessionReady, "sessionid"),
         _spec(SESSION_END_REQUESTED, p.SessionEndRequested, "sessionid"),
@@ -111,6 +112,9 @@ class VwmEvent(BaseModel):
     sessionid: str | None = Field(default=None, pattern=p.ID_PATTERN)
     jobid: str | None = Field(default=None, pattern=p.ID_PATTERN)
     seq: int | None = Field(default=None, ge=1, description="the job log's seq this reaches")
+    causationid: str | None = Field(
+        default=None, min_length=1, max_length=200, description="the id of the event it answers"
+    )
     data: SerializeAsAny[p.Payload]
 
     @property
@@ -158,6 +162,15 @@ def job_event_id(job_id: str, seq: int) -> str:
     return f"{job_id}.{seq}"
 
 
+def prompt_job_id(source: str, event_id: str) -> str:
+    """The job a `dev.vwm.prompt.requested` runs: derived from its `source` + `id`, so every
+    delivery of the event (and every party that sees it: the control plane, the harness) names
+    the same job, and the prompt runs once however often it is delivered. 32 characters of the
+    job id alphabet."""
+    digest = hashlib.sha256(f"{source}\x00{event_id}".encode()).hexdigest()
+    return f"p{digest[:31]}"
+
+
 def harness_source(session_id: str) -> str:
     return f"{_HARNESS_SOURCE_PREFIX}{session_id}"
 
@@ -169,6 +182,7 @@ def new_event(
     session_id: str | None = None,
     job_id: str | None = None,
     seq: int | None = None,
+    causation_id: str | None = None,
     subject: str | None = None,
     event_id: str | None = None,
     time: datetime | None = None,
@@ -187,6 +201,7 @@ def new_event(
         sessionid=session_id,
         jobid=job_id,
         seq=seq,
+        causationid=causation_id,
         data=payload,
     )
     _check_extensions(event)
@@ -224,6 +239,7 @@ def decode_event(attributes: Mapping[str, Any], data: Any) -> VwmEvent:
             status=415,
             content_type=str(content_type)[:200],
         )
+    payload = _payload(spec, data)
     try:
         event = VwmEvent(
             id=attributes["id"],
@@ -231,10 +247,11 @@ def decode_event(attributes: Mapping[str, Any], data: Any) -> VwmEvent:
             type=spec.type,
             time=_time(attributes.get("time")),
             subject=attributes.get("subject"),
-            sessionid=attributes.get("sessionid"),
+            sessionid=_session_id(attributes.get("sessionid"), payload),
             jobid=attributes.get("jobid"),
             seq=_seq(attributes.get("seq")),
-            data=_payload(spec, data),
+            causationid=attributes.get("causationid"),
+            data=payload,
         )
     except ValidationError as exc:
         raise EventError(
@@ -265,6 +282,24 @@ def _time(raw: Any) -> datetime | None:
         return timestamp(raw)
     except ValueError as exc:
         raise EventError("invalid_attribute", f"time: {exc}", attribute="time") from None
+
+
+def _session_id(extension: Any, payload: p.Payload) -> Any:
+    """The `sessionid` extension, or a prompt request's `session_id` when the sender wrote only
+    the data; both present, they must agree."""
+    in_data = getattr(payload, "session_id", None)
+    if in_data is None:
+        return extension
+    if extension is None:
+        return in_data
+    if extension != in_data:
+        raise EventError(
+            "invalid_extension",
+            f"the sessionid extension ({str(extension)[:64]!r}) and the data's session_id "
+            f"({in_data!r}) name different sessions: send one, or the same in both",
+            extension="sessionid",
+        )
+    return extension
 
 
 def _seq(raw: Any) -> int | None:

@@ -42,29 +42,38 @@ class ErrorInfo(Payload):
 # -- prompts and jobs --------------------------------------------------------------------------
 
 
-class PromptMode(StrEnum):
-    SYNC = "sync"
-    STREAM = "stream"
-    ASYNC = "async"
-
-
 class PromptRequested(Payload):
-    """Run a prompt on a session. The harness's `JobRequest`, plus what the control plane records."""
+    """Run a prompt on a session, exactly once per event `source` + `id`.
 
+    Sent by any service (or by `POST /v1/prompts` in async mode). The event's `sessionid`
+    extension routes it to the session's harness; `session_id` here is the same id for senders
+    that only write data (`decode_event` fills the extension from it). The job's events carry
+    the requesting event's id as `causationid`."""
+
+    session_id: str | None = Field(
+        default=None, pattern=ID_PATTERN, description="the session; equals the sessionid extension"
+    )
     prompt: str = Field(
         min_length=1, max_length=MAX_PROMPT_CHARS, description="the prompt, up to 512,000 chars"
     )
-    mode: PromptMode = Field(default=PromptMode.ASYNC, description="how the caller waits")
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=86_400, description="the job's bound in seconds; None: the harness's"
+    )
+    reply_to: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        pattern=r"^[hH][tT][tT][pP][sS]?://",
+        description="an http(s) URL that gets the job's job.completed or job.failed event",
+    )
     model: str | None = Field(default=None, max_length=200, description="None: the worker's")
-    timeout_s: float | None = Field(default=None, gt=0, le=86_400, description="seconds")
     new_session: bool = Field(default=False, description="start a fresh CLI session, no resume")
     not_after: AwareDatetime | None = Field(
-        default=None, description="do not start the job after this instant (its caller gave up)"
+        default=None, description="do not start the job after this instant (its sender gave up)"
     )
-    idempotency_key: str | None = Field(
-        default=None, min_length=1, max_length=200, description="a retried request runs once"
+    requested_at: AwareDatetime | None = Field(
+        default=None, description="when the prompt was asked for"
     )
-    requested_at: AwareDatetime = Field(description="when the prompt was asked for")
 
 
 class JobStarted(Payload):
@@ -260,7 +269,6 @@ __all__ = [
     "LearningCompleted",
     "OutputEvent",
     "Payload",
-    "PromptMode",
     "PromptRequested",
     "SessionCreated",
     "SessionEndRequested",

@@ -11,6 +11,10 @@ the deliveries it cut off back at once. Claims go oldest event first, so one sub
 first attempts in arrival order (not a guarantee: retries and parallel deliveries reorder, as in
 Knative), except for an `ordered` subscription, which gets one delivery at a time, in order
 (`claim_due`'s FIFO). Settled deliveries and their events are pruned after `retention_s`.
+
+A loop may claim for some subscriptions only (`only`, `exclude`): the broker runs the deliveries
+that last as long as an agent's job (prompt requests to a session's harness) in a loop of their
+own, so they never hold the slots the other subscribers' deliveries need.
 """
 
 from __future__ import annotations
@@ -92,9 +96,15 @@ class Dispatcher:
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], datetime] = utcnow,
         more_subscriptions: MoreSubscriptions | None = None,
+        only: Collection[str] | None = None,
+        exclude: Collection[str] = (),
+        prunes: bool = True,
     ) -> None:
         """`more_subscriptions`: those that come and go (user subscriptions), read in each
-        claim's transaction and in each settle that queues a reply; `subscriptions` are fixed."""
+        claim's transaction and in each settle that queues a reply; `subscriptions` are fixed.
+        `only` / `exclude`: the subscriptions whose deliveries this loop claims (None: all) and
+        those it leaves to another loop; `prunes`: this loop prunes settled deliveries (one
+        loop of a process does)."""
         self._run_db = run
         self.subscriptions = list(subscriptions)
         self._more = more_subscriptions
@@ -106,6 +116,9 @@ class Dispatcher:
         # For dead-letter sinks; no proxy from the environment (local or cluster URLs).
         self._client = client or httpx.AsyncClient(trust_env=False)
         self._clock = clock
+        self._only = frozenset(only) if only is not None else None
+        self._exclude = frozenset(exclude)
+        self._prunes = prunes
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -174,7 +187,7 @@ class Dispatcher:
                 claimed = await self._claim(free)
             for item, subscription in claimed:
                 self._spawn(item, subscription)
-            if time.monotonic() - last_prune >= self.settings.prune_every_s:
+            if self._prunes and time.monotonic() - last_prune >= self.settings.prune_every_s:
                 last_prune = time.monotonic()
                 await self._prune()
             if claimed and len(claimed) == free:
@@ -193,6 +206,8 @@ class Dispatcher:
                 self._more,
                 self._client,
                 self.subscriptions,
+                self._only,
+                self._exclude,
             )
         except Exception as exc:
             if not self._db_down:
@@ -293,6 +308,8 @@ class Dispatcher:
                 dead_letter = "none"
                 if decision.action == "dead_letter" and subscription.policy.dead_letter_sink:
                     dead_letter = await self._send_dead_letter(subscription, item, result)
+                if subscription.on_dead is not None:
+                    await subscription.on_dead(item.event, result.answer)
                 await self._run_db(mark_dead, item.delivery_id, result.status, result.answer)
                 log.error(
                     "delivery dead: kept in vwm.broker_deliveries (state dead)",
@@ -404,10 +421,12 @@ def _claim_with_subscriptions(
     more: MoreSubscriptions | None,
     client: httpx.AsyncClient,
     fixed: Sequence[Subscription] = (),
+    only: Collection[str] | None = None,
+    exclude: Collection[str] = (),
 ) -> list[tuple[Claimed, Subscription | None]]:
     """Claim due deliveries and, in the same transaction, read the subscriptions that come and
     go, so each claimed delivery goes to its subscription as it is now (None: it is gone)."""
-    claimed = claim_due(session, limit, lease_s, now, concurrent)
+    claimed = claim_due(session, limit, lease_s, now, concurrent, only=only, exclude=exclude)
     if not claimed:
         return []
     found = {s.name: s for s in more(session, client)} if more is not None else {}

@@ -163,6 +163,9 @@ def claim_due(
     lease_s: float,
     now: datetime,
     concurrent: Collection[str] | None = None,
+    *,
+    only: Collection[str] | None = None,
+    exclude: Collection[str] = (),
 ) -> list[Claimed]:
     """Lease up to `limit` pending deliveries that are due and not leased to a live loop, oldest
     event first, to the caller for `lease_s` seconds; each claim counts as an attempt.
@@ -171,7 +174,8 @@ def claim_due(
     subscription is ordered: only its oldest pending delivery can be claimed, so the next one
     waits while it is in flight (leased) or waiting for a retry (FIFO per subscription, whatever
     the number of loops: the pending row blocks on both SQLite and PostgreSQL). None: all
-    subscriptions are concurrent."""
+    subscriptions are concurrent. `only` / `exclude`: the subscriptions this loop claims for
+    (None: all) and those it leaves to another loop."""
     if limit <= 0:
         return []
     conditions = [
@@ -179,6 +183,10 @@ def claim_due(
         BrokerDelivery.next_attempt_at <= now,
         (BrokerDelivery.leased_until.is_(None)) | (BrokerDelivery.leased_until <= now),
     ]
+    if only is not None:
+        conditions.append(BrokerDelivery.subscription.in_(list(only)))
+    if exclude:
+        conditions.append(BrokerDelivery.subscription.not_in(list(exclude)))
     if concurrent is not None:
         earlier = aliased(BrokerDelivery)
         waits_for_earlier = exists().where(

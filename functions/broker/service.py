@@ -26,7 +26,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Self
 
 import httpx
@@ -43,7 +43,7 @@ from functions.broker.user_subscriptions import (
     user_subscriptions,
 )
 from functions.errors import FunctionsError
-from functions.outbox_relay import TableOutbox
+from functions.outbox_relay import TableOutbox, watch_commits
 
 if TYPE_CHECKING:
     from functions.services import Services
@@ -67,6 +67,9 @@ class BrokerSettings:
     lease_s: float = 30.0
     retention_s: float = 86_400.0
     tick_s: float = 30.0  # 0: no tick
+    # Deliveries in flight at once to the long-running subscribers (prompt requests to the
+    # sessions' harnesses, each for as long as its job runs): about the sessions working at once.
+    long_concurrency: int = 64
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
@@ -77,14 +80,17 @@ class BrokerSettings:
             lease_s=_number(env, "VWM_BROKER_LEASE_S", 30.0),
             retention_s=_number(env, "VWM_BROKER_RETENTION_S", 86_400.0),
             tick_s=_number(env, "VWM_TICK_S", 30.0),
+            long_concurrency=int(_number(env, "VWM_BROKER_PROMPT_CONCURRENCY", 64, whole=True)),
         )
         try:
             settings.dispatcher()
+            settings.long_dispatcher()
         except ValueError as exc:
             name = str(exc).split(" ", 1)[0]
             variable = {
                 "poll_s": "VWM_BROKER_POLL_S",
                 "concurrency": "VWM_BROKER_CONCURRENCY",
+                "long_concurrency": "VWM_BROKER_PROMPT_CONCURRENCY",
                 "lease_s": "VWM_BROKER_LEASE_S",
                 "retention_s": "VWM_BROKER_RETENTION_S",
             }.get(name, name)
@@ -101,6 +107,11 @@ class BrokerSettings:
             lease_s=self.lease_s,
             retention_s=self.retention_s,
         )
+
+    def long_dispatcher(self) -> DispatcherSettings:
+        if not 1 <= self.long_concurrency <= 1000:
+            raise ValueError(f"long_concurrency must be 1..1000, got {self.long_concurrency}")
+        return replace(self.dispatcher(), concurrency=self.long_concurrency)
 
 
 class BrokerService:
@@ -128,17 +139,33 @@ class BrokerService:
         # One pool for every HTTP subscriber and dead-letter sink; no proxy from the environment.
         self._client = httpx.AsyncClient(trust_env=False)
         self.with_user_subscriptions = with_user_subscriptions
+        long_running = [s.name for s in self.subscriptions if s.long_running]
         self.dispatcher = Dispatcher(
             run,
             self.subscriptions,
             self.settings.dispatcher(),
             client=self._client,
             more_subscriptions=user_subscriptions if with_user_subscriptions else None,
+            exclude=long_running,
+        )
+        # The loop of the deliveries that last as long as a job (see `Subscription`).
+        self.long_dispatcher = (
+            Dispatcher(
+                run,
+                self.subscriptions,
+                self.settings.long_dispatcher(),
+                client=self._client,
+                only=long_running,
+                prunes=False,
+            )
+            if long_running
+            else None
         )
         self.outbox = TableOutbox(run)
         self._outbox_wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._unwatch: Callable[[], None] | None = None
 
     @classmethod
     def for_services(cls, services: Services) -> BrokerService:
@@ -151,7 +178,18 @@ class BrokerService:
         from functions.services import bound
 
         with bound(self._services) if self._services else contextlib.nullcontext():
-            self.dispatcher.start()
+            for dispatcher in self._dispatchers:
+                dispatcher.start()
+            if self._services is not None:
+                # A commit that wrote outbox rows (a prompt request, a session's event) wakes
+                # the drain at once rather than at its next poll.
+                loop = asyncio.get_running_loop()
+
+                def added() -> None:
+                    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                        loop.call_soon_threadsafe(self._outbox_wake.set)
+
+                self._unwatch = watch_commits(self._services.session_factory, added)
             self._tasks.append(asyncio.create_task(self._drain_outbox(), name="broker-outbox"))
             if self.settings.tick_s > 0:
                 self._tasks.append(asyncio.create_task(self._tick(), name="broker-tick"))
@@ -167,23 +205,34 @@ class BrokerService:
         """Stop the tick and the outbox drain at once, the deliveries within `grace_s`."""
         self._stopping.set()
         self._outbox_wake.set()
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         for task in self._tasks:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks)
-        await self.dispatcher.stop(grace_s)
+        await asyncio.gather(*(dispatcher.stop(grace_s) for dispatcher in self._dispatchers))
         await self._client.aclose()
+
+    @property
+    def _dispatchers(self) -> list[Dispatcher]:
+        return [self.dispatcher, *([self.long_dispatcher] if self.long_dispatcher else [])]
 
     def notify(self) -> None:
         """An event was enqueued (or added to the outbox) by this process: deliver it now."""
         self._outbox_wake.set()
-        self.dispatcher.notify()
+        self._wake_dispatchers()
+
+    def _wake_dispatchers(self) -> None:
+        for dispatcher in self._dispatchers:
+            dispatcher.notify()
 
     async def enqueue(self, event: VwmEvent) -> bool:
         """Queue `event` for its subscriptions (False: already queued) and wake the loop."""
         queued = await self._run(self._enqueue, event, self.subscriptions)
         if queued:
-            self.dispatcher.notify()
+            self._wake_dispatchers()
         return queued
 
     async def publish(self, event: VwmEvent) -> None:
@@ -225,7 +274,7 @@ class BrokerService:
             else:
                 failing = False
             if moved:
-                self.dispatcher.notify()
+                self._wake_dispatchers()
                 if moved == OUTBOX_BATCH:
                     continue
             with contextlib.suppress(TimeoutError):

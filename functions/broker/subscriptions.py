@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 # subscriber; a bound here keeps one mute subscriber from holding a delivery slot for ever).
 DEFAULT_HTTP_TIMEOUT_S = 30.0
 CONTROL_PLANE = "control-plane"
+SESSION_PROMPTS = "session-prompts"
 # The control plane's subscription, written as a Knative Trigger's spec.
 CONTROL_PLANE_SPEC: dict[str, Any] = {
     "filters": [{"prefix": {"type": "dev.vwm."}}],
@@ -79,6 +80,12 @@ class Subscription:
     sink: Sink
     policy: DeliveryPolicy
     ordered: bool = False
+    # Its deliveries last as long as an agent's job: the broker claims them in a loop of their
+    # own (`BrokerService`), so they never hold the other subscribers' delivery slots.
+    long_running: bool = False
+    # Called with the event and the last answer when a delivery dies (after its retries, or
+    # refused), before it is marked dead: the subscriber's own way to close what it started.
+    on_dead: Callable[[VwmEvent, str], Awaitable[None]] | None = None
 
     @classmethod
     def from_spec(cls, name: str, spec: Mapping[str, Any], sink: Sink) -> Subscription:
@@ -199,6 +206,20 @@ def control_plane_subscription(
     return Subscription.from_spec(CONTROL_PLANE, CONTROL_PLANE_SPEC, sink)
 
 
+def session_prompts_subscription() -> Subscription:
+    """Every ``dev.vwm.prompt.requested`` to its session's harness, which runs the job inside
+    the delivery (`functions.prompt_delivery`): the embedded form of the Trigger per session
+    that production makes. Concurrent (the harness gives a busy session's requests their
+    turns) and long-running."""
+    from functions.prompt_delivery import SESSION_PROMPTS_SPEC, SessionPromptSink, undelivered
+
+    return replace(
+        Subscription.from_spec(SESSION_PROMPTS, SESSION_PROMPTS_SPEC, SessionPromptSink()),
+        long_running=True,
+        on_dead=undelivered,
+    )
+
+
 def builtin_subscriptions() -> list[Subscription]:
     """The subscriptions of `vwm up`."""
-    return [control_plane_subscription()]
+    return [control_plane_subscription(), session_prompts_subscription()]

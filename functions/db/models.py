@@ -218,8 +218,9 @@ class WorkerSession(Base):
 
 
 class Job(Base):
-    """One prompt (or learning run) on a session. At most one queued or running job per session:
-    the partial unique index is the database's half of "a session takes one job at a time"."""
+    """One prompt (or learning run) on a session. The harness runs one job at a time; jobs of
+    prompt requests wait `queued` for their turn there, so a session may have several active
+    rows (`start_job` refuses a sync or stream prompt on a busy session)."""
 
     __tablename__ = "jobs"
     __table_args__ = (
@@ -230,9 +231,8 @@ class Job(Base):
         UniqueConstraint("session_id", "idempotency_key"),
         Index(None, "session_id", "created_at"),
         Index(
-            "uq_jobs_one_active_per_session",
+            "ix_jobs_active_per_session",
             "session_id",
-            unique=True,
             postgresql_where=text(one_of("status", ACTIVE_JOB_STATUSES)),
             sqlite_where=text(one_of("status", ACTIVE_JOB_STATUSES)),
         ),
@@ -252,6 +252,9 @@ class Job(Base):
     timeout_s: Mapped[int | None] = mapped_column(Integer)
     # The global instructions version the harness had when the job was dispatched.
     instructions_version: Mapped[int | None] = mapped_column(Integer)
+    # The `dev.vwm.prompt.requested` the job runs (its id), and where its end is also sent.
+    causation_id: Mapped[str | None] = mapped_column(String(200))
+    reply_to: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -136,12 +136,17 @@ def start_job(
     kind: JobKind | str = JobKind.PROMPT,
     idempotency_key: str | None = None,
     timeout_s: int | None = None,
+    request: PromptRequest | None = None,
 ) -> StartedJob:
     """Queue a job on a session, or return the job an earlier call with the same idempotency key
-    queued. Raises `SessionBusy` when the session already has a queued or running job (the
-    partial unique index decides, so concurrent callers cannot both queue), `SessionEnded` when
-    the session takes no jobs of this kind, `NotFoundError` when there is no such session."""
+    (or the same prompt request) queued. Raises `SessionEnded` when the session takes no jobs of
+    this kind, `NotFoundError` when there is no such session, and `SessionBusy` when it already
+    has a queued or running job, unless the job is a prompt `request`'s: those wait for their
+    turn on the harness. The busy check runs under the session row's lock, so concurrent
+    callers cannot both pass it."""
     kind = JobKind(kind)
+    if request is not None and (existing := db.get(Job, request.job_id)) is not None:
+        return StartedJob(existing, created=False)
     if idempotency_key is not None and (existing := _job_with_key(db, session_id, idempotency_key)):
         return _replay(existing, prompt, kind)
 
@@ -152,6 +157,10 @@ def start_job(
         raise NotFoundError("session", session_id)
     if session.status not in SESSION_ACCEPTS_JOB[kind]:
         raise SessionEnded(session_id, session.status)
+    if idempotency_key is not None and (existing := _job_with_key(db, session_id, idempotency_key)):
+        return _replay(existing, prompt, kind)  # queued by a caller we waited for at the lock
+    if request is None and (active := _active_job(db, session_id)) is not None:
+        raise SessionBusy(session_id, active)
 
     job = Job(
         session_id=session_id,
@@ -162,22 +171,42 @@ def start_job(
         idempotency_key=idempotency_key,
         timeout_s=timeout_s,
     )
+    if request is not None:
+        job.id = request.job_id
+        job.causation_id = request.causation_id
+        job.reply_to = request.reply_to
     try:
         with db.begin_nested():
             db.add(job)
     except IntegrityError:
+        if request is not None and (existing := db.get(Job, request.job_id)) is not None:
+            return StartedJob(existing, created=False)
         if idempotency_key is not None and (
             existing := _job_with_key(db, session_id, idempotency_key)
         ):
             return _replay(existing, prompt, kind)
-        active = db.scalar(
-            select(Job.id).where(Job.session_id == session_id, Job.status.in_(ACTIVE_JOB_STATUSES))
-        )
-        if active is None:
-            raise
-        raise SessionBusy(session_id, active) from None
+        raise
     session.last_activity_at = utcnow()
     return StartedJob(job, created=True)
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    """What names a job asked for by a `dev.vwm.prompt.requested` event: its derived id, the
+    event's id (`causationid`) and where its end is also sent."""
+
+    job_id: str
+    causation_id: str
+    reply_to: str | None = None
+
+
+def _active_job(db: Session, session_id: str) -> str | None:
+    return db.scalar(
+        select(Job.id)
+        .where(Job.session_id == session_id, Job.status.in_(ACTIVE_JOB_STATUSES))
+        .order_by(Job.created_at)
+        .limit(1)
+    )
 
 
 def _job_with_key(db: Session, session_id: str, idempotency_key: str) -> Job | None:

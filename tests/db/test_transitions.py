@@ -25,6 +25,7 @@ from functions.db.repositories import Jobs, Sessions
 from functions.db.transitions import (
     JOB_TRANSITIONS,
     SESSION_TRANSITIONS,
+    PromptRequest,
     start_job,
     transition_job,
     transition_session,
@@ -207,6 +208,24 @@ def test_concurrent_start_job_queues_exactly_one(factory: Factory) -> None:
     results = _race(5, start)
     assert sum(isinstance(r, str) for r in results) == 1
     assert sum(isinstance(r, SessionBusy) for r in results) == 4
+
+
+def test_prompt_requests_queue_beside_a_busy_sessions_job_once_each(factory: Factory) -> None:
+    session_id = _session_in(factory, SessionStatus.READY)
+    with transaction(factory) as db:
+        running = start_job(db, session_id, prompt="one", mode="sync").job.id
+    requests = [PromptRequest(f"p{n:031d}", f"event-{n}", None) for n in range(2)]
+    for request in (*requests, requests[0]):
+        with transaction(factory) as db:
+            start_job(db, session_id, prompt="later", mode="async", request=request)
+    with transaction(factory) as db:
+        active = {job.id for job in Jobs(db).page(session_id, limit=10).items}
+        row = Jobs(db).get(requests[0].job_id)
+        assert (row.causation_id, row.status) == ("event-0", "queued")
+    assert active == {running, *(request.job_id for request in requests)}
+    # A sync prompt still finds the session busy.
+    with transaction(factory) as db, pytest.raises(SessionBusy):
+        start_job(db, session_id, prompt="two", mode="sync")
 
 
 def test_an_idempotency_key_returns_the_first_job(factory: Factory) -> None:

@@ -88,6 +88,7 @@ def test_every_golden_event_decodes_into_its_model_and_back(type_):
 def test_a_required_extension_missing_is_refused(type_, extension):
     document = golden(type_)
     del document[extension]
+    document["data"].pop("session_id", None)  # a prompt request's other way to name it
     error = refused(document)
     assert (error.code, error.details["extension"], error.status) == (
         "missing_extension",
@@ -110,11 +111,10 @@ def test_an_extension_the_type_does_not_carry_is_refused(type_, extension, value
     assert refused(document).code == "invalid_extension"
 
 
-def test_prompt_requested_may_come_without_a_job_id():
-    """Another service asks for a prompt; the control plane creates the job."""
-    document = golden("dev.vwm.prompt.requested")
-    del document["jobid"]
-    assert ev.decode_event(*split(document)).jobid is None
+def test_prompt_requested_carries_no_job_id():
+    """Its job is named by its source + id (`prompt_job_id`): a sender cannot name another."""
+    document = golden("dev.vwm.prompt.requested") | {"jobid": "j1"}
+    assert refused(document).details["extension"] == "jobid"
 
 
 def test_extension_values_from_headers_are_strings_and_read_as_the_same_event():
@@ -303,3 +303,34 @@ def test_every_payload_field_is_in_the_docs_table():
 def _sections(text: str):
     parts = re.split(r"^### `(dev\.vwm\.[a-z.]+)`", text, flags=re.MULTILINE)
     return zip(parts[1::2], parts[2::2], strict=True)
+
+
+def test_a_prompt_request_names_its_session_in_the_extension_the_data_or_both():
+    document = golden(ev.PROMPT_REQUESTED)
+    session_id = document["sessionid"]
+    only_data = {name: value for name, value in document.items() if name != "sessionid"}
+    assert ev.decode_event(*split(only_data)).sessionid == session_id
+    only_extension = {**document, "data": {**document["data"], "session_id": None}}
+    assert ev.decode_event(*split(only_extension)).sessionid == session_id
+    disagree = {**document, "sessionid": "another"}
+    error = refused(disagree)
+    assert (error.code, error.details["extension"]) == ("invalid_extension", "sessionid")
+
+
+def test_a_prompt_requests_job_id_is_its_source_and_id_and_nothing_else():
+    job = ev.prompt_job_id("/tickets/bot", "42")
+    assert job == ev.prompt_job_id("/tickets/bot", "42")
+    assert len(job) == 32 and job.isalnum()
+    others = {
+        ev.prompt_job_id("/tickets/bot", "43"),
+        ev.prompt_job_id("/tickets/bot2", "42"),
+        ev.prompt_job_id("/tickets/bot\x004", "2"),
+    }
+    assert job not in others and len(others) == 3
+
+
+def test_causationid_rides_on_job_events_only():
+    completed = golden(ev.JOB_COMPLETED)
+    assert ev.decode_event(*split(completed)).causationid == completed["causationid"]
+    asking = {**golden(ev.SESSION_END_REQUESTED), "causationid": "x"}
+    assert refused(asking).details["extension"] == "causationid"

@@ -1,0 +1,103 @@
+"""Prompt requests (`dev.vwm.prompt.requested`) as the control plane takes them: the job row.
+
+Any service may post one to the broker; `POST /v1/prompts` in async mode publishes one too
+(`publish`). Its job is named by the event's `source` + `id` (`eventing.events.prompt_job_id`),
+so whoever sees the event first (the `events` function, the delivery to the session's harness)
+queues the same job, once: `accept` is idempotent by that id. The job waits `queued` for its
+turn on the harness, which runs it (`harness.prompt_requests`); every event of the job carries
+the request's id as `causationid`.
+
+A request the session can never run gets its answer at once, as the `dev.vwm.job.failed` the
+sender is waiting for (`lifecycle_events.job_failed`, with the request's id as `causationid`):
+`session_not_found` (no such session: no row can hold it) or `session_ended` (a failed row).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from eventing.events import (
+    CONTROL_PLANE_SOURCE,
+    PromptRequested,
+    VwmEvent,
+    new_event,
+    prompt_job_id,
+)
+from functions.broker.outbox import add
+from functions.db.errors import NotFoundError, SessionEnded
+from functions.db.models import Job, JobMode, JobStatus
+from functions.db.transitions import PromptRequest, start_job
+from functions.lifecycle_events import job_failed, job_failed_event
+
+logger = logging.getLogger(__name__)
+
+
+def request_of(event: VwmEvent) -> tuple[PromptRequest, PromptRequested]:
+    data = event.data
+    if not isinstance(data, PromptRequested):
+        raise TypeError(f"{event.type} is not a prompt request")
+    job_id = prompt_job_id(event.source, event.id)
+    return PromptRequest(job_id, event.id, data.reply_to), data
+
+
+def accept(session: Session, event: VwmEvent) -> Job | None:
+    """The request's job, queued now or found queued (or ended) from an earlier delivery. A
+    request the session can never run is answered with `job.failed` in this transaction;
+    None when there is no such session (and so no row)."""
+    request, data = request_of(event)
+    if (known := session.get(Job, request.job_id)) is not None:
+        return known
+    session_id = str(event.sessionid)
+    try:
+        return start_job(
+            session,
+            session_id,
+            prompt=data.prompt,
+            mode=JobMode.ASYNC,
+            timeout_s=math.ceil(data.timeout_s) if data.timeout_s else None,
+            request=request,
+        ).job
+    except NotFoundError:
+        error = {
+            "code": "session_not_found",
+            "message": f"there is no session {session_id}; create one (POST /v1/sessions) and "
+            "send the prompt to it",
+        }
+        add(session, job_failed_event(session_id, request.job_id, event.id, error))
+        logger.warning(
+            "a prompt request names no session: answered with job.failed",
+            extra={"session_id": session_id, "event_id": event.id},
+        )
+        return None
+    except SessionEnded as ended:
+        row = Job(
+            id=request.job_id,
+            session_id=session_id,
+            prompt=data.prompt,
+            mode=JobMode.ASYNC,
+            status=JobStatus.FAILED,
+            causation_id=request.causation_id,
+            reply_to=request.reply_to,
+            error={"code": ended.code, "message": ended.message},
+            finished_at=datetime.now(UTC),
+        )
+        session.add(row)
+        session.flush()
+        job_failed(session, row)
+        return row
+
+
+def publish(session: Session, job: Job, data: PromptRequested) -> VwmEvent:
+    """The prompt request for a job the HTTP API queued (async mode), into the outbox in the
+    caller's transaction: its delivery runs the job like any other request. The caller made
+    `job` with the id the event names (`prompt_job_id(CONTROL_PLANE_SOURCE, event id)`)."""
+    event_id = str(job.causation_id)
+    event = new_event(
+        data, source=CONTROL_PLANE_SOURCE, session_id=job.session_id, event_id=event_id
+    )
+    add(session, event)
+    return event
