@@ -207,7 +207,7 @@ def test_tail_takes_both_modes_prints_each_event_once_and_refuses_what_is_not_on
     plane: ControlPlane, tails: list[Tail]
 ) -> None:
     key = client_key(plane)
-    tail = Tail(plane.url, key, "--session", "posted")
+    tail = Tail(plane.url, key, "--type", "dev.vwm.session.created")  # nothing else here makes one
     tails.append(tail)
     name, sink = tail.subscription()
     event = new_event(
@@ -292,6 +292,11 @@ def test_tail_says_what_to_do_when_it_cannot_subscribe(
     assert "unreachable" in "\n".join(nowhere.err) and "vwm up" in "\n".join(nowhere.err)
     assert stranger.finish() == 1
     assert "--api-key or VWM_API_KEY" in "\n".join(stranger.err), stranger
+
+    unknown = Tail(plane.url, client_key(plane), "--session", "no-such-session")
+    tails.append(unknown)
+    assert unknown.finish() == 1
+    assert "not_found" in "\n".join(unknown.err) and not unknown.out, unknown
 
     with plane.client() as admin:
         off = admin.put("/v1/admin/settings/allow_local_repos", json={"value": False})

@@ -53,6 +53,8 @@ def tail(
     """
     sdk = client(ctx)
     url = cli_state(ctx).url
+    if session is not None:
+        sdk.get_session(session)  # a mistyped id is NotFoundError now, not a silent tail
     name = f"tail-{secrets.token_hex(4)}"
     with EventSink() as sink, _stopped_by_sigterm():
         try:
