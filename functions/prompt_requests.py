@@ -9,7 +9,8 @@ the request's id as `causationid`.
 
 A request the session can never run gets its answer at once, as the `dev.vwm.job.failed` the
 sender is waiting for (`lifecycle_events.job_failed`, with the request's id as `causationid`):
-`session_not_found` (no such session: no row can hold it) or `session_ended` (a failed row).
+`session_not_found` (no such session: no row can hold it), `session_ended`, or the sink policy's
+`sink_url_invalid` / `sink_url_not_allowed` for a `reply_to` it refuses (a failed row).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -28,10 +30,13 @@ from eventing.events import (
     prompt_job_id,
 )
 from functions.broker.outbox import add
+from functions.context import settings
 from functions.db.errors import NotFoundError, SessionEnded
-from functions.db.models import Job, JobMode, JobStatus
+from functions.db.models import Job, JobMode, JobStatus, WorkerSession
 from functions.db.transitions import PromptRequest, start_job
 from functions.lifecycle_events import job_failed, job_failed_event
+from functions.repo_policy import RepoPolicyError, allow_local_repos
+from functions.sink_policy import check_sink_url
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +57,8 @@ def accept(session: Session, event: VwmEvent) -> Job | None:
     if (known := session.get(Job, request.job_id)) is not None:
         return known
     session_id = str(event.sessionid)
+    if (refused := _refused_reply_to(session, data.reply_to)) is not None:
+        return _failed_at_once(session, session_id, request, data, refused)
     try:
         return start_job(
             session,
@@ -67,28 +74,58 @@ def accept(session: Session, event: VwmEvent) -> Job | None:
             "message": f"there is no session {session_id}; create one (POST /v1/sessions) and "
             "send the prompt to it",
         }
-        add(session, job_failed_event(session_id, request.job_id, event.id, error))
+        return _failed_at_once(session, session_id, request, data, error)
+    except SessionEnded as ended:
+        error = {"code": ended.code, "message": ended.message}
+        return _failed_at_once(session, session_id, request, data, error)
+
+
+def _refused_reply_to(session: Session, reply_to: str | None) -> dict[str, Any] | None:
+    """Why the sink policy refuses `reply_to` (None: it may be called, or there is none)."""
+    if reply_to is None:
+        return None
+    allow_local = allow_local_repos(session, settings().allow_local_repos)
+    try:
+        check_sink_url(reply_to, allow_local=allow_local, what="reply_to")
+    except RepoPolicyError as refused:
+        return {"code": refused.code, "message": refused.message}
+    return None
+
+
+def _failed_at_once(
+    session: Session,
+    session_id: str,
+    request: PromptRequest,
+    data: PromptRequested,
+    error: dict[str, Any],
+) -> Job | None:
+    """The request's job, failed before it ran, and its `job.failed`. None (the event only)
+    when the session is not there to hold the row."""
+    if session.get(WorkerSession, session_id) is None:
+        add(session, job_failed_event(session_id, request.job_id, request.causation_id, error))
         logger.warning(
             "a prompt request names no session: answered with job.failed",
-            extra={"session_id": session_id, "event_id": event.id},
+            extra={"session_id": session_id, "job_id": request.job_id},
         )
         return None
-    except SessionEnded as ended:
-        row = Job(
-            id=request.job_id,
-            session_id=session_id,
-            prompt=data.prompt,
-            mode=JobMode.ASYNC,
-            status=JobStatus.FAILED,
-            causation_id=request.causation_id,
-            reply_to=request.reply_to,
-            error={"code": ended.code, "message": ended.message},
-            finished_at=datetime.now(UTC),
-        )
-        session.add(row)
-        session.flush()
-        job_failed(session, row)
-        return row
+    logger.warning(
+        "a prompt request that can never run: answered with job.failed",
+        extra={"session_id": session_id, "job_id": request.job_id, "code": error["code"]},
+    )
+    row = Job(
+        id=request.job_id,
+        session_id=session_id,
+        prompt=data.prompt,
+        mode=JobMode.ASYNC,
+        status=JobStatus.FAILED,
+        causation_id=request.causation_id,
+        error=error,
+        finished_at=datetime.now(UTC),
+    )
+    session.add(row)
+    session.flush()
+    job_failed(session, row)
+    return row
 
 
 def publish(session: Session, job: Job, data: PromptRequested) -> VwmEvent:

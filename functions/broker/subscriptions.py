@@ -220,6 +220,13 @@ def session_prompts_subscription() -> Subscription:
     )
 
 
+def replies_subscription() -> Subscription:
+    """Each job's end to the `reply_to` its prompt request named (`functions.replies`)."""
+    from functions.replies import REPLIES, REPLIES_SPEC, ReplySink
+
+    return Subscription.from_spec(REPLIES, REPLIES_SPEC, ReplySink())
+
+
 def builtin_subscriptions() -> list[Subscription]:
     """The subscriptions of `vwm up`."""
-    return [control_plane_subscription(), session_prompts_subscription()]
+    return [control_plane_subscription(), session_prompts_subscription(), replies_subscription()]

@@ -252,3 +252,25 @@ def test_bad_prompt_requests_are_refused_at_the_broker_with_stable_codes(
     assert refused(ftp)["code"] == "invalid_payload"
     assert refused({"session_id": "a", "prompt": "hi"}, jobid="j1")["code"] == "invalid_extension"
     assert refused({"session_id": "a", "prompt": "hi", "mode": "sync"})["code"] == "invalid_payload"
+
+
+def test_the_end_goes_to_reply_to_and_a_refused_reply_to_fails_the_request(
+    plane: ControlPlane, client: httpx.Client, results: Subscriber
+) -> None:
+    session_id = ready_session(client, plane)
+    with Subscriber() as reply_to:
+        event_id = f"reply-{uuid.uuid4().hex[:8]}"
+        data = {"session_id": session_id, "prompt": "say hi", "reply_to": reply_to.url}
+        post_binary(client, event_id, data)
+        [reply] = until(reply_to.events, plane)
+    assert (reply.type, reply.causationid) == ("dev.vwm.job.completed", event_id)
+    assert reply.jobid == prompt_job_id(SENDER, event_id)
+
+    refused = f"refused-{uuid.uuid4().hex[:8]}"
+    with_credentials = {**data, "reply_to": "https://user:secret@hooks.example.com/"}
+    post_binary(client, refused, with_credentials)
+    answer = end_of(results, refused, plane)
+    assert (answer.type, answer.data.error.code) == ("dev.vwm.job.failed", "sink_url_invalid")
+    assert "secret" not in answer.data.error.message
+    job = client.get(f"/v1/jobs/{prompt_job_id(SENDER, refused)}").json()
+    assert (job["status"], job["error"]["code"]) == ("failed", "sink_url_invalid")
