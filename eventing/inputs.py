@@ -65,7 +65,7 @@ class InputError(VwmError, ValueError):
 
     status = 400
 
-    def __init__(self, code: str, message: str, **details: Any) -> None:
+    def __init__(self, code: str, message: str, /, **details: Any) -> None:
         super().__init__(message, **details)
         self.code = code
         if code == UNSUPPORTED_MEDIA_TYPE:

@@ -43,14 +43,14 @@ class ApiError(FunctionsError):
     """An error a handler raises on purpose, with its HTTP status and stable code given here
     (a 503 is retryable: the same request may succeed later)."""
 
-    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+    def __init__(self, status: int, code: str, message: str, /, **details: Any) -> None:
         super().__init__(message, **details)
         self.status = status
         self.code = code
         self.retryable = status == 503
 
 
-def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
+def error_response(status: int, code: str, message: str, /, **details: Any) -> JSONResponse:
     """The JSON error body (`eventing.errors.ErrorBody`) with `status`."""
     return JSONResponse(ErrorBody.of(code, message, details).to_json(), status_code=status)
 

@@ -166,12 +166,6 @@ async def _request_prompt(body: PromptIn) -> Response:
     for an idempotency key seen before, with that job as it is now)."""
     event_id = new_event_id()
     request = PromptRequest(prompt_job_id(CONTROL_PLANE_SOURCE, event_id), event_id)
-    data = PromptRequested(
-        session_id=body.session_id,
-        prompt=body.prompt,
-        timeout_s=float(body.timeout_s) if body.timeout_s else None,
-        requested_at=utc_now(),
-    )
 
     def queue(session: Session) -> tuple[dict[str, Any], bool]:
         started = start_job(
@@ -183,7 +177,13 @@ async def _request_prompt(body: PromptIn) -> Response:
             timeout_s=body.timeout_s,
             request=request,
         )
-        if started.created:
+        if started.created:  # so the session exists, and its id fits the event's alphabet
+            data = PromptRequested(
+                session_id=body.session_id,
+                prompt=body.prompt,
+                timeout_s=float(body.timeout_s) if body.timeout_s else None,
+                requested_at=utc_now(),
+            )
             publish(session, started.job, data)
         return job_out(started.job), started.created
 

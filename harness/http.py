@@ -36,7 +36,7 @@ Model = TypeVar("Model", bound=BaseModel)
 PUBLIC_PATHS = frozenset({"/healthz"})
 
 
-def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
+def error_response(status: int, code: str, message: str, /, **details: Any) -> JSONResponse:
     """The JSON error body (`eventing.errors.ErrorBody`) with `status`."""
     return JSONResponse(ErrorBody.of(code, message, details).to_json(), status_code=status)
 

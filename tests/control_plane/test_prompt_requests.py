@@ -224,6 +224,11 @@ def test_a_request_the_session_can_never_run_is_answered_with_job_failed(
     assert (answer.type, answer.data.error.code) == ("dev.vwm.job.failed", "session_ended")
     job = client.get(f"/v1/jobs/{prompt_job_id(SENDER, ended)}").json()
     assert (job["status"], job["error"]["code"]) == ("failed", "session_ended")
+    # Over HTTP the same refusals are the answer itself.
+    for session, status, code in ((session_id, 409, "session_ended"), ("nope!", 404, "not_found")):
+        body = {"session_id": session, "prompt": "say hi", "mode": "async"}
+        answer = client.post("/v1/prompts", json=body)
+        assert (answer.status_code, answer.json()["error"]["code"]) == (status, code), answer.text
 
 
 def test_bad_prompt_requests_are_refused_at_the_broker_with_stable_codes(
