@@ -11,6 +11,7 @@ CloudEvents; whichever comes second changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +24,13 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from eventing.job_events import JobEvent
 from functions.context import db, settings
-from functions.db.models import ACTIVE_JOB_STATUSES, Job, JobEventRecord, TelemetryRequest
+from functions.db.models import (
+    ACTIVE_JOB_STATUSES,
+    Job,
+    JobEventRecord,
+    JobStatus,
+    TelemetryRequest,
+)
 from functions.harness_client import decode
 from functions.job_log import stored_log
 from functions.job_recording import lose_with_harness, record_followed, record_from_harness
@@ -45,6 +52,7 @@ def relay(
     async def events() -> AsyncIterator[ServerSentEvent]:
         sent = after
         if harness is not None:
+            await _until_started(job_id)
             followed: list[JobEvent] | None = [] if after == 0 else None
             try:
                 endpoint = await harness()
@@ -72,6 +80,22 @@ def relay(
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         ping_message_factory=lambda: ServerSentEvent(comment="heartbeat"),
     )
+
+
+async def _until_started(job_id: str) -> None:
+    """Return once the job is no longer `queued`. An async prompt's job waits for its turn on
+    the harness, which knows nothing of it until then; the reader waits with it (the stream
+    sends its heartbeats meanwhile). A job that never starts is failed by the reconciler
+    (`job_dispatch.expire_if_stale`), which ends the wait."""
+    pause = 0.05
+    while await db(_is_queued, job_id):
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 1.0)
+
+
+def _is_queued(session: Session, job_id: str) -> bool:
+    row = session.get(Job, job_id)
+    return row is not None and row.status == JobStatus.QUEUED
 
 
 def _sse(event: dict[str, Any]) -> ServerSentEvent:

@@ -26,6 +26,8 @@ import contextlib
 import logging
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from eventing.codec import to_binary
 from eventing.events import PromptRequested, VwmEvent
 from functions.broker.delivery import Outcome
@@ -82,7 +84,8 @@ class SessionPromptSink:
             return SinkResult(Outcome.RETRY, 503, exc.message)
         try:
             async with client_for(endpoint) as harness:
-                await _instructions(view, harness)
+                has = await _instructions(view, harness)
+                await db(_stamp_instructions, job.id, has)
                 headers, body = to_binary(event)
                 await harness.deliver(headers, body, _bound(view, event))
         except HarnessUnavailable as exc:
@@ -101,12 +104,24 @@ class SessionPromptSink:
         return SinkResult(Outcome.ACCEPTED, 200)
 
 
-async def _instructions(view: SessionView, harness: Any) -> None:
-    """Best effort: a harness busy with a job refuses a bootstrap (409), and the request's job
-    then runs with the instructions it has; the next request brings them."""
+async def _instructions(view: SessionView, harness: Any) -> int:
+    """The global instructions version the harness has once they are brought up to date. Best
+    effort: a harness busy with a job refuses a bootstrap (409), and the request's job then
+    runs with the instructions it has; the next request brings them."""
     instructions, version = await db(global_instructions)
-    with contextlib.suppress(HarnessRefused):
+    try:
         await sync_instructions(view, harness, instructions, version)
+    except HarnessRefused:
+        return view.session.instructions_version or 0
+    return version
+
+
+def _stamp_instructions(session: Session, job_id: str, version: int) -> None:
+    """The version the job runs with, for whoever records it (as a sync prompt's dispatch
+    stamps it)."""
+    row = session.get(Job, job_id)
+    if row is not None and row.status in ACTIVE_JOB_STATUSES:
+        row.instructions_version = version
 
 
 def _bound(view: SessionView, event: VwmEvent) -> float:
