@@ -122,14 +122,7 @@ async def create_prompt(request: Request) -> Response:
     instructions, version = await db(global_instructions)
 
     def queue(session: Session) -> StartedJob:
-        started = start_job(
-            session,
-            body.session_id,
-            prompt=body.prompt,
-            mode=body.mode,
-            idempotency_key=body.idempotency_key,
-            timeout_s=body.timeout_s,
-        )
+        started = _start(session, body)
         if started.created:
             # Before dispatch: whoever records the job (its events may come first) reads it.
             started.job.instructions_version = version
@@ -168,15 +161,7 @@ async def _request_prompt(body: PromptIn) -> Response:
     request = PromptRequest(prompt_job_id(CONTROL_PLANE_SOURCE, event_id), event_id)
 
     def queue(session: Session) -> tuple[dict[str, Any], bool]:
-        started = start_job(
-            session,
-            body.session_id,
-            prompt=body.prompt,
-            mode=body.mode,
-            idempotency_key=body.idempotency_key,
-            timeout_s=body.timeout_s,
-            request=request,
-        )
+        started = _start(session, body, request)
         if started.created:  # so the session exists, and its id fits the event's alphabet
             data = PromptRequested(
                 session_id=body.session_id,
@@ -189,6 +174,18 @@ async def _request_prompt(body: PromptIn) -> Response:
 
     job, created = await db(queue)
     return JSONResponse(job, status_code=202 if created else 200)
+
+
+def _start(session: Session, body: PromptIn, request: PromptRequest | None = None) -> StartedJob:
+    return start_job(
+        session,
+        body.session_id,
+        prompt=body.prompt,
+        mode=body.mode,
+        idempotency_key=body.idempotency_key,
+        timeout_s=body.timeout_s,
+        request=request,
+    )
 
 
 def _mark_dispatched(session: Session, job_id: str) -> Job:

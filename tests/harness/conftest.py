@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+
+from tests.harness.stand_in import STAND_IN_CLI, RecordingSink
+from tests.support.event_sink import SinkServer
 
 GitRunner = Callable[..., str]
 BareRepoFactory = Callable[..., Path]
@@ -60,3 +63,21 @@ def bare_repo_factory(tmp_path: Path, git: GitRunner) -> BareRepoFactory:
         return bare
 
     return make
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[SinkServer]:
+    """A CloudEvents sink on a local port that records what arrives (`RecordingSink`)."""
+    server = SinkServer(RecordingSink())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path) -> Path:
+    """The stand-in CLI (`STAND_IN_CLI`) as an executable file."""
+    cli = tmp_path / "stand-in-cli"
+    cli.write_text(STAND_IN_CLI)
+    cli.chmod(0o755)
+    return cli

@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from eventing import codec
 from eventing.events import JOB_FAILED, JOB_STARTED, PromptRequested, new_event, prompt_job_id
+from tests.harness.stand_in import recording
 from tests.harness.test_publishing import (
     SESSION,
-    STAND_IN_CLI,
-    RecordingSink,
     client,
     harness,
     kill,
-    recording,
     run_job,
     start,
     stop,
@@ -33,22 +29,6 @@ from tests.harness.test_publishing import (
 from tests.support.event_sink import SinkServer
 
 SENDER = "/tests/another-service"
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[SinkServer]:
-    server = SinkServer(RecordingSink())
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-def stand_in(tmp_path: Path) -> Path:
-    cli = tmp_path / "stand-in-cli"
-    cli.write_text(STAND_IN_CLI)
-    cli.chmod(0o755)
-    return cli
 
 
 def request(event_id: str, prompt: str, session_id: str = SESSION) -> tuple[dict[str, str], bytes]:
