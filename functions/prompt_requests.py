@@ -77,7 +77,8 @@ def accept(session: Session, event: VwmEvent) -> Job | None:
         return _failed_at_once(session, session_id, request, data, error)
     except SessionEnded as ended:
         error = {"code": ended.code, "message": ended.message}
-        return _failed_at_once(session, session_id, request, data, error)
+        # Its reply_to passed the policy: the sender hears of the failure there too.
+        return _failed_at_once(session, session_id, request, data, error, request.reply_to)
 
 
 def _refused_reply_to(session: Session, reply_to: str | None) -> dict[str, Any] | None:
@@ -98,6 +99,7 @@ def _failed_at_once(
     request: PromptRequest,
     data: PromptRequested,
     error: dict[str, Any],
+    reply_to: str | None = None,
 ) -> Job | None:
     """The request's job, failed before it ran, and its `job.failed`. None (the event only)
     when the session is not there to hold the row."""
@@ -119,6 +121,7 @@ def _failed_at_once(
         mode=JobMode.ASYNC,
         status=JobStatus.FAILED,
         causation_id=request.causation_id,
+        reply_to=reply_to,
         error=error,
         finished_at=datetime.now(UTC),
     )

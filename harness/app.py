@@ -41,7 +41,7 @@ from harness.bootstrap import BootstrapRequest, bootstrap
 from harness.errors import HarnessError, JobAlreadyRunning
 from harness.http import EXCEPTION_HANDLERS, InputGuard, TokenAuth, parse_json, read_body
 from harness.jobs import JobRequest, JobRunner
-from harness.prompt_requests import PromptTurns, answer
+from harness.prompt_requests import PromptTurns
 from harness.publishing import EventPublishing
 from harness.settings import HarnessSettings
 from harness.sse import event_stream, resume_point
@@ -130,7 +130,8 @@ async def receive_event(request: Request) -> Response:
     assert turns is not None  # set by the lifespan
     body = await read_body(request, state.settings.server.max_request_bytes)
     event = turns.decode(request.headers, body)
-    return JSONResponse(answer(await turns.run(event)))
+    job = await turns.run(event)
+    return JSONResponse(job.to_dict())  # whatever its status: the request was handled
 
 
 async def get_job(request: Request) -> Response:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any
 
 from eventing.codec import from_http
 from eventing.events import PROMPT_REQUESTED, EventError, PromptRequested, VwmEvent, prompt_job_id
@@ -120,9 +119,3 @@ def job_request(event: VwmEvent) -> JobRequest:
         not_after=data.not_after.timestamp() if data.not_after else None,
         causation_id=event.id,
     )
-
-
-def answer(job: Job) -> dict[str, Any]:
-    """The delivery's answer body: the job's state, whatever its status (the request was
-    handled; its outcome is the job's)."""
-    return job.to_dict()

@@ -219,9 +219,13 @@ def test_a_request_the_session_can_never_run_is_answered_with_job_failed(
     session_id = ready_session(client, plane)
     assert client.delete(f"/v1/sessions/{session_id}").status_code in (200, 202)
     ended = f"ended-{uuid.uuid4().hex[:8]}"
-    post_binary(client, ended, {"session_id": session_id, "prompt": "say hi"})
-    answer = end_of(results, ended, plane)
+    with Subscriber() as reply_to:
+        body = {"session_id": session_id, "prompt": "say hi", "reply_to": reply_to.url}
+        post_binary(client, ended, body)
+        answer = end_of(results, ended, plane)
+        [replied] = until(reply_to.events, plane)
     assert (answer.type, answer.data.error.code) == ("dev.vwm.job.failed", "session_ended")
+    assert replied.id == answer.id  # the sender's reply_to hears of it too
     job = client.get(f"/v1/jobs/{prompt_job_id(SENDER, ended)}").json()
     assert (job["status"], job["error"]["code"]) == ("failed", "session_ended")
     # Over HTTP the same refusals are the answer itself.
