@@ -2,8 +2,9 @@
 
 The embedded default needs nothing set: data in `.data/` (an SQLite file, session workspaces),
 the local runtime backend. Production sets `VWM_DATABASE_URL` (PostgreSQL through pg8000),
-`VWM_TOKEN_KEY_FILE` (the key harness tokens are derived from, shared by every function) and,
-in a later issue, the Knative backend.
+`VWM_TOKEN_KEY_FILE` (the key harness tokens are derived from, shared by every function) and
+the Knative runtime backend (`VWM_RUNTIME_BACKEND=knative` and the ``VWM_SESSION_*`` settings of
+`KnativeSessionSettings`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,66 @@ class HarnessCallSettings:
 
 
 @dataclass(frozen=True)
+class KnativeSessionSettings:
+    """What the Knative runtime backend makes for each session (`functions.runtime.knative`;
+    docs/operations.md). Read only when ``VWM_RUNTIME_BACKEND=knative``.
+
+    `harness_image` (``VWM_HARNESS_IMAGE``, required): the harness image, unless the runtime
+    names its own. `volume_size` (``VWM_SESSION_VOLUME_SIZE``) and `storage_class`
+    (``VWM_SESSION_STORAGE_CLASS``; unset: the cluster's default) make each session's PVC;
+    `volume_retention` (``VWM_SESSION_VOLUME_RETENTION``) says whether the PVC is deleted with
+    the session (``delete``) or kept for an operator to inspect or archive (``keep``).
+    `request_timeout_s` (``VWM_SESSION_REQUEST_TIMEOUT_S``) is the Service's ``timeoutSeconds``:
+    the longest a prompt may run, at most the cluster's ``max-revision-timeout-seconds``.
+    `idle_pod_s` (``VWM_SESSION_IDLE_POD_S``) keeps an idle session's pod this long before it
+    scales to zero (``scale-to-zero-pod-retention-period``, 0..3600). `service_account`
+    (``VWM_SESSION_SERVICE_ACCOUNT``) runs the session pods: one with no API permissions.
+    `cpu` and `memory` (``VWM_SESSION_CPU``, ``VWM_SESSION_MEMORY``) are each pod's requests
+    and limits unless the runtime's ``limits`` set ``cpu``/``memory``. `run_as_user`
+    (``VWM_SESSION_RUN_AS_USER``) is the image's non-root user, which owns the volume's files.
+    """
+
+    harness_image: str = ""
+    volume_size: str = "10Gi"
+    storage_class: str | None = None
+    volume_retention: str = "delete"
+    request_timeout_s: int = 3600
+    idle_pod_s: int = 300
+    service_account: str = "vwm-session"
+    cpu: str = "1"
+    memory: str = "2Gi"
+    run_as_user: int = 1000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> KnativeSessionSettings:
+        def whole_seconds(name: str, default: int, low: int, high: int) -> int:
+            value = env.get(name, "").strip()
+            if not value:
+                return default
+            if not value.isdigit() or not low <= int(value) <= high:
+                raise ValueError(f"{name}={value!r}: use whole seconds from {low} to {high}")
+            return int(value)
+
+        run_as_user = env.get("VWM_SESSION_RUN_AS_USER", "").strip() or "1000"
+        if not run_as_user.isdigit() or int(run_as_user) == 0:
+            raise ValueError(
+                f"VWM_SESSION_RUN_AS_USER={run_as_user!r}: use the image's non-root uid (not 0)"
+            )
+        return cls(
+            harness_image=env.get("VWM_HARNESS_IMAGE", "").strip(),
+            volume_size=env.get("VWM_SESSION_VOLUME_SIZE", "").strip() or "10Gi",
+            storage_class=env.get("VWM_SESSION_STORAGE_CLASS", "").strip() or None,
+            volume_retention=_choice(env, "VWM_SESSION_VOLUME_RETENTION", ("delete", "keep")),
+            request_timeout_s=whole_seconds("VWM_SESSION_REQUEST_TIMEOUT_S", 3600, 1, 86_400),
+            idle_pod_s=whole_seconds("VWM_SESSION_IDLE_POD_S", 300, 0, 3600),
+            service_account=env.get("VWM_SESSION_SERVICE_ACCOUNT", "").strip() or "vwm-session",
+            cpu=env.get("VWM_SESSION_CPU", "").strip() or "1",
+            memory=env.get("VWM_SESSION_MEMORY", "").strip() or "2Gi",
+            run_as_user=int(run_as_user),
+        )
+
+
+@dataclass(frozen=True)
 class ControlPlaneSettings:
     data_dir: Path
     database_url: str
@@ -109,6 +170,7 @@ class ControlPlaneSettings:
     eventing: str = "embedded"
     knative_namespace: str = "default"
     knative_broker: str = "default"
+    knative_sessions: KnativeSessionSettings = field(default_factory=KnativeSessionSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ControlPlaneSettings:
@@ -119,7 +181,7 @@ class ControlPlaneSettings:
         return cls(
             data_dir=data_dir,
             database_url=database_url,
-            runtime_backend=env.get("VWM_RUNTIME_BACKEND", "local"),
+            runtime_backend=_choice(env, "VWM_RUNTIME_BACKEND", ("local", "knative")),
             allow_local_repos=_flag(env, "VWM_ALLOW_LOCAL_REPOS", default=False),
             token_key_file=_path(env.get("VWM_TOKEN_KEY_FILE")),
             harness_ready_timeout_s=float(env.get("VWM_HARNESS_READY_TIMEOUT_S", "60")),
@@ -138,6 +200,7 @@ class ControlPlaneSettings:
             eventing=_choice(env, "VWM_EVENTING", ("embedded", "knative")),
             knative_namespace=env.get("VWM_KNATIVE_NAMESPACE", "").strip() or "default",
             knative_broker=env.get("VWM_KNATIVE_BROKER", "").strip() or "default",
+            knative_sessions=KnativeSessionSettings.from_env(env),
             sandbox_show=tuple(
                 Path(part).resolve()
                 for part in env.get("VWM_SANDBOX_SHOW", "").split(os.pathsep)
