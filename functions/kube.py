@@ -1,16 +1,17 @@
-"""The Kubernetes API for the control plane: namespaced custom objects (Knative Triggers today,
-session Services for a Kubernetes runtime backend later) through the official `kubernetes`
-client. Callers: `functions.broker.knative_triggers`.
+"""The Kubernetes API for the control plane: namespaced objects (Knative Triggers and Services,
+PVCs, Secrets) through the official `kubernetes` client. Callers:
+`functions.broker.knative_triggers`, `functions.runtime.knative`.
 
-`KubeApi` creates, replaces, reads, deletes and lists one kind of custom object
-(`CustomResource`). The client is blocking, so every call runs in a worker thread
+`KubeApi` creates, replaces, patches, reads, deletes and lists one kind of object (`Resource`),
+custom or core, through one path: the client's own request serialization, authentication and
+TLS, with JSON in and out. The client is blocking, so every call runs in a worker thread
 (`asyncio.to_thread`): the event loop never waits on the API server. Answers become this
 package's errors, so callers branch on types and the HTTP edge answers with their code:
 
 - 404 `KubeNotFound` (``not_found``) and 409 `KubeConflict` (``conflict``): the caller decides
   (a delete of what is gone is done; a create of what exists is a replace).
 - 429, 5xx, no answer (connection refused or reset, a timeout, TLS failure): tried again
-  `attempts` times in all with doubling waits, then `KubernetesUnavailable`
+  `attempts` times in all with doubling waits (a 429's ``Retry-After`` when longer), then `KubernetesUnavailable`
   (``kubernetes_unavailable``, 503, retryable) saying what to check.
 - Any other refusal (401, 403 for missing RBAC, 422 for an invalid object):
   `KubernetesRefused` (``kubernetes_refused``, 502), with the API server's reason and message.
@@ -33,9 +34,10 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import urllib3
 from kubernetes import client as kube_client
@@ -54,9 +56,10 @@ RETRIED_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
-class CustomResource:
-    """One kind of custom object, as its REST paths name it:
-    ``/apis/{group}/{version}/namespaces/{namespace}/{plural}``."""
+class Resource:
+    """One kind of namespaced object, as its REST paths name it: a custom or group kind under
+    ``/apis/{group}/{version}/namespaces/{namespace}/{plural}``, a core kind (`group` empty)
+    under ``/api/{version}/namespaces/{namespace}/{plural}``."""
 
     group: str
     version: str
@@ -65,10 +68,19 @@ class CustomResource:
 
     @property
     def api_version(self) -> str:
-        return f"{self.group}/{self.version}"
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str, name: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        path = f"{base}/namespaces/{quote(namespace, safe='')}/{self.plural}"
+        return f"{path}/{quote(name, safe='')}" if name is not None else path
 
     def __str__(self) -> str:
-        return f"{self.plural}.{self.group}/{self.version}"
+        return f"{self.plural}.{self.group}/{self.version}" if self.group else self.plural
+
+
+PERSISTENT_VOLUME_CLAIMS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
+SECRETS = Resource("", "v1", "secrets", "Secret")
 
 
 class KubeError(FunctionsError):
@@ -139,7 +151,7 @@ def load_configuration(env: Mapping[str, str] | None = None) -> kube_client.Conf
 
 
 class KubeApi:
-    """Namespaced custom objects on one API server. Each call opens its own client and closes
+    """Namespaced objects on one API server. Each call opens its own client and closes
     it, so an instance holds no connections and may be built per request.
 
     `attempts` bounds the tries of one call (at least 1); the wait before try *n* is
@@ -172,99 +184,89 @@ class KubeApi:
         return str(self.configuration.host)
 
     async def create(
-        self, resource: CustomResource, namespace: str, body: Mapping[str, Any]
+        self, resource: Resource, namespace: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
         return await self._call(
-            f"create {resource} in {namespace}",
-            lambda api, timeout: api.create_namespaced_custom_object(
-                resource.group,
-                resource.version,
-                namespace,
-                resource.plural,
-                dict(body),
-                _request_timeout=timeout,
-            ),
+            f"create {resource} in {namespace}", "POST", resource.path(namespace), body=body
         )
 
     async def replace(
-        self, resource: CustomResource, namespace: str, name: str, body: Mapping[str, Any]
+        self, resource: Resource, namespace: str, name: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Replace the whole object. `body` carries the ``metadata.resourceVersion`` it was read
         at (the API server refuses a custom object's update without one): `KubeConflict` when
         it changed since."""
         return await self._call(
             f"replace {resource} {namespace}/{name}",
-            lambda api, timeout: api.replace_namespaced_custom_object(
-                resource.group,
-                resource.version,
-                namespace,
-                resource.plural,
-                name,
-                dict(body),
-                _request_timeout=timeout,
-            ),
+            "PUT",
+            resource.path(namespace, name),
+            body=body,
         )
 
-    async def get(self, resource: CustomResource, namespace: str, name: str) -> dict[str, Any]:
+    async def patch(
+        self, resource: Resource, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386): the keys given replace, ``None`` removes."""
         return await self._call(
-            f"get {resource} {namespace}/{name}",
-            lambda api, timeout: api.get_namespaced_custom_object(
-                resource.group,
-                resource.version,
-                namespace,
-                resource.plural,
-                name,
-                _request_timeout=timeout,
-            ),
+            f"patch {resource} {namespace}/{name}",
+            "PATCH",
+            resource.path(namespace, name),
+            body=patch,
+            content_type="application/merge-patch+json",
         )
 
-    async def delete(self, resource: CustomResource, namespace: str, name: str) -> None:
+    async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any]:
+        return await self._call(
+            f"get {resource} {namespace}/{name}", "GET", resource.path(namespace, name)
+        )
+
+    async def delete(self, resource: Resource, namespace: str, name: str) -> None:
         """Delete the object (its dependents in the background). `KubeNotFound` if it is gone."""
         await self._call(
             f"delete {resource} {namespace}/{name}",
-            lambda api, timeout: api.delete_namespaced_custom_object(
-                resource.group,
-                resource.version,
-                namespace,
-                resource.plural,
-                name,
-                _request_timeout=timeout,
-            ),
+            "DELETE",
+            resource.path(namespace, name),
+            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
         )
 
     async def list(
-        self, resource: CustomResource, namespace: str, label_selector: str = ""
+        self, resource: Resource, namespace: str, label_selector: str = ""
     ) -> list[dict[str, Any]]:
         """The objects of `namespace` that match `label_selector` (``key=value,key2``)."""
+        query = [("labelSelector", label_selector)] if label_selector else []
         answer = await self._call(
-            f"list {resource} in {namespace}",
-            lambda api, timeout: api.list_namespaced_custom_object(
-                resource.group,
-                resource.version,
-                namespace,
-                resource.plural,
-                label_selector=label_selector,
-                _request_timeout=timeout,
-            ),
+            f"list {resource} in {namespace}", "GET", resource.path(namespace), query=query
         )
         return list(answer.get("items") or [])
 
     async def _call(
-        self, what: str, call: Callable[[kube_client.CustomObjectsApi, Any], object]
+        self,
+        what: str,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
     ) -> dict[str, Any]:
-        """`call`'s answer (a JSON object), tried `attempts` times while the failure is one a
-        later try may get past."""
+        """The answer (a JSON object) to one request, tried `attempts` times while the failure
+        is one a later try may get past. A 429's ``Retry-After`` (capped) replaces the wait."""
         problem = ""
+        wait_s = 0.0
         for attempt in range(1, self.attempts + 1):
             if attempt > 1:
-                await asyncio.sleep(self.first_delay_s * 2 ** (attempt - 2))
+                await asyncio.sleep(max(wait_s, self.first_delay_s * 2 ** (attempt - 2)))
+            wait_s = 0.0
             try:
-                answer = await asyncio.to_thread(self._once, call)
+                answer = await asyncio.to_thread(
+                    self._once, method, path, body, query or [], content_type
+                )
                 return answer if isinstance(answer, dict) else {}
             except ApiException as exc:
                 if exc.status not in RETRIED_STATUSES:
                     raise _refusal(what, exc) from None
                 problem = f"answered {exc.status} {_status_text(exc)}"
+                wait_s = _retry_after_s(exc)
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 problem = f"did not answer ({type(exc).__name__}: {exc})"
             log.warning(
@@ -281,9 +283,43 @@ class KubeApi:
             attempts=self.attempts,
         )
 
-    def _once(self, call: Callable[[kube_client.CustomObjectsApi, Any], object]) -> object:
+    def _once(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        query: list[tuple[str, str]],
+        content_type: str,
+    ) -> object:
+        """One request through the client's own serialization, authentication and TLS."""
         with kube_client.ApiClient(self.configuration) as api_client:
-            return call(kube_client.CustomObjectsApi(api_client), self.timeout_s)
+            headers = {"Accept": "application/json"}
+            if body is not None:
+                headers["Content-Type"] = content_type
+            request = api_client.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=query,
+                header_params=headers,
+                body=dict(body) if body is not None else None,
+                auth_settings=["BearerToken"],
+            )
+            response = api_client.call_api(*request, _request_timeout=self.timeout_s)
+            response.read()
+            return api_client.response_deserialize(response, {"2XX": "object"}).data
+
+
+# A 429's Retry-After is honoured up to this; an API server asking for longer is better
+# reported as unavailable than waited on while a request of ours is open.
+_MAX_RETRY_AFTER_S = 10.0
+
+
+def _retry_after_s(exc: ApiException) -> float:
+    value = (exc.headers or {}).get("Retry-After", "") if exc.status == 429 else ""
+    try:
+        return min(max(float(value), 0.0), _MAX_RETRY_AFTER_S)
+    except ValueError:
+        return 0.0
 
 
 def _status_text(exc: ApiException) -> str:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from functions.context import settings
-from functions.kube import CustomResource, KubeApi, KubeConflict, KubeNotFound, KubernetesRefused
+from functions.kube import KubeApi, KubeConflict, KubeNotFound, KubernetesRefused, Resource
 
-TRIGGERS = CustomResource("eventing.knative.dev", "v1", "triggers", "Trigger")
+TRIGGERS = Resource("eventing.knative.dev", "v1", "triggers", "Trigger")
 
 PREFIX = "vwm-sub-"
 MAX_NAME = 63  # a DNS-1035 label, as Knative names must be
