@@ -206,7 +206,8 @@ class HarnessSettings:
         token = env.get("VWM_SESSION_TOKEN", "")
         server = ServerSettings(
             host=env.get("VWM_HARNESS_HOST", "127.0.0.1"),
-            port=_int(env, "VWM_HARNESS_PORT", 8080),
+            # Knative tells its container where to listen in PORT (reserved: nobody else sets it).
+            port=_int(env, "VWM_HARNESS_PORT", _int(env, "PORT", 8080)),
             session_token=token or secrets.token_urlsafe(24),
             token_generated=not token,
             max_request_bytes=_int(env, "VWM_MAX_REQUEST_BYTES", 1 << 20),
