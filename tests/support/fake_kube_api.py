@@ -1,22 +1,38 @@
-"""A fake Kubernetes API server for namespaced custom objects, on a real socket in a thread, for
-the real `kubernetes` client (and a control plane in a subprocess) to talk to.
+"""A fake Kubernetes API server for namespaced objects, on a real socket in a thread, for the
+real `kubernetes` client (and a control plane in a subprocess) to talk to.
 
-It serves ``/apis/{group}/{version}/namespaces/{namespace}/{plural}[/{name}]`` for the kinds a
-test registers, and answers as kube-apiserver does: create (201; 409 ``AlreadyExists``), get
-(404 ``NotFound``), replace (``metadata.resourceVersion`` required, 409 ``Conflict`` when
-stale), delete (200 ``Success`` Status), list with a label selector; ``Status`` bodies on every
-failure; 404 for an unknown kind or namespace; 400 for an ``apiVersion``/``kind`` or namespace
-that does not match the path; 422 ``Invalid`` for a bad name, bad labels, or (stricter than a
-real server, which prunes unknown fields unless asked not to) a body against the kind's schema.
+It serves ``/apis/{group}/{version}/namespaces/{namespace}/{plural}[/{name}[/status]]`` for the
+custom kinds a test registers, and ``/api/v1/namespaces/{namespace}/{plural}[...]`` for core
+kinds (a `Kind` whose group is ``""``: PersistentVolumeClaims, Secrets, ...). It answers as
+kube-apiserver does: create (201; 409 ``AlreadyExists``), get (404 ``NotFound``), replace
+(``metadata.resourceVersion`` required, 409 ``Conflict`` when stale), patch (merge patch, JSON
+patch; a stale ``resourceVersion`` in it is a 409), delete (200 ``Success`` Status; a
+DeleteOptions body is ignored), list with a label selector; ``Status`` bodies on every failure;
+404 for an unknown kind or namespace; 400 for an ``apiVersion``/``kind`` or namespace that does
+not match the path; 422 ``Invalid`` for a bad name, bad labels, or (stricter than a real
+server, which prunes unknown fields unless asked not to) a body against the kind's schema.
+Every kind has a status subresource: a write of the object keeps ``.status``; ``PUT``/``PATCH``
+of ``.../{name}/status`` (or `FakeKubeApi.set_status`) changes only ``.status``. A Secret's
+``stringData`` is stored base64-encoded in ``data``, as the API server does.
 `faults` are statuses answered instead, one per request, before anything is done.
+
+Fake controllers react through `FakeKubeApi.on_change`: after each successful write, every
+callback gets a `Change`. Callbacks run outside the store's lock, one change at a time in the
+order the writes happened, in the thread that made the write (the server's event loop thread
+for HTTP requests): they must return at once (hand the change to a queue of their own) and
+may call back into the fake.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import copy
 import itertools
 import json
+import logging
 import re
 import socket
 import threading
@@ -33,6 +49,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+log = logging.getLogger(__name__)
+
 Validate = Callable[[dict[str, Any]], list[str]]
 
 _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -47,11 +65,16 @@ _FAULT_REASONS = {
     503: "ServiceUnavailable",
     504: "Timeout",
 }
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+# Treated as a merge patch: lists are replaced whole, not merged by their key as the real
+# server's strategic merge does. Good enough for the maps a controller patches.
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 
 @dataclass(frozen=True)
 class Kind:
-    group: str
+    group: str  # "" for a core kind (served under /api/v1)
     version: str
     plural: str
     kind: str
@@ -59,7 +82,124 @@ class Kind:
 
     @property
     def resource(self) -> str:
-        return f"{self.plural}.{self.group}"
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+@dataclass(frozen=True)
+class Change:
+    """One successful write: ``verb`` is create, replace, patch, status (only ``.status``
+    changed) or delete; ``obj`` is a copy of the object after it (before it, for a delete)."""
+
+    verb: str
+    kind: Kind
+    namespace: str
+    name: str
+    obj: dict[str, Any]
+
+
+OnChange = Callable[[Change], None]
+
+
+class PatchError(ValueError):
+    """A patch that cannot apply: the API server answers 422 (or 400 for a malformed one)."""
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: maps merge key by key, ``null`` removes a key, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _pointer(path: str) -> list[str]:
+    if path == "":
+        return []
+    if not path.startswith("/"):
+        raise PatchError(f"invalid JSON pointer {path!r}")
+    return [part.replace("~1", "/").replace("~0", "~") for part in path[1:].split("/")]
+
+
+def _parent(doc: Any, parts: list[str]) -> Any:
+    node = doc
+    for part in parts[:-1]:
+        try:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise PatchError(f"path not found: /{'/'.join(parts)}") from exc
+    return node
+
+
+def _get(doc: Any, parts: list[str]) -> Any:
+    node = _parent(doc, parts)
+    try:
+        return node[int(parts[-1])] if isinstance(node, list) else node[parts[-1]]
+    except (KeyError, IndexError, ValueError, TypeError) as exc:
+        raise PatchError(f"path not found: /{'/'.join(parts)}") from exc
+
+
+def _remove(doc: Any, parts: list[str]) -> Any:
+    value = _get(doc, parts)
+    node = _parent(doc, parts)
+    if isinstance(node, list):
+        del node[int(parts[-1])]
+    else:
+        del node[parts[-1]]
+    return value
+
+
+def _add(doc: Any, parts: list[str], value: Any) -> Any:
+    if not parts:
+        return value
+    node = _parent(doc, parts)
+    if isinstance(node, list):
+        index = len(node) if parts[-1] == "-" else int(parts[-1])
+        if not 0 <= index <= len(node):
+            raise PatchError(f"index out of range: /{'/'.join(parts)}")
+        node.insert(index, value)
+    elif isinstance(node, dict):
+        node[parts[-1]] = value
+    else:
+        raise PatchError(f"cannot add under a scalar: /{'/'.join(parts)}")
+    return doc
+
+
+def json_patch(doc: Any, operations: list[Any]) -> Any:
+    """RFC 6902 (add, remove, replace, move, copy, test) on a copy of `doc`."""
+    doc = copy.deepcopy(doc)
+    for op in operations:
+        if not isinstance(op, dict) or "op" not in op or "path" not in op:
+            raise PatchError(f"malformed operation {op!r}")
+        parts = _pointer(op["path"])
+        match op["op"]:
+            case "add":
+                doc = _add(doc, parts, copy.deepcopy(op.get("value")))
+            case "remove":
+                _remove(doc, parts)
+            case "replace":
+                _get(doc, parts)
+                if parts:
+                    _remove(doc, parts)
+                doc = _add(doc, parts, copy.deepcopy(op.get("value")))
+            case "move":
+                doc = _add(doc, parts, _remove(doc, _pointer(op["from"])))
+            case "copy":
+                doc = _add(doc, parts, copy.deepcopy(_get(doc, _pointer(op["from"]))))
+            case "test":
+                if (_get(doc, parts) if parts else doc) != op.get("value"):
+                    raise PatchError(f"test failed at {op['path']}")
+            case other:
+                raise PatchError(f"unknown operation {other!r}")
+    return doc
 
 
 def status(code: int, reason: str, message: str, **details: Any) -> JSONResponse:
@@ -112,6 +252,54 @@ def selected(labels: dict[str, str], selector: str) -> bool:
     return True
 
 
+def _is_secret(kind: Kind) -> bool:
+    return (kind.group, kind.kind) == ("", "Secret")
+
+
+def _secret_stored(body: dict[str, Any]) -> list[str]:
+    """As the API server stores a Secret: ``stringData`` folded into ``data`` base64-encoded
+    (it wins over the same key in ``data``), then dropped; every ``data`` value must be base64."""
+    data = body.get("data") or {}
+    string_data = body.pop("stringData", None) or {}
+    if not isinstance(data, dict) or not isinstance(string_data, dict):
+        return ["data: must be a map of strings"]
+    for key, value in string_data.items():
+        data[key] = base64.b64encode(str(value).encode()).decode()
+    problems = []
+    for key, value in data.items():
+        try:
+            base64.b64decode(str(value), validate=True)
+        except (binascii.Error, ValueError):
+            problems.append(f"data[{key}]: Invalid value: illegal base64 data")
+    if data:
+        body["data"] = data
+    body.setdefault("type", "Opaque")
+    return problems
+
+
+def _not_found(kind: Kind, name: str) -> JSONResponse:
+    return status(
+        404,
+        "NotFound",
+        f'{kind.resource} "{name}" not found',
+        name=name,
+        group=kind.group,
+        kind=kind.plural,
+    )
+
+
+def _conflict(kind: Kind, name: str) -> JSONResponse:
+    return status(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {kind.resource} "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        name=name,
+        group=kind.group,
+        kind=kind.plural,
+    )
+
+
 @dataclass
 class FakeKubeApi:
     kinds: list[Kind] = field(default_factory=list)
@@ -121,24 +309,84 @@ class FakeKubeApi:
     _objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     _versions: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _callbacks: list[OnChange] = field(default_factory=list)
+    _changes: deque[Change] = field(default_factory=deque)
+    # Reentrant: a callback may write to the fake, which dispatches again in the same thread.
+    _dispatching: threading.RLock = field(default_factory=threading.RLock)
+
+    def register(self, *kinds: Kind) -> None:
+        """Serve `kinds` too, unless a kind with the same group, version and plural is served."""
+        for kind in kinds:
+            if self.find_kind(kind.group, kind.version, kind.plural) is None:
+                self.kinds.append(kind)
+
+    def find_kind(self, group: str, version: str, plural: str) -> Kind | None:
+        for kind in self.kinds:
+            if (kind.group, kind.version, kind.plural) == (group, version, plural):
+                return kind
+        return None
+
+    def on_change(self, callback: OnChange) -> None:
+        """Call `callback` with every later `Change` (see the module docstring for how)."""
+        with self._dispatching:
+            self._callbacks.append(callback)
 
     def objects(self, kind: Kind, namespace: str) -> dict[str, dict[str, Any]]:
         """The stored objects of `kind` in `namespace`, by name (copies)."""
         with self._lock:
             return {
-                name: json.loads(json.dumps(obj))
+                name: copy.deepcopy(obj)
                 for (resource, ns, name), obj in self._objects.items()
                 if resource == kind.resource and ns == namespace
             }
+
+    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        """A copy of one stored object, or None."""
+        with self._lock:
+            obj = self._objects.get((kind.resource, namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
 
     def put(self, kind: Kind, namespace: str, obj: dict[str, Any]) -> None:
         """Store an object as if someone else had created it."""
         with self._lock:
             obj = self._stamped(obj, namespace)
-            self._objects[(kind.resource, namespace, obj["metadata"]["name"])] = obj
+            key = (kind.resource, namespace, obj["metadata"]["name"])
+            verb = "replace" if key in self._objects else "create"
+            self._objects[key] = obj
+            self._record(verb, kind, namespace, obj)
+        self._dispatch()
+
+    def set_status(self, kind: Kind, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Write `.status` as a controller does (a new resourceVersion). KeyError when the
+        object is not there (a controller racing a delete must expect it)."""
+        with self._lock:
+            obj = self._objects[(kind.resource, namespace, name)]
+            obj["status"] = copy.deepcopy(status)
+            obj["metadata"]["resourceVersion"] = str(next(self._versions))
+            self._record("status", kind, namespace, obj)
+        self._dispatch()
+
+    def _record(self, verb: str, kind: Kind, namespace: str, obj: dict[str, Any]) -> None:
+        """Queue a change (under `_lock`) for `_dispatch` to hand out once the lock is free."""
+        if self._callbacks:
+            change = Change(verb, kind, namespace, obj["metadata"]["name"], copy.deepcopy(obj))
+            self._changes.append(change)
+
+    def _dispatch(self) -> None:
+        with self._dispatching:
+            while True:
+                with self._lock:
+                    if not self._changes:
+                        return
+                    change = self._changes.popleft()
+                for callback in list(self._callbacks):
+                    try:
+                        callback(change)
+                    except Exception:  # a broken observer must not fail the API call
+                        log.exception("on_change callback failed on %s", change.verb)
 
     def _stamped(self, obj: dict[str, Any], namespace: str) -> dict[str, Any]:
-        obj = json.loads(json.dumps(obj))
+        obj = copy.deepcopy(obj)
         meta = obj.setdefault("metadata", {})
         meta.update(
             namespace=namespace,
@@ -151,47 +399,36 @@ class FakeKubeApi:
 
     def _kind(self, request: Request) -> Kind | None:
         params = request.path_params
-        for kind in self.kinds:
-            if (kind.group, kind.version, kind.plural) == (
-                params["group"],
-                params["version"],
-                params["plural"],
-            ):
-                return kind
-        return None
+        return self.find_kind(params.get("group", ""), params["version"], params["plural"])
 
-    async def _body(self, request: Request) -> dict[str, Any] | None:
+    async def _body(self, request: Request) -> Any:
         try:
-            body = json.loads(await request.body())
+            return json.loads(await request.body())
         except ValueError:
             return None
-        return body if isinstance(body, dict) else None
 
     def _invalid(self, kind: Kind, name: str, problems: list[str]) -> JSONResponse:
         return status(
             422,
             "Invalid",
-            f'{kind.kind}.{kind.group} "{name}" is invalid: {"; ".join(problems)}',
+            f'{kind.kind}{"." + kind.group if kind.group else ""} "{name}" is invalid: '
+            f"{'; '.join(problems)}",
             name=name,
             group=kind.group,
             kind=kind.kind,
             causes=[{"reason": "FieldValueInvalid", "message": p} for p in problems],
         )
 
-    def _check_body(
-        self, kind: Kind, namespace: str, body: dict[str, Any] | None
-    ) -> JSONResponse | None:
-        if body is None:
+    def _check_body(self, kind: Kind, namespace: str, body: Any) -> JSONResponse | None:
+        """Refuses what the API server refuses; a Secret's body is also normalized in place."""
+        if not isinstance(body, dict):
             return status(400, "BadRequest", "the body of the request was not a JSON object")
-        if (body.get("apiVersion"), body.get("kind")) != (
-            f"{kind.group}/{kind.version}",
-            kind.kind,
-        ):
+        if (body.get("apiVersion"), body.get("kind")) != (kind.api_version, kind.kind):
             return status(
                 400,
                 "BadRequest",
                 f"the API version in the data ({body.get('apiVersion')}) does not match the "
-                f"expected API version ({kind.group}/{kind.version})",
+                f"expected API version ({kind.api_version})",
             )
         meta = body.get("metadata") or {}
         if meta.get("namespace", namespace) != namespace:
@@ -208,6 +445,8 @@ class FakeKubeApi:
         elif len(name) > 253 or not _SUBDOMAIN.fullmatch(name):
             problems.append(f"metadata.name: Invalid value: {name!r}: a lowercase RFC 1123 name")
         problems += label_problems(meta.get("labels"))
+        if _is_secret(kind):
+            problems += _secret_stored(body)
         if kind.validate is not None:
             problems += kind.validate(body)
         return self._invalid(kind, str(name), problems) if problems else None
@@ -234,44 +473,64 @@ class FakeKubeApi:
                 kind="namespaces",
             )
         name = request.path_params.get("name")
-        body = await self._body(request) if request.method in ("POST", "PUT") else None
-        with self._lock:
-            if name is None:
-                if request.method == "POST":
-                    return self._create(kind, namespace, body)
-                return self._list(kind, namespace, request.query_params.get("labelSelector", ""))
-            key = (kind.resource, namespace, name)
-            current = self._objects.get(key)
-            if request.method == "PUT":
-                return self._replace(kind, namespace, name, current, body)
-            if current is None:
-                return status(
-                    404,
-                    "NotFound",
-                    f'{kind.resource} "{name}" not found',
-                    name=name,
-                    group=kind.group,
-                    kind=kind.plural,
-                )
-            if request.method == "DELETE":
-                del self._objects[key]
-                details = {"name": name, "group": kind.group, "kind": kind.plural}
-                details["uid"] = current["metadata"]["uid"]
-                return JSONResponse(
-                    {
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "metadata": {},
-                        "status": "Success",
-                        "details": details,
-                    }
-                )
-            return JSONResponse(current)
+        subresource = request.url.path.endswith("/status") and "name" in request.path_params
+        writes = ("POST", "PUT", "PATCH")
+        body = await self._body(request) if request.method in writes else None
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        try:
+            with self._lock:
+                return self._answer(
+                    request.method, kind, namespace, name, body, content_type, subresource,
+                    request.query_params.get("labelSelector", ""),
+                )  # fmt: skip
+        finally:
+            self._dispatch()
 
-    def _create(self, kind: Kind, namespace: str, body: dict[str, Any] | None) -> JSONResponse:
+    def _answer(
+        self,
+        method: str,
+        kind: Kind,
+        namespace: str,
+        name: str | None,
+        body: Any,
+        content_type: str,
+        subresource: bool,
+        selector: str,
+    ) -> JSONResponse:
+        if name is None:
+            if method == "POST":
+                return self._create(kind, namespace, body)
+            return self._list(kind, namespace, selector)
+        key = (kind.resource, namespace, name)
+        current = self._objects.get(key)
+        if method == "PUT":
+            if subresource:
+                return self._replace_status(kind, namespace, name, current, body)
+            return self._replace(kind, namespace, name, current, body)
+        if current is None:
+            return _not_found(kind, name)
+        if method == "PATCH":
+            return self._patch(kind, namespace, name, current, body, content_type, subresource)
+        if method == "DELETE":
+            del self._objects[key]
+            self._record("delete", kind, namespace, current)
+            details = {"name": name, "group": kind.group, "kind": kind.plural}
+            details["uid"] = current["metadata"]["uid"]
+            return JSONResponse(
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Success",
+                    "details": details,
+                }
+            )
+        return JSONResponse(current)
+
+    def _create(self, kind: Kind, namespace: str, body: Any) -> JSONResponse:
         refused = self._check_body(kind, namespace, body)
-        if refused is not None or body is None:
-            return refused or status(400, "BadRequest", "no body")
+        if refused is not None:
+            return refused
         name = body["metadata"]["name"]
         if "resourceVersion" in body["metadata"]:
             return self._invalid(
@@ -288,6 +547,7 @@ class FakeKubeApi:
                 kind=kind.plural,
             )
         self._objects[key] = self._stamped(body, namespace)
+        self._record("create", kind, namespace, self._objects[key])
         return JSONResponse(self._objects[key], status_code=201)
 
     def _replace(
@@ -296,11 +556,11 @@ class FakeKubeApi:
         namespace: str,
         name: str,
         current: dict[str, Any] | None,
-        body: dict[str, Any] | None,
+        body: Any,
     ) -> JSONResponse:
         refused = self._check_body(kind, namespace, body)
-        if refused is not None or body is None:
-            return refused or status(400, "BadRequest", "no body")
+        if refused is not None:
+            return refused
         if body["metadata"]["name"] != name:
             return status(
                 400,
@@ -308,14 +568,7 @@ class FakeKubeApi:
                 "the name of the object does not match the name on the URL",
             )
         if current is None:
-            return status(
-                404,
-                "NotFound",
-                f'{kind.resource} "{name}" not found',
-                name=name,
-                group=kind.group,
-                kind=kind.plural,
-            )
+            return _not_found(kind, name)
         version = body["metadata"].get("resourceVersion")
         if not version:
             return self._invalid(
@@ -323,30 +576,108 @@ class FakeKubeApi:
                 name,
                 ["metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"],
             )
+        if version != current["metadata"]["resourceVersion"]:
+            return _conflict(kind, name)
+        return self._store("replace", kind, namespace, current, body)
+
+    def _store(
+        self, verb: str, kind: Kind, namespace: str, current: dict[str, Any], new: dict[str, Any]
+    ) -> JSONResponse:
+        """`new` in place of `current`: what the server owns kept, the generation bumped when
+        the spec changed, ``.status`` kept (it has its own subresource)."""
+        stored = copy.deepcopy(new)
         old = current["metadata"]
-        if version != old["resourceVersion"]:
-            return status(
-                409,
-                "Conflict",
-                f'Operation cannot be fulfilled on {kind.resource} "{name}": the object has been '
-                "modified; please apply your changes to the latest version and try again",
-                name=name,
-                group=kind.group,
-                kind=kind.plural,
-            )
-        replaced = json.loads(json.dumps(body))
-        changed = replaced.get("spec") != current.get("spec")
-        replaced["metadata"].update(
+        changed = stored.get("spec") != current.get("spec")
+        stored["metadata"].update(
+            name=old["name"],
             namespace=namespace,
             uid=old["uid"],
             creationTimestamp=old["creationTimestamp"],
             generation=old["generation"] + (1 if changed else 0),
             resourceVersion=str(next(self._versions)),
         )
-        if "status" in current:  # the status subresource: a PUT of the object keeps it
-            replaced["status"] = current["status"]
-        self._objects[(kind.resource, namespace, name)] = replaced
-        return JSONResponse(replaced)
+        stored.pop("status", None)
+        if "status" in current:
+            stored["status"] = current["status"]
+        self._objects[(kind.resource, namespace, old["name"])] = stored
+        self._record(verb, kind, namespace, stored)
+        return JSONResponse(stored)
+
+    def _replace_status(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        current: dict[str, Any] | None,
+        body: Any,
+    ) -> JSONResponse:
+        """``PUT .../status``: only ``.status`` is taken from the body. A missing
+        ``resourceVersion`` is an unconditional write (a stale one is a 409)."""
+        refused = self._check_body(kind, namespace, body)
+        if refused is not None:
+            return refused
+        if current is None:
+            return _not_found(kind, name)
+        version = body["metadata"].get("resourceVersion")
+        if version and version != current["metadata"]["resourceVersion"]:
+            return _conflict(kind, name)
+        return self._write_status(kind, namespace, current, body.get("status"))
+
+    def _write_status(
+        self, kind: Kind, namespace: str, current: dict[str, Any], new_status: Any
+    ) -> JSONResponse:
+        if new_status is None:
+            current.pop("status", None)
+        else:
+            current["status"] = copy.deepcopy(new_status)
+        current["metadata"]["resourceVersion"] = str(next(self._versions))
+        self._record("status", kind, namespace, current)
+        return JSONResponse(current)
+
+    def _patch(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        current: dict[str, Any],
+        body: Any,
+        content_type: str,
+        subresource: bool,
+    ) -> JSONResponse:
+        try:
+            if content_type in (MERGE_PATCH, STRATEGIC_MERGE_PATCH):
+                if not isinstance(body, dict):
+                    raise PatchError("a merge patch must be a JSON object")
+                patched = merge_patch(current, body)
+            elif content_type == JSON_PATCH:
+                if not isinstance(body, list):
+                    # What kube-apiserver says when a map is sent as a JSON patch: the
+                    # client picks this content type for core kinds unless told otherwise.
+                    return status(
+                        400,
+                        "BadRequest",
+                        "json: cannot unmarshal object into Go value of type jsonpatch.Patch",
+                    )
+                patched = json_patch(current, body)
+            else:
+                return status(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format - accepted media types "
+                    f"include: {JSON_PATCH}, {MERGE_PATCH}, {STRATEGIC_MERGE_PATCH}",
+                )
+        except PatchError as exc:
+            return self._invalid(kind, name, [str(exc)])
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        requested = meta.get("resourceVersion") if isinstance(meta, dict) else None
+        if requested and requested != current["metadata"]["resourceVersion"]:
+            return _conflict(kind, name)
+        refused = self._check_body(kind, namespace, patched)
+        if refused is not None:
+            return refused
+        if subresource:
+            return self._write_status(kind, namespace, current, patched.get("status"))
+        return self._store("patch", kind, namespace, current, patched)
 
     def _list(self, kind: Kind, namespace: str, selector: str) -> JSONResponse:
         items = [
@@ -358,7 +689,7 @@ class FakeKubeApi:
         ]
         return JSONResponse(
             {
-                "apiVersion": f"{kind.group}/{kind.version}",
+                "apiVersion": kind.api_version,
                 "kind": f"{kind.kind}List",
                 "metadata": {"resourceVersion": str(next(self._versions))},
                 "items": items,
@@ -366,13 +697,18 @@ class FakeKubeApi:
         )
 
     def app(self) -> Starlette:
-        base = "/apis/{group}/{version}/namespaces/{namespace}/{plural}"
-        return Starlette(
-            routes=[
+        routes = []
+        for base in (
+            "/apis/{group}/{version}/namespaces/{namespace}/{plural}",
+            "/api/{version}/namespaces/{namespace}/{plural}",
+        ):
+            item = base + "/{name}"
+            routes += [
                 Route(base, self.handle, methods=["GET", "POST"]),
-                Route(base + "/{name}", self.handle, methods=["GET", "PUT", "DELETE"]),
+                Route(item, self.handle, methods=["GET", "PUT", "PATCH", "DELETE"]),
+                Route(item + "/status", self.handle, methods=["GET", "PUT", "PATCH"]),
             ]
-        )
+        return Starlette(routes=routes)
 
 
 @contextlib.contextmanager
