@@ -24,7 +24,7 @@ from functions.settings import ControlPlaneSettings
 if TYPE_CHECKING:
     import httpx
 
-    from functions.runtime.local import LocalBackend
+    from functions.runtime.base import RuntimeBackend
     from functions.runtime.tokens import TokenKey
 
 __all__ = [
@@ -61,7 +61,7 @@ def token_key() -> TokenKey:
     return current().token_key
 
 
-def backend() -> LocalBackend:
+def backend() -> RuntimeBackend:
     return current().backend
 
 

@@ -182,8 +182,8 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
     except TokenKeyUnavailable as exc:
         print(f"vwm: {exc.message}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    sandbox = services.backend.sandbox  # bubblewrap probed now, once
-    if sandbox.refused:
+    sandbox = getattr(services.backend, "sandbox", None)  # bubblewrap probed now, once
+    if sandbox is not None and sandbox.refused:
         print(f"vwm: {sandbox.refusal()}", file=sys.stderr, flush=True)
         raise SystemExit(2)
     first_key = prepare(current.database_url)
@@ -193,7 +193,10 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
         )
         notice = local_repos_notice(current.database_url, current.allow_local_repos)
         print(f"vwm: {notice}", flush=True)
-        print(sandbox.announcement(), flush=True)
+        if sandbox is not None:
+            print(sandbox.announcement(), flush=True)
+        else:
+            print(f"vwm: sessions run on {services.backend.kind}", flush=True)
         if first_key:
             # Shown once: only its hash is stored.
             print(f"vwm: first admin API key (shown once): {first_key}", flush=True)

@@ -34,7 +34,7 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -81,6 +81,8 @@ class Resource:
 
 PERSISTENT_VOLUME_CLAIMS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 SECRETS = Resource("", "v1", "secrets", "Secret")
+KNATIVE_SERVICES = Resource("serving.knative.dev", "v1", "services", "Service")
+TRIGGERS = Resource("eventing.knative.dev", "v1", "triggers", "Trigger")
 
 
 class KubeError(FunctionsError):
@@ -246,7 +248,7 @@ class KubeApi:
         path: str,
         *,
         body: Mapping[str, Any] | None = None,
-        query: list[tuple[str, str]] | None = None,
+        query: Sequence[tuple[str, str]] = (),
         content_type: str = "application/json",
     ) -> dict[str, Any]:
         """The answer (a JSON object) to one request, tried `attempts` times while the failure
@@ -259,7 +261,7 @@ class KubeApi:
             wait_s = 0.0
             try:
                 answer = await asyncio.to_thread(
-                    self._once, method, path, body, query or [], content_type
+                    self._once, method, path, body, query, content_type
                 )
                 return answer if isinstance(answer, dict) else {}
             except ApiException as exc:
@@ -288,7 +290,7 @@ class KubeApi:
         method: str,
         path: str,
         body: Mapping[str, Any] | None,
-        query: list[tuple[str, str]],
+        query: Sequence[tuple[str, str]],
         content_type: str,
     ) -> object:
         """One request through the client's own serialization, authentication and TLS."""
@@ -299,7 +301,7 @@ class KubeApi:
             request = api_client.param_serialize(
                 method=method,
                 resource_path=path,
-                query_params=query,
+                query_params=list(query),
                 header_params=headers,
                 body=dict(body) if body is not None else None,
                 auth_settings=["BearerToken"],

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
     from functions.outbox_relay import OutboxRelay
-    from functions.runtime.local import LocalBackend
+    from functions.runtime.base import RuntimeBackend
     from functions.runtime.tokens import TokenKey
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class Services:
     - `settings`: the `ControlPlaneSettings` it was built with (fixed for its lifetime);
     - `engine`, `session_factory`, `db(fn, *args)`: the database;
     - `token_key`: what harness tokens are derived from;
-    - `backend`: the runtime backend (`LocalBackend`);
+    - `backend`: the runtime backend (`LocalBackend`, or `KnativeBackend` in production);
     - `harness_http`: the `httpx.AsyncClient` every harness call goes through;
     - `relaunch_locks`: one harness relaunch at a time per session (`KeyedLocks`);
     - `spawn(coroutine)`: background work that outlives its request (a `wait: false` session
@@ -137,7 +137,7 @@ class Services:
         self._engine: Engine | None = None
         self._session_factory: sessionmaker[Any] | None = None
         self._token_key: TokenKey | None = None
-        self._backend: LocalBackend | None = None
+        self._backend: RuntimeBackend | None = None
         self._harness_http: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -213,31 +213,47 @@ class Services:
         return self._token_key
 
     @property
-    def backend(self) -> LocalBackend:
-        """The runtime backend; bubblewrap is probed when it is first made."""
+    def backend(self) -> RuntimeBackend:
+        """The runtime backend of ``VWM_RUNTIME_BACKEND``; bubblewrap is probed when the local
+        one is first made."""
         if self._backend is None:
-            current = self.settings
-            if current.runtime_backend != "local":
-                raise RuntimeError(
-                    f"runtime backend {current.runtime_backend!r} is not available yet"
-                )
             token_key = self.token_key
             with self._build_lock:
                 if self._backend is None:
-                    from functions.runtime.local import LocalBackend
-                    from functions.runtime.sandbox import choose
-
-                    self._backend = LocalBackend(
-                        current.data_dir,
-                        token_key=token_key,
-                        startup_grace_s=current.harness.startup_grace_s,
-                        # The CLIs never see the token key file either.
-                        sandbox=choose(
-                            current.sandbox, current.sandbox_bwrap, show=current.sandbox_show
-                        ),
-                        sandbox_hide=[current.token_key_file] if current.token_key_file else [],
+                    self._backend = (
+                        self._knative_backend(token_key)
+                        if self.settings.runtime_backend == "knative"
+                        else self._local_backend(token_key)
                     )
         return self._backend
+
+    def _local_backend(self, token_key: TokenKey) -> RuntimeBackend:
+        from functions.runtime.local import LocalBackend
+        from functions.runtime.sandbox import choose
+
+        current = self.settings
+        return LocalBackend(
+            current.data_dir,
+            token_key=token_key,
+            startup_grace_s=current.harness.startup_grace_s,
+            # The CLIs never see the token key file either.
+            sandbox=choose(current.sandbox, current.sandbox_bwrap, show=current.sandbox_show),
+            sandbox_hide=[current.token_key_file] if current.token_key_file else [],
+        )
+
+    def _knative_backend(self, token_key: TokenKey) -> RuntimeBackend:
+        from functions.kube import KubeApi
+        from functions.runtime.knative import KnativeBackend
+
+        current = self.settings
+        return KnativeBackend(
+            KubeApi.from_environment(),
+            namespace=current.knative_namespace,
+            broker=current.knative_broker,
+            sessions=current.knative_sessions,
+            token_key=token_key,
+            startup_grace_s=current.harness.startup_grace_s,
+        )
 
     @property
     def harness_http(self) -> httpx.AsyncClient:

@@ -86,6 +86,7 @@ def harness_spec(view: SessionView) -> HarnessSpec:
     # How long a prompt request waits for its turn on a busy session before it fails.
     extra["VWM_PROMPT_WAIT_S"] = f"{current.prompt_wait_s:g}"
     timeout = job_timeout_s(view)
+    limits = runtime.limits or {}
     return HarnessSpec(
         session_id=view.session.id,
         cli=runtime.cli,
@@ -96,7 +97,16 @@ def harness_spec(view: SessionView) -> HarnessSpec:
         job_timeout_s=timeout,
         extra_env=extra,
         git_allow_local=view.allow_local_repos,
+        image=runtime.image,
+        worker=worker.name,
+        cpu=_quantity(limits.get("cpu")),
+        memory=_quantity(limits.get("memory")),
     )
+
+
+def _quantity(value: Any) -> str | None:
+    """A runtime's CPU or memory limit as a Kubernetes quantity (``2``, ``500m``, ``4Gi``)."""
+    return None if value is None else str(value)
 
 
 def job_timeout_s(view: SessionView) -> float | None:

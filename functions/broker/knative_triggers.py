@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from functions.context import settings
-from functions.kube import KubeApi, KubeConflict, KubeNotFound, KubernetesRefused, Resource
-
-TRIGGERS = Resource("eventing.knative.dev", "v1", "triggers", "Trigger")
+from functions.kube import TRIGGERS, KubeApi, KubeConflict, KubeNotFound, KubernetesRefused
 
 PREFIX = "vwm-sub-"
 MAX_NAME = 63  # a DNS-1035 label, as Knative names must be

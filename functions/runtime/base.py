@@ -66,6 +66,13 @@ class HarnessSpec:
     job_timeout_s: float | None
     extra_env: dict[str, str] = field(default_factory=dict)
     git_allow_local: bool = False
+    # Where it runs, for backends that run images (the local one runs this checkout's harness):
+    # the runtime's image (None: the backend's default), its worker's name for labels, and the
+    # runtime's CPU and memory (Kubernetes quantities; None: the backend's defaults).
+    image: str | None = None
+    worker: str | None = None
+    cpu: str | None = None
+    memory: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,465 @@
+"""The Knative runtime backend: each session's harness is a Knative Service bound to a PVC.
+
+Production's `RuntimeBackend` (``VWM_RUNTIME_BACKEND=knative``; docs/operations.md, "Sessions
+on Knative"). Per session it applies what `functions.runtime.knative_objects.build` makes: a
+Secret (the harness token, the CLI's credentials), a ReadWriteOnce PVC mounted at
+``/workspace``, the Service (``max-scale: "1"``, scale to zero when idle) and a Trigger that
+delivers the session's signed prompt requests to it. Every API call goes through
+`functions.kube.KubeApi` (the official client in a worker thread, with retries).
+
+- **Ready** is read from the Service's status: its ``Ready`` condition for the current
+  generation, then the harness behind ``status.address.url`` answering with the session's
+  token (`functions.runtime.probe`). A Service that fails reports its condition's reason and
+  message; one that never becomes ready times out with the last reason seen.
+- **The endpoint** is the status address. `status` reads the Service, and each backend object
+  remembers the address it last read, so `endpoint` needs no I/O; before any read it is the
+  address Knative gives a cluster-local Service (``http://<name>.<namespace>.svc.cluster.local``).
+- **Never patched.** A running session's Service template is never changed: a change is a new
+  revision, and its pod would wait for the ReadWriteOnce volume the old pod holds. A Service that
+  must change (it failed, vanished, or its harness is hung) is deleted and created again.
+- **Handles** hold names only (`RuntimeHandle.state`), so a restarted control plane finds
+  everything again; the token is derived from the session id, as locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from functions.kube import (
+    KNATIVE_SERVICES,
+    PERSISTENT_VOLUME_CLAIMS,
+    SECRETS,
+    TRIGGERS,
+    KubeApi,
+    KubeConflict,
+    KubeError,
+    KubeNotFound,
+    KubernetesUnavailable,
+    Resource,
+)
+from functions.runtime import probe
+from functions.runtime.base import (
+    RESERVED_ENV,
+    HarnessEndpoint,
+    HarnessSpec,
+    HarnessStatus,
+    RuntimeHandle,
+)
+from functions.runtime.errors import (
+    HarnessMissing,
+    HarnessNotReady,
+    HarnessStartFailed,
+    InvalidHarnessSpec,
+    RuntimeBackendError,
+    SessionExists,
+    TeardownFailed,
+)
+from functions.runtime.knative_objects import (
+    SESSION_SELECTOR,
+    SessionNames,
+    SessionObjects,
+    build,
+    session_id_of,
+)
+from functions.runtime.tokens import TokenKey
+from functions.settings import KnativeSessionSettings
+
+logger = logging.getLogger(__name__)
+
+_POLL_S = 0.25
+
+
+class KnativeBackend:
+    kind = "knative"
+
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        namespace: str,
+        broker: str,
+        sessions: KnativeSessionSettings,
+        token_key: TokenKey,
+        probe_timeout_s: float = 5.0,
+        startup_grace_s: float = 30.0,
+        delete_wait_s: float = 60.0,
+    ) -> None:
+        """`startup_grace_s`: how long a Service that is
+        Ready may stay mute before `ensure_running` counts its harness as hung.
+        `delete_wait_s`: how long a replacement waits for the old Service to be gone."""
+        if not sessions.harness_image:
+            raise InvalidHarnessSpec(
+                "the Knative backend needs the harness image: set VWM_HARNESS_IMAGE",
+                session_id="",
+            )
+        self.api = api
+        self.namespace = namespace
+        self.broker = broker
+        self.sessions = sessions
+        self._token_key = token_key
+        self._probe_timeout_s = probe_timeout_s
+        self._startup_grace_s = startup_grace_s
+        self._delete_wait_s = delete_wait_s
+        self._addresses: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- the objects ---------------------------------------------------------------------------
+
+    def objects(self, spec: HarnessSpec) -> SessionObjects:
+        """What this backend applies for `spec` (also what ``vwm`` prints for operators)."""
+        return build(
+            spec,
+            token=self._token_key.token(spec.session_id),
+            namespace=self.namespace,
+            broker=self.broker,
+            sessions=self.sessions,
+        )
+
+    # -- the contract --------------------------------------------------------------------------
+
+    async def provision(self, spec: HarnessSpec) -> RuntimeHandle:
+        _check_spec(spec)
+        objects = self.objects(spec)
+        names = SessionNames.of(spec.session_id)
+        async with self._lock(spec.session_id):
+            try:
+                await self.api.create(PERSISTENT_VOLUME_CLAIMS, self.namespace, objects.volume)
+            except KubeConflict:
+                raise SessionExists(
+                    f"session {spec.session_id} already has a volume ({names.volume} in "
+                    f"{self.namespace}); use its handle (ensure_running), or tear it down first",
+                    session_id=spec.session_id,
+                ) from None
+            except KubeError as exc:
+                raise _backend_error(exc, spec.session_id) from None
+            try:
+                await self._apply(SECRETS, objects.secret)
+                await self._create_service(spec.session_id, objects.service)
+                await self._apply(TRIGGERS, objects.trigger)
+            except KubeError as exc:
+                raise _backend_error(exc, spec.session_id) from None
+        logger.info(
+            "session provisioned on Knative",
+            extra={"session_id": spec.session_id, "service": names.service},
+        )
+        return self._handle(spec)
+
+    async def wait_ready(self, handle: RuntimeHandle, timeout_s: float) -> HarnessEndpoint:
+        names = self._names(handle)
+        deadline = time.monotonic() + timeout_s
+        last = "the Service has no status yet"
+        async with probe.client(self._probe_timeout_s) as http:
+            while True:
+                try:
+                    current = await self.api.get(KNATIVE_SERVICES, self.namespace, names.service)
+                except KubeNotFound:
+                    raise HarnessStartFailed(
+                        f"the Knative Service {names.service} of session {handle.session_id} "
+                        "is gone; call ensure_running to create it again",
+                        session_id=handle.session_id,
+                        log_tail="",
+                        retryable=True,
+                    ) from None
+                except KubeError as exc:
+                    raise _backend_error(exc, handle.session_id) from None
+                state, reason, message = _readiness(current)
+                last = f"{reason}: {message}" if reason or message else last
+                if state == "False":
+                    raise HarnessStartFailed(
+                        f"the Knative Service {names.service} of session {handle.session_id} "
+                        f"failed: {last}",
+                        session_id=handle.session_id,
+                        log_tail=last,
+                    )
+                if state == "True" and (url := _address(current)):
+                    self._addresses[handle.session_id] = url
+                    endpoint = self.endpoint(handle)
+                    remaining = max(deadline - time.monotonic(), _POLL_S)
+                    probe_s = min(self._probe_timeout_s, remaining)
+                    if await probe.answers(http, endpoint, str(handle.state["cli"]), probe_s):
+                        return endpoint
+                    last = f"Ready, but the harness at {url} does not answer yet"
+                if time.monotonic() >= deadline:
+                    raise HarnessNotReady(
+                        f"the Knative Service {names.service} of session {handle.session_id} "
+                        f"was not ready within {timeout_s:g} s (last: {last}); wait longer, or "
+                        "check the Service (kubectl describe ksvc) and its pods' events",
+                        session_id=handle.session_id,
+                    )
+                await asyncio.sleep(_POLL_S)
+
+    def endpoint(self, handle: RuntimeHandle) -> HarnessEndpoint:
+        names = self._names(handle)
+        url = self._addresses.get(handle.session_id) or (
+            f"http://{names.service}.{self.namespace}.svc.cluster.local"
+        )
+        return HarnessEndpoint(url=url, token=self._token_key.token(handle.session_id))
+
+    async def status(self, handle: RuntimeHandle) -> HarnessStatus:
+        """``running`` while the Service exists and is not failed (scaled to zero counts: the
+        next request wakes it), ``stopped`` when only the volume is left (or the Service
+        failed), ``missing`` when the volume is gone too."""
+        names = self._names(handle)
+        try:
+            current = await self.api.get(KNATIVE_SERVICES, self.namespace, names.service)
+        except KubeNotFound:
+            current = None
+        except KubeError as exc:
+            raise _backend_error(exc, handle.session_id) from None
+        if current is not None:
+            state, _, _ = _readiness(current)
+            if url := _address(current):
+                self._addresses[handle.session_id] = url
+            if state != "False":
+                return "running"
+        return "stopped" if await self._volume_exists(handle) else "missing"
+
+    async def ensure_running(self, handle: RuntimeHandle, spec: HarnessSpec) -> RuntimeHandle:
+        _check_spec(spec)
+        if spec.session_id != handle.session_id:
+            raise InvalidHarnessSpec(
+                f"the spec is for session {spec.session_id}, the handle for {handle.session_id}",
+                session_id=handle.session_id,
+            )
+        names = self._names(handle)
+        async with self._lock(handle.session_id):
+            if not await self._volume_exists(handle):
+                raise HarnessMissing(
+                    f"the volume of session {handle.session_id} ({names.volume}) is gone; the "
+                    "session cannot be revived, end it",
+                    session_id=handle.session_id,
+                )
+            try:
+                current = await self.api.get(KNATIVE_SERVICES, self.namespace, names.service)
+            except KubeNotFound:
+                current = None
+            except KubeError as exc:
+                raise _backend_error(exc, handle.session_id) from None
+            if current is not None and await self._healthy(handle, current):
+                return self._handle(spec)
+            objects = self.objects(spec)
+            try:
+                if current is not None:
+                    # Failed, or Ready with a harness that does not answer: its pod goes with
+                    # the Service, and only then may a new one mount the volume.
+                    logger.warning(
+                        "replacing the Knative Service of a session",
+                        extra={"session_id": handle.session_id, "service": names.service},
+                    )
+                    await self._delete_and_wait(KNATIVE_SERVICES, names.service)
+                else:
+                    logger.warning(
+                        "the Knative Service of a session vanished; creating it again on its "
+                        "volume",
+                        extra={"session_id": handle.session_id, "service": names.service},
+                    )
+                self._addresses.pop(handle.session_id, None)
+                await self._apply(SECRETS, objects.secret)
+                await self._create_service(handle.session_id, objects.service)
+                await self._apply(TRIGGERS, objects.trigger)
+            except KubeError as exc:
+                raise _backend_error(exc, handle.session_id) from None
+        return self._handle(spec)
+
+    async def teardown(self, handle: RuntimeHandle, *, keep_workspace: bool = False) -> None:
+        names = self._names(handle)
+        keep_volume = keep_workspace or self.sessions.volume_retention == "keep"
+        async with self._lock(handle.session_id):
+            try:
+                # The Trigger first: no prompt request is delivered to a Service going away.
+                await self._delete(TRIGGERS, names.trigger)
+                await self._delete(KNATIVE_SERVICES, names.service)
+                await self._delete(SECRETS, names.secret)
+                if not keep_volume:
+                    await self._delete(PERSISTENT_VOLUME_CLAIMS, names.volume)
+            except KubeError as exc:
+                raise TeardownFailed(
+                    f"could not remove every object of session {handle.session_id}: "
+                    f"{exc.message}; tear down again",
+                    session_id=handle.session_id,
+                ) from None
+        self._addresses.pop(handle.session_id, None)
+
+    async def sweep(self, keep: Collection[str]) -> list[str]:
+        """Delete the Services, Triggers and Secrets of every session not in `keep`: what a
+        control plane that died between a provision and the session's end left, or what
+        belongs to a session whose row is gone. Volumes stay (their session's end, and the
+        retention setting, decide)."""
+        keep = set(keep)
+        stopped: set[str] = set()
+        try:
+            for resource in (TRIGGERS, KNATIVE_SERVICES, SECRETS):
+                for obj in await self.api.list(resource, self.namespace, SESSION_SELECTOR):
+                    session_id = session_id_of(obj)
+                    if session_id is None or session_id in keep:
+                        continue
+                    await self._delete(resource, obj["metadata"]["name"])
+                    if resource is KNATIVE_SERVICES:
+                        stopped.add(session_id)
+                        self._addresses.pop(session_id, None)
+        except KubeError as exc:
+            raise _backend_error(exc, "") from None
+        return sorted(stopped)
+
+    async def volumes(self) -> dict[str, str]:
+        """The session volumes in the namespace, by session id: what `sweep` leaves."""
+        found = await self.api.list(PERSISTENT_VOLUME_CLAIMS, self.namespace, SESSION_SELECTOR)
+        return {
+            session_id: obj["metadata"]["name"]
+            for obj in found
+            if (session_id := session_id_of(obj)) is not None
+        }
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _handle(self, spec: HarnessSpec) -> RuntimeHandle:
+        names = SessionNames.of(spec.session_id)
+        state = {
+            "namespace": self.namespace,
+            "service": names.service,
+            "volume": names.volume,
+            "cli": spec.cli,
+        }
+        return RuntimeHandle(session_id=spec.session_id, backend=self.kind, state=state)
+
+    def _names(self, handle: RuntimeHandle) -> SessionNames:
+        if handle.backend != self.kind:
+            raise InvalidHarnessSpec(
+                f"the {handle.backend!r} handle of session {handle.session_id} cannot be used "
+                f"by the {self.kind!r} backend; pass the handle that provision or "
+                "ensure_running returned",
+                session_id=handle.session_id,
+            )
+        namespace = handle.state.get("namespace", self.namespace)
+        if namespace != self.namespace:
+            raise InvalidHarnessSpec(
+                f"session {handle.session_id} runs in namespace {namespace!r}, this control "
+                f"plane manages {self.namespace!r}; set VWM_KNATIVE_NAMESPACE to it",
+                session_id=handle.session_id,
+            )
+        return SessionNames.of(handle.session_id)
+
+    async def _healthy(self, handle: RuntimeHandle, current: Mapping[str, Any]) -> bool:
+        """Ready, and its harness answers (within what is left of its startup grace)."""
+        state, _, _ = _readiness(current)
+        if state == "False":
+            return False
+        if state != "True":
+            return True  # still deploying: wait_ready tells whether it comes up
+        try:
+            await self.wait_ready(handle, max(self._probe_timeout_s, self._startup_grace_s))
+        except (HarnessNotReady, HarnessStartFailed):
+            return False
+        return True
+
+    async def _volume_exists(self, handle: RuntimeHandle) -> bool:
+        names = self._names(handle)
+        try:
+            await self.api.get(PERSISTENT_VOLUME_CLAIMS, self.namespace, names.volume)
+        except KubeNotFound:
+            return False
+        except KubeError as exc:
+            raise _backend_error(exc, handle.session_id) from None
+        return True
+
+    async def _create_service(self, session_id: str, body: Mapping[str, Any]) -> None:
+        """Create the Service; one already there is a leftover (a half-done provision, or a
+        session whose Service was never torn down), replaced by deletion, never patched."""
+        name = body["metadata"]["name"]
+        try:
+            await self.api.create(KNATIVE_SERVICES, self.namespace, body)
+            return
+        except KubeConflict:
+            logger.warning(
+                "a Knative Service of that name exists already; replacing it",
+                extra={"session_id": session_id, "service": name},
+            )
+        await self._delete_and_wait(KNATIVE_SERVICES, name)
+        await self.api.create(KNATIVE_SERVICES, self.namespace, body)
+
+    async def _apply(self, resource: Resource, body: Mapping[str, Any]) -> None:
+        """Create, or replace what is there (Secrets and Triggers: no pod restarts for it)."""
+        name = body["metadata"]["name"]
+        try:
+            await self.api.create(resource, self.namespace, body)
+            return
+        except KubeConflict:
+            pass
+        current = await self.api.get(resource, self.namespace, name)
+        replaced = {**body, "metadata": {**body["metadata"]}}
+        replaced["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        await self.api.replace(resource, self.namespace, name, replaced)
+
+    async def _delete(self, resource: Resource, name: str) -> None:
+        with contextlib.suppress(KubeNotFound):
+            await self.api.delete(resource, self.namespace, name)
+
+    async def _delete_and_wait(self, resource: Resource, name: str) -> None:
+        await self._delete(resource, name)
+        deadline = time.monotonic() + self._delete_wait_s
+        while time.monotonic() < deadline:
+            try:
+                await self.api.get(resource, self.namespace, name)
+            except KubeNotFound:
+                return
+            await asyncio.sleep(_POLL_S)
+        raise KubernetesUnavailable(
+            f"{resource} {self.namespace}/{name} was deleted but still exists after "
+            f"{self._delete_wait_s:g} s (a finalizer, or a pod that does not stop); check it "
+            "with kubectl and try again"
+        )
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+
+def _readiness(service: Mapping[str, Any]) -> tuple[str, str, str]:
+    """The ``Ready`` condition of the Service's current generation: its status (``True``,
+    ``False``, ``Unknown``), reason and message. A status of an older generation is
+    ``Unknown``: the controller has not looked at this one yet."""
+    status = service.get("status") or {}
+    generation = (service.get("metadata") or {}).get("generation")
+    if generation is not None and status.get("observedGeneration") != generation:
+        return "Unknown", "", "the Knative controller has not seen this generation yet"
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return (
+                str(condition.get("status", "Unknown")),
+                str(condition.get("reason", "")),
+                str(condition.get("message", "")),
+            )
+    return "Unknown", "", ""
+
+
+def _address(service: Mapping[str, Any]) -> str | None:
+    status = service.get("status") or {}
+    url = (status.get("address") or {}).get("url") or status.get("url")
+    return str(url).rstrip("/") if url else None
+
+
+def _check_spec(spec: HarnessSpec) -> None:
+    clashes = sorted(RESERVED_ENV & (set(spec.extra_env) | set(spec.credential_env)))
+    if clashes:
+        raise InvalidHarnessSpec(
+            f"{', '.join(clashes)} are set by the runtime backend; remove them from the spec",
+            session_id=spec.session_id,
+        )
+    if not spec.session_id:
+        raise InvalidHarnessSpec("a session id is required", session_id="")
+
+
+def _backend_error(exc: KubeError, session_id: str) -> RuntimeBackendError:
+    """A Kubernetes API failure as the runtime contract's error: retryable when the API server
+    was unavailable, not when it refused."""
+    error = RuntimeBackendError(
+        f"the Kubernetes API failed for session {session_id or '(sweep)'}: {exc.message}",
+        session_id=session_id,
+        retryable=isinstance(exc, KubernetesUnavailable),
+    )
+    error.code = exc.code if isinstance(exc, KubernetesUnavailable) else "kubernetes_refused"
+    return error
