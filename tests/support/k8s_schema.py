@@ -11,10 +11,28 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 from jsonschema import Draft202012Validator
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "fixtures" / "k8s-schemas"
 TRIGGER_SCHEMA = SCHEMAS / "eventing-v1.22.2" / "trigger-eventing-v1.json"
+BROKER_SCHEMA = SCHEMAS / "eventing-v1.22.2" / "broker-eventing-v1.json"
+PINGSOURCE_SCHEMA = SCHEMAS / "eventing-v1.22.2" / "pingsource-sources-v1.json"
+SERVICE_SCHEMA = SCHEMAS / "serving-v1.23.0" / "service-serving-v1.json"
+KNATIVE_SERVING_SCHEMA = SCHEMAS / "operator-v1.23.0" / "knativeserving-operator-v1beta1.json"
+KNATIVE_EVENTING_SCHEMA = SCHEMAS / "operator-v1.23.0" / "knativeeventing-operator-v1beta1.json"
+# The custom kinds with a vendored schema, by (apiVersion, kind).
+CUSTOM_SCHEMAS = {
+    ("serving.knative.dev/v1", "Service"): SERVICE_SCHEMA,
+    ("eventing.knative.dev/v1", "Broker"): BROKER_SCHEMA,
+    ("eventing.knative.dev/v1", "Trigger"): TRIGGER_SCHEMA,
+    ("sources.knative.dev/v1", "PingSource"): PINGSOURCE_SCHEMA,
+    ("operator.knative.dev/v1beta1", "KnativeServing"): KNATIVE_SERVING_SCHEMA,
+    ("operator.knative.dev/v1beta1", "KnativeEventing"): KNATIVE_EVENTING_SCHEMA,
+}
+# The Kubernetes release whose built-in schemas core kinds are checked against
+# (kubernetes-validate ships them).
+KUBERNETES_VERSION = "1.32"
 
 _ROOT_FIELDS = {
     "apiVersion": {"type": "string"},
@@ -76,3 +94,24 @@ def trigger_problems(trigger: Any) -> list[str]:
     if not isinstance(subscriber, dict) or not (subscriber.get("uri") or subscriber.get("ref")):
         found.append("spec.subscriber: expected exactly one, got neither: ref, uri")
     return found
+
+
+def core_problems(obj: Any, version: str = KUBERNETES_VERSION) -> list[str]:
+    """A built-in kind's problems (ConfigMap, Role, Job ...) against Kubernetes `version`'s
+    schema, unknown fields refused (``kubectl --validate=strict``); empty when valid."""
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        where = ".".join(str(part) for part in error.absolute_path) or "<root>"
+        return [f"{where}: {error.message}"]
+    except kubernetes_validate.SchemaNotFoundError as error:
+        return [f"<root>: no Kubernetes {version} schema for this kind ({error})"]
+    return []
+
+
+def custom_problems(obj: Any) -> list[str]:
+    """A custom kind's schema problems, for the kinds of `CUSTOM_SCHEMAS`."""
+    path = CUSTOM_SCHEMAS.get((obj.get("apiVersion"), obj.get("kind")))
+    if path is None:
+        return [f"<root>: no vendored schema for {obj.get('apiVersion')} {obj.get('kind')}"]
+    return problems(path, obj)
