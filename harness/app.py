@@ -1,8 +1,10 @@
 """The harness HTTP API (v1), built by `create_app`. Started by `python -m harness`.
 
-Endpoints (all but ``/healthz`` need ``Authorization: Bearer <session token>``):
+Endpoints (all but ``/healthz`` need ``Authorization: Bearer <session token>``; ``/v1/events``
+also takes, instead, a prompt request the control plane signed for this session):
 
     GET    /healthz                        liveness, what this harness runs, event publishing
+    POST   /v1/events                      a prompt request: runs its job, answers at its end
     POST   /v1/bootstrap                   clone repos, write instructions and CLI config
     POST   /v1/jobs                        run a prompt; ``mode``: sync (JSON), stream (SSE), async (202)
     GET    /v1/jobs/{job_id}               job status and summary
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,6 +35,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventing.harness_api import EventsHealth, HarnessHealth, ShutdownOutcome
 from harness import routes_files
@@ -49,6 +53,8 @@ from harness.transcript import shutdown_repos
 from harness.workspace import Workspace
 
 logger = logging.getLogger(__name__)
+
+EVENTS_PATH = "/v1/events"
 
 
 class CreateJob(JobRequest):
@@ -124,14 +130,44 @@ async def create_job(request: Request) -> Response:
 
 async def receive_event(request: Request) -> Response:
     """`POST /v1/events`: one `dev.vwm.prompt.requested` (binary or structured mode), answered
-    when its job has ended (`harness.prompt_requests`)."""
+    when its job has ended (`harness.prompt_requests`). With the bearer token (the embedded
+    broker's delivery) the answer is the job's state; a delivery authenticated by the event's
+    signature alone (a Knative Trigger's) gets 202 with no body, which Knative reads as done
+    (a 200's body would be re-injected as a reply event)."""
     state = _state(request)
     turns = state.prompt_turns
     assert turns is not None  # set by the lifespan
     body = await read_body(request, state.settings.server.max_request_bytes)
-    event = turns.decode(request.headers, body)
-    job = await turns.run(event)
-    return JSONResponse(job.to_dict())  # whatever its status: the request was handled
+    if _bears_token(request, state.settings.server.session_token):
+        job = await turns.run(turns.decode(request.headers, body))
+        return JSONResponse(job.to_dict())  # whatever its status: the request was handled
+    await turns.run(turns.decode_signed(request.headers, body))
+    return Response(status_code=202)
+
+
+def _bears_token(request: Request, token: str) -> bool:
+    """Whether the request carries this harness's bearer token. Another Authorization (a
+    platform's own token on a Trigger's delivery) is not a refusal here: the event's signature
+    may still authenticate it."""
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        presented.strip().encode(), token.encode()
+    )
+
+
+class TokenAuthExceptEvents:
+    """`TokenAuth` for every path but ``/v1/events``, whose handler authenticates each delivery
+    itself: by the bearer token, or by the prompt request's signature."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self._open = app
+        self._guarded = TokenAuth(app, token)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        own_auth = (
+            scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == EVENTS_PATH
+        )
+        await (self._open if own_auth else self._guarded)(scope, receive, send)
 
 
 async def get_job(request: Request) -> Response:
@@ -196,7 +232,12 @@ def create_app(settings: HarnessSettings) -> Starlette:
                 session_id=settings.session_id,
                 session_token=settings.server.session_token,
             )
-        turns = PromptTurns(runner, settings.session_id, settings.limits.prompt_wait_s)
+        turns = PromptTurns(
+            runner,
+            settings.session_id,
+            settings.server.session_token,
+            settings.limits.prompt_wait_s,
+        )
         app.state.harness = HarnessState(
             settings, workspace, adapter, runner, publishing=publishing, prompt_turns=turns
         )
@@ -212,7 +253,7 @@ def create_app(settings: HarnessSettings) -> Starlette:
         Route("/healthz", health, methods=["GET"]),
         Route("/v1/bootstrap", bootstrap_workspace, methods=["POST"]),
         Route("/v1/jobs", create_job, methods=["POST"]),
-        Route("/v1/events", receive_event, methods=["POST"]),
+        Route(EVENTS_PATH, receive_event, methods=["POST"]),
         Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
         Route("/v1/jobs/{job_id}/events", job_events, methods=["GET"]),
         Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
@@ -225,7 +266,7 @@ def create_app(settings: HarnessSettings) -> Starlette:
     return Starlette(
         routes=routes,
         middleware=[
-            Middleware(TokenAuth, token=settings.server.session_token),
+            Middleware(TokenAuthExceptEvents, token=settings.server.session_token),
             Middleware(InputGuard),
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

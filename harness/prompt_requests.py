@@ -13,9 +13,16 @@ on requests in flight sees this harness busy for as long as the agent works.
   served, up to `VWM_PROMPT_WAIT_S`; then its job is recorded as failed with `session_busy`
   (`JobRunner.refuse`) instead of being lost. One whose `not_after` has passed is recorded as
   failed with `job_expired`: its sender stopped waiting.
-- **Its answer.** The job's state as JSON, with no CloudEvent headers: not a reply event. The
-  job's events (with `causationid` set to the request's id) leave through the outbox like every
-  other job's.
+- **Who may ask.** A delivery with this harness's bearer token (the embedded broker's), or a
+  request the control plane signed for this session (the `vwmauth` extension,
+  `eventing.signatures`): a Knative Trigger carries no credentials, so its deliveries are
+  trusted for their signature. Without either: 401 ``unauthorized``; with a signature that
+  does not verify: 401 ``invalid_signature``. A replayed signed request is the same request:
+  it joins or returns its job.
+- **Its answer.** To the bearer: the job's state as JSON, with no CloudEvent headers (not a
+  reply event). To a signed delivery: 202 with no body, since Knative would read a 200's body
+  as a reply event. The job's events (with `causationid` set to the request's id) leave
+  through the outbox like every other job's.
 """
 
 from __future__ import annotations
@@ -24,22 +31,29 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
+from eventing import signatures
 from eventing.codec import from_http
 from eventing.events import PROMPT_REQUESTED, EventError, PromptRequested, VwmEvent, prompt_job_id
-from harness.errors import BadRequest, JobExpired
+from harness.errors import BadRequest, JobExpired, Unauthorized
 from harness.jobs import Job, JobRequest, JobRunner
 
 logger = logging.getLogger(__name__)
 
 SESSION_BUSY = "session_busy"
+UNAUTHENTICATED = (
+    "send the session token as 'Authorization: Bearer <token>', or a prompt request the control "
+    "plane signed for this session (the vwmauth extension; docs/harness.md, Prompt requests): "
+    "post the request to the broker, not to the harness"
+)
 
 
 class PromptTurns:
     """Runs the prompt requests of one session, in arrival order, one job at a time."""
 
-    def __init__(self, runner: JobRunner, session_id: str, wait_s: float) -> None:
+    def __init__(self, runner: JobRunner, session_id: str, token: str, wait_s: float) -> None:
         self._runner = runner
         self._session_id = session_id
+        self._token = token
         self._wait_s = wait_s
         self._turn = asyncio.Lock()  # fair: waiters get it in the order they asked
         self._waiting: dict[str, asyncio.Task[Job]] = {}
@@ -47,7 +61,30 @@ class PromptTurns:
     def decode(self, headers: Mapping[str, str], body: bytes) -> VwmEvent:
         """The prompt request in an HTTP request; `EventError` (a 4xx: never retried) for
         anything else, including a request for another session."""
-        event = from_http(dict(headers), body)
+        return self._ours(from_http(dict(headers), body))
+
+    def decode_signed(self, headers: Mapping[str, str], body: bytes) -> VwmEvent:
+        """The prompt request of a delivery without the bearer token: it must be signed for
+        this session. `Unauthorized` when it is not a signed event at all (what it is
+        otherwise is not said to a caller who proved nothing); `EventError`
+        ``invalid_signature`` when its signature does not verify."""
+        try:
+            event = from_http(dict(headers), body)
+        except EventError:
+            raise Unauthorized(UNAUTHENTICATED) from None
+        if event.vwmauth is None:
+            raise Unauthorized(UNAUTHENTICATED)
+        try:
+            signatures.check(self._token, event)
+        except EventError:
+            logger.warning(  # never the value
+                "a prompt request with a signature that does not verify: refused",
+                extra={"event_id": event.id, "event_source": event.source},
+            )
+            raise
+        return self._ours(event)
+
+    def _ours(self, event: VwmEvent) -> VwmEvent:
         if event.type != PROMPT_REQUESTED:
             raise EventError(
                 "unsupported_event_type",

@@ -1,7 +1,8 @@
 """The typed envelope of every VWM CloudEvent, the catalogue of types, and how to build and decode.
 
 A `VwmEvent` is a CloudEvent's attributes (``id``, ``source``, ``type``, ``time``, ``subject``), our
-extension attributes (``sessionid``, ``jobid``, ``seq``: a Trigger filters on them) and its data as
+extension attributes (``sessionid``, ``jobid``, ``seq``: a Trigger filters on them; ``causationid``;
+a prompt request's signature ``vwmauth``, see `eventing.signatures`) and its data as
 the payload model the catalogue names for its type. Publishers build events with `new_event`;
 receivers turn attributes + data (what `eventing.codec` read off the wire) into one with
 `decode_event`, which raises `EventError` with a stable code for anything it will never accept.
@@ -34,7 +35,7 @@ _ID = re.compile(p.ID_PATTERN)
 CORE_ATTRIBUTES = frozenset(
     {"specversion", "id", "source", "type", "time", "subject", "datacontenttype", "dataschema"}
 )
-EXTENSIONS = ("sessionid", "jobid", "seq", "causationid")
+EXTENSIONS = ("sessionid", "jobid", "seq", "causationid", "vwmauth")
 
 
 class EventError(InputError):
@@ -83,7 +84,7 @@ _JOB = ("sessionid", "jobid", "seq")
 CATALOGUE: dict[str, EventSpec] = {
     spec.type: spec
     for spec in (
-        _spec(PROMPT_REQUESTED, p.PromptRequested, "sessionid"),
+        _spec(PROMPT_REQUESTED, p.PromptRequested, "sessionid", optional="vwmauth"),
         _spec(JOB_STARTED, p.JobStarted, *_JOB, optional="causationid"),
         _spec(JOB_OUTPUT, p.JobOutput, *_JOB, optional="causationid"),
         _spec(JOB_COMPLETED, p.JobCompleted, *_JOB, optional="causationid"),
@@ -114,6 +115,10 @@ class VwmEvent(BaseModel):
     seq: int | None = Field(default=None, ge=1, description="the job log's seq this reaches")
     causationid: str | None = Field(
         default=None, min_length=1, max_length=200, description="the id of the event it answers"
+    )
+    # Any string is read (a malformed one is a signature that does not verify); never logged.
+    vwmauth: str | None = Field(
+        default=None, max_length=200, description="the control plane's signature", repr=False
     )
     data: SerializeAsAny[p.Payload]
 
@@ -251,6 +256,7 @@ def decode_event(attributes: Mapping[str, Any], data: Any) -> VwmEvent:
             jobid=attributes.get("jobid"),
             seq=_seq(attributes.get("seq")),
             causationid=attributes.get("causationid"),
+            vwmauth=attributes.get("vwmauth"),
             data=payload,
         )
     except ValidationError as exc:
