@@ -70,6 +70,9 @@ JSON_PATCH = "application/json-patch+json"
 # Treated as a merge patch: lists are replaced whole, not merged by their key as the real
 # server's strategic merge does. Good enough for the maps a controller patches.
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+# Kinds whose delete answers with the object, Terminating (a finalizer holds it in a real
+# cluster; the fake removes it at once), not a Status: the client parses it as the kind.
+_DELETE_ANSWERS_OBJECT = {"PersistentVolumeClaim", "PersistentVolume", "Pod", "Namespace"}
 
 
 @dataclass(frozen=True)
@@ -514,6 +517,11 @@ class FakeKubeApi:
         if method == "DELETE":
             del self._objects[key]
             self._record("delete", kind, namespace, current)
+            if kind.group == "" and kind.kind in _DELETE_ANSWERS_OBJECT:
+                current["metadata"]["deletionTimestamp"] = datetime.now(UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                )
+                return JSONResponse(current)
             details = {"name": name, "group": kind.group, "kind": kind.plural}
             details["uid"] = current["metadata"]["uid"]
             return JSONResponse(
