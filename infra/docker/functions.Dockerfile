@@ -1,0 +1,29 @@
+# The control plane's image: every functions-framework target (FUNCTION_TARGET picks one) and the
+# migration job (python -m functions.db.migrate). Build from the repository root:
+#   docker build -f infra/docker/functions.Dockerfile -t REGISTRY/vwm-functions:TAG .
+# It holds the packages the functions import (functions, eventing) and migrations/, which
+# functions.db.migrate reads from beside the functions package; nothing of harness/ or vwm/.
+FROM python:3.11.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/app \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+COPY infra/docker/functions.requirements.txt /tmp/requirements.txt
+RUN pip install --no-cache-dir -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt \
+    && useradd --uid 1000 --user-group --no-create-home --shell /usr/sbin/nologin vwm
+
+COPY eventing/ /app/eventing/
+COPY functions/ /app/functions/
+COPY migrations/ /app/migrations/
+
+USER 1000:1000
+EXPOSE 8080
+# functions-framework reads FUNCTION_TARGET (and FUNCTION_SIGNATURE_TYPE) from the environment;
+# the events Service adds --signature-type cloudevent. It listens on PORT (Knative sets 8080).
+ENTRYPOINT ["functions-framework", "--source", "functions/main.py", "--asgi"]
