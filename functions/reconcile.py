@@ -11,7 +11,11 @@ It compares the database with the harnesses and fixes what a process that died l
 - a ready session idle (no job) longer than its worker's ``timeouts.idle_s`` or
   ``VWM_SESSION_IDLE_S``, or older than ``timeouts.max_age_s`` or ``VWM_SESSION_MAX_AGE_S``,
   is ended through the same path as ``DELETE``;
-- harness processes that no session owns are stopped (`RuntimeBackend.sweep`).
+- a ready session whose harness is gone (its process died; its Knative Service vanished or
+  failed) gets it back on the same workspace (`session_runtime.relaunch`), which resumes its CLI
+  session from the state on the volume; one whose workspace is gone fails (`workspace_lost`);
+- harnesses (and on Knative their Triggers and Secrets) that no session owns are removed
+  (`RuntimeBackend.sweep`).
 
 "Stuck" means unchanged for longer than the work can take (the harness bounds of
 `HarnessCallSettings`), or, when `vwm up` starts, anything from before it started: the embedded
@@ -57,6 +61,7 @@ from functions.job_recording import (
 )
 from functions.runtime.base import RuntimeHandle
 from functions.runtime.errors import RuntimeBackendError
+from functions.session_runtime import load, relaunch
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +78,7 @@ class Report:
     sessions_failed: list[str] = field(default_factory=list)
     sessions_ended: dict[str, str] = field(default_factory=dict)  # id -> reason
     harnesses_stopped: list[str] = field(default_factory=list)
+    harnesses_relaunched: list[str] = field(default_factory=list)
     events_forgotten: int = 0  # processed-event ids past their retention, deleted
 
     def changed(self) -> bool:
@@ -83,6 +89,7 @@ class Report:
                 self.sessions_failed,
                 self.sessions_ended,
                 self.harnesses_stopped,
+                self.harnesses_relaunched,
                 self.events_forgotten,
             )
         )
@@ -96,6 +103,7 @@ async def reconcile(*, interrupted_before: datetime | None = None) -> Report:
     await _jobs(report, now)
     await _stuck_sessions(report, now, interrupted_before)
     await _expired_sessions(report, now)
+    await _vanished_harnesses(report, now)
     await _orphans(report)
     report.events_forgotten = await db(_forget_processed_events, now)
     if report.changed():
@@ -295,6 +303,67 @@ async def _expired_sessions(report: Report, now: datetime) -> None:
 
     expired = await db(_expired, now)
     await asyncio.gather(*(end_one(session_id, reason) for session_id, reason in expired))
+
+
+# -- harnesses that are gone ------------------------------------------------------------------
+
+# Ready sessions whose harness is checked at once by one pass (each is an API call on Knative).
+STATUS_CONCURRENCY = 8
+WORKSPACE_LOST = "workspace_lost"
+
+
+def _ready(session: Session, changed_before: datetime) -> list[tuple[str, dict[str, Any]]]:
+    rows = session.execute(
+        select(WorkerSession.id, WorkerSession.runtime_state).where(
+            WorkerSession.status == SessionStatus.READY,
+            WorkerSession.ready_at < changed_before,
+        )
+    )
+    return [(row.id, row.runtime_state) for row in rows if row.runtime_state]
+
+
+async def _vanished_harnesses(report: Report, now: datetime) -> None:
+    grace = timedelta(seconds=settings().reconcile_grace_s)
+    turns = asyncio.Semaphore(STATUS_CONCURRENCY)
+
+    async def check(session_id: str, state: dict[str, Any]) -> None:
+        async with turns:
+            try:
+                handle = RuntimeHandle.from_dict(state)
+                status = await backend().status(handle)
+                if status == "running":
+                    return
+                if status == "missing":
+                    await db(_fail_lost, session_id)
+                    report.sessions_failed.append(session_id)
+                    return
+                view = await db(load, session_id)
+                if view.session.status == SessionStatus.READY:
+                    await relaunch(view, handle)
+                    report.harnesses_relaunched.append(session_id)
+            except (RuntimeBackendError, DbError) as exc:
+                # The next tick tries again; one session must not stop the others.
+                logger.warning(
+                    "could not bring back a session's harness",
+                    extra={"session_id": session_id, "error": str(exc)},
+                )
+
+    ready = await db(_ready, now - grace)
+    await asyncio.gather(*(check(session_id, state) for session_id, state in ready))
+
+
+def _fail_lost(session: Session, session_id: str) -> None:
+    row = session.get(WorkerSession, session_id)
+    if row is None or row.status != SessionStatus.READY:
+        return
+    error = {
+        "code": WORKSPACE_LOST,
+        "message": "the session's workspace (its volume) is gone, so its harness cannot come "
+        "back; start a new session",
+    }
+    row = transition_session(session, row, SessionStatus.FAILED, error=error)
+    lifecycle_events.session_ended(session, row, EndReason.FAILED)
+    logger.warning("a ready session lost its workspace", extra={"session_id": session_id})
 
 
 # -- orphans -----------------------------------------------------------------------------------
