@@ -1,0 +1,11 @@
+# Only the AWS provider: this module is what `terraform validate` checks offline.
+terraform {
+  required_version = ">= 1.6.0, < 2.0.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "~> 5.100"
+    }
+  }
+}
