@@ -6,8 +6,9 @@ custom kinds a test registers, and ``/api/v1/namespaces/{namespace}/{plural}[...
 kinds (a `Kind` whose group is ``""``: PersistentVolumeClaims, Secrets, ...). It answers as
 kube-apiserver does: create (201; 409 ``AlreadyExists``), get (404 ``NotFound``), replace
 (``metadata.resourceVersion`` required, 409 ``Conflict`` when stale), patch (merge patch, JSON
-patch; a stale ``resourceVersion`` in it is a 409), delete (200 ``Success`` Status; a
-DeleteOptions body is ignored), list with a label selector; ``Status`` bodies on every failure;
+patch, and strategic merge patch for core kinds taken as a merge patch; a stale
+``resourceVersion`` in it is a 409), delete (200 ``Success`` Status, or for a claim the object
+with a ``deletionTimestamp``; a DeleteOptions body is ignored), list with a label selector; ``Status`` bodies on every failure;
 404 for an unknown kind or namespace; 400 for an ``apiVersion``/``kind`` or namespace that does
 not match the path; 422 ``Invalid`` for a bad name, bad labels, or (stricter than a real
 server, which prunes unknown fields unless asked not to) a body against the kind's schema.
@@ -67,8 +68,9 @@ _FAULT_REASONS = {
 }
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
-# Treated as a merge patch: lists are replaced whole, not merged by their key as the real
-# server's strategic merge does. Good enough for the maps a controller patches.
+# What the client sends for a map patch of a core kind. Treated as a merge patch: lists are
+# replaced whole, not merged by their key as the real server's strategic merge does (nor are
+# ``$patch`` directives known). Custom kinds refuse it (415), as a real server does.
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 # Kinds whose delete answers with the object, Terminating (a finalizer holds it in a real
 # cluster; the fake removes it at once), not a Status: the client parses it as the kind.
@@ -652,15 +654,20 @@ class FakeKubeApi:
         content_type: str,
         subresource: bool,
     ) -> JSONResponse:
+        if content_type == STRATEGIC_MERGE_PATCH and kind.group:
+            return status(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: {JSON_PATCH}, {MERGE_PATCH}, application/apply-patch+yaml",
+            )
         try:
             if content_type in (MERGE_PATCH, STRATEGIC_MERGE_PATCH):
                 if not isinstance(body, dict):
                     raise PatchError("a merge patch must be a JSON object")
                 patched = merge_patch(current, body)
             elif content_type == JSON_PATCH:
-                if not isinstance(body, list):
-                    # What kube-apiserver says when a map is sent as a JSON patch: the
-                    # client picks this content type for core kinds unless told otherwise.
+                if not isinstance(body, list):  # what kube-apiserver says to a map
                     return status(
                         400,
                         "BadRequest",
