@@ -14,9 +14,12 @@ kept (`functions.runtime.tokens`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from functions.runtime.errors import InvalidHarnessSpec
 
 HarnessStatus = Literal["running", "stopped", "missing"]
 """``running``: the harness process (or Service) exists, ready or still starting.
@@ -41,6 +44,20 @@ RESERVED_ENV = frozenset(
         "VWM_SANDBOX_SHOW",
     }
 )
+
+
+# Session ids a backend takes: fit for a folder name, turned into a resource name by each backend.
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def checked_session_id(session_id: str) -> str:
+    if not SESSION_ID.fullmatch(session_id):
+        raise InvalidHarnessSpec(
+            f"session id {session_id!r} must be 1-128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit",
+            session_id=session_id,
+        )
+    return session_id
 
 
 @dataclass(frozen=True)

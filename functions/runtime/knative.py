@@ -49,6 +49,7 @@ from functions.runtime.base import (
     HarnessSpec,
     HarnessStatus,
     RuntimeHandle,
+    checked_session_id,
 )
 from functions.runtime.errors import (
     HarnessMissing,
@@ -443,14 +444,13 @@ def _address(service: Mapping[str, Any]) -> str | None:
 
 
 def _check_spec(spec: HarnessSpec) -> None:
+    checked_session_id(spec.session_id)
     clashes = sorted(RESERVED_ENV & (set(spec.extra_env) | set(spec.credential_env)))
     if clashes:
         raise InvalidHarnessSpec(
             f"{', '.join(clashes)} are set by the runtime backend; remove them from the spec",
             session_id=spec.session_id,
         )
-    if not spec.session_id:
-        raise InvalidHarnessSpec("a session id is required", session_id="")
 
 
 def _backend_error(exc: KubeError, session_id: str) -> RuntimeBackendError:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -36,10 +35,12 @@ from functions.private_files import open_private_append, private_dir
 from functions.runtime import probe, procs
 from functions.runtime.base import (
     RESERVED_ENV,
+    SESSION_ID,
     HarnessEndpoint,
     HarnessSpec,
     HarnessStatus,
     RuntimeHandle,
+    checked_session_id,
 )
 from functions.runtime.errors import (
     HarnessMissing,
@@ -57,7 +58,6 @@ from functions.runtime.tokens import TokenKey
 # environment reaches a harness: the control plane's own keys stay here.
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS")
 
-_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _LOG_TAIL_BYTES = 4000
 _POLL_S = 0.05
 
@@ -110,10 +110,10 @@ class LocalBackend:
     # -- where things are ----------------------------------------------------------------------
 
     def workspace(self, session_id: str) -> Path:
-        return self.data_dir / "sessions" / _checked_id(session_id) / "workspace"
+        return self.data_dir / "sessions" / checked_session_id(session_id) / "workspace"
 
     def log_path(self, session_id: str) -> Path:
-        return self.log_dir / f"{_checked_id(session_id)}.log"
+        return self.log_dir / f"{checked_session_id(session_id)}.log"
 
     # -- the contract --------------------------------------------------------------------------
 
@@ -225,7 +225,7 @@ class LocalBackend:
         found = await asyncio.to_thread(procs.processes_by_session, self.data_dir / "sessions")
         stopped: list[str] = []
         for session_id in sorted(set(found) - set(keep)):
-            if not _SESSION_ID.fullmatch(session_id):
+            if not SESSION_ID.fullmatch(session_id):
                 continue  # not a folder this backend made
             async with self._lock(session_id):
                 await self._stop(RuntimeHandle(session_id=session_id, backend=self.kind))
@@ -413,7 +413,7 @@ class LocalBackend:
     def _check_handle(self, handle: RuntimeHandle, needs: Sequence[str] = ()) -> None:
         """Teardown and status need only the session id (a handle whose state was lost still
         tears down); the rest needs what provision recorded."""
-        _checked_id(handle.session_id)
+        checked_session_id(handle.session_id)
         missing = [key for key in needs if key not in handle.state]
         if handle.backend != self.kind or missing:
             raise InvalidHarnessSpec(
@@ -425,23 +425,13 @@ class LocalBackend:
 
 
 def _check_spec(spec: HarnessSpec) -> None:
-    _checked_id(spec.session_id)
+    checked_session_id(spec.session_id)
     clashes = sorted(RESERVED_ENV & (set(spec.extra_env) | set(spec.credential_env)))
     if clashes:
         raise InvalidHarnessSpec(
             f"{', '.join(clashes)} are set by the runtime backend; remove them from the spec",
             session_id=spec.session_id,
         )
-
-
-def _checked_id(session_id: str) -> str:
-    if not _SESSION_ID.fullmatch(session_id):
-        raise InvalidHarnessSpec(
-            f"session id {session_id!r} must be 1-128 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit",
-            session_id=session_id,
-        )
-    return session_id
 
 
 def _without_token(handle: RuntimeHandle) -> RuntimeHandle:
