@@ -605,7 +605,9 @@ class _Supervisor(threading.Thread):
 
     def publish(self, service: dict[str, Any], failure: _Failed | None) -> None:
         """Write the Service's status as Knative would, when it changed."""
-        config_msg = f'Configuration "{self.service_name}" is waiting for a Revision to become ready.'
+        config_msg = (
+            f'Configuration "{self.service_name}" is waiting for a Revision to become ready.'
+        )
         if failure is not None:
             state = ("False", failure.reason, failure.message)
         elif self.ready:
@@ -777,7 +779,9 @@ class _Launch:
 
     def scratch_volume(self, volume: dict[str, Any]) -> Path:
         """emptyDir: an empty folder per Service; secret/configMap: their keys as files."""
-        folder = self.serving.root / "pods" / self.supervisor.service_name / "volumes" / volume["name"]
+        folder = (
+            self.serving.root / "pods" / self.supervisor.service_name / "volumes" / volume["name"]
+        )
         folder.mkdir(parents=True, exist_ok=True)
         if "secret" in volume:
             data = self.object_data(SECRETS, volume["secret"].get("secretName", ""), volume)
