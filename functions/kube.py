@@ -222,13 +222,19 @@ class KubeApi:
             f"get {resource} {namespace}/{name}", "GET", resource.path(namespace, name)
         )
 
-    async def delete(self, resource: Resource, namespace: str, name: str) -> None:
-        """Delete the object (its dependents in the background). `KubeNotFound` if it is gone."""
+    async def delete(
+        self, resource: Resource, namespace: str, name: str, *, foreground: bool = False
+    ) -> None:
+        """Delete the object; `KubeNotFound` if it is gone. Its dependents go in the background,
+        or, with `foreground`, first: the object stays (Terminating, with a ``deletionTimestamp``)
+        until the garbage collector has removed them, pods included, so its disappearance
+        means nothing of it still runs."""
+        policy = "Foreground" if foreground else "Background"
         await self._call(
             f"delete {resource} {namespace}/{name}",
             "DELETE",
             resource.path(namespace, name),
-            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": policy},
         )
 
     async def list(

@@ -159,15 +159,17 @@ class KnativeBackend:
                 try:
                     current = await self.api.get(KNATIVE_SERVICES, self.namespace, names.service)
                 except KubeNotFound:
+                    current = None
+                except KubeError as exc:
+                    raise _backend_error(exc, handle.session_id) from None
+                if current is None or _terminating(current):
                     raise HarnessStartFailed(
                         f"the Knative Service {names.service} of session {handle.session_id} "
-                        "is gone; call ensure_running to create it again",
+                        "is gone or being deleted; call ensure_running to create it again",
                         session_id=handle.session_id,
                         log_tail="",
                         retryable=True,
-                    ) from None
-                except KubeError as exc:
-                    raise _backend_error(exc, handle.session_id) from None
+                    )
                 state, reason, message = _readiness(current)
                 last = f"{reason}: {message}" if reason or message else last
                 if state == "False":
@@ -212,7 +214,7 @@ class KnativeBackend:
             current = None
         except KubeError as exc:
             raise _backend_error(exc, handle.session_id) from None
-        if current is not None:
+        if current is not None and not _terminating(current):
             state, _, _ = _readiness(current)
             if url := _address(current):
                 self._addresses[handle.session_id] = url
@@ -274,7 +276,7 @@ class KnativeBackend:
             try:
                 # The Trigger first: no prompt request is delivered to a Service going away.
                 await self._delete(TRIGGERS, names.trigger)
-                await self._delete(KNATIVE_SERVICES, names.service)
+                await self._stop_service(handle.session_id, names.service)
                 await self._delete(SECRETS, names.secret)
                 if not keep_volume:
                     await self._delete(PERSISTENT_VOLUME_CLAIMS, names.volume)
@@ -297,7 +299,7 @@ class KnativeBackend:
             for resource in (TRIGGERS, KNATIVE_SERVICES, SECRETS):
                 for obj in await self.api.list(resource, self.namespace, SESSION_SELECTOR):
                     session_id = session_id_of(obj)
-                    if session_id is None or session_id in keep:
+                    if session_id is None or session_id in keep or _terminating(obj):
                         continue
                     await self._delete(resource, obj["metadata"]["name"])
                     if resource is KNATIVE_SERVICES:
@@ -348,7 +350,7 @@ class KnativeBackend:
     async def _healthy(self, handle: RuntimeHandle, current: Mapping[str, Any]) -> bool:
         """Ready, and its harness answers (within what is left of its startup grace)."""
         state, _, _ = _readiness(current)
-        if state == "False":
+        if state == "False" or _terminating(current):
             return False
         if state != "True":
             return True  # still deploying: wait_ready tells whether it comes up
@@ -397,8 +399,23 @@ class KnativeBackend:
         await self.api.replace(resource, self.namespace, name, replaced)
 
     async def _delete(self, resource: Resource, name: str) -> None:
+        # A Service in the foreground: it stays until its pods are gone, so waiting for it
+        # to vanish (`_delete_and_wait`) means no pod of it still holds the volume.
+        foreground = resource is KNATIVE_SERVICES
         with contextlib.suppress(KubeNotFound):
-            await self.api.delete(resource, self.namespace, name)
+            await self.api.delete(resource, self.namespace, name, foreground=foreground)
+
+    async def _stop_service(self, session_id: str, name: str) -> None:
+        """Delete the session's Service and wait (a bounded time) until its pod has stopped.
+        A pod slower than that is logged, not an error: the volume's protection keeps the
+        claim until the pod lets go of it, and the pod stops on its own."""
+        try:
+            await self._delete_and_wait(KNATIVE_SERVICES, name)
+        except KubernetesUnavailable:
+            logger.warning(
+                "the session's Service is still stopping; going on without it",
+                extra={"session_id": session_id, "service": name},
+            )
 
     async def _delete_and_wait(self, resource: Resource, name: str) -> None:
         await self._delete(resource, name)
@@ -435,6 +452,11 @@ def _readiness(service: Mapping[str, Any]) -> tuple[str, str, str]:
                 str(condition.get("message", "")),
             )
     return "Unknown", "", ""
+
+
+def _terminating(obj: Mapping[str, Any]) -> bool:
+    """Deleted, and waiting for its dependents (a foreground deletion): no longer running."""
+    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
 
 
 def _address(service: Mapping[str, Any]) -> str | None:

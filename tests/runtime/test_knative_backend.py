@@ -7,6 +7,7 @@ harnesses)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from functions.runtime import (
 )
 from functions.runtime.knative_objects import SessionNames, build
 from functions.settings import KnativeSessionSettings
+from tests.runtime.contract import eventually
 from tests.runtime.knative_cluster import HARNESS_IMAGE, NAMESPACE, Cluster, knative_cluster
 from tests.support import k8s_schema, knative_rules
 from tests.support.fake_knative import PVCS, SERVICES
@@ -311,6 +313,30 @@ async def test_teardown_keeps_the_volume_only_when_retention_says_so(
     assert names.trigger not in cluster.api.objects(TRIGGER_KIND, NAMESPACE)
 
 
+async def test_teardown_returns_once_the_pod_is_gone_so_a_relaunch_never_shares_the_volume(
+    cluster: Cluster, make_spec
+) -> None:
+    backend = cluster.backend()
+    spec = spec_for(make_spec, "s-handover")
+    handle = await backend.provision(spec)
+    await backend.wait_ready(handle, READY_S)
+    names = SessionNames.of("s-handover")
+    pid = cluster.serving.pid_of(names.service, NAMESPACE)
+    assert pid is not None
+
+    await backend.teardown(handle, keep_workspace=True)
+
+    # Deleted in the foreground and waited for: the pod has stopped, not merely been told to.
+    assert cluster.serving.pid_of(names.service, NAMESPACE) is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert names.service not in cluster.api.objects(SERVICES, NAMESPACE)
+    handle = await backend.ensure_running(handle, spec)
+    await backend.wait_ready(handle, READY_S)
+    assert cluster.serving.overlaps == []  # never two pods on the ReadWriteOnce claim
+    await backend.teardown(handle)
+
+
 # -- sweep -------------------------------------------------------------------------------------
 
 
@@ -331,9 +357,13 @@ async def test_sweep_removes_what_no_live_session_owns_and_leaves_volumes(
 
     assert stopped == ["s-orphan"]
     orphan_names, live_names = SessionNames.of("s-orphan"), SessionNames.of("s-live")
-    services = cluster.api.objects(SERVICES, NAMESPACE)
-    assert orphan_names.service not in services
-    assert live_names.service in services
+    # Deleted in the foreground: gone once its pod has stopped.
+    async def orphan_service_exists() -> bool:
+        return orphan_names.service in cluster.api.objects(SERVICES, NAMESPACE)
+
+    await eventually(orphan_service_exists, False)
+    assert cluster.serving.pid_of(orphan_names.service, NAMESPACE) is None
+    assert live_names.service in cluster.api.objects(SERVICES, NAMESPACE)
     assert orphan_names.trigger not in cluster.api.objects(TRIGGER_KIND, NAMESPACE)
     assert orphan_names.secret not in cluster.api.objects(SECRET_KIND, NAMESPACE)
     assert "not-ours" in cluster.api.objects(SECRET_KIND, NAMESPACE)

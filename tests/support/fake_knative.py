@@ -27,7 +27,9 @@ thread, so it never holds up the API's request handling) and does what the clust
   (``RevisionFailed``, with the exit code and the end of its log) until the template changes.
 - A pod that dies after it was ready is started again on the same port, as a Deployment does
   (with a growing delay if it keeps dying); the status stays Ready.
-- A deleted Service's process group gets SIGTERM, then SIGKILL after ``grace_s``.
+- A deleted Service's process group gets SIGTERM, then SIGKILL after ``grace_s``. Deleted in
+  the foreground, the Service stays Terminating until its pod has stopped, as the garbage
+  collector keeps it until its pods are gone.
 
 Where the fake differs from a cluster:
 - A template change stops the old pod before the new one starts (so ``PORT`` stays the same);
@@ -217,6 +219,7 @@ class FakeServing:
 
     def __enter__(self) -> FakeServing:
         self.api.register(*serving_kinds())
+        self.api.owners.add(SERVICES.resource)
         for folder in ("volumes", "logs", "pods"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         self.api.on_change(self._changes.put)
@@ -371,13 +374,18 @@ class FakeServing:
         self._wake_all(change.namespace)
 
     def _ensure_supervisor(self, namespace: str, service: dict[str, Any]) -> None:
-        key = (namespace, service["metadata"]["name"])
+        name, uid = service["metadata"]["name"], service["metadata"]["uid"]
+        key = (namespace, name)
         with self._lock:
             group = self._supervisors.setdefault(key, [])
-            if any(s.uid == service["metadata"]["uid"] for s in group):
-                return
-            supervisor = _Supervisor(self, namespace, service)
-            group.append(supervisor)
+            if any(s.uid == uid for s in group):
+                return  # supervised: if it is Terminating, its supervisor finishes it
+            supervisor = None if _terminating(service) else _Supervisor(self, namespace, service)
+            if supervisor is not None:
+                group.append(supervisor)
+        if supervisor is None:  # deleted before any pod ran: nothing holds the deletion
+            self.api.finish_deletion(SERVICES, namespace, name, uid)
+            return
         supervisor.start()
 
     def _wake_all(self, namespace: str | None = None) -> None:
@@ -444,6 +452,10 @@ class FakeServing:
                     shutil.rmtree(self.volume_path(namespace, name), ignore_errors=True)
 
 
+def _terminating(obj: dict[str, Any]) -> bool:
+    return bool(obj["metadata"].get("deletionTimestamp"))
+
+
 def ready_condition(service: dict[str, Any]) -> dict[str, Any]:
     for condition in (service.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "Ready":
@@ -489,10 +501,13 @@ class _Supervisor(threading.Thread):
             self.serving.errors.append(f"Service {self.key}: {exc!r}")
         finally:
             self.stop_pod()
+            # A foreground deletion waited for the pod: it is gone now.
+            self.serving.api.finish_deletion(SERVICES, self.namespace, self.service_name, self.uid)
 
     def current(self) -> dict[str, Any] | None:
+        """The Service this supervises; None once it is gone, replaced or being deleted."""
         service = self.serving.api.get(SERVICES, self.namespace, self.service_name)
-        if service is None or service["metadata"]["uid"] != self.uid:
+        if service is None or service["metadata"]["uid"] != self.uid or _terminating(service):
             return None
         return service
 

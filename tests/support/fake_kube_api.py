@@ -8,7 +8,8 @@ kube-apiserver does: create (201; 409 ``AlreadyExists``), get (404 ``NotFound``)
 (``metadata.resourceVersion`` required, 409 ``Conflict`` when stale), patch (merge patch, JSON
 patch, and strategic merge patch for core kinds taken as a merge patch; a stale
 ``resourceVersion`` in it is a 409), delete (200 ``Success`` Status, or for a claim the object
-with a ``deletionTimestamp``; a DeleteOptions body is ignored), list with a label selector; ``Status`` bodies on every failure;
+with a ``deletionTimestamp``; see Deletion below), list with a label selector; ``Status``
+bodies on every failure;
 404 for an unknown kind or namespace; 400 for an ``apiVersion``/``kind`` or namespace that does
 not match the path; 422 ``Invalid`` for a bad name, bad labels, or (stricter than a real
 server, which prunes unknown fields unless asked not to) a body against the kind's schema.
@@ -16,6 +17,13 @@ Every kind has a status subresource: a write of the object keeps ``.status``; ``
 of ``.../{name}/status`` (or `FakeKubeApi.set_status`) changes only ``.status``. A Secret's
 ``stringData`` is stored base64-encoded in ``data``, as the API server does.
 `faults` are statuses answered instead, one per request, before anything is done.
+
+Deletion: a DeleteOptions ``propagationPolicy`` of ``Foreground`` on a kind in `owners` (one
+whose dependents a fake controller runs, e.g. a Knative Service's pods) keeps the object,
+Terminating (``deletionTimestamp``, the ``foregroundDeletion`` finalizer, a ``terminating``
+`Change`), answering 200 with it, until that controller calls `FakeKubeApi.finish_deletion`
+once the dependents are gone; a create of its name meanwhile is a 409, as on a cluster. Any
+other delete removes the object at once (the garbage collector's background work is unseen).
 
 Fake controllers react through `FakeKubeApi.on_change`: after each successful write, every
 callback gets a `Change`. Callbacks run outside the store's lock, one change at a time in the
@@ -97,7 +105,7 @@ class Kind:
 @dataclass(frozen=True)
 class Change:
     """One successful write: ``verb`` is create, replace, patch, status (only ``.status``
-    changed) or delete; ``obj`` is a copy of the object after it (before it, for a delete)."""
+    changed), terminating (a foreground deletion began) or delete; ``obj`` is a copy of the object after it (before it, for a delete)."""
 
     verb: str
     kind: Kind
@@ -315,6 +323,8 @@ class FakeKubeApi:
     _versions: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _callbacks: list[OnChange] = field(default_factory=list)
+    # Kinds (by `Kind.resource`) whose foreground deletion waits for `finish_deletion`.
+    owners: set[str] = field(default_factory=set)
     _changes: deque[Change] = field(default_factory=deque)
     # Reentrant: a callback may write to the fake, which dispatches again in the same thread.
     _dispatching: threading.RLock = field(default_factory=threading.RLock)
@@ -369,6 +379,21 @@ class FakeKubeApi:
             obj["status"] = copy.deepcopy(status)
             obj["metadata"]["resourceVersion"] = str(next(self._versions))
             self._record("status", kind, namespace, obj)
+        self._dispatch()
+
+    def finish_deletion(self, kind: Kind, namespace: str, name: str, uid: str) -> None:
+        """Remove a Terminating object (its dependents are gone), as the garbage collector does
+        when it drops the ``foregroundDeletion`` finalizer; nothing if it is not that object
+        or not Terminating."""
+        with self._lock:
+            key = (kind.resource, namespace, name)
+            obj = self._objects.get(key)
+            if obj is None or obj["metadata"]["uid"] != uid:
+                return
+            if not obj["metadata"].get("deletionTimestamp"):
+                return
+            del self._objects[key]
+            self._record("delete", kind, namespace, obj)
         self._dispatch()
 
     def _record(self, verb: str, kind: Kind, namespace: str, obj: dict[str, Any]) -> None:
@@ -479,8 +504,8 @@ class FakeKubeApi:
             )
         name = request.path_params.get("name")
         subresource = request.url.path.endswith("/status") and "name" in request.path_params
-        writes = ("POST", "PUT", "PATCH")
-        body = await self._body(request) if request.method in writes else None
+        with_body = ("POST", "PUT", "PATCH", "DELETE")
+        body = await self._body(request) if request.method in with_body else None
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         try:
             with self._lock:
@@ -517,6 +542,9 @@ class FakeKubeApi:
         if method == "PATCH":
             return self._patch(kind, namespace, name, current, body, content_type, subresource)
         if method == "DELETE":
+            policy = body.get("propagationPolicy") if isinstance(body, dict) else None
+            if policy == "Foreground" and kind.resource in self.owners:
+                return self._terminate(kind, namespace, current)
             del self._objects[key]
             self._record("delete", kind, namespace, current)
             if kind.group == "" and kind.kind in _DELETE_ANSWERS_OBJECT:
@@ -535,6 +563,16 @@ class FakeKubeApi:
                     "details": details,
                 }
             )
+        return JSONResponse(current)
+
+    def _terminate(self, kind: Kind, namespace: str, current: dict[str, Any]) -> JSONResponse:
+        """A foreground deletion: the object stays, Terminating, until `finish_deletion`."""
+        meta = current["metadata"]
+        if not meta.get("deletionTimestamp"):
+            meta["deletionTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            meta["finalizers"] = [*meta.get("finalizers", []), "foregroundDeletion"]
+            meta["resourceVersion"] = str(next(self._versions))
+            self._record("terminating", kind, namespace, current)
         return JSONResponse(current)
 
     def _create(self, kind: Kind, namespace: str, body: Any) -> JSONResponse:

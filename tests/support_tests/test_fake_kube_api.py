@@ -193,3 +193,60 @@ def test_merge_patch_follows_rfc_7386() -> None:
     patch = {"a": "z", "c": {"f": None}, "list": [3], "new": {"x": None, "y": 1}}
     assert merge_patch(target, patch) == {"a": "z", "c": {"d": "e"}, "list": [3], "new": {"y": 1}}
     assert FakeKubeApi().find_kind("", "v1", "secrets") is None
+
+
+def knative_service(name: str) -> dict[str, Any]:
+    return {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": {"name": name}}
+
+
+def test_a_foreground_deletion_holds_an_owner_until_its_controller_finishes_it(
+    core: client.CoreV1Api, cluster: Cluster
+) -> None:
+    cluster.fake.owners.add(SERVICE.resource)
+    seen: list[str] = []
+    cluster.fake.on_change(lambda change: seen.append(change.verb))
+    custom = cluster.custom
+    args = ("serving.knative.dev", "v1", NAMESPACE, "services")
+    created = custom.create_namespaced_custom_object(*args, knative_service("held"))
+    uid = created["metadata"]["uid"]
+
+    answer = custom.delete_namespaced_custom_object(
+        *args, "held", body=client.V1DeleteOptions(propagation_policy="Foreground")
+    )
+    assert answer["metadata"]["deletionTimestamp"]
+    assert "foregroundDeletion" in answer["metadata"]["finalizers"]
+    terminating = custom.get_namespaced_custom_object(*args, "held")
+    assert terminating["metadata"]["deletionTimestamp"]
+    with pytest.raises(ApiException) as taken:  # the name is not free while it terminates
+        custom.create_namespaced_custom_object(*args, knative_service("held"))
+    assert taken.value.status == 409
+    again = custom.delete_namespaced_custom_object(  # deleting again changes nothing
+        *args, "held", body=client.V1DeleteOptions(propagation_policy="Foreground")
+    )
+    assert again["metadata"]["resourceVersion"] == answer["metadata"]["resourceVersion"]
+
+    cluster.fake.finish_deletion(SERVICE, NAMESPACE, "held", "another-uid")  # not that object
+    assert cluster.fake.get(SERVICE, NAMESPACE, "held") is not None
+    cluster.fake.finish_deletion(SERVICE, NAMESPACE, "held", uid)
+    assert cluster.fake.get(SERVICE, NAMESPACE, "held") is None
+    assert seen == ["create", "terminating", "delete"]
+
+
+def test_a_background_deletion_or_one_of_a_kind_without_dependents_is_at_once(
+    core: client.CoreV1Api, cluster: Cluster
+) -> None:
+    custom = cluster.custom
+    args = ("serving.knative.dev", "v1", NAMESPACE, "services")
+    custom.create_namespaced_custom_object(*args, knative_service("quick"))
+    # Services are not in `owners` here: no controller would ever finish a foreground deletion.
+    custom.delete_namespaced_custom_object(
+        *args, "quick", body=client.V1DeleteOptions(propagation_policy="Foreground")
+    )
+    assert cluster.fake.get(SERVICE, NAMESPACE, "quick") is None
+
+    cluster.fake.owners.add(SERVICE.resource)
+    custom.create_namespaced_custom_object(*args, knative_service("quick"))
+    custom.delete_namespaced_custom_object(
+        *args, "quick", body=client.V1DeleteOptions(propagation_policy="Background")
+    )
+    assert cluster.fake.get(SERVICE, NAMESPACE, "quick") is None
