@@ -11,6 +11,12 @@ A request the session can never run gets its answer at once, as the `dev.vwm.job
 sender is waiting for (`lifecycle_events.job_failed`, with the request's id as `causationid`):
 `session_not_found` (no such session: no row can hold it), `session_ended`, or the sink policy's
 `sink_url_invalid` / `sink_url_not_allowed` for a `reply_to` it refuses (a failed row).
+
+Signatures (`eventing.signatures`): the harness takes a delivery without its bearer token (a
+Knative Trigger's) only when the request carries a `vwmauth` signed with the session's token.
+`publish` signs what it publishes; `signed_copy` is the signed twin of another service's
+request, which the `events` function forwards in Knative mode. A request whose `vwmauth` is
+there but wrong is refused by `accept` (`EventError` ``invalid_signature``): nothing is queued.
 """
 
 from __future__ import annotations
@@ -22,15 +28,17 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from eventing import signatures
 from eventing.events import (
     CONTROL_PLANE_SOURCE,
+    EventError,
     PromptRequested,
     VwmEvent,
     new_event,
     prompt_job_id,
 )
 from functions.broker.outbox import add
-from functions.context import settings
+from functions.context import settings, token_key
 from functions.db.errors import NotFoundError, SessionEnded
 from functions.db.models import Job, JobMode, JobStatus, WorkerSession
 from functions.db.transitions import PromptRequest, start_job
@@ -49,11 +57,41 @@ def request_of(event: VwmEvent) -> tuple[PromptRequest, PromptRequested]:
     return PromptRequest(job_id, event.id, data.reply_to), data
 
 
+def is_signed(event: VwmEvent) -> bool:
+    """True when the request carries a valid `vwmauth` for its session, False when it carries
+    none; `EventError` ``invalid_signature`` (401, never retried) when it carries a wrong one
+    (logged without the value)."""
+    try:
+        return signatures.check(_token_of(event), event)
+    except EventError:
+        logger.warning(
+            "a prompt request with a signature that does not verify: refused",
+            extra={
+                "event_id": event.id,
+                "event_source": event.source,
+                "session_id": event.sessionid,
+            },
+        )
+        raise
+
+
+def signed_copy(event: VwmEvent) -> VwmEvent:
+    """`event` signed for its session: the same id, source, data and extensions, so every party
+    still names the same job, and the `events` function sees a redelivery it has handled."""
+    return signatures.signed(_token_of(event), event)
+
+
+def _token_of(event: VwmEvent) -> str:
+    return token_key().token(str(event.sessionid))
+
+
 def accept(session: Session, event: VwmEvent) -> Job | None:
     """The request's job, queued now or found queued (or ended) from an earlier delivery. A
     request the session can never run is answered with `job.failed` in this transaction;
-    None when there is no such session (and so no row)."""
+    None when there is no such session (and so no row). `EventError` ``invalid_signature``,
+    before anything is written, for a request whose `vwmauth` does not verify."""
     request, data = request_of(event)
+    is_signed(event)
     if (known := session.get(Job, request.job_id)) is not None:
         return known
     session_id = str(event.sessionid)
@@ -132,12 +170,14 @@ def _failed_at_once(
 
 
 def publish(session: Session, job: Job, data: PromptRequested) -> VwmEvent:
-    """The prompt request for a job the HTTP API queued (async mode), into the outbox in the
-    caller's transaction: its delivery runs the job like any other request. The caller made
-    `job` with the id the event names (`prompt_job_id(CONTROL_PLANE_SOURCE, event id)`)."""
+    """The prompt request for a job the HTTP API queued (async mode), signed for the session
+    (a Trigger delivers it to the harness as it is), into the outbox in the caller's
+    transaction: its delivery runs the job like any other request. The caller made `job` with
+    the id the event names (`prompt_job_id(CONTROL_PLANE_SOURCE, event id)`)."""
     event_id = str(job.causation_id)
     event = new_event(
         data, source=CONTROL_PLANE_SOURCE, session_id=job.session_id, event_id=event_id
     )
+    event = signed_copy(event)
     add(session, event)
     return event

@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from eventing import signatures
 from eventing.events import prompt_job_id
+from functions.runtime.tokens import TokenKey
 from tests.control_plane.conftest import ControlPlane, harness_pids, kill_harnesses
 from tests.e2e.conftest import make_bare_repo
 from tests.support.control_plane import add_claude_workers
@@ -161,6 +163,8 @@ def test_an_async_http_prompt_is_a_prompt_request(
         client.delete(f"/v1/subscriptions/{name}")
     assert prompt_job_id(request.source, request.id) == job["id"]
     assert request.data.prompt == "say hi" and request.sessionid == session_id
+    # Signed for the session: a Knative Trigger can deliver it to the harness as it is.
+    assert signatures.verify(TokenKey.in_folder(plane.data_dir).token(session_id), request)
     end = end_of(results, request.id, plane)
     assert (end.type, end.jobid) == ("dev.vwm.job.completed", job["id"])
     assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
