@@ -15,7 +15,8 @@ It compares the database with the harnesses and fixes what a process that died l
   failed) gets it back on the same workspace (`session_runtime.relaunch`), which resumes its CLI
   session from the state on the volume; one whose workspace is gone fails (`workspace_lost`);
 - harnesses (and on Knative their Triggers and Secrets) that no session owns are removed
-  (`RuntimeBackend.sweep`).
+  (`RuntimeBackend.sweep`); on Knative, so are the volumes of sessions that have no row or have
+  ended (`VolumeKeeper`: what a teardown cut short left), unless volumes are retained.
 
 "Stuck" means unchanged for longer than the work can take (the harness bounds of
 `HarnessCallSettings`), or, when `vwm up` starts, anything from before it started: the embedded
@@ -59,7 +60,7 @@ from functions.job_recording import (
     lost_error,
     record_from_harness,
 )
-from functions.runtime.base import RuntimeHandle
+from functions.runtime.base import RuntimeHandle, VolumeKeeper
 from functions.runtime.errors import RuntimeBackendError
 from functions.session_runtime import load, relaunch
 
@@ -79,6 +80,7 @@ class Report:
     sessions_ended: dict[str, str] = field(default_factory=dict)  # id -> reason
     harnesses_stopped: list[str] = field(default_factory=list)
     harnesses_relaunched: list[str] = field(default_factory=list)
+    volumes_removed: list[str] = field(default_factory=list)
     events_forgotten: int = 0  # processed-event ids past their retention, deleted
 
     def changed(self) -> bool:
@@ -90,6 +92,7 @@ class Report:
                 self.sessions_ended,
                 self.harnesses_stopped,
                 self.harnesses_relaunched,
+                self.volumes_removed,
                 self.events_forgotten,
             )
         )
@@ -105,6 +108,7 @@ async def reconcile(*, interrupted_before: datetime | None = None) -> Report:
     await _expired_sessions(report, now)
     await _vanished_harnesses(report, now)
     await _orphans(report)
+    await _orphan_volumes(report)
     report.events_forgotten = await db(_forget_processed_events, now)
     if report.changed():
         logger.info("reconciled", extra={"report": report.__dict__})
@@ -380,6 +384,32 @@ async def _orphans(report: Report) -> None:
         report.harnesses_stopped.extend(await backend().sweep(await db(_owning)))
     except RuntimeBackendError as exc:
         logger.warning("could not stop orphaned harnesses", extra={"error": str(exc)})
+
+
+def _volume_owners(session: Session, session_ids: list[str]) -> set[str]:
+    """Those of `session_ids` whose session may still need its volume: any row not ended (a
+    failed session keeps its workspace, so ending it again can retry the push)."""
+    statement = select(WorkerSession.id).where(
+        WorkerSession.id.in_(session_ids), WorkerSession.status != SessionStatus.ENDED
+    )
+    return set(session.scalars(statement))
+
+
+async def _orphan_volumes(report: Report) -> None:
+    runtime = backend()
+    if not isinstance(runtime, VolumeKeeper):
+        return
+    try:
+        # Listed before the rows are read: a session whose volume is on the list already has
+        # its row (created before its provision), so a session starting now is never taken
+        # for an orphan.
+        found = await runtime.volumes()
+        if not found:
+            return
+        orphans = set(found) - await db(_volume_owners, list(found))
+        report.volumes_removed.extend(await runtime.remove_volumes(orphans))
+    except RuntimeBackendError as exc:
+        logger.warning("could not remove orphaned volumes", extra={"error": str(exc)})
 
 
 def _forget_processed_events(session: Session, now: datetime) -> int:

@@ -175,3 +175,19 @@ class RuntimeBackend(Protocol):
         leaving workspaces alone; returns the ids of the sessions stopped. The reconciler calls
         it with the sessions that may run (provisioning, ready, ending)."""
         ...
+
+
+@runtime_checkable
+class VolumeKeeper(Protocol):
+    """A backend whose workspaces are objects of their own that outlive a harness (Knative's
+    claims), so one left behind costs storage until someone removes it. The reconciler lists
+    them first, then reads which sessions may still need theirs, and removes the others."""
+
+    async def volumes(self) -> dict[str, str]:
+        """The session volumes there are, by session id (the value names the volume)."""
+        ...
+
+    async def remove_volumes(self, session_ids: Collection[str]) -> list[str]:
+        """Delete the volumes of these sessions, as the volume retention setting allows;
+        returns the ids whose volume was deleted."""
+        ...

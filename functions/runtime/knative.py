@@ -311,12 +311,30 @@ class KnativeBackend:
 
     async def volumes(self) -> dict[str, str]:
         """The session volumes in the namespace, by session id: what `sweep` leaves."""
-        found = await self.api.list(PERSISTENT_VOLUME_CLAIMS, self.namespace, SESSION_SELECTOR)
+        try:
+            found = await self.api.list(PERSISTENT_VOLUME_CLAIMS, self.namespace, SESSION_SELECTOR)
+        except KubeError as exc:
+            raise _backend_error(exc, "") from None
         return {
             session_id: obj["metadata"]["name"]
             for obj in found
             if (session_id := session_id_of(obj)) is not None
         }
+
+    async def remove_volumes(self, session_ids: Collection[str]) -> list[str]:
+        """Delete the volumes of sessions that no longer need them (no row, or ended), unless
+        the retention setting keeps volumes for an operator."""
+        if self.sessions.volume_retention == "keep":
+            return []
+        removed: list[str] = []
+        try:
+            for session_id in sorted(session_ids):
+                names = SessionNames.of(session_id)
+                await self._delete(PERSISTENT_VOLUME_CLAIMS, names.volume)
+                removed.append(session_id)
+        except KubeError as exc:
+            raise _backend_error(exc, "") from None
+        return removed
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -375,3 +375,24 @@ async def test_sweep_removes_what_no_live_session_owns_and_leaves_volumes(
     assert await backend.sweep(keep=["s-live"]) == []  # nothing left to do
     await backend.teardown(live)
     await backend.teardown(orphan)
+
+
+@pytest.mark.parametrize(("retention", "removed"), [("delete", True), ("keep", False)])
+async def test_volumes_are_listed_and_removed_as_the_retention_allows(
+    cluster: Cluster, make_spec, retention: str, removed: bool
+) -> None:
+    backend = cluster.backend(volume_retention=retention)
+    ended = await backend.provision(spec_for(make_spec, f"s-ended-{retention}"))
+    await backend.teardown(ended, keep_workspace=True)  # an end cut short: its volume is left
+    live = await backend.provision(spec_for(make_spec, f"s-live-{retention}"))
+    volumes = await backend.volumes()
+    assert set(volumes) == {f"s-ended-{retention}", f"s-live-{retention}"}
+
+    gone = await backend.remove_volumes([f"s-ended-{retention}"])
+
+    assert gone == ([f"s-ended-{retention}"] if removed else [])
+    left = cluster.api.objects(PVCS, NAMESPACE)
+    assert (SessionNames.of(f"s-ended-{retention}").volume not in left) is removed
+    assert SessionNames.of(f"s-live-{retention}").volume in left  # not asked: never touched
+    assert await backend.remove_volumes([f"s-ended-{retention}"]) == gone  # idempotent
+    await backend.teardown(live)
