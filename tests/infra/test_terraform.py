@@ -22,8 +22,25 @@ from tests.infra.manifests import CLUSTER, INFRA, TEMPLATE_VARIABLES, of_kind
 
 TERRAFORM = INFRA / "terraform"
 AWS_MODULE = TERRAFORM / "modules" / "aws"
-# Where the machine image keeps hashicorp/aws for offline use; tests never need it to exist.
-PROVIDER_MIRROR = Path(os.environ.get("VWM_TF_PROVIDER_MIRROR", "/opt/tf-plugins"))
+# An offline copy of hashicorp/aws to validate against: ``VWM_TF_PROVIDER_MIRROR`` (a
+# filesystem mirror: <dir>/registry.terraform.io/hashicorp/aws/...), else terraform's own implicit
+# local mirror folders. Without one, validation is skipped (the registry may be unreachable).
+IMPLICIT_MIRRORS = (
+    Path.home() / ".terraform.d" / "plugins",
+    Path("/usr/local/share/terraform/plugins"),
+    Path("/usr/share/terraform/plugins"),
+)
+
+
+def provider_mirror() -> Path | None:
+    named = os.environ.get("VWM_TF_PROVIDER_MIRROR")
+    candidates = [Path(named)] if named else list(IMPLICIT_MIRRORS)
+    for folder in candidates:
+        if (folder / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
+            return folder
+    return None
+
+
 MODULES = [TERRAFORM, AWS_MODULE]
 
 
@@ -98,11 +115,12 @@ def test_every_file_is_formatted() -> None:
 
 def test_the_aws_module_is_valid(tmp_path: Path) -> None:
     binary = terraform()
-    if not (PROVIDER_MIRROR / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
-        pytest.skip(f"no offline copy of hashicorp/aws in {PROVIDER_MIRROR} to validate against")
+    mirror = provider_mirror()
+    if mirror is None:
+        pytest.skip("no offline copy of hashicorp/aws to validate against (VWM_TF_PROVIDER_MIRROR)")
     config = tmp_path / "cli.tfrc"
     config.write_text(
-        f'provider_installation {{\n  filesystem_mirror {{\n    path = "{PROVIDER_MIRROR}"\n  }}\n}}\n'
+        f'provider_installation {{\n  filesystem_mirror {{\n    path = "{mirror}"\n  }}\n}}\n'
     )
     module = tmp_path / "aws"
     shutil.copytree(AWS_MODULE, module)
