@@ -6,14 +6,12 @@
 # -target=kubernetes_manifest.knative_eventing, then everything.
 
 locals {
-  # config-features: a session is a Knative Service with its own PVC (writable), the harness's
-  # uid in the pod securityContext, init containers and fieldRef env.
+  # config-features: a session is a Knative Service with its own PVC (writable) and the
+  # harness's uid in the pod securityContext.
   serving_features = {
     "kubernetes.podspec-persistent-volume-claim" = "enabled"
     "kubernetes.podspec-persistent-volume-write" = "enabled"
     "kubernetes.podspec-securitycontext"         = "enabled"
-    "kubernetes.podspec-init-containers"         = "enabled"
-    "kubernetes.podspec-fieldref"                = "enabled"
   }
   # config-defaults: agent runs are long; VWM_SESSION_REQUEST_TIMEOUT_S and the prompts
   # function's timeoutSeconds stay at or under the maximum.
@@ -21,10 +19,6 @@ locals {
     "revision-timeout-seconds"                = "300"
     "max-revision-timeout-seconds"            = "86400"
     "revision-response-start-timeout-seconds" = "300"
-  }
-  # config-autoscaler: a session's Service may start with no pod.
-  serving_autoscaler = {
-    "allow-zero-initial-scale" = "true"
   }
   eventing_features = {
     "delivery-timeout" = "enabled"
@@ -67,10 +61,9 @@ resource "kubernetes_manifest" "knative_serving" {
         kourier = { enabled = true }
       }
       config = {
-        network    = { "ingress-class" = "kourier.ingress.networking.knative.dev" }
-        features   = local.serving_features
-        defaults   = local.serving_defaults
-        autoscaler = local.serving_autoscaler
+        network  = { "ingress-class" = "kourier.ingress.networking.knative.dev" }
+        features = local.serving_features
+        defaults = local.serving_defaults
       }
     }
   }

@@ -5,7 +5,12 @@ tests/support/knative_rules.py, and the settings, routes and permissions checked
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import os
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -20,7 +25,9 @@ from eventing.events import (
 from eventing.events.payloads import Tick
 from functions.job_log import JOB_TYPES
 from functions.main import FUNCTIONS, HTTP_FUNCTIONS
-from functions.settings import ControlPlaneSettings
+from functions.runtime.base import HarnessSpec
+from functions.runtime.knative_objects import SessionObjects, build
+from functions.settings import ControlPlaneSettings, KnativeSessionSettings
 from tests.infra.manifests import (
     CLUSTER,
     KNATIVE,
@@ -33,6 +40,7 @@ from tests.infra.manifests import (
     one,
     placeholders,
 )
+from tests.infra.settings_read import read_by_a_function
 from tests.support import k8s_schema, knative_rules
 
 CORE_API_VERSIONS = ("v1", "rbac.authorization.k8s.io/v1", "batch/v1")
@@ -196,39 +204,57 @@ def test_the_token_key_file_is_the_mounted_secret() -> None:
         assert key == "key"
 
 
-def test_every_setting_in_the_config_map_is_one_the_code_reads() -> None:
-    sources = "\n".join(
-        path.read_text()
-        for package in ("functions", "eventing")
-        for path in (REPO / package).rglob("*.py")
+def test_every_vwm_variable_a_function_is_given_is_one_it_reads_with_a_valid_value() -> None:
+    for name, service in function_services().items():
+        env = function_environment(service)
+        given = {variable for variable in env if variable.startswith("VWM_")}
+        read = read_by_a_function(env)  # raises on a value that cannot work
+        # Read by nothing yet: see the xfail below.
+        unread = given - read - {"VWM_LOG_LEVEL"}
+        assert unread == set(), f"{name}: nothing reads {sorted(unread)}"
+    level = one("ConfigMap", "vwm-config")["data"]["VWM_LOG_LEVEL"]
+    assert level.upper() in logging.getLevelNamesMapping()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="functions/main.py (what functions-framework loads) never calls "
+    "eventing.logs.configure_logging, so in production the functions log with Python's defaults "
+    "(warnings and up, not JSON) whatever VWM_LOG_LEVEL says; only vwm up and the harness read it",
+)
+def test_the_functions_log_at_the_level_the_config_map_sets() -> None:
+    level = one("ConfigMap", "vwm-config")["data"]["VWM_LOG_LEVEL"]
+    script = (
+        "import logging, functions.main; print(logging.getLevelName(logging.getLogger().level))"
     )
-    read = set(re.findall(r"\"(VWM_[A-Z0-9_]+)\"", sources))
-    for config_map in of_kind("ConfigMap"):
-        unknown = set(config_map.body["data"]) - read
-        assert unknown == set(), f"{config_map.name}: nothing reads {sorted(unknown)}"
+    wanted = "DEBUG" if level != "DEBUG" else "ERROR"  # not Python's default either way
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "VWM_LOG_LEVEL": wanted, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == wanted
 
 
-def test_the_control_plane_may_do_exactly_what_the_runtime_backend_needs() -> None:
-    role = one("Role", "vwm-control-plane")
-    granted = {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
-    verbs = ("create", "get", "list", "update", "delete")
-    wanted = {
-        (group, resource, verb)
-        for group, resource in (
-            ("serving.knative.dev", "services"),
-            ("", "persistentvolumeclaims"),
-            ("", "secrets"),
-            ("eventing.knative.dev", "triggers"),
-        )
-        for verb in verbs
-    }
-    assert granted == wanted
+def test_every_config_map_is_loaded_by_every_function() -> None:
+    for name, service in function_services().items():
+        loaded = {source["configMapRef"]["name"] for source in container(service)["envFrom"]}
+        assert loaded == {doc.name for doc in of_kind("ConfigMap")}, name
+
+
+def test_the_migration_job_uses_every_variable_it_is_given() -> None:
+    job = one("Job", "vwm-migrate")
+    (migrate,) = job["spec"]["template"]["spec"]["containers"]
+    given = {item["name"] for item in migrate.get("env", [])}
+    referenced = set(re.findall(r"\$\(([A-Z0-9_]+)\)", " ".join(migrate["command"])))
+    assert given == referenced == {"VWM_DATABASE_URL"}
+
+
+def test_every_function_runs_as_the_account_the_role_is_bound_to() -> None:
+    # What the Role grants is checked against the code's requests in test_control_plane_access.
     binding = one("RoleBinding", "vwm-control-plane")
     assert binding["roleRef"]["name"] == "vwm-control-plane"
     assert binding["subjects"] == [
@@ -365,18 +391,97 @@ def test_every_reference_names_an_object_the_manifests_make() -> None:
 # -- the cluster ---------------------------------------------------------------------------------
 
 
-def test_the_cluster_enables_what_session_services_need() -> None:
-    settings = knative_rules.cluster_settings()
-    for flag in (
-        knative_rules.PVC_FLAG,
-        knative_rules.PVC_WRITE_FLAG,
-        knative_rules.SECURITY_CONTEXT_FLAG,
-        knative_rules.INIT_CONTAINERS_FLAG,
-        knative_rules.FIELDREF_FLAG,
-    ):
-        assert settings.features[flag] == "enabled", flag
-    assert settings.allow_zero_initial_scale is True
-    assert settings.max_revision_timeout_s == 86_400
+def deployed_settings() -> ControlPlaneSettings:
+    """The settings of the function that starts sessions, as this deployment gives them."""
+    return ControlPlaneSettings.from_env(function_environment(function_services()["sessions"]))
+
+
+def a_session(**session_settings: Any) -> SessionObjects:
+    """What the Knative backend makes for a session under this deployment's settings (with
+    `session_settings` over them)."""
+    settings = deployed_settings()
+    spec = HarnessSpec(
+        session_id="0123456789abcdef0123456789abcdef",
+        cli="claude",
+        cli_bin=None,
+        model=None,
+        provider_base_url=None,
+        credential_env={"VWM_PROVIDER_API_KEY": "sk-example"},
+        job_timeout_s=None,
+        extra_env={"VWM_EVENT_SINK": str(settings.harness_event_sink)},
+        worker="reviewer",
+    )
+    return build(
+        spec,
+        token="token",
+        namespace=settings.knative_namespace,
+        broker=settings.knative_broker,
+        sessions=dataclasses.replace(settings.knative_sessions, **session_settings),
+    )
+
+
+def every_service() -> list[dict[str, Any]]:
+    """The Services of the manifests and a session's Service."""
+    return [*(doc.body for doc in of_kind("Service")), a_session().service]
+
+
+def test_a_session_of_this_deployment_passes_the_webhooks_of_its_cluster() -> None:
+    session = a_session()
+    assert knative_rules.cluster_service_problems(session.service) == []
+    assert knative_rules.trigger_problems(session.trigger) == []
+    assert session.trigger["spec"]["broker"] == one("Broker", "vwm")["metadata"]["name"]
+
+
+def test_the_cluster_enables_no_serving_feature_that_no_service_needs() -> None:
+    """Each flag infra/knative/cluster turns on is needed: back at Knative's default, some
+    Service (of the manifests, or a session's) is refused. (That every Service passes with the
+    flags as set is checked above.)"""
+    cluster = knative_rules.cluster_settings()
+    configured = yaml.safe_load((CLUSTER / "knative-serving.yaml").read_text())["spec"]["config"]
+    defaults = knative_rules.default_features()
+    for flag, value in configured.get("features", {}).items():
+        if value == defaults.get(flag):
+            continue
+        features = {**cluster.features, flag: defaults.get(flag, "disabled")}
+        refused = [
+            service["metadata"]["name"]
+            for service in every_service()
+            if knative_rules.service_problems(
+                service,
+                features,
+                cluster.max_revision_timeout_s,
+                allow_zero_initial_scale=cluster.allow_zero_initial_scale,
+            )
+        ]
+        assert refused, f"{flag}: {value} is set, but every Service passes without it"
+    if cluster.allow_zero_initial_scale:
+        scales = [
+            service["spec"]["template"]["metadata"].get("annotations", {})
+            for service in every_service()
+        ]
+        assert any(s.get("autoscaling.knative.dev/initial-scale") == "0" for s in scales), (
+            "allow-zero-initial-scale is on, but no Service starts with no pod"
+        )
+
+
+def test_a_session_may_run_as_long_as_its_settings_allow() -> None:
+    limit = knative_rules.cluster_settings().max_revision_timeout_s
+    # The settings refuse a request timeout the cluster would refuse...
+    with pytest.raises(ValueError, match="VWM_SESSION_REQUEST_TIMEOUT_S"):
+        KnativeSessionSettings.from_env({"VWM_SESSION_REQUEST_TIMEOUT_S": str(limit + 1)})
+    # ...and the longest they take passes its webhook, on the Service and its Trigger.
+    longest = KnativeSessionSettings.from_env({"VWM_SESSION_REQUEST_TIMEOUT_S": str(limit)})
+    session = a_session(request_timeout_s=longest.request_timeout_s)
+    assert knative_rules.cluster_service_problems(session.service) == []
+    assert session.trigger["spec"]["delivery"]["timeout"] == f"PT{limit}S"
+
+
+def test_the_cluster_lets_triggers_bound_each_delivery_attempt() -> None:
+    triggers = [*(doc.body for doc in of_kind("Trigger")), a_session().trigger]
+    bounded = [t["metadata"]["name"] for t in triggers if "timeout" in t["spec"]["delivery"]]
+    assert a_session().trigger["metadata"]["name"] in bounded
+    eventing = yaml.safe_load((CLUSTER / "knative-eventing.yaml").read_text())
+    assert eventing["spec"]["config"]["features"]["delivery-timeout"] == "enabled"
 
 
 def test_the_cluster_manifests_are_the_operator_resources() -> None:

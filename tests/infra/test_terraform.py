@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from functools import cache
@@ -18,7 +19,8 @@ import hcl2
 import pytest
 import yaml
 
-from tests.infra.manifests import CLUSTER, INFRA, TEMPLATE_VARIABLES, of_kind
+from tests.infra.manifests import CLUSTER, INFRA, REPO, TEMPLATE_VARIABLES, of_kind, one
+from tests.infra.settings_read import read_by_a_function
 
 TERRAFORM = INFRA / "terraform"
 AWS_MODULE = TERRAFORM / "modules" / "aws"
@@ -229,30 +231,35 @@ def cluster_manifest(name: str) -> dict[str, Any]:
     return yaml.safe_load((CLUSTER / name).read_text())
 
 
+def with_locals(value: Any) -> Any:
+    """`value` with each ``${local.NAME}`` replaced by that local's value."""
+    if isinstance(value, dict):
+        return {key: with_locals(item) for key, item in value.items()}
+    if isinstance(value, str) and value.startswith("${local.") and value.endswith("}"):
+        return blocks(TERRAFORM, "locals")[value.removeprefix("${local.").removesuffix("}")]
+    return value
+
+
 def test_the_knative_serving_settings_equal_the_cluster_manifest() -> None:
-    local = blocks(TERRAFORM, "locals")
     config = cluster_manifest("knative-serving.yaml")["spec"]["config"]
-    assert local["serving_features"] == config["features"]
-    assert local["serving_defaults"] == config["defaults"]
-    assert local["serving_autoscaler"] == config["autoscaler"]
     (serving,) = [
         body
         for address, body in resources(TERRAFORM).items()
         if address == "kubernetes_manifest.knative_serving"
     ]
     spec = serving["manifest"]["spec"]
-    assert spec["config"]["network"] == config["network"]
+    assert with_locals(spec["config"]) == config
     assert spec["ingress"] == cluster_manifest("knative-serving.yaml")["spec"]["ingress"]
 
 
 def test_the_knative_eventing_settings_equal_the_cluster_manifest() -> None:
     manifest = cluster_manifest("knative-eventing.yaml")["spec"]
-    assert blocks(TERRAFORM, "locals")["eventing_features"] == manifest["config"]["features"]
     (eventing,) = [
         body
         for address, body in resources(TERRAFORM).items()
         if address == "kubernetes_manifest.knative_eventing"
     ]
+    assert with_locals(eventing["manifest"]["spec"]["config"]) == manifest["config"]
     assert eventing["manifest"]["spec"]["defaultBrokerClass"] == manifest["defaultBrokerClass"]
 
 
@@ -274,6 +281,20 @@ def test_the_manifests_get_a_value_for_every_placeholder() -> None:
     for name, expression in values.items():
         assert expression == f"${{var.{name}}}"
         assert name in blocks(TERRAFORM, "variable")
+
+
+def test_the_settings_terraform_adds_are_ones_the_functions_read() -> None:
+    """`var.settings` goes over the ConfigMap's data: its default and the example its
+    description (and docs/operations.md) gives must be settings a function reads, with values
+    that work."""
+    variable = blocks(TERRAFORM, "variable")["settings"]
+    operations = (REPO / "docs" / "operations.md").read_text()
+    for source in (variable["description"], operations):
+        example = dict(re.findall(r'(VWM_[A-Z0-9_]+) = "([^"]*)"', source))
+        assert example
+        added = {**variable["default"], **example}
+        env = {**one("ConfigMap", "vwm-config")["data"], **added}
+        assert set(added) <= read_by_a_function(env)
 
 
 def test_the_secrets_are_the_ones_the_functions_read() -> None:
