@@ -19,9 +19,15 @@ from typing import Any
 import httpx
 import pytest
 
+from eventing import signatures
+from eventing.codec import to_binary
+from eventing.events import PromptRequested, VwmEvent, new_event, prompt_job_id
 from eventing.job_events import FINISHED
 from functions.broker.knative_triggers import trigger_name
-from functions.runtime.knative_objects import SessionNames
+from functions.runtime.base import HarnessSpec
+from functions.runtime.knative_objects import SessionNames, build
+from functions.runtime.tokens import TokenKey
+from functions.settings import KnativeSessionSettings
 from tests.e2e.conftest import git, make_bare_repo
 from tests.runtime.knative_cluster import (
     BROKER,
@@ -32,6 +38,7 @@ from tests.runtime.knative_cluster import (
     knative_cluster,
 )
 from tests.support.control_plane import ControlPlane, add_claude_workers
+from tests.support.fake_broker import fake_broker
 from tests.support.fake_knative import PVCS, SECRETS, SERVICES
 from tests.support.sse import iter_sse
 
@@ -304,3 +311,107 @@ def test_a_subscription_is_a_trigger_on_the_knative_broker(
         assert found["spec"]["subscriber"] == {"uri": "http://127.0.0.1:9/ends"}
         assert client.delete(f"/v1/subscriptions/{name}").status_code in (200, 204)
         assert cluster.api.get(TRIGGERS, NAMESPACE, trigger) is None
+
+
+def test_a_prompt_request_reaches_the_harness_through_the_sessions_trigger(
+    plane: ControlPlane, cluster: Cluster, root: Path
+) -> None:
+    """The production delivery path: a Knative Broker (the fake) delivers what the session's
+    Trigger selects to its harness. Only requests signed for the session pass the filter; the
+    harness runs the job inside the delivery and answers 202 with no body (nothing published
+    back into the broker)."""
+    task_repo = make_bare_repo(root / f"task-{uuid.uuid4().hex[:6]}.git", {"README.md": "# t\n"})
+    with plane.client() as client:
+        session_id = start_session(client, plane, task_repo)
+        other_id = start_session(client, plane, task_repo)
+    names = SessionNames.of(session_id)
+    token = TokenKey.in_folder(plane.data_dir).token(session_id)
+
+    def request(for_session: str, signed_with: str | None) -> VwmEvent:
+        event = new_event(
+            PromptRequested(prompt="say hi"),
+            source="/tests/ticket-bot",
+            session_id=for_session,
+            event_id=f"req-{uuid.uuid4().hex[:12]}",
+        )
+        return signatures.signed(signed_with, event) if signed_with else event
+
+    unsigned = request(session_id, None)
+    for_another = request(other_id, token)  # signed with this session's token: not its own
+    signed = request(session_id, token)
+    with fake_broker(cluster.api, [(NAMESPACE, BROKER)], attempt_timeout_s=90) as broker:
+        for event in (unsigned, for_another, signed):
+            headers, body = to_binary(event)
+            ingress = httpx.post(
+                broker.ingress_url(NAMESPACE, BROKER), headers=headers, content=body
+            )
+            assert ingress.status_code == 202, ingress.text
+        broker.wait_idle(timeout=90)
+
+        delivered = broker.attempts_of(names.trigger)
+        assert [(a.event_id, a.status) for a in delivered] == [(signed.id, 202)]
+        # The other session's Trigger took its request (the filter is on sessionid), and its
+        # harness refused it: the signature is not for that session. Never retried (401).
+        other = broker.attempts_of(SessionNames.of(other_id).trigger)
+        assert [(a.event_id, a.status) for a in other] == [(for_another.id, 401)]
+        assert {event["id"] for _, event in broker.received} == {
+            unsigned.id,
+            for_another.id,
+            signed.id,
+        }  # no reply events
+
+    service = cluster.api.get(SERVICES, NAMESPACE, names.service)
+    assert service is not None
+    job_id = prompt_job_id(signed.source, signed.id)
+    job = httpx.get(
+        f"{service['status']['address']['url']}/v1/jobs/{job_id}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert job.status_code == 200, job.text
+    assert job.json()["status"] == "succeeded", job.json()
+    with plane.client() as client:
+        for ending in (session_id, other_id):
+            assert client.delete(f"/v1/sessions/{ending}").status_code == 200
+
+
+def test_the_reconciler_removes_what_no_session_owns(
+    deleting_plane: ControlPlane, cluster: Cluster, root: Path
+) -> None:
+    """Objects of a session the control plane has no row for (another control plane's crash
+    between its provision and the row's commit, a restored database): the Service, Trigger
+    and Secret go at the next tick, and so does the volume (retention: delete)."""
+    plane = deleting_plane
+    stray = f"gone-{uuid.uuid4().hex[:8]}"
+    objects = build(
+        HarnessSpec(
+            session_id=stray,
+            cli="claude",
+            cli_bin=None,
+            model=None,
+            provider_base_url=None,
+            credential_env={},
+            job_timeout_s=None,
+            worker="w",
+        ),
+        token="t",
+        namespace=NAMESPACE,
+        broker=BROKER,
+        sessions=KnativeSessionSettings(harness_image=HARNESS_IMAGE),
+    )
+    cluster.api.put(PVCS, NAMESPACE, objects.volume)
+    cluster.api.put(SECRETS, NAMESPACE, objects.secret)
+    cluster.api.put(TRIGGERS, NAMESPACE, objects.trigger)
+    # Not ours at all (no VWM labels): never touched.
+    cluster.api.put(
+        PVCS,
+        NAMESPACE,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "someone-elses"},
+            "spec": objects.volume["spec"],
+        },
+    )
+
+    until(lambda: not any(session_objects(cluster, stray).values()), plane)
+    assert cluster.api.get(PVCS, NAMESPACE, "someone-elses") is not None
