@@ -1,7 +1,8 @@
 """The Kubernetes objects of one session on Knative, built from its `HarnessSpec`: a Secret, a
 PVC, a Knative Service running the harness on that PVC, and a Trigger that delivers the
 session's prompt requests to it. The runtime backend (`functions.runtime.knative`) applies
-them; ``vwm knative session-manifests`` prints them, so what an operator reads is what runs.
+them; ``python -m functions.runtime.knative_example`` prints them for an example session
+(infra/knative/examples/session.yaml), so what an operator reads is what runs.
 
 Every name is a DNS-1035 label derived from the session id (`SessionNames`), short enough for
 the names Knative derives from it (``<service>-00001`` revisions). Every object carries the

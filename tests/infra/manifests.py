@@ -16,6 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 KNATIVE = INFRA / "knative"
 CLUSTER = KNATIVE / "cluster"
+# What the control plane makes per session, generated from its builder to read: no manifest to
+# apply (tests/infra/test_session_example.py checks it).
+EXAMPLES = KNATIVE / "examples"
 
 TEMPLATE_VARIABLES = {
     "namespace": "vwm",
@@ -46,7 +49,8 @@ class Document:
 
 
 def manifest_files() -> list[Path]:
-    return sorted(KNATIVE.rglob("*.yaml"))
+    """The manifests to apply: infra/knative and its cluster/, not its examples/."""
+    return sorted(path for path in KNATIVE.rglob("*.yaml") if EXAMPLES not in path.parents)
 
 
 def placeholders(text: str) -> set[str]:
