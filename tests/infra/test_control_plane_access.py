@@ -112,7 +112,10 @@ async def use_everything(fake: FakeKubeApi, api: KubeApi) -> None:
     handle = await backend.ensure_running(handle, spec)
     await backend.volumes()
     await backend.sweep(keep=[])  # the session's Service, Trigger and Secret are orphans now
-    await backend.teardown(handle)
+    await backend.teardown(handle, keep_workspace=True)
+    assert await backend.status(handle) == "stopped"
+    assert await backend.remove_volumes([spec.session_id]) == [spec.session_id]
+    await backend.teardown(handle)  # what is gone already is skipped
     assert await backend.status(handle) == "missing"
 
     triggers = SubscriptionTriggers(api, NAMESPACE, "vwm")
