@@ -5,7 +5,7 @@ also takes, instead, a prompt request the control plane signed for this session)
 
     GET    /healthz                        liveness, what this harness runs, event publishing
     POST   /v1/events                      a prompt request: runs its job, answers at its end
-    POST   /v1/bootstrap                   clone repos, write instructions and CLI config
+    POST   /v1/bootstrap                   clone repos, install the pinned CLI, write instructions
     POST   /v1/jobs                        run a prompt; ``mode``: sync (JSON), stream (SSE), async (202)
     GET    /v1/jobs/{job_id}               job status and summary
     GET    /v1/jobs/{job_id}/events        SSE; resumes after ``Last-Event-ID``
@@ -42,6 +42,7 @@ from harness import routes_files
 from harness.adapters import get_adapter
 from harness.adapters.base import Adapter
 from harness.bootstrap import BootstrapRequest, bootstrap
+from harness.cli_install import PinnedCli
 from harness.errors import HarnessError, JobAlreadyRunning
 from harness.http import EXCEPTION_HANDLERS, InputGuard, TokenAuth, parse_json, read_body
 from harness.jobs import JobRequest, JobRunner
@@ -67,6 +68,7 @@ class HarnessState:
     workspace: Workspace
     adapter: Adapter
     runner: JobRunner
+    cli: PinnedCli
     bootstrap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     publishing: EventPublishing | None = None  # None: no event sink set
     prompt_turns: PromptTurns | None = None
@@ -110,6 +112,7 @@ async def bootstrap_workspace(request: Request) -> Response:
             body,
             state.adapter.instruction_file_name,
             allow_local=state.settings.git.allow_local,
+            cli=state.cli,
         )
     return JSONResponse(report.to_dict())
 
@@ -217,11 +220,20 @@ def _shutdown_answer(outcome: dict[str, Any], *, events_pending: int) -> Respons
 def create_app(settings: HarnessSettings) -> Starlette:
     workspace = Workspace(settings.workspace)
     adapter = get_adapter(settings.cli.kind)
+    cli = PinnedCli(
+        settings.cli.kind,
+        settings.cli.binary,
+        settings.cli.version,
+        workspace,
+        install_timeout_s=settings.cli.install_timeout_s,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         workspace.ensure_dirs()
-        runner = JobRunner(settings, workspace, adapter)
+        # A restart finds the pinned CLI its volume already holds; an install waits for bootstrap.
+        await cli.find()
+        runner = JobRunner(settings, workspace, adapter, cli)
         runner.recover()
         publishing = None
         if settings.events.enabled:  # after recover: it republishes the jobs recover finished
@@ -239,7 +251,7 @@ def create_app(settings: HarnessSettings) -> Starlette:
             settings.limits.prompt_wait_s,
         )
         app.state.harness = HarnessState(
-            settings, workspace, adapter, runner, publishing=publishing, prompt_turns=turns
+            settings, workspace, adapter, runner, cli, publishing=publishing, prompt_turns=turns
         )
         logger.info("harness ready", extra={"cli": adapter.kind, "workspace": str(workspace.root)})
         try:

@@ -2,10 +2,12 @@
 
 Called by the HTTP layer (``POST /v1/bootstrap``) before the first prompt, and again on every
 start of the harness for the same session. It clones the worker's knowledge base into
-``worker_repo/`` and the task into ``session_repo/``, and writes the CLI's instruction file at the
-workspace root. It is idempotent: repositories already cloned from the same URL are left exactly
-as they are (the agent's uncommitted work lives there), and the instruction file is rewritten
-only when its content changes.
+``worker_repo/`` and the task into ``session_repo/``, installs the CLI at the runtime's pinned
+version into ``.vwm/cli/`` when the image has another one (`harness.cli_install`), and writes the
+CLI's instruction file at the workspace root. It is idempotent: repositories already cloned from
+the same URL are left exactly as they are (the agent's uncommitted work lives there), a CLI
+already installed is not installed again, and the instruction file is rewritten only when its
+content changes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic.dataclasses import dataclass as model_dataclass
 
 from eventing.harness_api import BootstrapReport as BootstrapAnswer
 from harness import gitops
+from harness.cli_install import PinnedCli
 from harness.errors import Conflict
 from harness.workspace import Workspace, write_atomic
 
@@ -76,11 +79,13 @@ async def bootstrap(
     instruction_file_name: str,
     *,
     allow_local: bool = False,
+    cli: PinnedCli | None = None,
 ) -> BootstrapReport:
     """Bring the workspace in line with `request`; `instruction_file_name` is the CLI's own
     (CLAUDE.md, AGENTS.md, GEMINI.md). `allow_local`: local paths and file:// URLs may be
-    cloned. Raises RepoUrlNotAllowed for a URL of another transport, Conflict if a repository
-    folder holds a clone of another URL, GitError if a clone fails."""
+    cloned. `cli`: the CLI at its pinned version, installed if needed. Raises RepoUrlNotAllowed
+    for a URL of another transport, Conflict if a repository folder holds a clone of another URL,
+    GitError if a clone fails, CliInstallFailed if the pinned CLI cannot be installed."""
     if Path(instruction_file_name).name != instruction_file_name or instruction_file_name in (
         "",
         ".",
@@ -108,6 +113,18 @@ async def bootstrap(
         (changed if did_clone else unchanged).append(label)
         if note:
             notes.append(note)
+
+    # After the repositories: a wrong repository fails in a second, before a long install.
+    if cli is not None:
+        resolved, installed = await cli.ensure()
+        if installed:
+            changed.append(cli.entry)
+            notes.append(
+                f"{cli.kind} {cli.version} installed into {cli.entry}: the image has another "
+                "version"
+            )
+        elif resolved.source == "volume":
+            unchanged.append(cli.entry)
 
     content = render_instructions(
         request.system_instructions,

@@ -27,6 +27,7 @@ from eventing.harness_api import JobState
 from eventing.job_events import JobEvent, JobEventKind, JobStatus
 from harness import sandbox
 from harness.adapters.base import Adapter, Invocation, Parser, RunSpec
+from harness.cli_install import PinnedCli
 from harness.errors import HarnessError, JobAlreadyRunning, JobExpired, NotBootstrapped, NotFound
 from harness.event_log import EventLog
 from harness.settings import HarnessSettings
@@ -183,12 +184,14 @@ class JobRunner:
         settings: HarnessSettings,
         workspace: Workspace,
         adapter: Adapter,
+        cli: PinnedCli,
         *,
         observer: JobObserver | None = None,
     ) -> None:
         self._settings = settings
         self._ws = workspace
         self._adapter = adapter
+        self._cli = cli
         self._jobs: dict[str, Job] = {}
         self._current: Job | None = None
         # Set after `recover` by the app when publishing is on (it republishes what recover
@@ -534,7 +537,7 @@ class JobRunner:
             cwd=self._ws.session_repo,
             home=self._ws.cli_home,
             instruction_file=self._ws.root / self._adapter.instruction_file_name,
-            binary=cli.binary,
+            binary=self._cli.binary,  # CliNotInstalled (409) before the pinned one is there
             model=request.model or cli.model,
             resume_id=resume_id,
             system_prompt=cli.system_prompt,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eventing.bwrap import probe as probe_bwrap
+from eventing.cli_versions import EXACT_VERSION_RULE, is_exact_version
 from harness.adapters import ADAPTERS
 from harness.adapters.base import Prices, ProviderConfig
 from harness.errors import HarnessError
@@ -55,6 +56,10 @@ class CliSettings:
     provider: ProviderConfig | None = field(default=None, repr=False)
     prices: Prices | None = None
     system_prompt: str | None = None
+    # The exact version the runtime pins (VWM_CLI_VERSION; None: whatever `binary` is), and how
+    # long installing it may take (VWM_CLI_INSTALL_TIMEOUT_S): `harness.cli_install`.
+    version: str | None = None
+    install_timeout_s: float = 480.0
 
 
 @dataclass(frozen=True)
@@ -228,6 +233,8 @@ class HarnessSettings:
             provider=provider,
             prices=_prices(env.get("VWM_PRICES")),
             system_prompt=env.get("VWM_SYSTEM_PROMPT") or None,
+            version=_cli_version(env),
+            install_timeout_s=_float(env, "VWM_CLI_INSTALL_TIMEOUT_S", 480.0),
         )
         limits = LimitSettings(
             job_timeout_s=_float(env, "VWM_JOB_TIMEOUT_S", 1800.0),
@@ -280,6 +287,15 @@ def _paths(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
     if relative := [part for part in raw if not os.path.isabs(part)]:
         raise SettingsError(f"{name} must hold absolute paths; {relative[0]!r} is not one")
     return tuple(Path(part) for part in raw)
+
+
+def _cli_version(env: Mapping[str, str]) -> str | None:
+    raw = env.get("VWM_CLI_VERSION", "")
+    if raw == "":
+        return None
+    if not is_exact_version(raw):
+        raise SettingsError(f"VWM_CLI_VERSION={raw!r} must be {EXACT_VERSION_RULE}")
+    return raw
 
 
 def _find_binary(kind: str) -> str:
