@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Mapping
 from importlib import import_module
 from typing import Any
@@ -37,10 +38,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from eventing.logs import configure_logging
 from functions.errors import FunctionsError
 
 HTTP_FUNCTIONS = ("admin", "sessions", "prompts", "telemetry", "subscriptions")
 FUNCTIONS = (*HTTP_FUNCTIONS, "events")  # every module with ENDPOINTS, served by `vwm up`
+
+
+def _log_as_vwm() -> None:
+    """JSON lines at ``VWM_LOG_LEVEL`` (`eventing.logs`), as `vwm up` and the harness log,
+    unless whatever loaded this module set up logging already (a test runner, a server that
+    embeds the functions): functions-framework itself leaves the root logger alone."""
+    if not logging.getLogger().handlers:
+        configure_logging()
+
+
+_log_as_vwm()
 
 
 @functools.cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -209,15 +210,34 @@ async def test_the_tick_drains_pending_rows_when_no_relay_runs(tmp_path, sink, r
         await services.aclose()
 
 
+def _ping() -> tuple[dict[str, str], bytes]:
+    """What the PingSource vwm-tick (infra/knative/tick.yaml) delivers, as Knative sends it: its
+    own type, which a PingSource cannot change, and its data."""
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": str(uuid.uuid4()),
+        "ce-source": "/apis/v1/namespaces/vwm/pingsources/vwm-tick",
+        "ce-type": "dev.knative.sources.ping",
+        "ce-time": "2026-12-03T10:00:00.000000001Z",
+        "content-type": "application/json",
+    }
+    return headers, b'{"schedule": "* * * * *"}'
+
+
+@pytest.mark.parametrize("tick", ["vwm", "pingsource"])
 async def test_a_tick_delivered_to_a_cold_events_function_answers_after_the_drain(
-    tmp_path, sink, relay_env
+    tmp_path, sink, relay_env, tick
 ):
     """Scale to zero: rows were written while no replica was up; the tick is the events
-    function's first request (its lifespan starts the relay), and it answers once they left."""
+    function's first request (its lifespan starts the relay), and it answers once they left.
+    In production the tick is a PingSource's ping."""
     services, key = control_plane(tmp_path)
     events = [job_started(n) for n in range(1, 4)]
     await services.db(write, events)
-    headers, body = to_binary(new_event(Tick(), source=CONTROL_PLANE_SOURCE))
+    if tick == "vwm":
+        headers, body = to_binary(new_event(Tick(), source=CONTROL_PLANE_SOURCE))
+    else:
+        headers, body = _ping()
     async with serving(function_app(services, events_function.ENDPOINTS)) as client:
         answer = await client.post(
             "/v1/events", headers={**headers, "authorization": f"Bearer {key}"}, content=body

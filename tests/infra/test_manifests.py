@@ -209,19 +209,13 @@ def test_every_vwm_variable_a_function_is_given_is_one_it_reads_with_a_valid_val
         env = function_environment(service)
         given = {variable for variable in env if variable.startswith("VWM_")}
         read = read_by_a_function(env)  # raises on a value that cannot work
-        # Read by nothing yet: see the xfail below.
+        # Read when functions.main is loaded: see the test below.
         unread = given - read - {"VWM_LOG_LEVEL"}
         assert unread == set(), f"{name}: nothing reads {sorted(unread)}"
     level = one("ConfigMap", "vwm-config")["data"]["VWM_LOG_LEVEL"]
     assert level.upper() in logging.getLevelNamesMapping()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="functions/main.py (what functions-framework loads) never calls "
-    "eventing.logs.configure_logging, so in production the functions log with Python's defaults "
-    "(warnings and up, not JSON) whatever VWM_LOG_LEVEL says; only vwm up and the harness read it",
-)
 def test_the_functions_log_at_the_level_the_config_map_sets() -> None:
     level = one("ConfigMap", "vwm-config")["data"]["VWM_LOG_LEVEL"]
     script = (
@@ -345,11 +339,6 @@ def test_the_tick_data_is_a_tick_payload() -> None:
     assert tick.schedule == source["spec"]["schedule"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the events function accepts dev.vwm.tick only, and a PingSource can only send "
-    "dev.knative.sources.ping: eventing must take a ping from the tick PingSource as a tick",
-)
 def test_the_events_function_decodes_the_pingsource_event_as_a_tick() -> None:
     source = one("PingSource", "vwm-tick")
     attributes = {

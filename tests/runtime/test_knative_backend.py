@@ -357,6 +357,7 @@ async def test_sweep_removes_what_no_live_session_owns_and_leaves_volumes(
 
     assert stopped == ["s-orphan"]
     orphan_names, live_names = SessionNames.of("s-orphan"), SessionNames.of("s-live")
+
     # Deleted in the foreground: gone once its pod has stopped.
     async def orphan_service_exists() -> bool:
         return orphan_names.service in cluster.api.objects(SERVICES, NAMESPACE)
