@@ -344,6 +344,7 @@ class KnativeBackend:
             "namespace": self.namespace,
             "service": names.service,
             "volume": names.volume,
+            "workspace": names.volume,  # what the session's row and events show: the PVC
             "cli": spec.cli,
         }
         return RuntimeHandle(session_id=spec.session_id, backend=self.kind, state=state)
