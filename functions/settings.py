@@ -64,7 +64,8 @@ class HarnessCallSettings:
 @dataclass(frozen=True)
 class KnativeSessionSettings:
     """What the Knative runtime backend makes for each session (`functions.runtime.knative`;
-    docs/operations.md). Read only when ``VWM_RUNTIME_BACKEND=knative``.
+    docs/operations.md). Always read and checked (a bad value fails at start, whichever the
+    backend); used only when ``VWM_RUNTIME_BACKEND=knative``.
 
     `harness_image` (``VWM_HARNESS_IMAGE``, required): the harness image, unless the runtime
     names its own. `volume_size` (``VWM_SESSION_VOLUME_SIZE``) and `storage_class`
