@@ -252,7 +252,9 @@ class Services:
             broker=current.knative_broker,
             sessions=current.knative_sessions,
             token_key=token_key,
-            startup_grace_s=current.harness.startup_grace_s,
+            # A Ready Service scaled to zero wakes a new pod (scheduled, its volume attached)
+            # before it answers: as long as a start may take, not a mute harness until then.
+            startup_grace_s=max(current.harness.startup_grace_s, current.harness_ready_timeout_s),
         )
 
     @property
