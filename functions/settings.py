@@ -10,6 +10,7 @@ the Knative runtime backend (`VWM_RUNTIME_BACKEND=knative` and the ``VWM_SESSION
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,16 +109,37 @@ class KnativeSessionSettings:
             raise ValueError(
                 f"VWM_SESSION_RUN_AS_USER={run_as_user!r}: use the image's non-root uid (not 0)"
             )
+
+        def quantity(name: str, default: str) -> str:
+            value = env.get(name, "").strip() or default
+            if not is_quantity(value):
+                raise ValueError(
+                    f"{name}={value!r}: use a positive Kubernetes quantity (e.g. {default})"
+                )
+            return value
+
+        def object_name(name: str, default: str | None) -> str | None:
+            value = env.get(name, "").strip() or default
+            if value is not None and not is_object_name(value):
+                raise ValueError(f"{name}={value!r}: use a Kubernetes object name")
+            return value
+
+        image = env.get("VWM_HARNESS_IMAGE", "").strip()
+        if image and not is_image_reference(image):
+            raise ValueError(
+                f"VWM_HARNESS_IMAGE={image!r}: use an image reference "
+                "(registry/repository:tag or @sha256:digest)"
+            )
         return cls(
-            harness_image=env.get("VWM_HARNESS_IMAGE", "").strip(),
-            volume_size=env.get("VWM_SESSION_VOLUME_SIZE", "").strip() or "10Gi",
-            storage_class=env.get("VWM_SESSION_STORAGE_CLASS", "").strip() or None,
+            harness_image=image,
+            volume_size=quantity("VWM_SESSION_VOLUME_SIZE", "10Gi"),
+            storage_class=object_name("VWM_SESSION_STORAGE_CLASS", None),
             volume_retention=_choice(env, "VWM_SESSION_VOLUME_RETENTION", ("delete", "keep")),
             request_timeout_s=whole_seconds("VWM_SESSION_REQUEST_TIMEOUT_S", 3600, 1, 86_400),
             idle_pod_s=whole_seconds("VWM_SESSION_IDLE_POD_S", 300, 0, 3600),
-            service_account=env.get("VWM_SESSION_SERVICE_ACCOUNT", "").strip() or "vwm-session",
-            cpu=env.get("VWM_SESSION_CPU", "").strip() or "1",
-            memory=env.get("VWM_SESSION_MEMORY", "").strip() or "2Gi",
+            service_account=object_name("VWM_SESSION_SERVICE_ACCOUNT", "vwm-session") or "",
+            cpu=quantity("VWM_SESSION_CPU", "1"),
+            memory=quantity("VWM_SESSION_MEMORY", "2Gi"),
             run_as_user=int(run_as_user),
         )
 
@@ -242,6 +264,32 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{name}={value!r}: use 1, true, yes, on or 0, false, no, off")
+
+
+# A Kubernetes resource quantity (k8s.io/apimachinery resource.Quantity): a decimal number
+# with an optional binary (Ki..Ei), decimal (m, k, M..E) or exponent suffix.
+_QUANTITY = re.compile(r"(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[mkMGTPE]|[eE][+-]?\d+)?")
+# A DNS-1123 subdomain: the names of StorageClasses and ServiceAccounts.
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# An OCI image reference, loosely: no spaces or shell characters, a repository, then an
+# optional tag and digest (the registry decides the rest when it is pulled).
+_IMAGE = re.compile(r"[a-z0-9][a-z0-9._\-/:]*(:[\w][\w.-]{0,127})?(@sha256:[a-f0-9]{64})?")
+
+
+def is_quantity(value: str) -> bool:
+    """A positive Kubernetes quantity (``500m``, ``2``, ``4Gi``)."""
+    if not _QUANTITY.fullmatch(value):
+        return False
+    digits = value.rstrip("KMGTPEimk")
+    return any(c in "123456789" for c in digits.split("e")[0].split("E")[0])
+
+
+def is_object_name(value: str) -> bool:
+    return len(value) <= 253 and _OBJECT_NAME.fullmatch(value) is not None
+
+
+def is_image_reference(value: str) -> bool:
+    return len(value) <= 500 and _IMAGE.fullmatch(value) is not None
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:

@@ -20,12 +20,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start the embedded control plane: SQLite file, local harness processes, folders."""
         os.environ["VWM_DATA_DIR"] = str(data_dir.resolve())
+        from eventing.errors import VwmError
         from eventing.logs import configure_logging
         from functions.embedded import serve
+        from vwm.errors import ConfigError, VWMError
 
         configure_logging()
         typer.echo("vwm: try the whole product offline with `vwm demo`", err=True)
-        serve(host, port)
+        try:
+            serve(host, port)
+        except VwmError as exc:  # the runtime backend or its API server, with its own code
+            raise VWMError(exc.message, code=exc.code) from None
+        except ValueError as exc:  # a VWM_* setting that cannot work (functions.settings)
+            raise ConfigError(str(exc), code="invalid_setting") from None
 
     @app.command()
     def demo(
