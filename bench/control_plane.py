@@ -31,6 +31,7 @@ from fake_provider.testing import serve_in_thread  # noqa: E402
 from tests.e2e.conftest import MODELS, make_bare_repo  # noqa: E402
 from tests.support.control_plane import ControlPlane, kill_harnesses  # noqa: E402
 from tests.support.harness_process import free_port  # noqa: E402
+from vwm.local.clis import pinned_version  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -45,7 +46,7 @@ def setup(client: httpx.Client, cli: str, provider_url: str, root: Path) -> None
         json={
             "name": "bench",
             "cli": cli,
-            "cli_version": "pinned",
+            "cli_version": pinned_version(cli),
             "default_model": MODELS[cli],
             "provider_base_url": provider_url,
             "credential_ref": "BENCH_KEY",

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from eventing.cli_versions import (
+    EXACT_VERSION_PATTERN,
+    EXACT_VERSION_RULE,
+    MAX_VERSION_CHARS,
+    is_exact_version,
+)
 from eventing.inputs import bad_parameter
 from functions.api import Endpoint
 from functions.context import db, settings
@@ -30,6 +36,27 @@ NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 SETTING_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # fits the 100-character column
 MAX_PRICE = 1_000_000.0
 CredentialRef = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_./-]{0,199}$")
+
+
+def _exact_version(value: str) -> str:
+    if not is_exact_version(value):
+        raise ValueError(f"must be {EXACT_VERSION_RULE}")
+    return value
+
+
+# The version the runtime's sessions run: the image's CLI if it has it, else installed once per
+# session volume (harness.cli_install). Checked here with the harness's own rule, and the pattern
+# is in the OpenAPI document; the validator's message is the one a person reads.
+CliVersion = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_VERSION_CHARS,
+        json_schema_extra={"pattern": EXACT_VERSION_PATTERN},
+        description=f"The CLI's version: {EXACT_VERSION_RULE}.",
+    ),
+    AfterValidator(_exact_version),
+]
 
 
 class Strict(BaseModel):
@@ -50,7 +77,7 @@ class RuntimeLimits(Strict):
 
 
 class RuntimeFields(Strict):
-    cli_version: str = Field(min_length=1, max_length=64)
+    cli_version: CliVersion
     image: str | None = Field(default=None, max_length=500)
     default_model: str | None = Field(default=None, max_length=200)
     prices: Prices | None = None
@@ -66,7 +93,7 @@ class RuntimeIn(RuntimeFields):
 
 class RuntimePatch(Strict):
     # Fields whose column cannot be empty are typed without None: an explicit null is refused.
-    cli_version: str = Field(default=None, min_length=1, max_length=64)  # type: ignore[assignment]
+    cli_version: CliVersion = None  # type: ignore[assignment]
     image: str | None = Field(default=None, max_length=500)
     default_model: str | None = Field(default=None, max_length=200)
     prices: Prices | None = None

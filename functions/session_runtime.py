@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from eventing.cli_versions import EXACT_VERSION_RULE, is_exact_version
 from functions.context import backend, db, services, settings
 from functions.db.errors import ConflictError
 from functions.db.models import Runtime, SessionStatus, Worker, WorkerSession
@@ -91,6 +92,7 @@ def harness_spec(view: SessionView) -> HarnessSpec:
         session_id=view.session.id,
         cli=runtime.cli,
         cli_bin=os.environ.get(f"VWM_{runtime.cli.upper()}_BIN"),
+        cli_version=pinned_cli_version(runtime),
         model=worker.model or runtime.default_model,
         provider_base_url=runtime.provider_base_url,
         credential_env=credential_env,
@@ -102,6 +104,20 @@ def harness_spec(view: SessionView) -> HarnessSpec:
         cpu=_quantity(limits.get("cpu")),
         memory=_quantity(limits.get("memory")),
     )
+
+
+def pinned_cli_version(runtime: Runtime) -> str:
+    """The version the runtime pins, which its harness runs (installing it if its image has
+    another). The admin API takes exact versions only; a row written before it checked them is
+    refused here, with what to do, rather than passed to a harness that would refuse to start."""
+    if not is_exact_version(runtime.cli_version):
+        raise ConflictError(
+            f"runtime {runtime.name!r} has cli_version {runtime.cli_version!r}, which is not "
+            f"{EXACT_VERSION_RULE}; set it with PATCH /v1/admin/runtimes/{runtime.name}",
+            code="cli_version_invalid",
+            runtime=runtime.name,
+        )
+    return runtime.cli_version
 
 
 def _quantity(value: Any) -> str | None:

@@ -37,6 +37,7 @@ RESERVED_ENV = frozenset(
         "VWM_HARNESS_PORT",
         "VWM_SESSION_TOKEN",
         "VWM_CLI",
+        "VWM_CLI_VERSION",
         "VWM_GIT_ALLOW_LOCAL",
         "VWM_SANDBOX",
         "VWM_SANDBOX_BWRAP",
@@ -68,6 +69,10 @@ class HarnessSpec:
     environment: it is never part of a handle, a log line or a repr. `extra_env` carries any other
     ``VWM_*`` setting of docs/harness.md (``VWM_PRICES``, ``VWM_SYSTEM_PROMPT``, ...).
 
+    `cli_version`: the exact version the runtime pins (``VWM_CLI_VERSION``): the harness runs
+    its image's CLI if that reports this version, else installs it once on the session's volume
+    (docs/harness.md, "The CLI's version"). None: whatever CLI the harness finds.
+
     `git_allow_local`: the repo URL policy allows local paths and ``file://`` repositories
     (the ``allow_local_repos`` setting). Only then does the harness get ``VWM_GIT_ALLOW_LOCAL=1``
     and let its git use the file transport; otherwise it refuses local repositories itself too,
@@ -83,6 +88,7 @@ class HarnessSpec:
     job_timeout_s: float | None
     extra_env: dict[str, str] = field(default_factory=dict)
     git_allow_local: bool = False
+    cli_version: str | None = None
     # Where it runs, for backends that run images (the local one runs this checkout's harness):
     # the runtime's image (None: the backend's default), its worker's name for labels, and the
     # runtime's CPU and memory (Kubernetes quantities; None: the backend's defaults).

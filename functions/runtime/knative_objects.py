@@ -175,6 +175,7 @@ def harness_env(spec: HarnessSpec, names: SessionNames) -> list[dict[str, Any]]:
     plain: dict[str, str] = dict(spec.extra_env)
     optional = {
         "VWM_CLI_BIN": spec.cli_bin,
+        "VWM_CLI_VERSION": spec.cli_version,
         "VWM_MODEL": spec.model,
         "VWM_PROVIDER_BASE_URL": spec.provider_base_url,
         "VWM_JOB_TIMEOUT_S": None if spec.job_timeout_s is None else f"{spec.job_timeout_s:g}",

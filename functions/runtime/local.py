@@ -55,7 +55,8 @@ from functions.runtime.sandbox import SandboxChoice
 from functions.runtime.tokens import TokenKey
 
 # Not secrets, and what the harness passes on to the CLI. Nothing else of this process's
-# environment reaches a harness: the control plane's own keys stay here.
+# environment reaches a harness but npm's own settings (`_is_npm_setting`): the control plane's
+# own keys stay here.
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS")
 
 _LOG_TAIL_BYTES = 4000
@@ -289,9 +290,13 @@ class LocalBackend:
         env = {name: os.environ[name] for name in self._inherit_env if name in os.environ}
         env.setdefault("LANG", "C.UTF-8")
         env["PYTHONUNBUFFERED"] = "1"
+        # npm's own settings (a private registry, its CA, its credentials): the harness installs
+        # the runtime's pinned CLI version with npm when the machine's CLI is another version.
+        env.update({name: v for name, v in os.environ.items() if _is_npm_setting(name)})
         env.update(spec.extra_env)
         optional = {
             "VWM_CLI_BIN": spec.cli_bin,
+            "VWM_CLI_VERSION": spec.cli_version,
             "VWM_MODEL": spec.model,
             "VWM_PROVIDER_BASE_URL": spec.provider_base_url,
             "VWM_JOB_TIMEOUT_S": None if spec.job_timeout_s is None else str(spec.job_timeout_s),
@@ -432,6 +437,11 @@ def _check_spec(spec: HarnessSpec) -> None:
             f"{', '.join(clashes)} are set by the runtime backend; remove them from the spec",
             session_id=spec.session_id,
         )
+
+
+def _is_npm_setting(name: str) -> bool:
+    """``npm_config_*`` in any case (``NPM_CONFIG_REGISTRY``): npm's configuration by environment."""
+    return name.lower().startswith("npm_config_")
 
 
 def _without_token(handle: RuntimeHandle) -> RuntimeHandle:

@@ -12,6 +12,7 @@ import pytest
 from tests.control_plane.conftest import harness_pids, kill_harnesses
 from tests.e2e.conftest import MODELS, git, make_bare_repo
 from tests.support.sse import iter_sse
+from vwm.local.clis import pinned_version
 
 pytestmark = pytest.mark.cli
 
@@ -47,7 +48,7 @@ def test_worker_session_prompts_restarts_and_end(
             json={
                 "name": f"{cli}-fake",
                 "cli": cli,
-                "cli_version": "pinned",
+                "cli_version": pinned_version(cli),
                 "default_model": MODELS[cli],
                 "provider_base_url": fake_provider.base_url,
                 "credential_ref": "FAKE_PROVIDER_KEY",

@@ -67,7 +67,7 @@ def _seed(plane: ControlPlane, url: str) -> str:
     job on each side of 2025-06-01T00:00Z. Returns that job's id."""
     with plane.client() as client:
         for path, body in [
-            ("/v1/admin/runtimes", {"name": "rt", "cli": "claude", "cli_version": "1"}),
+            ("/v1/admin/runtimes", {"name": "rt", "cli": "claude", "cli_version": "1.0.0"}),
             ("/v1/admin/workers", {"name": "wk", "runtime": "rt", "repo_url": "/nowhere"}),
         ]:
             assert client.post(path, json=body).status_code == 201
@@ -136,8 +136,8 @@ def _run(plane: Plane, cases: list[Case]) -> None:
 # -- bodies -----------------------------------------------------------------------------------
 
 WRITES = [
-    ("POST", "/v1/admin/runtimes", {"name": "rt-new", "cli": "claude", "cli_version": "1"}),
-    ("PATCH", "/v1/admin/runtimes/rt", {"cli_version": "2"}),
+    ("POST", "/v1/admin/runtimes", {"name": "rt-new", "cli": "claude", "cli_version": "1.0.0"}),
+    ("PATCH", "/v1/admin/runtimes/rt", {"cli_version": "2.0.0"}),
     ("POST", "/v1/admin/workers", {"name": "wk-new", "runtime": "rt", "repo_url": "/r"}),
     ("PATCH", "/v1/admin/workers/wk", {"instructions": "changed"}),
     ("PUT", "/v1/admin/settings/global_instructions", {"value": "changed"}),

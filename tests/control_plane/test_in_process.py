@@ -29,6 +29,7 @@ from functions.settings import ControlPlaneSettings
 from tests.control_plane.conftest import harness_pids, kill_harnesses
 from tests.support.harness_process import CLI_BIN
 from tests.support.lifespan import serving
+from vwm.local.clis import pinned_version
 
 
 def _settings(data_dir: Path) -> ControlPlaneSettings:
@@ -82,7 +83,7 @@ async def planes(
 async def _runtime_and_worker(plane: Plane, repo: Path) -> None:
     runtime = await plane.client.post(
         "/v1/admin/runtimes",
-        json={"name": "claude-local", "cli": "claude", "cli_version": "pinned"},
+        json={"name": "claude-local", "cli": "claude", "cli_version": pinned_version("claude")},
     )
     assert runtime.status_code == 201, runtime.text
     worker = await plane.client.post(

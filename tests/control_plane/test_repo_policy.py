@@ -15,6 +15,7 @@ from functions.repo_policy import (
     parse,
 )
 from functions.settings import ControlPlaneSettings
+from vwm.local.clis import pinned_version
 
 LOCAL = [
     "/abs/path",
@@ -175,7 +176,8 @@ def test_the_policy_over_http(control_plane, tmp_path) -> None:
     assert "local repositories (paths, file://) are allowed" in control_plane.log()
     with control_plane.client() as client:
         client.post(
-            "/v1/admin/runtimes", json={"name": "c", "cli": "claude", "cli_version": "x"}
+            "/v1/admin/runtimes",
+            json={"name": "c", "cli": "claude", "cli_version": pinned_version("claude")},
         ).raise_for_status()
         remote = {"name": "w", "runtime": "c", "repo_url": "https://git.invalid/kb.git"}
         client.post("/v1/admin/workers", json=remote).raise_for_status()

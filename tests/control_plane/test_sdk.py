@@ -7,6 +7,7 @@ import pytest
 
 from tests.e2e.conftest import MODELS, make_bare_repo
 from vwm import errors
+from vwm.local.clis import pinned_version
 from vwm.sdk.client import Client
 
 pytestmark = pytest.mark.cli
@@ -19,7 +20,7 @@ def test_sdk_drives_a_session_end_to_end(tmp_path, control_plane, fake_provider)
         client.admin.create_runtime(
             name="claude-fake",
             cli="claude",
-            cli_version="pinned",
+            cli_version=pinned_version("claude"),
             default_model=MODELS["claude"],
             provider_base_url=fake_provider.base_url,
             credential_ref="FAKE_PROVIDER_KEY",

@@ -13,6 +13,7 @@ import pytest
 from functions.runtime.tokens import KEY_FILE_NAME, TokenKey
 from tests.control_plane.conftest import ControlPlane, harness_pids, kill_harnesses
 from tests.e2e.conftest import make_bare_repo
+from vwm.local.clis import pinned_version
 
 
 def mode(path: Path) -> int:
@@ -41,7 +42,8 @@ def test_the_data_folder_is_private_and_holds_no_harness_token(tmp_path: Path) -
         assert "made it 0700 and its files 0600" in plane.log()
         with plane.client() as client:
             client.post(
-                "/v1/admin/runtimes", json={"name": "c", "cli": "claude", "cli_version": "x"}
+                "/v1/admin/runtimes",
+                json={"name": "c", "cli": "claude", "cli_version": pinned_version("claude")},
             ).raise_for_status()
             client.post(
                 "/v1/admin/workers",
@@ -107,7 +109,8 @@ def test_an_operator_key_file_is_used_and_a_short_one_stops_the_start(tmp_path: 
     try:
         with plane.client() as client:
             client.post(
-                "/v1/admin/runtimes", json={"name": "c", "cli": "claude", "cli_version": "x"}
+                "/v1/admin/runtimes",
+                json={"name": "c", "cli": "claude", "cli_version": pinned_version("claude")},
             ).raise_for_status()
             worker = {"name": "w", "runtime": "c", "repo_url": str(make_repo(tmp_path))}
             client.post("/v1/admin/workers", json=worker).raise_for_status()

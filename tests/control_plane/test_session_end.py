@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.conftest import git, make_bare_repo
+from vwm.local.clis import pinned_version
 
 
 @pytest.fixture
@@ -16,7 +17,7 @@ def client(control_plane, fake_provider):
     with control_plane.client() as client:
         runtime = client.post(
             "/v1/admin/runtimes",
-            json={"name": "claude-fake", "cli": "claude", "cli_version": "pinned",
+            json={"name": "claude-fake", "cli": "claude", "cli_version": pinned_version("claude"),
                   "provider_base_url": fake_provider.base_url,
                   "credential_ref": "FAKE_PROVIDER_KEY"},
         )  # fmt: skip

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.harness_process import CLI_BIN, REPO_ROOT, free_port
+from vwm.local.clis import pinned_version
 
 KEY_LINE = re.compile(r"first admin API key \(shown once\): (vwm_\S+)")
 
@@ -126,7 +127,7 @@ def add_claude_workers(
         json={
             "name": runtime,
             "cli": "claude",
-            "cli_version": "pinned",
+            "cli_version": pinned_version("claude"),
             "default_model": MODELS["claude"],
             "provider_base_url": provider_url,
             "credential_ref": credential_ref,

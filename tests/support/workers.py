@@ -7,6 +7,8 @@ from pathlib import Path
 
 import httpx
 
+from vwm.local.clis import pinned_version
+
 
 def add_cli_workers(
     client: httpx.Client,
@@ -29,7 +31,7 @@ def add_cli_workers(
         json={
             "name": runtime,
             "cli": cli,
-            "cli_version": "pinned",
+            "cli_version": pinned_version(cli),
             "default_model": MODELS[cli],
             "provider_base_url": provider_url,
             "credential_ref": credential_ref,

@@ -27,6 +27,12 @@ class CliInstallError(RuntimeError):
     pass
 
 
+def pinned_version(cli: str) -> str:
+    """The version of `cli` the project pins (what `find_or_install` gives): a runtime on it
+    runs the CLI found here, with nothing to install."""
+    return json.loads(PINS.read_text())["dependencies"][PACKAGES[cli]]
+
+
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "vwm" / "clis"
@@ -39,7 +45,7 @@ def find_or_install(cli: str, *, progress=None) -> Path:
     if project.exists():
         return project
     package = PACKAGES[cli]
-    version = json.loads(PINS.read_text())["dependencies"][package]
+    version = pinned_version(cli)
     target = cache_dir() / f"{cli}-{version}"
     binary = target / "node_modules" / ".bin" / cli
     if binary.exists():

@@ -114,6 +114,7 @@ def _bare_repo(path: Path, readme: str) -> Path:
 
 def _walkthrough(cli: str, url: str, key: str, provider_url: str, root: Path) -> int:
     from vwm.cli.live import LiveView
+    from vwm.local.clis import pinned_version
     from vwm.sdk.client import Client
 
     worker_repo = _bare_repo(root / "worker.git", "# What the worker knows\n")
@@ -122,7 +123,7 @@ def _walkthrough(cli: str, url: str, key: str, provider_url: str, root: Path) ->
         client.admin.create_runtime(
             name=f"{cli}-offline",
             cli=cli,
-            cli_version="pinned",
+            cli_version=pinned_version(cli),
             default_model=MODELS[cli],
             provider_base_url=provider_url,
             credential_ref="VWM_DEMO_MODEL_KEY",
