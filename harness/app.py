@@ -120,6 +120,7 @@ async def bootstrap_workspace(request: Request) -> Response:
 async def create_job(request: Request) -> Response:
     state = _state(request)
     body = await parse_json(request, CreateJob, state.settings.server.max_request_bytes)
+    await state.runner.ready_cli()
     job, created = state.runner.start(JobRequest(**body.model_dump(exclude={"mode"})))
     match body.mode:
         case "async":

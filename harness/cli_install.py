@@ -2,9 +2,10 @@
 that version, else a copy installed from npm once per volume.
 
 `PinnedCli` decides which executable runs the CLI. The app asks it at start-up (`find`, which
-never installs: a restarted harness picks up the copy already on the volume) and at every
-bootstrap (`ensure`, which installs when nothing fits); the job runner reads `binary`. Without
-a pinned version the image's CLI runs and nothing is asked.
+never installs: a restarted harness picks up the copy already on the volume), at every bootstrap
+and before every job of a bootstrapped workspace (`ensure`, which installs when nothing fits: a
+harness restarted after its runtime's version changed is not bootstrapped again); the job runner
+reads `binary`. Without a pinned version the image's CLI runs and nothing is asked.
 
 A copy lives in ``<workspace>/.vwm/cli/<cli>@<version>/``, an npm prefix whose
 ``node_modules/.bin/<cli>`` is the executable. It is built in a ``.<cli>@<version>.partial-*``
@@ -72,7 +73,8 @@ class CliInstallFailed(HarnessError):
 
 
 class CliNotInstalled(Conflict):
-    """A job asked for before the pinned CLI was installed on this volume."""
+    """The CLI was asked for before the pinned version was there. A guard: every job start
+    installs it first (`harness.jobs.JobRunner.ready_cli`)."""
 
     code = "cli_not_installed"
 

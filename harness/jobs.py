@@ -236,6 +236,13 @@ class JobRunner:
         job.task = asyncio.create_task(self._run(job, request, run), name=f"job-{job_id}")
         return job, True
 
+    async def ready_cli(self) -> None:
+        """Before a job of a bootstrapped workspace: the CLI at its pinned version, installed
+        now if bootstrap did not (a harness restarted after its runtime's version changed; the
+        control plane bootstraps a session only when it starts). Raises CliInstallFailed."""
+        if self._ws.session_repo.is_dir():
+            await self._cli.ensure()
+
     def find(self, job_id: str) -> Job | None:
         """The job with that id, running or finished (from its meta file after a restart)."""
         return self._find(job_id)

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from eventing import signatures
 from eventing.codec import from_http
 from eventing.events import PROMPT_REQUESTED, EventError, PromptRequested, VwmEvent, prompt_job_id
+from harness.cli_install import CliInstallFailed
 from harness.errors import BadRequest, JobExpired, Unauthorized
 from harness.jobs import Job, JobRequest, JobRunner
 
@@ -123,6 +124,7 @@ class PromptTurns:
                 async with self._turn:
                     while (running := self._runner.current) is not None:
                         await self._runner.wait(running)  # a job started over HTTP, or by a turn
+                    await self._runner.ready_cli()
                     job, _ = self._runner.start(request)
                     return job
         except TimeoutError:
@@ -138,8 +140,8 @@ class PromptTurns:
                     "(VWM_PROMPT_WAIT_S), so this prompt never ran; send it again later",
                 },
             )
-        except JobExpired as expired:
-            return self._runner.refuse(request, {"code": expired.code, "message": expired.message})
+        except (JobExpired, CliInstallFailed) as refused:
+            return self._runner.refuse(request, {"code": refused.code, "message": refused.message})
 
 
 def job_request(event: VwmEvent) -> JobRequest:

@@ -184,16 +184,15 @@ def test_an_unknown_version_fails_bootstrap_clearly_and_installs_nothing(
         assert "set the runtime's cli_version" in message and IMAGE_VERSION in message
         assert error["details"]["npm_code"] == "ETARGET"
         assert error["details"]["image_version"] == IMAGE_VERSION
-        with process.client() as client:
+        with process.client() as client:  # a job tries again, and fails the same way
             refused = client.post("/v1/jobs", json={"prompt": "hello"})
-        assert refused.status_code == 409, refused.text
-        assert refused.json()["error"]["code"] == "cli_not_installed"
-        assert "POST /v1/bootstrap installs it" in refused.json()["error"]["message"]
+        assert refused.status_code == 502, refused.text
+        assert refused.json()["error"]["code"] == "cli_install_failed"
     finally:
         process.stop()
     assert cli_folder(tmp_path) == []
     failed = [e for e in log_events(process) if e["msg"] == "cli install failed"]
-    assert [e["npm_code"] for e in failed] == ["ETARGET"]
+    assert [e["npm_code"] for e in failed] == ["ETARGET", "ETARGET"]
 
 
 def test_a_registry_that_is_down_fails_bootstrap_clearly_and_installs_nothing(
@@ -251,16 +250,39 @@ def test_a_harness_killed_mid_install_leaves_nothing_that_counts_as_installed(
     second = harness(tmp_path, "2.0.0", registry.url, name="restarted")
     second.start()
     try:
-        with second.client() as client:
-            refused = client.post("/v1/jobs", json={"prompt": "hello"})
-        assert refused.json()["error"]["code"] == "cli_not_installed", refused.text
+        # Not installed: the session was bootstrapped (its repositories are there), so a job
+        # installs the copy before it runs.
+        assert job_text(second) == "fake cli 2.0.0"
         answer = bootstrap(second)
         assert answer.status_code == 200, answer.text
-        assert COPY in answer.json()["changed"]
-        assert job_text(second) == "fake cli 2.0.0"
+        assert COPY in answer.json()["unchanged"]
     finally:
         second.stop()
     assert cli_folder(tmp_path) == ["claude@2.0.0"]  # the partial folder was removed
+    assert "removed a partial cli install" in [e["msg"] for e in log_events(second)]
+
+
+def test_a_harness_restarted_with_another_pinned_version_installs_it_before_a_job(
+    tmp_path: Path, registry: NpmRegistry
+) -> None:
+    """The runtime's version changed while the session ran: the control plane relaunches its
+    harness with the new one and does not bootstrap it again."""
+    first = harness(tmp_path, IMAGE_VERSION, registry.url)
+    first.start()
+    try:
+        assert bootstrap(first).status_code == 200
+        assert job_text(first) == f"fake cli {IMAGE_VERSION}"
+    finally:
+        first.stop()
+    second = harness(tmp_path, "2.0.0", registry.url, name="repinned")
+    second.start()
+    try:
+        assert job_text(second) == "fake cli 2.0.0"
+        assert job_text(second) == "fake cli 2.0.0"
+    finally:
+        second.stop()
+    assert len(registry.tarball_requests()) == 1
+    assert cli_folder(tmp_path) == ["claude@2.0.0"]
 
 
 def test_the_installed_copy_runs_in_the_sandbox(tmp_path: Path, registry: NpmRegistry) -> None:
@@ -312,3 +334,12 @@ def test_the_packages_are_the_ones_the_project_pins() -> None:
     assert {package.name for package in PACKAGES.values()} == set(pins["dependencies"])
     for package in PACKAGES.values():
         assert package.install_scripts == pins["allowScripts"].get(package.name, False)
+
+
+def test_the_harness_image_carries_npm() -> None:
+    dockerfile = (REPO_ROOT / "infra" / "docker" / "harness.Dockerfile").read_text()
+    final_stage = dockerfile.rsplit("\nFROM ", 1)[1]
+    copy = "COPY --from=clis /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/npm"
+    link = "ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm"
+    assert copy in final_stage and link in final_stage
+    assert final_stage.index(link) < final_stage.index("\nUSER ")  # linked as root
