@@ -1,6 +1,7 @@
 # A session's harness: `python -m harness` with the four agent CLIs at the versions of
-# harness/clis/package.json, git to clone and push, as the non-root uid 1000 that owns
-# /workspace (the session's volume). The pod is the sandbox (VWM_SANDBOX=none: no bubblewrap).
+# harness/clis/package.json (and npm, for other versions), git to clone and push, as the
+# non-root uid 1000 that owns /workspace (the session's volume). The pod is the sandbox
+# (VWM_SANDBOX=none: no bubblewrap).
 # Build from the repository root:
 #   docker build -f infra/docker/harness.Dockerfile -t REGISTRY/vwm-harness:TAG .
 # The CLIs come from infra/docker/clis/package-lock.json (the lock of harness/clis/package.json);
@@ -47,6 +48,11 @@ RUN pip install --no-cache-dir -r /tmp/requirements.txt \
 
 COPY --from=clis /usr/local/bin/node /usr/local/bin/node
 COPY --from=clis /opt/vwm/.tools/clis /opt/vwm/.tools/clis
+# npm, for a runtime that pins another CLI version than the one above: the harness installs it
+# into the session's volume (harness/cli_install.py), from the registry NPM_CONFIG_REGISTRY or
+# an .npmrc names.
+COPY --from=clis /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/npm
+RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm
 COPY eventing/ /opt/vwm/eventing/
 COPY harness/ /opt/vwm/harness/
 
