@@ -22,6 +22,7 @@ from functions.settings import KnativeSessionSettings
 SESSION_ID = "3f2a9c1e8b7d4a6f9e0c5b2a1d8e7f60"
 WORKER = "reviewer"
 CLI = "claude"
+CLI_VERSION = "2.1.197"  # the runtime's pin: the harness installs it if its image has another
 MODEL = "claude-sonnet-4-5"
 NAMESPACE = "vwm"
 BROKER = "vwm"
@@ -56,6 +57,7 @@ def example_spec() -> HarnessSpec:
             "VWM_PROMPT_WAIT_S": "600",
         },
         worker=WORKER,
+        cli_version=CLI_VERSION,
     )
 
 

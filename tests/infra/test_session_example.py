@@ -94,7 +94,7 @@ def test_it_is_what_this_deployment_makes_for_the_example_session(
     runtime = Runtime(
         name="claude",
         cli=knative_example.CLI,
-        cli_version="2.1.197",
+        cli_version=knative_example.CLI_VERSION,
         default_model=knative_example.MODEL,
         credential_ref="ANTHROPIC_API_KEY",
     )
