@@ -31,6 +31,7 @@ from functions.db.models import Runtime, SystemSetting, Worker
 from functions.db.repositories import Runtimes, Settings, Workers
 from functions.http import ApiError, parse_body
 from functions.repo_policy import RepoPolicy, check_setting
+from functions.settings import is_image_reference, is_quantity
 
 NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 SETTING_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # fits the 100-character column
@@ -72,13 +73,35 @@ class Prices(Strict):
     output: float = Field(ge=0, le=MAX_PRICE)
 
 
+def _quantity(value: str | None) -> str | None:
+    if value is not None and not is_quantity(value):
+        raise ValueError(
+            "must be a positive Kubernetes quantity, e.g. 500m or 2 (CPU), 4Gi (memory)"
+        )
+    return value
+
+
+def _image(value: str | None) -> str | None:
+    if value is not None and not is_image_reference(value):
+        raise ValueError("must be an image reference: registry/repository:tag or @sha256:digest")
+    return value
+
+
+# A session pod's CPU or memory (its requests and limits on Knative; the local backend runs
+# harnesses as plain processes and applies neither).
+Quantity = Annotated[str | None, Field(default=None, max_length=32), AfterValidator(_quantity)]
+ImageReference = Annotated[str | None, Field(default=None, max_length=500), AfterValidator(_image)]
+
+
 class RuntimeLimits(Strict):
     job_timeout_s: float | None = Field(default=None, gt=0, le=86_400)
+    cpu: Quantity = None
+    memory: Quantity = None
 
 
 class RuntimeFields(Strict):
     cli_version: CliVersion
-    image: str | None = Field(default=None, max_length=500)
+    image: ImageReference = None
     default_model: str | None = Field(default=None, max_length=200)
     prices: Prices | None = None
     credential_ref: str | None = CredentialRef
@@ -94,7 +117,7 @@ class RuntimeIn(RuntimeFields):
 class RuntimePatch(Strict):
     # Fields whose column cannot be empty are typed without None: an explicit null is refused.
     cli_version: CliVersion = None  # type: ignore[assignment]
-    image: str | None = Field(default=None, max_length=500)
+    image: ImageReference = None
     default_model: str | None = Field(default=None, max_length=200)
     prices: Prices | None = None
     credential_ref: str | None = CredentialRef

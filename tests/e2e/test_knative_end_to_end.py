@@ -415,3 +415,31 @@ def test_the_reconciler_removes_what_no_session_owns(
 
     until(lambda: not any(session_objects(cluster, stray).values()), plane)
     assert cluster.api.get(PVCS, NAMESPACE, "someone-elses") is not None
+
+
+def test_a_runtimes_image_and_limits_shape_its_sessions_pods(
+    plane: ControlPlane, cluster: Cluster, fake_provider: Any, root: Path
+) -> None:
+    repo = make_bare_repo(root / f"small-{uuid.uuid4().hex[:6]}.git", {"README.md": "# k\n"})
+    with plane.client() as admin:
+        add_claude_workers(admin, fake_provider.base_url, repo, {"small-w": {}}, runtime="small")
+        patched = admin.patch(
+            "/v1/admin/runtimes/small",
+            json={
+                "image": "registry.example/vwm-harness-small:2",
+                "limits": {"cpu": "250m", "memory": "768Mi"},
+            },
+        )
+        assert patched.status_code == 200, patched.text
+        created = admin.post("/v1/sessions", json={"worker": "small-w", "wait": False})
+        assert created.status_code == 202, created.text
+        session_id = str(created.json()["id"])
+        until(lambda: admin.get(f"/v1/sessions/{session_id}").json()["status"] == "ready", plane)
+
+        service = cluster.api.get(SERVICES, NAMESPACE, SessionNames.of(session_id).service)
+        assert service is not None
+        (container,) = service["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == "registry.example/vwm-harness-small:2"
+        assert container["resources"]["requests"] == {"cpu": "250m", "memory": "768Mi"}
+        assert container["resources"]["limits"]["memory"] == "768Mi"
+        assert admin.delete(f"/v1/sessions/{session_id}").status_code == 200
