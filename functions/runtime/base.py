@@ -1,8 +1,8 @@
 """The runtime backend contract: how a session's harness is provisioned, found and torn down.
 
 The sessions and events functions call a `RuntimeBackend`; `functions.runtime.local` runs each
-harness as a local process (the embedded default), a Knative backend (later) runs it as a Knative
-Service bound to a PVC. Both pass the contract suite in ``tests/runtime/contract.py``.
+harness as a local process (the embedded default), `functions.runtime.knative` runs it as a
+Knative Service bound to a PVC. Both pass the contract suite in ``tests/runtime/contract.py``.
 
 A backend keeps no state of its own that a restart would lose: everything needed to find a
 harness again is in the `RuntimeHandle` it returns, which the caller persists (JSON) with the
