@@ -156,12 +156,7 @@ class KnativeBackend:
         last = "the Service has no status yet"
         async with probe.client(self._probe_timeout_s) as http:
             while True:
-                try:
-                    current = await self.api.get(KNATIVE_SERVICES, self.namespace, names.service)
-                except KubeNotFound:
-                    current = None
-                except KubeError as exc:
-                    raise _backend_error(exc, handle.session_id) from None
+                current = await self._service(handle.session_id, names.service)
                 if current is None or _terminating(current):
                     raise HarnessStartFailed(
                         f"the Knative Service {names.service} of session {handle.session_id} "
@@ -208,12 +203,7 @@ class KnativeBackend:
         next request wakes it), ``stopped`` when only the volume is left (or the Service
         failed), ``missing`` when the volume is gone too."""
         names = self._names(handle)
-        try:
-            current = await self.api.get(KNATIVE_SERVICES, self.namespace, names.service)
-        except KubeNotFound:
-            current = None
-        except KubeError as exc:
-            raise _backend_error(exc, handle.session_id) from None
+        current = await self._service(handle.session_id, names.service)
         if current is not None and not _terminating(current):
             state, _, _ = _readiness(current)
             if url := _address(current):
@@ -237,12 +227,7 @@ class KnativeBackend:
                     "session cannot be revived, end it",
                     session_id=handle.session_id,
                 )
-            try:
-                current = await self.api.get(KNATIVE_SERVICES, self.namespace, names.service)
-            except KubeNotFound:
-                current = None
-            except KubeError as exc:
-                raise _backend_error(exc, handle.session_id) from None
+            current = await self._service(handle.session_id, names.service)
             if current is not None and await self._healthy(handle, current):
                 return self._handle(spec)
             objects = self.objects(spec)
@@ -378,6 +363,15 @@ class KnativeBackend:
         except (HarnessNotReady, HarnessStartFailed):
             return False
         return True
+
+    async def _service(self, session_id: str, name: str) -> dict[str, Any] | None:
+        """The session's Knative Service as it is now, or None when there is none."""
+        try:
+            return await self.api.get(KNATIVE_SERVICES, self.namespace, name)
+        except KubeNotFound:
+            return None
+        except KubeError as exc:
+            raise _backend_error(exc, session_id) from None
 
     async def _volume_exists(self, handle: RuntimeHandle) -> bool:
         names = self._names(handle)
