@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,7 +21,7 @@ from eventing.events import prompt_job_id
 from functions.runtime.tokens import TokenKey
 from tests.control_plane.conftest import ControlPlane, harness_pids, kill_harnesses
 from tests.e2e.conftest import make_bare_repo
-from tests.support.control_plane import add_claude_workers
+from tests.support.control_plane import add_claude_workers, until
 from tests.support.subscriber import Subscriber
 
 pytestmark = pytest.mark.cli
@@ -82,15 +82,6 @@ def ready_session(client: httpx.Client, plane: ControlPlane) -> str:
     session_id = str(client.post("/v1/sessions", json={"worker": "w"}).json()["id"])
     until(lambda: client.get(f"/v1/sessions/{session_id}").json()["status"] == "ready", plane)
     return session_id
-
-
-def until(check: Callable[[], Any], plane: ControlPlane, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s; control plane log:\n{plane.log()[-4000:]}")
 
 
 def post_binary(client: httpx.Client, event_id: str, data: dict[str, Any], **ce: str) -> None:

@@ -10,9 +10,8 @@ session."""
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from tests.runtime.knative_cluster import (
     Cluster,
     knative_cluster,
 )
-from tests.support.control_plane import ControlPlane, add_claude_workers
+from tests.support.control_plane import ControlPlane, add_claude_workers, until
 from tests.support.fake_broker import fake_broker
 from tests.support.fake_knative import PVCS, SECRETS, SERVICES
 from tests.support.sse import iter_sse
@@ -102,15 +101,6 @@ def deleting_plane(plane: ControlPlane) -> ControlPlane:
     if plane.env.get(RETENTION, "delete") != "delete":
         return restarted(plane, **{RETENTION: "delete"})
     return plane
-
-
-def until(check: Callable[[], Any], plane: ControlPlane, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s; control plane log:\n{plane.log()[-4000:]}")
 
 
 def session_objects(cluster: Cluster, session_id: str) -> dict[str, dict[str, Any] | None]:

@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -136,3 +138,14 @@ def add_claude_workers(
     for name, timeouts in (workers or {"w": {}}).items():
         body = {"name": name, "runtime": runtime, "repo_url": str(repo), "timeouts": timeouts}
         client.post("/v1/admin/workers", json=body).raise_for_status()
+
+
+def until(check: Callable[[], Any], plane: ControlPlane, timeout: float = 60) -> Any:
+    """`check()`'s first truthy value, polled; after `timeout` seconds an AssertionError that
+    ends with the control plane's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s; control plane log:\n{plane.log()[-4000:]}")
