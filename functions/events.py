@@ -10,9 +10,8 @@ Idempotent by the event's `source` + `id` (`vwm.processed_events`, written in th
 that applies the event) and by state (`functions.job_log`; a session ends once). Job events are
 applied by `functions.job_log`; `dev.vwm.prompt.requested` queues its job
 (`functions.prompt_requests.accept`; the delivery to the session's harness runs it);
-in Knative mode an unsigned request whose job was queued now is also forwarded as its signed
-copy (`functions.prompt_requests.signed_copy`: the same source and id), which the session's
-Trigger delivers to its harness; a request with a wrong signature is refused (`EventError`);
+in Knative mode `accept` also forwards an unsigned request signed, for the session's Trigger;
+a request with a wrong signature is refused (`EventError`);
 `dev.vwm.session.end.requested` ends the session through `functions.sessions.end`, as
 `DELETE /v1/sessions/{id}` does. The other types are acknowledged and logged as not handled
 yet (docs/events.md, "The events function").
@@ -46,14 +45,13 @@ from eventing.events import (
     VwmEvent,
 )
 from functions.api import Endpoint
-from functions.broker.outbox import add
 from functions.context import db, settings
 from functions.db.errors import ConflictError, NotFoundError
-from functions.db.models import Job, JobStatus, ProcessedEvent, WorkerSession
+from functions.db.models import ProcessedEvent, WorkerSession
 from functions.errors import FunctionsError
 from functions.http import ApiError, read_body
 from functions.job_log import JOB_TYPES, apply
-from functions.prompt_requests import accept, is_signed, request_of, signed_copy
+from functions.prompt_requests import accept
 
 logger = logging.getLogger(__name__)
 
@@ -127,24 +125,9 @@ def _apply_job_event(session: Session, event: VwmEvent) -> Outcome:
 
 
 def _accept_prompt(session: Session, event: VwmEvent) -> Outcome:
-    """Queue the request's job. In Knative mode the session's Trigger takes only signed
-    requests (its filter: a ``vwmauth`` prefix), so another service's unsigned request whose
-    job is queued now is forwarded once, signed, in this transaction. The copy comes back here
-    too (this function's Trigger sees every event): same source and id, so `_seen` answers it
-    as a duplicate, and being signed it would never be copied again anyway."""
     if _seen(session, event):
         return Outcome.DUPLICATE
-    signed = is_signed(event)  # a wrong signature: refused before anything is written
-    request, _ = request_of(event)
-    earlier = session.get(Job, request.job_id) is not None
-    job = accept(session, event)  # a request for no session is answered (job.failed) all the same
-    queued_now = not earlier and job is not None and job.status == JobStatus.QUEUED
-    if queued_now and not signed and settings().eventing == "knative":
-        add(session, signed_copy(event))
-        logger.info(
-            "prompt request forwarded signed to its session",
-            extra={"event_id": event.id, "event_source": event.source, "job_id": request.job_id},
-        )
+    accept(session, event)  # a request for no session is answered (job.failed) all the same
     _mark(session, event)
     return Outcome.HANDLED
 

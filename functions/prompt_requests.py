@@ -89,16 +89,18 @@ def accept(session: Session, event: VwmEvent) -> Job | None:
     """The request's job, queued now or found queued (or ended) from an earlier delivery. A
     request the session can never run is answered with `job.failed` in this transaction;
     None when there is no such session (and so no row). `EventError` ``invalid_signature``,
-    before anything is written, for a request whose `vwmauth` does not verify."""
+    before anything is written, for a request whose `vwmauth` does not verify. With Knative
+    eventing, an unsigned request whose job is queued now is forwarded signed (`signed_copy`)
+    in this transaction."""
     request, data = request_of(event)
-    is_signed(event)
+    signed = is_signed(event)
     if (known := session.get(Job, request.job_id)) is not None:
         return known
     session_id = str(event.sessionid)
     if (refused := _refused_reply_to(session, data.reply_to)) is not None:
         return _failed_at_once(session, session_id, request, data, refused)
     try:
-        return start_job(
+        job = start_job(
             session,
             session_id,
             prompt=data.prompt,
@@ -117,6 +119,16 @@ def accept(session: Session, event: VwmEvent) -> Job | None:
         error = {"code": ended.code, "message": ended.message}
         # Its reply_to passed the policy: the sender hears of the failure there too.
         return _failed_at_once(session, session_id, request, data, error, request.reply_to)
+    if not signed and settings().eventing == "knative":
+        # The session's Trigger takes signed requests only (a Trigger carries no credential):
+        # another service's request is forwarded once, signed, with the job queued. The copy
+        # comes back to the events function too: the same source and id, so a duplicate.
+        add(session, signed_copy(event))
+        logger.info(
+            "prompt request forwarded signed to its session",
+            extra={"event_id": event.id, "event_source": event.source, "job_id": job.id},
+        )
+    return job
 
 
 def _refused_reply_to(session: Session, reply_to: str | None) -> dict[str, Any] | None:
