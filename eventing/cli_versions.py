@@ -17,6 +17,15 @@ import re
 
 MAX_VERSION_CHARS = 64
 
+# Each CLI's package on npm: what a version is a version of (harness/clis/package.json pins
+# them; the harness installs another version of one, `vwm` installs them for the demo).
+NPM_PACKAGES = {
+    "claude": "@anthropic-ai/claude-code",
+    "codex": "@openai/codex",
+    "gemini": "@google/gemini-cli",
+    "opencode": "opencode-ai",
+}
+
 _NUMBER = "(?:0|[1-9][0-9]*)"
 _IDENTIFIER = "[0-9A-Za-z-]+"
 # For JSON Schema (the admin API's OpenAPI) and Python alike: ASCII classes only, no \d.

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from eventing.cli_versions import reported_version
+from eventing.cli_versions import NPM_PACKAGES, reported_version
 from harness.errors import Conflict, HarnessError
 from harness.npm import mask, npm_environment, npm_error, readable_stderr, run
 from harness.workspace import Workspace, fsync_dir
@@ -52,11 +52,10 @@ class CliPackage:
 
 
 # The packages of harness/clis/package.json (a test keeps the two equal).
+_NEEDS_INSTALL_SCRIPTS = {"claude", "opencode"}
 PACKAGES = {
-    "claude": CliPackage("@anthropic-ai/claude-code", install_scripts=True),
-    "codex": CliPackage("@openai/codex", install_scripts=False),
-    "gemini": CliPackage("@google/gemini-cli", install_scripts=False),
-    "opencode": CliPackage("opencode-ai", install_scripts=True),
+    cli: CliPackage(name, install_scripts=cli in _NEEDS_INSTALL_SCRIPTS)
+    for cli, name in NPM_PACKAGES.items()
 }
 
 VERSION_TIMEOUT_S = 60.0

@@ -131,6 +131,25 @@ class RuntimeHandle:
         )
 
 
+def spec_env(spec: HarnessSpec) -> dict[str, str]:
+    """What the spec says of the harness, as its environment (docs/harness.md), for every
+    backend alike; each adds where it runs it (workspace, host, port), the token and the
+    credentials in its own way."""
+    env = dict(spec.extra_env)
+    optional = {
+        "VWM_CLI_BIN": spec.cli_bin,
+        "VWM_CLI_VERSION": spec.cli_version,
+        "VWM_MODEL": spec.model,
+        "VWM_PROVIDER_BASE_URL": spec.provider_base_url,
+        "VWM_JOB_TIMEOUT_S": None if spec.job_timeout_s is None else f"{spec.job_timeout_s:g}",
+    }
+    env.update({name: value for name, value in optional.items() if value is not None})
+    if spec.git_allow_local:  # harness-side half of the repo URL policy (gitops)
+        env["VWM_GIT_ALLOW_LOCAL"] = "1"
+    env.update({"VWM_SESSION_ID": spec.session_id, "VWM_CLI": spec.cli})
+    return env
+
+
 @runtime_checkable
 class RuntimeBackend(Protocol):
     """Provision, find and tear down one harness per session.

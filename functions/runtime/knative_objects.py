@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from functions.kube import KNATIVE_SERVICES, PERSISTENT_VOLUME_CLAIMS, SECRETS, TRIGGERS
-from functions.runtime.base import HarnessSpec
+from functions.runtime.base import HarnessSpec, spec_env
 from functions.settings import KnativeSessionSettings
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -172,23 +172,11 @@ def volume_claim(
 def harness_env(spec: HarnessSpec, names: SessionNames) -> list[dict[str, Any]]:
     """The harness's environment: plain values, and references into the session's Secret for
     the token and credentials (never their values: the Service is readable more widely)."""
-    plain: dict[str, str] = dict(spec.extra_env)
-    optional = {
-        "VWM_CLI_BIN": spec.cli_bin,
-        "VWM_CLI_VERSION": spec.cli_version,
-        "VWM_MODEL": spec.model,
-        "VWM_PROVIDER_BASE_URL": spec.provider_base_url,
-        "VWM_JOB_TIMEOUT_S": None if spec.job_timeout_s is None else f"{spec.job_timeout_s:g}",
-    }
-    plain.update({name: value for name, value in optional.items() if value is not None})
-    if spec.git_allow_local:
-        plain["VWM_GIT_ALLOW_LOCAL"] = "1"
+    plain = spec_env(spec)
     plain.update(
         {
             "VWM_WORKSPACE": WORKSPACE,
-            "VWM_SESSION_ID": spec.session_id,
             "VWM_HARNESS_HOST": "0.0.0.0",
-            "VWM_CLI": spec.cli,
             # The pod is the sandbox: it runs nothing else, as a user with no API access.
             "VWM_SANDBOX": "none",
         }

@@ -41,6 +41,7 @@ from functions.runtime.base import (
     HarnessStatus,
     RuntimeHandle,
     checked_session_id,
+    spec_env,
 )
 from functions.runtime.errors import (
     HarnessMissing,
@@ -293,27 +294,15 @@ class LocalBackend:
         # npm's own settings (a private registry, its CA, its credentials): the harness installs
         # the runtime's pinned CLI version with npm when the machine's CLI is another version.
         env.update({name: v for name, v in os.environ.items() if _is_npm_setting(name)})
-        env.update(spec.extra_env)
-        optional = {
-            "VWM_CLI_BIN": spec.cli_bin,
-            "VWM_CLI_VERSION": spec.cli_version,
-            "VWM_MODEL": spec.model,
-            "VWM_PROVIDER_BASE_URL": spec.provider_base_url,
-            "VWM_JOB_TIMEOUT_S": None if spec.job_timeout_s is None else str(spec.job_timeout_s),
-        }
-        env.update({name: value for name, value in optional.items() if value is not None})
+        env.update(spec_env(spec))
         env.update(spec.credential_env)
         env.update(self.sandbox.harness_env(hide=self._sandbox_hide))
-        if spec.git_allow_local:  # harness-side half of the repo URL policy (gitops)
-            env["VWM_GIT_ALLOW_LOCAL"] = "1"
         env.update(
             {
                 "VWM_WORKSPACE": str(workspace),
-                "VWM_SESSION_ID": spec.session_id,
                 "VWM_HARNESS_HOST": self._host,
                 "VWM_HARNESS_PORT": str(port),
                 "VWM_SESSION_TOKEN": token,
-                "VWM_CLI": spec.cli,
             }
         )
         return env

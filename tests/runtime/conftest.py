@@ -6,16 +6,23 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from functions.runtime import HarnessSpec
 from functions.runtime.local import LocalBackend
+from tests.runtime.contract import Sessions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLAUDE_BIN = REPO_ROOT / ".tools" / "clis" / "node_modules" / ".bin" / "claude"
+
+
+def environ(pid: int) -> dict[str, str]:
+    """The environment a live process was started with."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if item)
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -46,6 +53,15 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture
 def local_backend(data_dir: Path) -> LocalBackend:
     return LocalBackend(data_dir, stop_grace_s=10.0, startup_grace_s=3.0)
+
+
+@pytest.fixture
+async def local_sessions(local_backend: LocalBackend) -> AsyncIterator[Sessions]:
+    """Sessions of the local backend, torn down at the end of the test."""
+    sessions = Sessions(local_backend)
+    yield sessions
+    for handle in sessions.latest.values():
+        await local_backend.teardown(handle)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ backend's as local processes, the Knative backend's in the fake cluster."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ import pytest
 from functions.runtime import InvalidHarnessSpec
 from functions.runtime.knative_objects import SessionNames, harness_env
 from functions.runtime.local import LocalBackend
-from tests.runtime.conftest import REPO_ROOT
+from tests.runtime.conftest import REPO_ROOT, environ
 from tests.runtime.contract import READY_S, Sessions
 from tests.runtime.knative_cluster import NAMESPACE, Cluster, knative_cluster
 from tests.support.fake_knative import SERVICES
@@ -23,19 +23,6 @@ from tests.support.fake_knative import SERVICES
 CLAUDE_VERSION = json.loads((REPO_ROOT / "harness" / "clis" / "package.json").read_text())[
     "dependencies"
 ]["@anthropic-ai/claude-code"]
-
-
-def environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode().split("=", 1) for item in raw if item)
-
-
-@pytest.fixture
-async def local_sessions(local_backend: LocalBackend) -> AsyncIterator[Sessions]:
-    sessions = Sessions(local_backend)
-    yield sessions
-    for handle in sessions.latest.values():
-        await local_backend.teardown(handle)
 
 
 @pytest.fixture

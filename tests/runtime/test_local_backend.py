@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -21,16 +21,13 @@ from functions.runtime import (
     RuntimeHandle,
 )
 from functions.runtime.local import LocalBackend
-from tests.runtime.conftest import CLAUDE_BIN, REPO_ROOT, processes_mentioning
+from tests.runtime.conftest import CLAUDE_BIN, REPO_ROOT, environ, processes_mentioning
 from tests.runtime.contract import READY_S, Sessions, eventually
 
 
 @pytest.fixture
-async def sessions(local_backend: LocalBackend) -> AsyncIterator[Sessions]:
-    sessions = Sessions(local_backend)
-    yield sessions
-    for handle in sessions.latest.values():
-        await local_backend.teardown(handle)
+def sessions(local_sessions: Sessions) -> Sessions:
+    return local_sessions
 
 
 Spawn = Callable[..., subprocess.Popen[bytes]]
@@ -61,11 +58,6 @@ def gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat[stat.rfind(")") + 2] in "ZX"
-
-
-def environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode().split("=", 1) for item in raw if item)
 
 
 async def test_each_session_has_a_workspace_folder_and_a_log(
@@ -115,7 +107,7 @@ async def test_the_harness_gets_only_the_environment_the_spec_gives(
     assert env["VWM_CLI_BIN"] == str(CLAUDE_BIN)
     assert env["VWM_MODEL"] == "claude-sonnet-4-5"
     assert env["VWM_PROVIDER_BASE_URL"] == "http://127.0.0.1:9"
-    assert env["VWM_JOB_TIMEOUT_S"] == "42.0"
+    assert env["VWM_JOB_TIMEOUT_S"] == "42"
     assert env["VWM_SYSTEM_PROMPT"] == "be brief"
     assert "HOME" not in env
 

@@ -8,7 +8,6 @@ import json
 import os
 import stat
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ from functions.runtime import InvalidHarnessSpec, RuntimeHandle
 from functions.runtime.errors import TokenKeyUnavailable
 from functions.runtime.local import LocalBackend
 from functions.runtime.tokens import KEY_FILE_NAME, TokenKey
+from tests.runtime.conftest import environ
 from tests.runtime.contract import READY_S, Sessions
 
 
@@ -27,11 +27,8 @@ def mode(path: Path) -> int:
 
 
 @pytest.fixture
-async def sessions(local_backend: LocalBackend) -> AsyncIterator[Sessions]:
-    sessions = Sessions(local_backend)
-    yield sessions
-    for handle in sessions.latest.values():
-        await sessions.backend.teardown(handle)
+def sessions(local_sessions: Sessions) -> Sessions:
+    return local_sessions
 
 
 def proc_status(pid: int) -> str:
@@ -47,11 +44,6 @@ def loosen(data_dir: Path) -> Path:
     old_log.write_text("an earlier launch\n")
     old_log.chmod(0o644)
     return old_log
-
-
-def environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode().split("=", 1) for item in raw if item)
 
 
 def test_a_token_is_an_hmac_of_the_session_id_under_the_key() -> None:

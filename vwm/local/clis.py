@@ -13,14 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from eventing.cli_versions import NPM_PACKAGES
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PINS = REPO_ROOT / "harness" / "clis" / "package.json"
-PACKAGES = {
-    "claude": "@anthropic-ai/claude-code",
-    "codex": "@openai/codex",
-    "gemini": "@google/gemini-cli",
-    "opencode": "opencode-ai",
-}
+PACKAGES = NPM_PACKAGES
 
 
 class CliInstallError(RuntimeError):
