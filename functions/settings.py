@@ -15,6 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from functions.errors import FunctionsError
+
+
+class SettingError(FunctionsError, ValueError):
+    """A ``VWM_*`` setting that cannot work; the message names it and says what to use. Raised
+    at start-up: the process does not start (`vwm up` reports it with this code)."""
+
+    code = "invalid_setting"
+
 
 @dataclass(frozen=True)
 class HarnessCallSettings:
@@ -49,7 +58,7 @@ class HarnessCallSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str], heartbeat_s: float) -> HarnessCallSettings:
         def seconds(name: str, default: float) -> float:
-            return float(env.get(name) or default)
+            return _seconds(env, name, default)
 
         return cls(
             connect_s=seconds("VWM_HARNESS_CONNECT_TIMEOUT_S", 5.0),
@@ -57,7 +66,7 @@ class HarnessCallSettings:
             bootstrap_s=seconds("VWM_HARNESS_BOOTSTRAP_TIMEOUT_S", 600.0),
             shutdown_s=seconds("VWM_HARNESS_SHUTDOWN_TIMEOUT_S", 600.0),
             stream_idle_s=seconds("VWM_HARNESS_STREAM_IDLE_S", 3 * heartbeat_s),
-            clock_skew_s=seconds("VWM_HARNESS_CLOCK_SKEW_S", 60.0),
+            clock_skew_s=_seconds(env, "VWM_HARNESS_CLOCK_SKEW_S", 60.0, zero=True),
             startup_grace_s=seconds("VWM_HARNESS_STARTUP_GRACE_S", 30.0),
         )
 
@@ -101,19 +110,19 @@ class KnativeSessionSettings:
             if not value:
                 return default
             if not value.isdigit() or not low <= int(value) <= high:
-                raise ValueError(f"{name}={value!r}: use whole seconds from {low} to {high}")
+                raise SettingError(f"{name}={value!r}: use whole seconds from {low} to {high}")
             return int(value)
 
         run_as_user = env.get("VWM_SESSION_RUN_AS_USER", "").strip() or "1000"
         if not run_as_user.isdigit() or int(run_as_user) == 0:
-            raise ValueError(
+            raise SettingError(
                 f"VWM_SESSION_RUN_AS_USER={run_as_user!r}: use the image's non-root uid (not 0)"
             )
 
         def quantity(name: str, default: str) -> str:
             value = env.get(name, "").strip() or default
             if not is_quantity(value):
-                raise ValueError(
+                raise SettingError(
                     f"{name}={value!r}: use a positive Kubernetes quantity (e.g. {default})"
                 )
             return value
@@ -121,12 +130,12 @@ class KnativeSessionSettings:
         def object_name(name: str, default: str | None) -> str | None:
             value = env.get(name, "").strip() or default
             if value is not None and not is_object_name(value):
-                raise ValueError(f"{name}={value!r}: use a Kubernetes object name")
+                raise SettingError(f"{name}={value!r}: use a Kubernetes object name")
             return value
 
         image = env.get("VWM_HARNESS_IMAGE", "").strip()
         if image and not is_image_reference(image):
-            raise ValueError(
+            raise SettingError(
                 f"VWM_HARNESS_IMAGE={image!r}: use an image reference "
                 "(registry/repository:tag or @sha256:digest)"
             )
@@ -200,14 +209,14 @@ class ControlPlaneSettings:
         env = os.environ if env is None else env
         data_dir = Path(env.get("VWM_DATA_DIR", ".data")).resolve()
         database_url = env.get("VWM_DATABASE_URL") or f"sqlite:///{data_dir / 'vwm.sqlite3'}"
-        heartbeat_s = float(env.get("VWM_HEARTBEAT_S", "15"))
+        heartbeat_s = _seconds(env, "VWM_HEARTBEAT_S", 15.0, high=3600)
         return cls(
             data_dir=data_dir,
             database_url=database_url,
             runtime_backend=_choice(env, "VWM_RUNTIME_BACKEND", ("local", "knative")),
             allow_local_repos=_flag(env, "VWM_ALLOW_LOCAL_REPOS", default=False),
             token_key_file=_path(env.get("VWM_TOKEN_KEY_FILE")),
-            harness_ready_timeout_s=float(env.get("VWM_HARNESS_READY_TIMEOUT_S", "60")),
+            harness_ready_timeout_s=_seconds(env, "VWM_HARNESS_READY_TIMEOUT_S", 60.0),
             heartbeat_s=heartbeat_s,
             harness=HarnessCallSettings.from_env(env, heartbeat_s),
             sandbox=_choice(env, "VWM_SANDBOX", ("auto", "required", "off")),
@@ -215,9 +224,9 @@ class ControlPlaneSettings:
             harness_event_sink=env.get("VWM_HARNESS_EVENT_SINK") or None,
             session_idle_s=_optional_seconds(env, "VWM_SESSION_IDLE_S"),
             session_max_age_s=_optional_seconds(env, "VWM_SESSION_MAX_AGE_S"),
-            reconcile_grace_s=float(env.get("VWM_RECONCILE_GRACE_S") or 10.0),
-            processed_events_retention_s=float(
-                env.get("VWM_PROCESSED_EVENTS_RETENTION_S") or 7 * 86_400
+            reconcile_grace_s=_seconds(env, "VWM_RECONCILE_GRACE_S", 10.0, zero=True),
+            processed_events_retention_s=_seconds(
+                env, "VWM_PROCESSED_EVENTS_RETENTION_S", 7 * 86_400, high=365 * 86_400
             ),
             prompt_wait_s=_seconds(env, "VWM_PROMPT_WAIT_S", 600.0),
             eventing=_choice(env, "VWM_EVENTING", ("embedded", "knative")),
@@ -238,11 +247,14 @@ def _optional_seconds(env: Mapping[str, str], name: str) -> float | None:
         return None
     seconds = float(value)
     if not seconds > 0:
-        raise ValueError(f"{name}={value!r}: use a number of seconds above 0 (0 or unset: never)")
+        raise SettingError(f"{name}={value!r}: use a number of seconds above 0 (0 or unset: never)")
     return seconds
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(
+    env: Mapping[str, str], name: str, default: float, *, high: float = 86_400, zero: bool = False
+) -> float:
+    """A duration in seconds: above 0 (or 0 itself, with `zero`), at most `high`."""
     value = env.get(name, "").strip()
     if not value:
         return default
@@ -250,8 +262,9 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         seconds = float(value)
     except ValueError:
         seconds = -1.0
-    if not 0 < seconds <= 86_400:
-        raise ValueError(f"{name}={value!r}: use a number of seconds above 0, at most 86400")
+    if not (seconds >= 0 if zero else seconds > 0) or not seconds <= high:
+        lowest = "0 or more" if zero else "above 0"
+        raise SettingError(f"{name}={value!r}: use a number of seconds {lowest}, at most {high:g}")
     return seconds
 
 
@@ -263,7 +276,7 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"{name}={value!r}: use 1, true, yes, on or 0, false, no, off")
+    raise SettingError(f"{name}={value!r}: use 1, true, yes, on or 0, false, no, off")
 
 
 # A Kubernetes resource quantity (k8s.io/apimachinery resource.Quantity): a decimal number
@@ -296,7 +309,7 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     """One of `choices`; the first when unset."""
     value = env.get(name, "").strip().lower() or choices[0]
     if value not in choices:
-        raise ValueError(f"{name}={value!r}: use {', '.join(choices)}")
+        raise SettingError(f"{name}={value!r}: use {', '.join(choices)}")
     return value
 
 

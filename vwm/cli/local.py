@@ -23,16 +23,14 @@ def register(app: typer.Typer) -> None:
         from eventing.errors import VwmError
         from eventing.logs import configure_logging
         from functions.embedded import serve
-        from vwm.errors import ConfigError, VWMError
+        from vwm.errors import VWMError
 
         configure_logging()
         typer.echo("vwm: try the whole product offline with `vwm demo`", err=True)
         try:
             serve(host, port)
-        except VwmError as exc:  # the runtime backend or its API server, with its own code
+        except VwmError as exc:  # a setting, the runtime backend, its API server: their code
             raise VWMError(exc.message, code=exc.code) from None
-        except ValueError as exc:  # a VWM_* setting that cannot work (functions.settings)
-            raise ConfigError(str(exc), code="invalid_setting") from None
 
     @app.command()
     def demo(
