@@ -226,6 +226,11 @@ def test_a_harness_that_falls_silent_mid_job_fails_it_and_is_replaced(
             assert row["status"] == "failed", row
             assert row["error"]["code"] == "harness_unavailable"
             assert "send the prompt again" in row["error"]["message"]
+            # The job fails first, then its harness is replaced (job_recording.lose_with_harness):
+            # the stopped harness must be gone before anyone could wake it to finish the job.
+            while not gone(old):
+                assert time.monotonic() - started < ANSWER_WITHIN_S, plane.log()
+                time.sleep(0.1)
 
         replay = list(iter_sse(client.get(f"/v1/jobs/{job['id']}/events")))
         assert replay[-1].event == "job_finished"
