@@ -16,7 +16,15 @@ from starlette.requests import Request
 from fake_provider.script import Failure, ModelRequest, Reply, ToolSpec
 from fake_provider.sse import frame, json_pieces, pacer_for, text_pieces
 from fake_provider.usage import Usage
-from fake_provider.wire import Call, Message, bearer_token, build_request, new_id, texts_of
+from fake_provider.wire import (
+    Call,
+    Message,
+    bearer_token,
+    build_request,
+    description_of,
+    new_id,
+    texts_of,
+)
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -55,7 +63,11 @@ class AnthropicMessages:
                 )
             )
         tools = [
-            ToolSpec(str(tool.get("name", "")), tool.get("input_schema") or {})
+            ToolSpec(
+                str(tool.get("name", "")),
+                tool.get("input_schema") or {},
+                description_of(tool),
+            )
             for tool in body.get("tools") or []
         ]
         return build_request(

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from fake_provider.anthropic import AnthropicMessages
 from fake_provider.gemini import Gemini
-from fake_provider.ledger import Ledger, key_id
+from fake_provider.ledger import SYSTEM_LIMIT, TOOL_DESCRIPTION_LIMIT, Ledger, clip, key_id
 from fake_provider.openai_chat import OpenAIChat
 from fake_provider.openai_responses import OpenAIResponses
 from fake_provider.script import DefaultScript, Failure, ModelRequest, Reply, Script
@@ -85,8 +85,7 @@ class FakeProvider:
             model=parsed.model,
             key_id=key_id(key),
             stream=parsed.stream,
-            tools_offered=tuple(tool.name for tool in parsed.tools),
-            prompt=parsed.prompt,
+            **_offered(parsed),
             answer=answer.describe(),
             usage=api.reported_usage(body, usage),
             counted=counted,
@@ -123,8 +122,7 @@ class FakeProvider:
             model=parsed.model if parsed else None,
             key_id=key_id(api.api_key(request)),
             stream=parsed.stream if parsed else False,
-            tools_offered=tuple(tool.name for tool in parsed.tools) if parsed else (),
-            prompt=parsed.prompt if parsed else "",
+            **(_offered(parsed) if parsed else {}),
             answer=failure.describe(),
         )
         log.info("%s %s -> %s", request.method, request.url.path, failure.status)
@@ -188,6 +186,18 @@ class FakeProvider:
             Route("/_fake/reset", self.reset, methods=["POST"]),
             Route("/{path:path}", side.unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ]
+
+
+def _offered(parsed: ModelRequest) -> dict[str, Any]:
+    """The ledger's record of what the request offered the model, clipped (see the ledger)."""
+    return {
+        "tools_offered": tuple(tool.name for tool in parsed.tools),
+        "tool_descriptions": tuple(
+            clip(tool.description, TOOL_DESCRIPTION_LIMIT) for tool in parsed.tools
+        ),
+        "system": clip(parsed.system, SYSTEM_LIMIT),
+        "prompt": parsed.prompt,
+    }
 
 
 async def read_json(request: Request) -> dict[str, Any]:

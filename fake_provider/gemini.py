@@ -19,7 +19,7 @@ from starlette.requests import Request
 from fake_provider.script import Failure, ModelRequest, Reply, ToolSpec
 from fake_provider.sse import frame, pacer_for, text_pieces
 from fake_provider.usage import Usage
-from fake_provider.wire import Call, Message, build_request, new_id
+from fake_provider.wire import Call, Message, build_request, description_of, new_id
 
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -55,6 +55,7 @@ class Gemini:
             ToolSpec(
                 str(decl.get("name", "")),
                 decl.get("parametersJsonSchema") or decl.get("parameters") or {},
+                description_of(decl),
             )
             for tool in body.get("tools") or []
             for decl in tool.get("functionDeclarations") or []

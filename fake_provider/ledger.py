@@ -14,6 +14,16 @@ from typing import Any
 
 from fake_provider.usage import ZERO, Usage
 
+# What an entry keeps of the text a CLI offered the model (its system prompt, each tool's
+# description), so a test can see what a CLI put there (its skills, its instructions) without the
+# ledger growing with every request's full body. Longer text is cut at the limit.
+SYSTEM_LIMIT = 256 * 1024
+TOOL_DESCRIPTION_LIMIT = 16 * 1024
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit]
+
 
 def key_id(api_key: str | None) -> str | None:
     """A stable, non-reversible id of an API key (first 12 hex digits of its SHA-256)."""
@@ -42,12 +52,20 @@ class LedgerEntry:
     key_id: str | None = None
     stream: bool = False
     tools_offered: tuple[str, ...] = ()
+    tool_descriptions: tuple[str, ...] = ()
+    """Each offered tool's description ("" for none), in the order of `tools_offered`."""
+    system: str = ""
+    """The request's system prompt (system and developer messages, instructions), clipped."""
     prompt: str = ""
     answer: dict[str, Any] = field(default_factory=dict)
     usage: Usage = ZERO
     counted: bool = False
     finished: bool = True
     """False while a streamed answer is still being sent (or after the client went away)."""
+
+    def offers(self, text: str) -> bool:
+        """Whether `text` was offered to the model: in the system prompt or a tool's description."""
+        return text in self.system or any(text in d for d in self.tool_descriptions)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +80,8 @@ class LedgerEntry:
             "key_id": self.key_id,
             "stream": self.stream,
             "tools_offered": list(self.tools_offered),
+            "tool_descriptions": list(self.tool_descriptions),
+            "system": self.system,
             "prompt": self.prompt,
             "answer": self.answer,
             "usage": self.usage.as_dict(),

@@ -26,6 +26,7 @@ from fake_provider.wire import (
     Message,
     bearer_token,
     build_request,
+    description_of,
     new_id,
     openai_auth_failure,
     openai_error_body,
@@ -51,7 +52,7 @@ class OpenAIChat:
             else:
                 messages.append(Message(role=role, texts=texts, tool_result=role == "tool"))
         tools = [
-            ToolSpec(str(fn.get("name", "")), fn.get("parameters") or {})
+            ToolSpec(str(fn.get("name", "")), fn.get("parameters") or {}, description_of(fn))
             for fn in (tool.get("function") or {} for tool in body.get("tools") or [])
         ]
         return build_request(

@@ -26,6 +26,7 @@ from fake_provider.wire import (
     Message,
     bearer_token,
     build_request,
+    description_of,
     new_id,
     openai_auth_failure,
     openai_error_body,
@@ -60,7 +61,11 @@ class OpenAIResponses:
             elif str(kind).endswith("_output"):
                 messages.append(Message(role="tool", tool_result=True))
         tools = [
-            ToolSpec(str(tool.get("name") or tool.get("type", "")), tool.get("parameters") or {})
+            ToolSpec(
+                str(tool.get("name") or tool.get("type", "")),
+                tool.get("parameters") or {},
+                description_of(tool),
+            )
             for tool in body.get("tools") or []
         ]
         text_format = (body.get("text") or {}).get("format") or {}

@@ -43,10 +43,11 @@ WORKING_DIR_PATTERNS = (
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """A tool the caller offered: its name and the JSON schema of its arguments."""
+    """A tool the caller offered: its name, the JSON schema of its arguments, its description."""
 
     name: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
 
     @property
     def properties(self) -> dict[str, Any]:
@@ -66,6 +67,8 @@ class ModelRequest:
     tools: tuple[ToolSpec, ...] = ()
     context: str = ""
     """System prompt and every other message text, for facts such as the working directory."""
+    system: str = ""
+    """The system prompt alone: system and developer messages, instructions, systemInstruction."""
     stream: bool = False
     json_schema: dict[str, Any] | None = None
     """Set when the caller asked for JSON output matching this schema."""

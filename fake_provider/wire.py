@@ -114,9 +114,16 @@ def build_request(
         tool_result_after_prompt=any(m.tool_result for m in later),
         tools=tuple(tools),
         context=context,
+        system="\n".join(system),
         stream=stream,
         json_schema=json_schema,
     )
+
+
+def description_of(tool: dict[str, Any]) -> str:
+    """A tool declaration's description, "" when it has none (or not a string)."""
+    description = tool.get("description")
+    return description if isinstance(description, str) else ""
 
 
 def texts_of(content: Any, *text_types: str) -> list[str]:
