@@ -82,6 +82,17 @@ class ApiKeyScope(StrEnum):
     CLIENT = "client"
 
 
+class LearningMode(StrEnum):
+    DIRECT = "direct"  # the learning commit goes to the worker repo's branch
+    REVIEW = "review"  # to `learning/<session id>`, for a person to merge
+
+
+class LearningStatus(StrEnum):
+    RECORDED = "recorded"  # a commit with new knowledge was made (and pushed, see `branch`)
+    NOTHING = "nothing"  # the run found nothing worth recording
+    FAILED = "failed"  # the run or its commit failed; the session ended anyway
+
+
 class CostSource(StrEnum):
     REPORTED = "reported"
     ESTIMATED = "estimated"
@@ -148,10 +159,17 @@ class Skill(Base):
 
 
 class Worker(Base):
-    """A named agent: a runtime, a repository it works in, its instructions and timeouts."""
+    """A named agent: a runtime, a repository it works in, its instructions and timeouts.
+
+    `revision` counts the changes of what a running session is given (instructions, model,
+    skills, learning): a session whose harness has an older one is brought up to date before its
+    next prompt, and each job records the revision it ran with."""
 
     __tablename__ = "workers"
-    __table_args__ = {"schema": "vwm"}
+    __table_args__ = (
+        CheckConstraint(one_of("learning_mode", LearningMode), name="learning_mode"),
+        {"schema": "vwm"},
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -160,22 +178,29 @@ class Worker(Base):
     repo_branch: Mapped[str] = mapped_column(String(200), default="main")
     instructions: Mapped[str] = mapped_column(Text, default="")
     auto_learning: Mapped[bool] = mapped_column(Boolean, default=False)
+    learning_mode: Mapped[str] = mapped_column(
+        String(16), default=LearningMode.DIRECT, server_default=LearningMode.DIRECT
+    )
     model: Mapped[str | None] = mapped_column(String(200))
     timeouts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {job_s, idle_s}
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class WorkerSkill(Base):
+    """A skill a worker uses, by name: pinned to `version`, or (NULL) following the highest
+    version uploaded. By name, not by row: a pin may follow versions uploaded later."""
+
     __tablename__ = "worker_skills"
     __table_args__ = {"schema": "vwm"}
 
     worker_id: Mapped[str] = mapped_column(
         ForeignKey("vwm.workers.id", ondelete="CASCADE"), primary_key=True
     )
-    skill_id: Mapped[str] = mapped_column(
-        ForeignKey("shared.skills.id"), primary_key=True, index=True
-    )
+    skill_name: Mapped[str] = mapped_column(String(100), primary_key=True, index=True)
+    version: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class WorkerSession(Base):
@@ -215,6 +240,9 @@ class WorkerSession(Base):
     # The global instructions version its harness was last given (bootstrap); NULL: none yet.
     # On the row, not in a process: any replica sees whether the harness needs them again.
     instructions_version: Mapped[int | None] = mapped_column(Integer)
+    # The worker revision and the digest of the skill set its harness was last given.
+    worker_revision: Mapped[int | None] = mapped_column(Integer)
+    skills_digest: Mapped[str | None] = mapped_column(String(64))
 
 
 class Job(Base):
@@ -252,6 +280,7 @@ class Job(Base):
     timeout_s: Mapped[int | None] = mapped_column(Integer)
     # The global instructions version the harness had when the job was dispatched.
     instructions_version: Mapped[int | None] = mapped_column(Integer)
+    worker_revision: Mapped[int | None] = mapped_column(Integer)  # the worker's, likewise
     # The `dev.vwm.prompt.requested` the job runs (its id), and where its end is also sent.
     causation_id: Mapped[str | None] = mapped_column(String(200))
     reply_to: Mapped[str | None] = mapped_column(Text)
@@ -368,6 +397,8 @@ class TelemetryRequest(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     instructions_version: Mapped[int] = mapped_column(Integer, default=0)  # 0: none set
+    worker_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cli_version: Mapped[str | None] = mapped_column(String(64))  # as the CLI reported it
     raw_output: Mapped[str] = mapped_column(Text, default="")  # the CLI's stdout, bounded
     # The job's normalized event log (bounded): replayed once the session's harness is gone.
     event_log: Mapped[str] = mapped_column(Text, default="", server_default="")
@@ -375,11 +406,14 @@ class TelemetryRequest(Base):
 
 
 class Learning(Base):
-    """What an auto-learning run taught the worker's repository."""
+    """What an auto-learning run taught the worker's repository: one row per run, whatever its
+    outcome (`status`), written by the session's end."""
 
     __tablename__ = "learnings"
     __table_args__ = (
         CheckConstraint(non_negative("input_tokens", "output_tokens"), name="tokens_non_negative"),
+        CheckConstraint(one_of("status", LearningStatus), name="status"),
+        CheckConstraint(one_of("mode", LearningMode), name="mode"),
         Index(None, "worker_id", "created_at"),
         Index(None, "session_id"),
         {"schema": "vw_telemetry"},
@@ -395,6 +429,18 @@ class Learning(Base):
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(
+        String(16), default=LearningStatus.RECORDED, server_default=LearningStatus.RECORDED
+    )
+    mode: Mapped[str] = mapped_column(
+        String(16), default=LearningMode.DIRECT, server_default=LearningMode.DIRECT
+    )
+    branch: Mapped[str | None] = mapped_column(String(255))  # where the commit was pushed
+    error: Mapped[dict[str, Any] | None]
+    prompt_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cost_usd: Mapped[float | None] = mapped_column(Double)
 
 
 def schemaless_metadata() -> MetaData:

@@ -8,7 +8,7 @@ telemetry in `telemetry`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -16,6 +16,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from eventing.semver import highest, precedence_key
 from functions.db.columns import utcnow
 from functions.db.errors import (
     ConflictError,
@@ -120,6 +121,9 @@ class Runtimes:
 
 
 class Skills:
+    """Uploaded skill versions. A version, once uploaded, never changes (`add` of the same
+    name and version is `skill_exists`); "latest" is the highest version by semver precedence."""
+
     def __init__(self, db: Session) -> None:
         self.db = db
 
@@ -130,32 +134,64 @@ class Skills:
             self.db,
             skill,
             lambda: ConflictError(
-                f"skill {label} is already uploaded; bump the version", code="skill_exists"
+                f"skill {label} is already uploaded with other content; a version never "
+                "changes: upload this package as a new version",
+                code="skill_exists",
             ),
         )
 
+    def find(self, name: str, version: str) -> Skill | None:
+        return self.db.scalar(select(Skill).where(Skill.name == name, Skill.version == version))
+
     def get(self, name: str, version: str) -> Skill:
-        found = self.db.scalar(select(Skill).where(Skill.name == name, Skill.version == version))
-        return _require(found, "skill", f"{name}@{version}")
+        return _require(self.find(name, version), "skill", f"{name}@{version}")
+
+    def latest(self, name: str) -> Skill | None:
+        """The highest version of `name`, or None when none is uploaded."""
+        versions = self.list_all(name)
+        top = highest([skill.version for skill in versions])
+        return next((skill for skill in versions if skill.version == top), None)
 
     def list_all(self, name: str | None = None) -> list[Skill]:
-        query = select(Skill).order_by(Skill.name, Skill.created_at)
+        """By name, then version from highest to lowest."""
+        query = select(Skill)
         if name is not None:
             query = query.where(Skill.name == name)
-        return list(self.db.scalars(query))
+        rows = list(self.db.scalars(query))
+        rows.sort(key=lambda skill: precedence_key(skill.version), reverse=True)
+        rows.sort(key=lambda skill: skill.name)  # stable: versions stay highest first
+        return rows
 
-    def delete(self, name: str, version: str) -> None:
+    def delete(self, name: str, version: str) -> Skill:
+        """Delete one version (the caller removes its blob). Refused while a worker pins it,
+        or when it is the last version of a skill a worker follows."""
         skill = self.get(name, version)
+        others = [s for s in self.list_all(name) if s.version != version]
+        pinned = WorkerSkill.version == version
+        if not others:
+            pinned = or_(pinned, WorkerSkill.version.is_(None))
         user = self.db.scalar(
             select(Worker.name)
             .join(WorkerSkill, WorkerSkill.worker_id == Worker.id)
-            .where(WorkerSkill.skill_id == skill.id)
+            .where(WorkerSkill.skill_name == name, pinned)
+            .order_by(Worker.name)
             .limit(1)
         )
         if user is not None:
-            raise InUse("skill", f"{name}@{version}", f"worker {user!r}")
+            raise InUse(
+                "skill",
+                f"{name}@{version}",
+                f"worker {user!r} (remove it there first: DELETE "
+                f"/v1/admin/workers/{user}/skills/{name})",
+            )
         self.db.delete(skill)
         self.db.flush()
+        return skill
+
+
+# What a running session of a worker is given, beside its skills: a change reaches the session
+# before its next prompt (`Worker.revision`). The repository and runtime are fixed at start.
+SESSION_FIELDS = ("instructions", "model", "auto_learning", "learning_mode")
 
 
 class Workers:
@@ -176,7 +212,13 @@ class Workers:
         return list(self.db.scalars(select(Worker).order_by(Worker.name)))
 
     def update(self, worker: Worker, **changes: Any) -> Worker:
+        """Apply `changes`; a change of what a session is given bumps the revision."""
         name, worker_id = changes.get("name", worker.name), worker.id
+        if any(
+            field in changes and changes[field] != getattr(worker, field)
+            for field in SESSION_FIELDS
+        ):
+            changes["revision"] = (worker.revision or 1) + 1
         return _apply(self.db, worker, changes, lambda: self._taken(name, worker_id))
 
     def delete(self, name: str) -> None:
@@ -191,19 +233,61 @@ class Workers:
         self.db.delete(worker)
         self.db.flush()
 
-    def set_skills(self, worker: Worker, skill_ids: Iterable[str]) -> None:
-        self.db.execute(delete(WorkerSkill).where(WorkerSkill.worker_id == worker.id))
-        self.db.add_all(WorkerSkill(worker_id=worker.id, skill_id=sid) for sid in set(skill_ids))
-        self.db.flush()
+    def use_skill(self, worker: Worker, name: str, version: str | None) -> WorkerSkill:
+        """Make `worker` use skill `name`: `version` pins one, None follows the highest. The
+        skill (that version, or any) must be uploaded. Bumps the worker's revision."""
+        if version is None:
+            if Skills(self.db).latest(name) is None:
+                raise NotFoundError("skill", name)
+        else:
+            Skills(self.db).get(name, version)
+        link = self.db.get(WorkerSkill, (worker.id, name))
+        if link is None:
+            link = WorkerSkill(worker_id=worker.id, skill_name=name, version=version)
+            self.db.add(link)
+        elif link.version == version:
+            return link  # nothing changes: the revision stays
+        else:
+            link.version = version
+        self.bump(worker)
+        return link
 
-    def skills(self, worker: Worker) -> list[Skill]:
+    def drop_skill(self, worker: Worker, name: str) -> None:
+        """Stop using skill `name` (404 when the worker does not use it)."""
+        link = _require(
+            self.db.get(WorkerSkill, (worker.id, name)), "skill", f"{name} of {worker.name}"
+        )
+        self.db.delete(link)
+        self.bump(worker)
+
+    def skill_links(self, worker: Worker) -> list[WorkerSkill]:
         query = (
-            select(Skill)
-            .join(WorkerSkill, WorkerSkill.skill_id == Skill.id)
+            select(WorkerSkill)
             .where(WorkerSkill.worker_id == worker.id)
-            .order_by(Skill.name)
+            .order_by(WorkerSkill.skill_name)
         )
         return list(self.db.scalars(query))
+
+    def skills(self, worker: Worker) -> list[Skill]:
+        """The skill versions the worker's sessions get now: each pin's version, or the
+        highest uploaded for a skill it follows."""
+        resolved: list[Skill] = []
+        skills = Skills(self.db)
+        for link in self.skill_links(worker):
+            found = (
+                skills.latest(link.skill_name)
+                if link.version is None
+                else skills.find(link.skill_name, link.version)
+            )
+            if found is not None:  # deleting a used version is refused; this is a race's guard
+                resolved.append(found)
+        return resolved
+
+    def bump(self, worker: Worker) -> None:
+        """What running sessions are given changed: they are brought up to date before their
+        next prompt."""
+        worker.revision = (worker.revision or 1) + 1
+        self.db.flush()
 
     def _taken(self, name: str, other_than: str | None = None) -> DbError | None:
         owner = self.db.scalar(select(Worker.id).where(Worker.name == name))

@@ -50,7 +50,7 @@ def _check_constraints(engine: Engine) -> tuple[dict[str, set[str]], dict[str, s
         return in_database, in_models
 
 
-HEAD = "0009"  # the newest revision in migrations/versions
+HEAD = "0010"  # the newest revision in migrations/versions
 
 
 def test_a_database_at_the_previous_revision_upgrades_keeping_its_rows(empty_url: str) -> None:
@@ -170,6 +170,44 @@ def test_0005_adds_the_event_tables_to_a_database_at_0004_keeping_its_jobs(empty
         names = {name.rpartition(".")[2] for name in _table_names(engine)}
         assert "jobs" in names
         assert not {"job_events", "processed_events"} & names
+    finally:
+        engine.dispose()
+
+
+def test_0010_keeps_workers_and_learnings_and_checks_the_new_words(empty_url: str) -> None:
+    upgrade(empty_url, "0009")
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            shared, vwm, telemetry = (
+                ("", "", "") if sqlite else ("shared.", "vwm.", "vw_telemetry.")
+            )
+            when = "'2026-01-01 00:00:00.000000'"
+            _seed_runtime_and_worker(connection, shared, vwm, when)
+            connection.exec_driver_sql(
+                f"INSERT INTO {telemetry}learnings (id, session_id, worker_id, summary, "
+                f"files_changed, input_tokens, output_tokens, created_at) VALUES "
+                f"('l1', 's1', 'w1', 'learnt', '[]', 3, 4, {when})"
+            )
+        upgrade(empty_url)
+        with engine.begin() as connection:
+            worker = connection.exec_driver_sql(
+                f"SELECT revision, learning_mode FROM {vwm}workers"
+            ).one()
+            learning = connection.exec_driver_sql(
+                f"SELECT status, mode, cache_read_tokens FROM {telemetry}learnings"
+            ).one()
+        assert tuple(worker) == (1, "direct")
+        assert tuple(learning) == ("recorded", "direct", 0)
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.exec_driver_sql(f"UPDATE {vwm}workers SET learning_mode = 'sometimes'")
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.exec_driver_sql(f"UPDATE {telemetry}learnings SET status = 'maybe'")
+        downgrade(empty_url, "0009")
+        with engine.connect() as connection:
+            count = connection.exec_driver_sql(f"SELECT count(*) FROM {vwm}workers").scalar()
+        assert count == 1
     finally:
         engine.dispose()
 

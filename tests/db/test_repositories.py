@@ -69,26 +69,86 @@ def test_updated_at_moves_on_update(factory: Factory) -> None:
 def test_what_is_in_use_cannot_be_deleted(factory: Factory) -> None:
     with transaction(factory) as db:
         worker = factories.worker(db, "alpha")
-        skill = Skills(db).add(name="lint", version="1", blob_key="k", sha256="0" * 64, size=3)
-        Workers(db).set_skills(worker, [skill.id])
+        Skills(db).add(name="lint", version="1.0.0", blob_key="k", sha256="0" * 64, size=3)
+        Workers(db).use_skill(worker, "lint", "1.0.0")
         assert [s.name for s in Workers(db).skills(worker)] == ["lint"]
         with pytest.raises(InUse, match="worker 'alpha'"):
             Runtimes(db).delete("rt-alpha")
         with pytest.raises(InUse):
-            Skills(db).delete("lint", "1")
+            Skills(db).delete("lint", "1.0.0")
         factories.session(db, worker)
         with pytest.raises(InUse, match="sessions"):
             Workers(db).delete("alpha")
 
 
+def _skill(db: Session, name: str, version: str) -> None:
+    Skills(db).add(
+        name=name, version=version, blob_key=f"{name}/{version}", sha256="0" * 64, size=1
+    )
+
+
+def test_a_followed_skill_resolves_to_its_highest_version_and_pins_hold(factory: Factory) -> None:
+    with transaction(factory) as db:
+        worker = factories.worker(db, "alpha")
+        for version in ("1.2.0", "1.10.0", "1.9.9"):
+            _skill(db, "lint", version)
+        _skill(db, "fmt", "0.1.0")
+        start = worker.revision
+        Workers(db).use_skill(worker, "lint", None)
+        Workers(db).use_skill(worker, "fmt", "0.1.0")
+        assert [(s.name, s.version) for s in Workers(db).skills(worker)] == [
+            ("fmt", "0.1.0"),
+            ("lint", "1.10.0"),
+        ]
+        assert worker.revision == start + 2
+        Workers(db).use_skill(worker, "fmt", "0.1.0")  # the same pin again changes nothing
+        assert worker.revision == start + 2
+        Workers(db).use_skill(worker, "lint", "1.2.0")
+        assert ("lint", "1.2.0") in [(s.name, s.version) for s in Workers(db).skills(worker)]
+        with pytest.raises(NotFoundError):
+            Workers(db).use_skill(worker, "lint", "3.0.0")
+        with pytest.raises(NotFoundError):
+            Workers(db).use_skill(worker, "nothing", None)
+        Workers(db).drop_skill(worker, "fmt")
+        with pytest.raises(NotFoundError):
+            Workers(db).drop_skill(worker, "fmt")
+        assert [s.name for s in Workers(db).skills(worker)] == ["lint"]
+
+
+def test_a_followed_skill_keeps_its_last_version(factory: Factory) -> None:
+    with transaction(factory) as db:
+        worker = factories.worker(db, "alpha")
+        _skill(db, "lint", "1.0.0")
+        _skill(db, "lint", "2.0.0")
+        Workers(db).use_skill(worker, "lint", None)
+        Skills(db).delete("lint", "2.0.0")  # the worker now follows 1.0.0
+        assert [s.version for s in Workers(db).skills(worker)] == ["1.0.0"]
+        with pytest.raises(InUse, match="DELETE /v1/admin/workers/alpha/skills/lint"):
+            Skills(db).delete("lint", "1.0.0")
+
+
+def test_changing_what_a_session_is_given_bumps_the_revision(factory: Factory) -> None:
+    with transaction(factory) as db:
+        worker = factories.worker(db, "alpha")
+        start = worker.revision
+        Workers(db).update(worker, repo_branch="dev")  # fixed at a session's start
+        assert worker.revision == start
+        Workers(db).update(worker, instructions=worker.instructions)  # no change
+        assert worker.revision == start
+        Workers(db).update(worker, instructions="be brief")
+        Workers(db).update(worker, model="m2")
+        Workers(db).update(worker, learning_mode="review")
+        assert worker.revision == start + 3
+
+
 def test_deleting_a_worker_without_sessions_drops_its_skill_links(factory: Factory) -> None:
     with transaction(factory) as db:
         worker = factories.worker(db, "alpha")
-        skill = Skills(db).add(name="lint", version="1", blob_key="k", sha256="0" * 64, size=3)
-        Workers(db).set_skills(worker, [skill.id])
+        Skills(db).add(name="lint", version="1.0.0", blob_key="k", sha256="0" * 64, size=3)
+        Workers(db).use_skill(worker, "lint", None)
     with transaction(factory) as db:
         Workers(db).delete("alpha")
-        Skills(db).delete("lint", "1")
+        Skills(db).delete("lint", "1.0.0")
         Runtimes(db).delete("rt-alpha")
         with pytest.raises(NotFoundError):
             Workers(db).get("alpha")
@@ -97,12 +157,12 @@ def test_deleting_a_worker_without_sessions_drops_its_skill_links(factory: Facto
 def test_a_skill_version_is_uploaded_once(factory: Factory) -> None:
     with transaction(factory) as db:
         fields = {"name": "lint", "blob_key": "k", "sha256": "0" * 64, "size": 3}
-        Skills(db).add(version="1", **fields)
+        Skills(db).add(version="1.0.0", **fields)
         with pytest.raises(ConflictError) as exists:
-            Skills(db).add(version="1", **fields)
+            Skills(db).add(version="1.0.0", **fields)
         assert exists.value.code == "skill_exists"
-        Skills(db).add(version="2", **fields)
-        assert [s.version for s in Skills(db).list_all("lint")] == ["1", "2"]
+        Skills(db).add(version="2.0.0", **fields)
+        assert [s.version for s in Skills(db).list_all("lint")] == ["2.0.0", "1.0.0"]
 
 
 def _sessions_at(factory: Factory, count: int) -> tuple[list[str], str, str]:
