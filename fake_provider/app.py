@@ -196,6 +196,7 @@ def _offered(parsed: ModelRequest) -> dict[str, Any]:
             clip(tool.description, TOOL_DESCRIPTION_LIMIT) for tool in parsed.tools
         ),
         "system": clip(parsed.system, SYSTEM_LIMIT),
+        "injected_context": clip(parsed.injected_context, SYSTEM_LIMIT),
         "prompt": parsed.prompt,
     }
 

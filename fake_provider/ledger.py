@@ -14,9 +14,10 @@ from typing import Any
 
 from fake_provider.usage import ZERO, Usage
 
-# What an entry keeps of the text a CLI offered the model (its system prompt, each tool's
-# description), so a test can see what a CLI put there (its skills, its instructions) without the
-# ledger growing with every request's full body. Longer text is cut at the limit.
+# What an entry keeps of the text a CLI offered the model (its system prompt, the context blocks it
+# put in user messages, each tool's description), so a test can see what a CLI put there (its
+# skills, its instructions) without the ledger growing with every request's full body. Longer
+# text is cut at the limit.
 SYSTEM_LIMIT = 256 * 1024
 TOOL_DESCRIPTION_LIMIT = 16 * 1024
 
@@ -56,6 +57,9 @@ class LedgerEntry:
     """Each offered tool's description ("" for none), in the order of `tools_offered`."""
     system: str = ""
     """The request's system prompt (system and developer messages, instructions), clipped."""
+    injected_context: str = ""
+    """The context blocks the CLI put in user messages (Claude Code's `<system-reminder>`s,
+    Codex's `<environment_context>`, ...), clipped."""
     prompt: str = ""
     answer: dict[str, Any] = field(default_factory=dict)
     usage: Usage = ZERO
@@ -64,8 +68,13 @@ class LedgerEntry:
     """False while a streamed answer is still being sent (or after the client went away)."""
 
     def offers(self, text: str) -> bool:
-        """Whether `text` was offered to the model: in the system prompt or a tool's description."""
-        return text in self.system or any(text in d for d in self.tool_descriptions)
+        """Whether `text` was offered to the model by the CLI rather than asked by its user: in
+        the system prompt, an injected context block or a tool's description."""
+        return (
+            text in self.system
+            or text in self.injected_context
+            or any(text in d for d in self.tool_descriptions)
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +91,7 @@ class LedgerEntry:
             "tools_offered": list(self.tools_offered),
             "tool_descriptions": list(self.tool_descriptions),
             "system": self.system,
+            "injected_context": self.injected_context,
             "prompt": self.prompt,
             "answer": self.answer,
             "usage": self.usage.as_dict(),

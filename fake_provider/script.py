@@ -69,6 +69,8 @@ class ModelRequest:
     """System prompt and every other message text, for facts such as the working directory."""
     system: str = ""
     """The system prompt alone: system and developer messages, instructions, systemInstruction."""
+    injected_context: str = ""
+    """The context blocks the CLI put in user messages (`<system-reminder>`, ...), whole."""
     stream: bool = False
     json_schema: dict[str, Any] | None = None
     """Set when the caller asked for JSON output matching this schema."""

@@ -107,6 +107,13 @@ def build_request(
             prompt_at, prompt = index, texts[-1]
     later = messages[prompt_at + 1 :] if prompt_at is not None else messages
     context = "\n".join([*system, *(t for m in messages for t in m.texts)])
+    injected = [
+        found.group(0)
+        for message in messages
+        if message.role == "user"
+        for text in message.texts
+        for found in INJECTED_CONTEXT.finditer(text)
+    ]
     return ModelRequest(
         api=api,
         model=model,
@@ -115,6 +122,7 @@ def build_request(
         tools=tuple(tools),
         context=context,
         system="\n".join(system),
+        injected_context="\n".join(injected),
         stream=stream,
         json_schema=json_schema,
     )

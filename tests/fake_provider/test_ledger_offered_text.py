@@ -143,3 +143,31 @@ def test_long_text_is_clipped(client: httpx.Client, provider: RunningProvider) -
     (entry,) = provider.ledger.model_calls()
     assert entry.system == "s" * SYSTEM_LIMIT
     assert entry.tool_descriptions == ("d" * TOOL_DESCRIPTION_LIMIT, "")
+
+
+def test_context_blocks_in_user_messages_are_offered_text_the_prompt_is_not(
+    client: httpx.Client, provider: RunningProvider
+) -> None:
+    # Claude Code, for some models, lists skills in a <system-reminder> of the first user message.
+    reminder = "<system-reminder>\nSkills:\n- probe-skill: reads zebras.\n</system-reminder>"
+    body = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": reminder},
+                    {"type": "text", "text": "tell me about okapis"},
+                ],
+            }
+        ],
+        "tools": [{"name": "Skill", "input_schema": SCHEMA}],
+    }
+    assert client.post("/v1/messages", json=body, headers={"x-api-key": "k"}).status_code == 200
+    (entry,) = provider.ledger.model_calls()
+    assert entry.injected_context == reminder
+    assert entry.prompt == "tell me about okapis"
+    assert entry.offers("probe-skill: reads zebras") and not entry.offers("okapis")
+    assert entry.tool_descriptions == ("",)
+    recorded = client.get("/_fake/ledger").json()["entries"][0]
+    assert recorded["injected_context"] == reminder
