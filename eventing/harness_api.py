@@ -26,11 +26,14 @@ __all__ = [
     "FileWritten",
     "HarnessAnswer",
     "HarnessHealth",
+    "InstalledSkill",
     "JobEvent",
     "JobState",
     "ListedFile",
     "RepoSaveOutcome",
     "ShutdownOutcome",
+    "SkillInstallOutcome",
+    "SkillListing",
 ]
 
 
@@ -151,3 +154,28 @@ class FileWritten(HarnessAnswer):
     path: str
     size: int = Field(ge=0)
     created: bool
+
+
+SHA256_HEX = r"^[0-9a-f]{64}$"
+
+
+class InstalledSkill(HarnessAnswer):
+    """A skill installed for the session's CLI: its name, its manifest's version, and the
+    SHA-256 of the archive it came from (lowercase hex)."""
+
+    name: str
+    version: str
+    sha256: str = Field(pattern=SHA256_HEX)
+
+
+class SkillInstallOutcome(InstalledSkill):
+    """``PUT /v1/skills/{name}``: the skill now installed; `installed` is false when the same
+    archive was installed already (nothing changed)."""
+
+    installed: bool
+
+
+class SkillListing(HarnessAnswer):
+    """``GET /v1/skills``: the installed skills, sorted by name."""
+
+    items: list[InstalledSkill]

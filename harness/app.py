@@ -14,6 +14,9 @@ also takes, instead, a prompt request the control plane signed for this session)
     GET    /v1/files/content?path=         read a file
     PUT    /v1/files/content?path=         write a file (raw body)
     DELETE /v1/files?path=[&recursive=1]   delete
+    GET    /v1/skills                      the installed skills
+    PUT    /v1/skills/{name}               install a skill (its archive as the body)
+    DELETE /v1/skills/{name}               remove a skill
     POST   /v1/shutdown                    transcript, commit and push both repos; job events out
 
 With ``VWM_EVENT_SINK`` (or ``K_SINK``) set, the harness also publishes every job's log as
@@ -38,7 +41,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventing.harness_api import EventsHealth, HarnessHealth, ShutdownOutcome
-from harness import routes_files
+from harness import routes_files, routes_skills
 from harness.adapters import get_adapter
 from harness.adapters.base import Adapter
 from harness.bootstrap import BootstrapRequest, bootstrap
@@ -49,6 +52,7 @@ from harness.jobs import JobRequest, JobRunner
 from harness.prompt_requests import PromptTurns
 from harness.publishing import EventPublishing
 from harness.settings import HarnessSettings
+from harness.skills import Skills
 from harness.sse import event_stream, resume_point
 from harness.transcript import shutdown_repos
 from harness.workspace import Workspace
@@ -69,6 +73,7 @@ class HarnessState:
     adapter: Adapter
     runner: JobRunner
     cli: PinnedCli
+    skills: Skills
     bootstrap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     publishing: EventPublishing | None = None  # None: no event sink set
     prompt_turns: PromptTurns | None = None
@@ -228,6 +233,7 @@ def create_app(settings: HarnessSettings) -> Starlette:
         workspace,
         install_timeout_s=settings.cli.install_timeout_s,
     )
+    skills = Skills(workspace, adapter.skills_dir(workspace.cli_home))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -252,7 +258,14 @@ def create_app(settings: HarnessSettings) -> Starlette:
             settings.limits.prompt_wait_s,
         )
         app.state.harness = HarnessState(
-            settings, workspace, adapter, runner, cli, publishing=publishing, prompt_turns=turns
+            settings,
+            workspace,
+            adapter,
+            runner,
+            cli,
+            skills,
+            publishing=publishing,
+            prompt_turns=turns,
         )
         logger.info("harness ready", extra={"cli": adapter.kind, "workspace": str(workspace.root)})
         try:
@@ -274,6 +287,7 @@ def create_app(settings: HarnessSettings) -> Starlette:
             lambda request: _state(request).workspace,
             lambda request: _state(request).settings.limits.max_file_bytes,
         ),
+        *routes_skills.routes(lambda request: _state(request).skills),
         Route("/v1/shutdown", shutdown, methods=["POST"]),
     ]
     return Starlette(

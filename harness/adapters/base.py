@@ -241,6 +241,13 @@ class Adapter(Protocol):
         """Create the CLI's config under `spec.home`; idempotent, and call it before every run."""
         ...
 
+    def skills_dir(self, home: Path) -> Path | None:
+        """The folder under the CLI home `home` where the CLI discovers user-level skills, one
+        ``<name>/SKILL.md`` folder each (`harness.skills` installs them there); None when the
+        CLI at its pinned version reads no skills. Never inside session_repo, which is pushed.
+        docs/adapters.md ("Skills") says what each CLI does with them."""
+        ...
+
     def invocation(self, spec: RunSpec) -> Invocation: ...
 
     def new_parser(

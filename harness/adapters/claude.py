@@ -21,7 +21,11 @@ class ClaudeAdapter:
     instruction_file_name = "CLAUDE.md"
 
     def write_config(self, spec: RunSpec) -> None:
-        make_dirs(spec.home, _config_dir(spec), tmp_dir(spec))
+        make_dirs(spec.home, _config_dir(spec.home), tmp_dir(spec))
+
+    def skills_dir(self, home: Path) -> Path:
+        # $CLAUDE_CONFIG_DIR/skills: the user scope (not ~/.agents/skills, which it ignores).
+        return _config_dir(home) / "skills"
 
     def invocation(self, spec: RunSpec) -> Invocation:
         argv = [
@@ -45,7 +49,7 @@ class ClaudeAdapter:
             argv.append(f"--append-system-prompt={spec.system_prompt}")
         env = {
             **home_env(spec),
-            "CLAUDE_CONFIG_DIR": str(_config_dir(spec)),
+            "CLAUDE_CONFIG_DIR": str(_config_dir(spec.home)),
             "IS_SANDBOX": "1",
             # Fail fast and let the harness decide: the default retries for about three minutes.
             "CLAUDE_CODE_MAX_RETRIES": "0",
@@ -67,8 +71,8 @@ class ClaudeAdapter:
         return exit_code != 0 and "No conversation found" in stderr
 
 
-def _config_dir(spec: RunSpec) -> Path:
-    return spec.home / ".claude"
+def _config_dir(home: Path) -> Path:
+    return home / ".claude"
 
 
 class ClaudeParser(Parser):

@@ -32,13 +32,18 @@ class CodexAdapter:
     instruction_file_name = "AGENTS.md"
 
     def write_config(self, spec: RunSpec) -> None:
-        codex_home = _codex_home(spec)
+        codex_home = _codex_home(spec.home)
         make_dirs(spec.home, codex_home, tmp_dir(spec))
         # Codex looks for AGENTS.md only from cwd up to the git root (session_repo), never in
         # the workspace root above it; $CODEX_HOME/AGENTS.md is its global instruction file.
         sync_instructions(spec, codex_home / "AGENTS.md")
         base_url = spec.provider.base_url if spec.provider is not None else None
         write_if_changed(codex_home / "config.toml", _config_toml(base_url))
+
+    def skills_dir(self, home: Path) -> Path:
+        # $CODEX_HOME/skills, where codex keeps its own system skills too (in .system/, which no
+        # skill name can be); it also reads ~/.agents/skills.
+        return _codex_home(home) / "skills"
 
     def invocation(self, spec: RunSpec) -> Invocation:
         options = ["--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox"]
@@ -53,7 +58,7 @@ class CodexAdapter:
             argv = [spec.binary, "exec", "resume", spec.resume_id, prompt, *options]
         else:
             argv = [spec.binary, "exec", *options, "-C", str(spec.cwd), prompt]
-        env = {**home_env(spec), "CODEX_HOME": str(_codex_home(spec))}
+        env = {**home_env(spec), "CODEX_HOME": str(_codex_home(spec.home))}
         if spec.provider is not None:
             env[PROVIDER_KEY_ENV] = spec.provider.api_key
         return Invocation(argv=argv, env=env)
@@ -71,8 +76,8 @@ class CodexAdapter:
         return exit_code != 0 and "thread/resume failed" in stderr
 
 
-def _codex_home(spec: RunSpec) -> Path:
-    return spec.home / ".codex"
+def _codex_home(home: Path) -> Path:
+    return home / ".codex"
 
 
 def _config_toml(base_url: str | None) -> str:

@@ -37,13 +37,18 @@ class GeminiAdapter:
     instruction_file_name = "GEMINI.md"
 
     def write_config(self, spec: RunSpec) -> None:
-        gemini_dir = _gemini_dir(spec)
+        gemini_dir = _gemini_dir(spec.home)
         make_dirs(spec.home, gemini_dir, tmp_dir(spec))
         write_json_if_changed(gemini_dir / "settings.json", _SETTINGS)
         # Gemini reads GEMINI.md from cwd up to the git root only, plus the global one here. It
         # has no flag to add to the system prompt (GEMINI_SYSTEM_MD replaces all of it, tool
         # rules included), so the harness's system prompt goes into this context file too.
         sync_instructions(spec, gemini_dir / "GEMINI.md", with_system_prompt=True)
+
+    def skills_dir(self, home: Path) -> Path:
+        # ~/.gemini/skills under GEMINI_CLI_HOME (the home); skills are on by default
+        # (`skills.enabled`), so the settings need nothing for them.
+        return _gemini_dir(home) / "skills"
 
     def invocation(self, spec: RunSpec) -> Invocation:
         argv = [
@@ -75,8 +80,8 @@ class GeminiAdapter:
         return exit_code == 42
 
 
-def _gemini_dir(spec: RunSpec) -> Path:
-    return spec.home / ".gemini"
+def _gemini_dir(home: Path) -> Path:
+    return home / ".gemini"
 
 
 class GeminiParser(Parser):

@@ -40,9 +40,9 @@ class OpencodeAdapter:
     instruction_file_name = "AGENTS.md"
 
     def write_config(self, spec: RunSpec) -> None:
-        dirs = _xdg_dirs(spec)
+        dirs = _xdg_dirs(spec.home)
         make_dirs(spec.home, tmp_dir(spec), *dirs.values())
-        config_dir = dirs["XDG_CONFIG_HOME"] / "opencode"
+        config_dir = _config_dir(spec.home)
         # OpenCode has no system-prompt flag that keeps its own prompt: the harness's system
         # prompt becomes one more instruction file.
         system_prompt_file = config_dir / "vwm-system-prompt.md"
@@ -53,6 +53,11 @@ class OpencodeAdapter:
         else:
             remove_if_present(system_prompt_file)
         write_json_if_changed(config_dir / "opencode.json", _config(spec, instructions))
+
+    def skills_dir(self, home: Path) -> Path:
+        # $XDG_CONFIG_HOME/opencode/skills, the documented (plural) global folder; opencode
+        # also reads skill/, ~/.claude/skills and ~/.agents/skills.
+        return _config_dir(home) / "skills"
 
     def invocation(self, spec: RunSpec) -> Invocation:
         argv = [spec.binary, "run", "--format", "json", "--dir", str(spec.cwd)]
@@ -65,7 +70,7 @@ class OpencodeAdapter:
         argv += ["--auto", prompt_arg(spec.prompt)]
         env = {
             **home_env(spec),
-            **{name: str(path) for name, path in _xdg_dirs(spec).items()},
+            **{name: str(path) for name, path in _xdg_dirs(spec.home).items()},
             "OPENCODE_DISABLE_MODELS_FETCH": "1",
             "OPENCODE_DISABLE_AUTOUPDATE": "1",
             "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
@@ -87,14 +92,18 @@ class OpencodeAdapter:
         return exit_code != 0 and "Session not found" in stderr
 
 
-def _xdg_dirs(spec: RunSpec) -> dict[str, Path]:
+def _xdg_dirs(home: Path) -> dict[str, Path]:
     # Config, the session database and caches: all in the workspace, so sessions survive.
     return {
-        "XDG_CONFIG_HOME": spec.home / ".config",
-        "XDG_DATA_HOME": spec.home / ".local" / "share",
-        "XDG_CACHE_HOME": spec.home / ".cache",
-        "XDG_STATE_HOME": spec.home / ".local" / "state",
+        "XDG_CONFIG_HOME": home / ".config",
+        "XDG_DATA_HOME": home / ".local" / "share",
+        "XDG_CACHE_HOME": home / ".cache",
+        "XDG_STATE_HOME": home / ".local" / "state",
     }
+
+
+def _config_dir(home: Path) -> Path:
+    return _xdg_dirs(home)["XDG_CONFIG_HOME"] / "opencode"
 
 
 def _model_ref(spec: RunSpec) -> str | None:
