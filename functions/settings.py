@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from functions.errors import FunctionsError
 
@@ -154,6 +155,112 @@ class KnativeSessionSettings:
 
 
 @dataclass(frozen=True)
+class BlobSettings:
+    """Where skill packages are kept (`functions.blobs`; docs/operations.md, "Blob storage").
+    Always read and checked (a bad value fails at start, whichever the store).
+
+    `store` (``VWM_BLOB_STORE``): ``local``, a folder (`local_dir`, ``VWM_BLOB_DIR``; default
+    ``blobs/`` in the data folder), or ``s3``, a bucket of any S3 API: `bucket`
+    (``VWM_S3_BUCKET``, required), `endpoint_url` (``VWM_S3_ENDPOINT_URL``; unset: AWS),
+    `region` (``VWM_S3_REGION``), `prefix` (``VWM_S3_PREFIX``: every key is put under it, no
+    leading or trailing ``/``), `addressing_style` (``VWM_S3_ADDRESSING_STYLE``: ``auto``,
+    ``path`` for most self-hosted servers, ``virtual``). `access_key_id` and
+    `secret_access_key` (``VWM_S3_ACCESS_KEY_ID``, ``VWM_S3_SECRET_ACCESS_KEY``) come together or
+    not at all; without them the default AWS chain applies (an IAM role through IRSA or the
+    instance profile). Neither is in the repr.
+
+    The client's bounds are not read from the environment: `connect_timeout_s` and
+    `read_timeout_s` (seconds, per attempt) and `max_attempts` (the first try included), small
+    enough that a store that is down is reported in seconds, not minutes.
+    """
+
+    store: str = "local"
+    local_dir: Path = Path(".data") / "blobs"
+    bucket: str = ""
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    prefix: str = ""
+    addressing_style: str = "auto"
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+    max_attempts: int = 3
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], data_dir: Path) -> BlobSettings:
+        store = _choice(env, "VWM_BLOB_STORE", ("local", "s3"))
+        bucket = env.get("VWM_S3_BUCKET", "").strip()
+        if bucket and not _BUCKET.fullmatch(bucket):
+            raise SettingError(
+                f"VWM_S3_BUCKET={bucket!r}: use the bucket's name (3-63 letters, digits, '.', "
+                "'-' or '_'), not a URL or an ARN"
+            )
+        if store == "s3" and not bucket:
+            raise SettingError("VWM_S3_BUCKET is required with VWM_BLOB_STORE=s3: name the bucket")
+        region = env.get("VWM_S3_REGION", "").strip() or "us-east-1"
+        if not _REGION.fullmatch(region):
+            raise SettingError(f"VWM_S3_REGION={region!r}: use a region name, e.g. us-east-1")
+        # Never echoed: a half-given pair may hold the secret in either variable.
+        access_key_id = env.get("VWM_S3_ACCESS_KEY_ID", "").strip() or None
+        secret_access_key = env.get("VWM_S3_SECRET_ACCESS_KEY", "").strip() or None
+        if (access_key_id is None) != (secret_access_key is None):
+            raise SettingError(
+                "VWM_S3_ACCESS_KEY_ID and VWM_S3_SECRET_ACCESS_KEY: set both, or neither to use "
+                "the default AWS credential chain (an IAM role)"
+            )
+        return cls(
+            store=store,
+            local_dir=_path(env.get("VWM_BLOB_DIR", "").strip()) or data_dir / "blobs",
+            bucket=bucket,
+            endpoint_url=_endpoint_url(env),
+            region=region,
+            prefix=_key_prefix(env),
+            addressing_style=_choice(env, "VWM_S3_ADDRESSING_STYLE", ("auto", "path", "virtual")),
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+        )
+
+
+# A bucket name: S3's rules, with the upper case and underscores older buckets and other S3 APIs
+# allow; what matters is that a URL, an ARN or a path is refused.
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]")
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,49}")
+
+
+def _endpoint_url(env: Mapping[str, str]) -> str | None:
+    value = env.get("VWM_S3_ENDPOINT_URL", "").strip()
+    if not value:
+        return None
+    url = urlsplit(value)
+    # No user:password@ either: the URL appears in error messages and logs.
+    if url.scheme not in ("http", "https") or not url.hostname or url.username is not None:
+        raise SettingError(
+            "VWM_S3_ENDPOINT_URL: use an http(s) URL of the S3 API without credentials in it, "
+            "e.g. https://s3.example.com or http://minio:9000"
+        )
+    if url.query or url.fragment:
+        raise SettingError(
+            f"VWM_S3_ENDPOINT_URL={value!r}: use the API's base URL, no query or fragment"
+        )
+    return value.rstrip("/")
+
+
+def _key_prefix(env: Mapping[str, str]) -> str:
+    """``VWM_S3_PREFIX`` without its outer ``/``; its parts obey the blob keys' rules
+    (`functions.blobs.keys`, which the S3 store applies to it again)."""
+    value = env.get("VWM_S3_PREFIX", "").strip()
+    prefix = value.strip("/")
+    parts = prefix.split("/") if prefix else []
+    if any(part in ("", ".", "..") or "\\" in part or not part.isprintable() for part in parts):
+        raise SettingError(
+            f"VWM_S3_PREFIX={value!r}: use /-separated names, none empty, '.' or '..', "
+            "without backslashes or control characters"
+        )
+    return prefix
+
+
+@dataclass(frozen=True)
 class ControlPlaneSettings:
     data_dir: Path
     database_url: str
@@ -203,6 +310,8 @@ class ControlPlaneSettings:
     knative_namespace: str = "default"
     knative_broker: str = "default"
     knative_sessions: KnativeSessionSettings = field(default_factory=KnativeSessionSettings)
+    # Skill packages: a folder (`vwm up`) or an S3 bucket (VWM_BLOB_STORE and VWM_S3_*).
+    blobs: BlobSettings = field(default_factory=BlobSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ControlPlaneSettings:
@@ -233,6 +342,7 @@ class ControlPlaneSettings:
             knative_namespace=env.get("VWM_KNATIVE_NAMESPACE", "").strip() or "default",
             knative_broker=env.get("VWM_KNATIVE_BROKER", "").strip() or "default",
             knative_sessions=KnativeSessionSettings.from_env(env),
+            blobs=BlobSettings.from_env(env, data_dir),
             sandbox_show=tuple(
                 Path(part).resolve()
                 for part in env.get("VWM_SANDBOX_SHOW", "").split(os.pathsep)

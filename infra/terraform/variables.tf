@@ -200,3 +200,17 @@ variable "skills_bucket_name" {
     error_message = "An S3 bucket name: 3-63 lower-case letters, digits, '.' and '-'."
   }
 }
+
+variable "s3_access_key_id" {
+  description = "An access key id for the skills bucket, with s3_secret_access_key (the Secret vwm-s3); null: the functions use their pods' AWS identity (an IAM role through IRSA), which is better."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "s3_secret_access_key" {
+  description = "The secret of s3_access_key_id."
+  type        = string
+  default     = null
+  sensitive   = true
+}

@@ -10,6 +10,10 @@ locals {
     functions_image   = var.functions_image
     harness_image     = var.harness_image
     dead_letter_image = var.dead_letter_image
+    # The bucket modules/aws makes under this name (its output skills_bucket_name), in the
+    # provider's region; it exists before the functions roll (the migration waits for module.aws).
+    skills_bucket_name = var.skills_bucket_name
+    aws_region         = var.aws_region
   }
   documents = flatten([
     for file in sort(fileset(local.manifest_dir, "*.yaml")) : [
@@ -74,5 +78,7 @@ resource "kubernetes_manifest" "serving" {
   depends_on = [
     kubernetes_manifest.migrate,
     kubernetes_secret_v1.token_key,
+    # Optional in the pods: one made after them would go unseen until their next revision.
+    kubernetes_secret_v1.s3,
   ]
 }

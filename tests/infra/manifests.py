@@ -25,6 +25,8 @@ TEMPLATE_VARIABLES = {
     "functions_image": "registry.example.com/vwm/functions:0.1.0",
     "harness_image": "registry.example.com/vwm/harness:0.1.0",
     "dead_letter_image": "gcr.io/knative-releases/knative.dev/eventing/cmd/event_display:v1.22.2",
+    "skills_bucket_name": "acme-vwm-skills",
+    "aws_region": "eu-central-1",
 }
 PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 
