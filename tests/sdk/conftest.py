@@ -1,18 +1,24 @@
 """Fixtures for the SDK and CLI tests: the fake control plane served by a real uvicorn on a free
-loopback port in a thread (one server for the run, its state reset for every test)."""
+loopback port in a thread (one server for the run, its state reset for every test), and the real
+one (`vwm up`'s embedded control plane in a subprocess, with the fake model provider) for the
+skills, worker skills and learnings (`live`, `live_vwm`)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import uvicorn
+from typer.testing import CliRunner, Result
 
 from tests.sdk.fake_control_plane import ADMIN_KEY, CLIENT_KEY, FakeControlPlane
-from vwm import Client, StreamSettings
+from tests.support.control_plane import ControlPlane, kill_harnesses
+from vwm import Client, ConflictError, StreamSettings
+from vwm.cli import app
 
 
 class ServerThread:
@@ -91,3 +97,65 @@ def worker_ready(admin: Client) -> str:
     admin.admin.create_runtime(name="claude-2", cli="claude", cli_version="2.0.14")
     admin.admin.create_worker(name="reviewer", runtime="claude-2", repo_url="file:///kb.git")
     return "reviewer"
+
+
+# The real control plane: one for the run (it takes seconds to start), emptied of workers' skills,
+# the workers it can delete and every skill before each test that asks for it.
+
+PROVIDER_KEY = "test-key"
+
+
+@pytest.fixture(scope="session")
+def live_provider() -> Iterator[object]:
+    from fake_provider.testing import serve_in_thread
+
+    with serve_in_thread() as provider:
+        yield provider
+
+
+@pytest.fixture(scope="session")
+def live_plane(
+    tmp_path_factory: pytest.TempPathFactory, live_provider: object
+) -> Iterator[ControlPlane]:
+    plane = ControlPlane(
+        tmp_path_factory.mktemp("live") / "data", {"FAKE_PROVIDER_KEY": PROVIDER_KEY}
+    )
+    plane.start()
+    yield plane
+    plane.stop()
+    kill_harnesses(plane.data_dir)
+
+
+@pytest.fixture
+def live(live_plane: ControlPlane) -> Iterator[Client]:
+    """An admin client of the real control plane, with no skills uploaded."""
+    assert live_plane.admin_key is not None
+    with Client(live_plane.url, live_plane.admin_key, timeout=60) as sdk:
+        _clear(sdk)
+        yield sdk
+
+
+def _clear(sdk: Client) -> None:
+    for worker in sdk.admin.list_workers():
+        for used in sdk.admin.list_worker_skills(worker["name"]):
+            sdk.admin.remove_worker_skill(worker["name"], used.name)
+        with contextlib.suppress(ConflictError):  # it has sessions: those tests name theirs
+            sdk.admin.delete_worker(worker["name"])
+    for skill in sdk.admin.list_skills():
+        sdk.admin.delete_skill(skill.name, skill.version)
+
+
+@pytest.fixture
+def live_vwm(
+    live: Client, live_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Result]:
+    """Run `vwm ARGS...` against the real control plane with its admin key."""
+    monkeypatch.delenv("VWM_URL", raising=False)
+    monkeypatch.delenv("VWM_API_KEY", raising=False)
+    runner = CliRunner()
+    options = ["--url", live_plane.url, "--api-key", str(live_plane.admin_key)]
+
+    def run(*args: str, stdin: str | None = None) -> Result:
+        return runner.invoke(app, [*options, *args], input=stdin)
+
+    return run

@@ -1,10 +1,12 @@
 """Admin commands: ``vwm runtime``, ``vwm worker``, ``vwm settings`` and ``vwm key``.
-They need an API key with scope ``admin``."""
+They need an API key with scope ``admin``. A worker's skills (``vwm worker skills``, ``vwm
+worker skill``) come from `vwm.cli.skills`."""
 
 from __future__ import annotations
 
 import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -99,50 +101,136 @@ def runtime_delete(ctx: typer.Context, name: str) -> None:
 # Workers.
 
 
+class LearningMode(StrEnum):
+    direct = "direct"
+    review = "review"
+
+
+RepoBranchOption = Annotated[str | None, typer.Option(help="Its branch (default: main).")]
+InstructionsOption = Annotated[str | None, typer.Option(help="The worker's instructions.")]
+InstructionsFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Read the instructions from a file (- for stdin).", allow_dash=True, dir_okay=False
+    ),
+]
+AutoLearningOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--auto-learning/--no-auto-learning",
+        help="Record what each session learned when it ends.",
+        show_default=False,
+    ),
+]
+LearningModeOption = Annotated[
+    LearningMode | None,
+    typer.Option(
+        help="Where learning goes: direct (the worker's branch) or review "
+        "(learning/<session> to merge)."
+    ),
+]
+SkillOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--skill",
+        metavar="NAME[@VERSION]",
+        help="A skill to use (repeat it); @VERSION pins one. On update: the whole set.",
+        show_default=False,
+    ),
+]
+ModelOption = Annotated[str | None, typer.Option(help="The model, over the runtime's default.")]
+JobTimeoutOption = Annotated[float | None, typer.Option(help="Wall-clock limit of a job.")]
+IdleTimeoutOption = Annotated[float | None, typer.Option(help="End idle sessions after this.")]
+
+
 @worker_app.command("create")
 def worker_create(
     ctx: typer.Context,
     name: str,
     runtime: Annotated[str, typer.Option(help="The runtime's name.")],
     repo_url: Annotated[str, typer.Option(help="The worker's knowledge-base repository.")],
-    repo_branch: Annotated[
-        str | None, typer.Option(help="Its branch [server default: main].")
-    ] = None,
-    instructions: Annotated[str | None, typer.Option(help="The worker's instructions.")] = None,
-    instructions_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="Read the instructions from a file (- for stdin).", allow_dash=True, dir_okay=False
-        ),
-    ] = None,
-    auto_learning: Annotated[
-        bool | None, typer.Option("--auto-learning/--no-auto-learning")
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="The model, over the runtime's default.")
-    ] = None,
-    job_timeout_s: Annotated[float | None, typer.Option(help="Wall-clock limit of a job.")] = None,
-    idle_timeout_s: Annotated[
-        float | None, typer.Option(help="End idle sessions after this.")
-    ] = None,
+    repo_branch: RepoBranchOption = None,
+    instructions: InstructionsOption = None,
+    instructions_file: InstructionsFileOption = None,
+    auto_learning: AutoLearningOption = None,
+    learning_mode: LearningModeOption = None,
+    skill: SkillOption = None,
+    model: ModelOption = None,
+    job_timeout_s: JobTimeoutOption = None,
+    idle_timeout_s: IdleTimeoutOption = None,
 ) -> None:
     """Create a worker."""
-    if instructions is not None and instructions_file is not None:
-        raise typer.BadParameter("give --instructions or --instructions-file, not both")
-    if instructions_file is not None:
-        instructions = _read_text(instructions_file)
-    timeouts = _given(job_s=job_timeout_s, idle_s=idle_timeout_s)
-    fields = _given(
-        name=name,
+    fields = _worker_fields(
         runtime=runtime,
         repo_url=repo_url,
         repo_branch=repo_branch,
-        instructions=instructions,
+        instructions=_instructions(instructions, instructions_file),
         auto_learning=auto_learning,
+        learning_mode=learning_mode,
+        skills=skill,
         model=model,
+        job_timeout_s=job_timeout_s,
+        idle_timeout_s=idle_timeout_s,
+    )
+    print_json(client(ctx).admin.create_worker(name=name, **fields))
+
+
+@worker_app.command("update")
+def worker_update(
+    ctx: typer.Context,
+    name: str,
+    runtime: Annotated[str | None, typer.Option(help="Another runtime, by name.")] = None,
+    repo_url: Annotated[str | None, typer.Option(help="Another knowledge-base repository.")] = None,
+    repo_branch: RepoBranchOption = None,
+    instructions: InstructionsOption = None,
+    instructions_file: InstructionsFileOption = None,
+    auto_learning: AutoLearningOption = None,
+    learning_mode: LearningModeOption = None,
+    skill: SkillOption = None,
+    model: ModelOption = None,
+    job_timeout_s: JobTimeoutOption = None,
+    idle_timeout_s: IdleTimeoutOption = None,
+) -> None:
+    """Change a worker: only the options given change. Running sessions get the change."""
+    fields = _worker_fields(
+        runtime=runtime,
+        repo_url=repo_url,
+        repo_branch=repo_branch,
+        instructions=_instructions(instructions, instructions_file),
+        auto_learning=auto_learning,
+        learning_mode=learning_mode,
+        skills=skill,
+        model=model,
+        job_timeout_s=job_timeout_s,
+        idle_timeout_s=idle_timeout_s,
+    )
+    if not fields:
+        raise typer.BadParameter("nothing to change: give at least one option")
+    print_json(client(ctx).admin.update_worker(name, **fields))
+
+
+def _worker_fields(
+    *,
+    job_timeout_s: float | None,
+    idle_timeout_s: float | None,
+    learning_mode: LearningMode | None,
+    skills: list[str] | None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A worker's fields from the options given, as the admin API takes them."""
+    timeouts = _given(job_s=job_timeout_s, idle_s=idle_timeout_s)
+    return _given(
+        **fields,
+        learning_mode=learning_mode.value if learning_mode is not None else None,
+        skills=skills or None,  # no --skill: the skills stay as they are
         timeouts=timeouts or None,
     )
-    print_json(client(ctx).admin.create_worker(**fields))
+
+
+def _instructions(text: str | None, file: Path | None) -> str | None:
+    if text is not None and file is not None:
+        raise typer.BadParameter("give --instructions or --instructions-file, not both")
+    return _read_text(file) if file is not None else text
 
 
 @worker_app.command("list")
@@ -152,9 +240,9 @@ def worker_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     if as_json:
         print_json(rows)
     else:
-        print_table(
-            rows, ("name", "runtime", "repo_url", "repo_branch", "model"), empty="no workers"
-        )
+        columns = ("name", "runtime", "repo_url", "repo_branch", "model", "skills")
+        shown = [{**row, "skills": ", ".join(row.get("skills") or [])} for row in rows]
+        print_table(shown, columns, empty="no workers")
 
 
 @worker_app.command("get")

@@ -70,9 +70,16 @@ def session_get(
 
 @session_app.command("end")
 def session_end(
-    ctx: typer.Context, session_id: Annotated[str, typer.Argument(metavar="ID")]
+    ctx: typer.Context,
+    session_id: Annotated[str, typer.Argument(metavar="ID")],
+    learn: Annotated[
+        bool,
+        typer.Option(
+            "--learn/--no-learn", help="Run the worker's auto-learning first, if it has it on."
+        ),
+    ] = True,
 ) -> None:
-    """End a session: save the transcript, commit and push its repositories, tear it down."""
+    """End a session: learn, save the transcript, commit and push, tear it down."""
     with spinner(f"ending session {session_id}…"):
-        session = VWSession(client(ctx), {"id": session_id}).end()
+        session = VWSession(client(ctx), {"id": session_id}).end(learn=learn)
     print_json(session.data)

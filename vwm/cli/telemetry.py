@@ -1,13 +1,17 @@
-"""The ``vwm telemetry`` command: request records, or totals per worker or session, as a table."""
+"""The ``vwm telemetry`` command (request records, or totals per worker or session) and ``vwm
+learnings`` (what auto-learning recorded), as tables."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
 
 import typer
 
 from vwm.cli.output import print_json, print_table
 from vwm.cli.root import client
+from vwm.sdk.models import Learning
 
 REQUEST_COLUMNS = (
     "job_id",
@@ -25,8 +29,29 @@ REQUEST_COLUMNS = (
 )
 
 
+LEARNING_COLUMNS = (
+    "when",
+    "worker",
+    "session",
+    "status",
+    "mode",
+    "files",
+    "commit",
+    "branch",
+    "summary",
+)
+SHORT_SHA = 10
+
+
+class LearningStatus(StrEnum):
+    recorded = "recorded"
+    nothing = "nothing"
+    failed = "failed"
+
+
 def register(app: typer.Typer) -> None:
     app.command("telemetry")(telemetry)
+    app.command("learnings")(learnings)
 
 
 def telemetry(
@@ -54,3 +79,54 @@ def telemetry(
         print_json(rows)
     else:
         print_table(rows, columns, empty="no records")
+
+
+def learnings(
+    ctx: typer.Context,
+    worker: Annotated[str | None, typer.Option(help="Only this worker.")] = None,
+    session: Annotated[str | None, typer.Option(help="Only this session (id).")] = None,
+    status: Annotated[LearningStatus | None, typer.Option(help="Only this outcome.")] = None,
+    since: Annotated[str | None, typer.Option(help="From this time (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this time (ISO 8601).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many records.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show what auto-learning recorded at the end of sessions, newest first."""
+    records = client(ctx).telemetry.learnings(
+        worker=worker,
+        session_id=session,
+        status=status.value if status is not None else None,
+        since=since,
+        until=until,
+        limit=limit,
+    )
+    if as_json:
+        print_json([dict(record.raw) for record in records])
+    else:
+        rows = [_learning_row(record) for record in records]
+        print_table(rows, LEARNING_COLUMNS, empty="no learnings")
+
+
+def _learning_row(record: Learning) -> dict[str, Any]:
+    lines = record.summary.strip().splitlines()
+    summary = lines[0] if lines else str((record.error or {}).get("message") or "")
+    return {
+        "when": _when(record.created_at),
+        "worker": record.worker,
+        "session": record.session_id,
+        "status": record.status,
+        "mode": record.mode,
+        "files": len(record.files_changed),
+        "commit": (record.commit or "")[:SHORT_SHA],
+        "branch": record.branch,
+        "summary": summary,
+    }
+
+
+def _when(timestamp: str | None) -> str | None:
+    """An API timestamp to the second (UTC), as a table shows it."""
+    try:
+        moment = datetime.fromisoformat(timestamp or "")
+    except ValueError:
+        return timestamp
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -8,7 +8,18 @@
 from vwm.sdk.admin import AdminAPI
 from vwm.sdk.client import DEFAULT_URL, Client
 from vwm.sdk.jobs import Job
-from vwm.sdk.models import JOB_FINISHED, SESSION_FINISHED, Event, JobResult, Subscription
+from vwm.sdk.models import (
+    JOB_FINISHED,
+    SESSION_FINISHED,
+    Event,
+    JobResult,
+    Learning,
+    Skill,
+    SkillVersions,
+    Subscription,
+    UploadedSkill,
+    WorkerSkill,
+)
 from vwm.sdk.sessions import VirtualWorker, VWSession
 from vwm.sdk.sse import StreamSettings
 from vwm.sdk.subscriptions import SubscriptionsAPI
@@ -23,10 +34,15 @@ __all__ = [
     "Event",
     "Job",
     "JobResult",
+    "Learning",
+    "Skill",
+    "SkillVersions",
     "StreamSettings",
     "Subscription",
     "SubscriptionsAPI",
     "TelemetryAPI",
+    "UploadedSkill",
     "VWSession",
     "VirtualWorker",
+    "WorkerSkill",
 ]

@@ -153,6 +153,18 @@ class Client:
         content: bytes | None = None,
     ) -> bytes:
         """Send one call with a raw body (or none) and return the raw answer (files)."""
+        return self.exchange(method, path, params=params, content=content).content
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+    ) -> httpx.Response:
+        """Send one call with a raw body (or none) and return the whole answer, for callers that
+        read its status or headers (an upload's 200 or 201, a download's checksum)."""
         headers = {"content-type": "application/octet-stream"} if content is not None else None
         try:
             response = self._http.request(
@@ -162,7 +174,7 @@ class Client:
             raise self._unreachable(exc) from exc
         if response.is_error:
             raise error_from_response(response)
-        return response.content
+        return response
 
     @contextmanager
     def open_stream(

@@ -1,20 +1,25 @@
-"""Plain data the SDK hands back: stream events, finished-job results and subscriptions.
+"""Plain data the SDK hands back: stream events, finished-job results, subscriptions, skills and
+learning records.
 
 `Event` is one entry of a job's event log as the control plane relays it (see docs/harness.md,
 "Events"). `JobResult` is what a finished job came to, read from a job document or from the
 ``job_finished`` event that ends a stream. `Subscription` is a sink subscribed to VWM's
-CloudEvents (docs/events.md, "Subscribing").
+CloudEvents (docs/events.md, "Subscribing"). `Skill`, `SkillVersions` and `WorkerSkill` are the
+admin API's skill documents; `Learning` is what one auto-learning run recorded
+(docs/learning.md). Each keeps the document it was read from as ``raw``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from eventing.agent_events import Usage
 from eventing.job_events import JobEventKind
 from vwm.errors import ProtocolError
+
+T = TypeVar("T")
 
 SESSION_STATUSES = ("provisioning", "ready", "ending", "ended", "failed")
 SESSION_FINISHED = frozenset({"ended", "failed"})
@@ -120,6 +125,177 @@ class Subscription:
             raise ProtocolError(
                 f"the subscription document lacks {exc}", details={"subscription": dict(doc)}
             ) from None
+
+
+@dataclass(frozen=True)
+class Skill:
+    """One uploaded version of a skill package. ``manifest`` is its SKILL.md front matter (with
+    ``format`` and ``files``); ``sha256`` the package's checksum."""
+
+    name: str
+    version: str
+    description: str
+    sha256: str
+    size: int
+    format: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+    created_at: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def ref(self) -> str:
+        """``name@version``, as workers pin it."""
+        return f"{self.name}@{self.version}"
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> Skill:
+        return _read("skill", doc, lambda: cls(**_skill_fields(doc), raw=doc))
+
+
+@dataclass(frozen=True)
+class UploadedSkill(Skill):
+    """The answer to an upload. ``created`` is False when this very package was uploaded
+    before (the stored version is answered and nothing changed)."""
+
+    created: bool = True
+
+    @classmethod
+    def from_upload(cls, doc: Mapping[str, Any], *, created: bool) -> UploadedSkill:
+        return _read("skill", doc, lambda: cls(**_skill_fields(doc), raw=doc, created=created))
+
+
+@dataclass(frozen=True)
+class SkillVersions:
+    """Every version of one skill, highest first; ``latest`` is the highest."""
+
+    name: str
+    latest: str
+    versions: list[Skill]
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> SkillVersions:
+        return _read(
+            "skill versions",
+            doc,
+            lambda: cls(
+                name=str(doc["name"]),
+                latest=str(doc["latest"]),
+                versions=[Skill.from_document(item) for item in doc["versions"]],
+                raw=doc,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class WorkerSkill:
+    """A skill a worker uses. ``pinned`` is the version it is pinned to (None: it follows the
+    highest uploaded); ``version`` is the one its sessions get now (None if none is uploaded)."""
+
+    name: str
+    pinned: str | None
+    version: str | None
+    sha256: str | None = None
+    description: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def follows_latest(self) -> bool:
+        return self.pinned is None
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> WorkerSkill:
+        return _read(
+            "worker skill",
+            doc,
+            lambda: cls(
+                name=str(doc["name"]),
+                pinned=doc.get("pinned"),
+                version=doc.get("version"),
+                sha256=doc.get("sha256"),
+                description=doc.get("description"),
+                raw=doc,
+            ),
+        )
+
+
+LEARNING_STATUSES = ("recorded", "nothing", "failed")
+
+
+@dataclass(frozen=True)
+class Learning:
+    """What one auto-learning run at the end of a session came to: ``status`` is ``recorded``
+    (``commit`` pushed to ``branch``, ``files_changed``), ``nothing`` (nothing worth keeping) or
+    ``failed`` (``error`` says why); ``mode`` is ``direct`` or ``review``; ``prompt_version`` the
+    ``learning_prompt`` setting's version (0: the default prompt)."""
+
+    id: str
+    session_id: str
+    job_id: str | None
+    worker: str | None
+    status: str
+    mode: str
+    summary: str = ""
+    files_changed: list[str] = field(default_factory=list)
+    commit: str | None = None
+    branch: str | None = None
+    error: dict[str, Any] | None = None
+    prompt_version: int = 0
+    tokens: Usage = field(default_factory=Usage)
+    cost_usd: float | None = None
+    created_at: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> Learning:
+        def build() -> Learning:
+            tokens = doc.get("tokens")
+            return cls(
+                id=str(doc["id"]),
+                session_id=str(doc["session_id"]),
+                job_id=doc.get("job_id"),
+                worker=doc.get("worker"),
+                status=str(doc["status"]),
+                mode=str(doc["mode"]),
+                summary=str(doc.get("summary") or ""),
+                files_changed=[str(path) for path in doc.get("files_changed") or []],
+                commit=doc.get("commit"),
+                branch=doc.get("branch"),
+                error=doc.get("error"),
+                prompt_version=int(doc.get("prompt_version") or 0),
+                tokens=Usage.model_validate(tokens) if isinstance(tokens, Mapping) else Usage(),
+                cost_usd=doc.get("cost_usd"),
+                created_at=doc.get("created_at"),
+                raw=doc,
+            )
+
+        return _read("learning", doc, build)
+
+
+def _skill_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "name": str(doc["name"]),
+        "version": str(doc["version"]),
+        "description": str(doc.get("description") or ""),
+        "sha256": str(doc["sha256"]),
+        "size": int(doc["size"]),
+        "format": str(doc.get("format") or ""),
+        "manifest": dict(doc.get("manifest") or {}),
+        "created_at": doc.get("created_at"),
+    }
+
+
+def _read(what: str, doc: Mapping[str, Any], build: Callable[[], T]) -> T:
+    """`build()`, with a missing or malformed field reported as the answer not being the API."""
+    if not isinstance(doc, Mapping):
+        raise ProtocolError(f"expected a {what} document, got {str(doc)[:200]}")
+    try:
+        return build()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(
+            f"the {what} document is not the documented one ({type(exc).__name__}: {exc})",
+            details={what.replace(" ", "_"): dict(doc)},
+        ) from None
 
 
 def job_id(job: Mapping[str, Any]) -> str:

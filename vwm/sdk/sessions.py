@@ -150,12 +150,14 @@ class VWSession:
         )
         return Job(self._client, data)
 
-    def end(self) -> VWSession:
-        """End the session: the transcript is saved, both repositories are committed and pushed,
-        then the workspace is torn down. Returns the ``ended`` session."""
+    def end(self, *, learn: bool = True) -> VWSession:
+        """End the session: auto-learning first if the worker has it on (``learn=False`` skips
+        it), then the transcript is saved, both repositories are committed and pushed, and the
+        workspace is torn down. Returns the ``ended`` session."""
         answer = self._client.request(
             "DELETE",
             f"/v1/sessions/{self.id}",
+            params=None if learn else {"learn": "false"},
             timeout=self._client.read_timeout(PROVISION_TIMEOUT_S),
         )
         # The API answers the ended session; an empty 204 still means it ended.

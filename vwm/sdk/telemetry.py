@@ -1,4 +1,5 @@
-"""Telemetry calls (`client.telemetry`): per-job request records and totals per worker or session."""
+"""Telemetry calls (`client.telemetry`): per-job request records, totals per worker or session,
+and what auto-learning recorded."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from vwm.sdk.answers import rows_of
+from vwm.sdk.models import Learning
 
 if TYPE_CHECKING:
     from vwm.sdk.client import Client
@@ -45,6 +47,29 @@ class TelemetryAPI:
         """Totals per ``worker`` or ``session``: jobs, tokens, cost, durations."""
         params = {"group_by": group_by, "since": _iso(since), "until": _iso(until)}
         return rows_of(self._client.request("GET", "/v1/telemetry/summary", params=params))
+
+    def learnings(
+        self,
+        *,
+        worker: str | None = None,
+        session_id: str | None = None,
+        status: str | None = None,
+        since: TimeBound = None,
+        until: TimeBound = None,
+        limit: int | None = None,
+    ) -> list[Learning]:
+        """Auto-learning records, newest first. ``status``: ``recorded``, ``nothing`` or
+        ``failed``; ``limit`` defaults to the control plane's (100)."""
+        params = {
+            "worker": worker,
+            "session_id": session_id,
+            "status": status,
+            "since": _iso(since),
+            "until": _iso(until),
+            "limit": limit,
+        }
+        answer = self._client.request("GET", "/v1/telemetry/learnings", params=params)
+        return [Learning.from_document(item) for item in rows_of(answer)]
 
 
 def _iso(value: TimeBound) -> str | None:
