@@ -29,6 +29,7 @@ __all__ = [
     "InstalledSkill",
     "JobEvent",
     "JobState",
+    "LearningCommitOutcome",
     "ListedFile",
     "RepoSaveOutcome",
     "ShutdownOutcome",
@@ -110,6 +111,23 @@ class ShutdownOutcome(HarnessAnswer):
             "transcript": self.transcript,
             "repos": {name: repo.model_dump(mode="json") for name, repo in self.repos.items()},
         }
+
+
+class LearningCommitOutcome(HarnessAnswer):
+    """``POST /v1/learning/commit``: what the harness did with the notes a learning job left in
+    ``worker_repo/``. `status` ``recorded``: `commit` holds them; ``nothing``: the repository
+    had no change, nothing was committed. `branch` is the remote branch the commit was pushed to
+    (the worker repository's own branch, or ``learning/<session id>`` in review mode or when it
+    conflicted). A failed push is no HTTP error: the commit is ``recorded``, `pushed` is false
+    and `error` says why (``{code, message[, details]}``)."""
+
+    status: Literal["recorded", "nothing"]
+    commit: str | None = None
+    branch: str | None = None
+    pushed: bool = False
+    push: PushMode = "none"
+    files_changed: list[str] = Field(default_factory=list)  # relative to worker_repo, sorted
+    error: dict[str, Any] | None = None
 
 
 class EventsHealth(HarnessAnswer):

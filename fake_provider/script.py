@@ -6,8 +6,10 @@ A script sees only the neutral request, so one script drives all four APIs.
 
 Default triggers (matched in the last user prompt, case-insensitive):
 - `write NAME` / `create NAME` (optionally "a file named NAME"), where NAME is a relative file name
-  with an extension: one call of the CLI's own file-writing tool (or its shell tool) that writes
-  NAME with `FILE_CONTENT`; once a tool result follows the prompt, the text `done: wrote NAME`.
+  with an extension, under the working directory or, starting ``../``, under a folder beside it
+  (``../worker_repo/knowledge/lessons.md``): one call of the CLI's own file-writing tool (or its
+  shell tool) that writes NAME with `FILE_CONTENT`; once a tool result follows the prompt, the
+  text `done: wrote NAME`.
 - `sleep N`: the answer streams over N seconds, first chunk at once (only when tools are offered:
   auxiliary calls answer at once).
 - anything else: the text `TEXT`. A request that asks for JSON output gets a minimal object that
@@ -17,6 +19,7 @@ Default triggers (matched in the last user prompt, case-insensitive):
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -30,7 +33,7 @@ FILE_CONTENT = "hello from fake model\n"
 
 WRITE_TRIGGER = re.compile(
     r"\b(?:write|create)\s+(?:(?:a|an|the|new)\s+)?(?:file\s+)?(?:(?:named|called)\s+)?"
-    r"[`'\"]?(?P<name>[A-Za-z0-9_][A-Za-z0-9_./-]*\.[A-Za-z0-9]+)",
+    r"[`'\"]?(?P<name>(?:\.\./)?[A-Za-z0-9_][A-Za-z0-9_./-]*\.[A-Za-z0-9]+)",
     re.IGNORECASE,
 )
 SLEEP_TRIGGER = re.compile(r"\bsleep\s+(?P<seconds>\d+(?:\.\d+)?)\b", re.IGNORECASE)
@@ -157,12 +160,17 @@ def sleep_seconds(prompt: str) -> float:
 
 
 def file_to_write(prompt: str) -> str | None:
-    """The file name a prompt asks to write, if it names a safe relative one."""
+    """The file name a prompt asks to write, if it names a safe relative one: under the working
+    directory, or under a folder beside it (one leading ``..``, then a folder: the working
+    directory's parent itself, or anything higher, is never written)."""
     match = WRITE_TRIGGER.search(prompt)
     if match is None:
         return None
     name = match.group("name")
-    if ".." in PurePosixPath(name).parts:
+    parts = PurePosixPath(name).parts
+    if parts[0] == "..":
+        parts = parts[1:] if len(parts) >= 3 else ("..",)
+    if ".." in parts:
         return None
     return name
 
@@ -170,12 +178,16 @@ def file_to_write(prompt: str) -> str | None:
 def write_file_call(request: ModelRequest, name: str) -> ToolCall | None:
     """A call of the request's file-writing tool, or else its shell tool, that writes `name`."""
     base = request.working_directory
-    path = str(PurePosixPath(base) / name) if base else name
+    # Normalized: a CLI may refuse a path that climbs out of its working directory with "..".
+    path = posixpath.normpath(posixpath.join(base, name)) if base else name
     for tool in request.tools:
         path_key = _file_writer_path_key(tool)
         if path_key is not None:
             return ToolCall(tool.name, {path_key: path, "content": FILE_CONTENT})
     command = f"printf %s {shlex.quote(FILE_CONTENT)} > {shlex.quote(name)}"
+    folder = posixpath.dirname(name)
+    if folder:  # the file-writing tools make missing folders; a shell redirect does not
+        command = f"mkdir -p {shlex.quote(folder)} && {command}"
     for tool in request.tools:
         call = _shell_call(tool, command)
         if call is not None:

@@ -17,6 +17,7 @@ also takes, instead, a prompt request the control plane signed for this session)
     GET    /v1/skills                      the installed skills
     PUT    /v1/skills/{name}               install a skill (its archive as the body)
     DELETE /v1/skills/{name}               remove a skill
+    POST   /v1/learning/commit             commit and push a learning job's notes in worker_repo
     POST   /v1/shutdown                    transcript, commit and push both repos; job events out
 
 With ``VWM_EVENT_SINK`` (or ``K_SINK``) set, the harness also publishes every job's log as
@@ -49,6 +50,7 @@ from harness.cli_install import PinnedCli
 from harness.errors import HarnessError, JobAlreadyRunning
 from harness.http import EXCEPTION_HANDLERS, InputGuard, TokenAuth, parse_json, read_body
 from harness.jobs import JobRequest, JobRunner
+from harness.learning import LearningCommit, commit_learning
 from harness.prompt_requests import PromptTurns
 from harness.publishing import EventPublishing
 from harness.settings import HarnessSettings
@@ -75,6 +77,9 @@ class HarnessState:
     cli: PinnedCli
     skills: Skills
     bootstrap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Held by a learning commit, which may switch worker_repo's branch for a while: the
+    # shutdown's save waits for it rather than commit the notes where they do not belong.
+    learning_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     publishing: EventPublishing | None = None  # None: no event sink set
     prompt_turns: PromptTurns | None = None
 
@@ -120,6 +125,23 @@ async def bootstrap_workspace(request: Request) -> Response:
             cli=state.cli,
         )
     return JSONResponse(report.to_dict())
+
+
+async def learning_commit(request: Request) -> Response:
+    """`POST /v1/learning/commit`: commit and push what a learning job left in worker_repo
+    (`harness.learning`); a failed push is in the answer's `error`, not an HTTP error."""
+    state = _state(request)
+    body = await parse_json(request, LearningCommit, state.settings.server.max_request_bytes)
+    if (running := state.runner.current) is not None:
+        raise JobAlreadyRunning(
+            f"job {running.id} is running; commit what was learned when it has finished",
+            running_job_id=running.id,
+        )
+    async with state.learning_lock:
+        outcome = await commit_learning(
+            state.workspace, body, git=state.settings.git, session_id=state.settings.session_id
+        )
+    return JSONResponse(outcome.model_dump(mode="json"))
 
 
 async def create_job(request: Request) -> Response:
@@ -199,9 +221,7 @@ async def cancel_job(request: Request) -> Response:
 async def shutdown(request: Request) -> Response:
     state = _state(request)
     await state.runner.close()
-    repos = shutdown_repos(
-        state.workspace, git=state.settings.git, session_id=state.settings.session_id
-    )
+    repos = _save_repos(state)
     if state.publishing is None:
         return _shutdown_answer(await repos, events_pending=0)
     # The final events leave while the repositories are saved; the wait for them is bounded.
@@ -216,6 +236,13 @@ async def shutdown(request: Request) -> Response:
         raise
     await settled
     return _shutdown_answer(outcome, events_pending=await state.publishing.pending())
+
+
+async def _save_repos(state: HarnessState) -> dict[str, Any]:
+    async with state.learning_lock:
+        return await shutdown_repos(
+            state.workspace, git=state.settings.git, session_id=state.settings.session_id
+        )
 
 
 def _shutdown_answer(outcome: dict[str, Any], *, events_pending: int) -> Response:
@@ -288,6 +315,7 @@ def create_app(settings: HarnessSettings) -> Starlette:
             lambda request: _state(request).settings.limits.max_file_bytes,
         ),
         *routes_skills.routes(lambda request: _state(request).skills),
+        Route("/v1/learning/commit", learning_commit, methods=["POST"]),
         Route("/v1/shutdown", shutdown, methods=["POST"]),
     ]
     return Starlette(

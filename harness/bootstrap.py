@@ -4,17 +4,20 @@ Called by the HTTP layer (``POST /v1/bootstrap``) before the first prompt, and a
 start of the harness for the same session. It clones the worker's knowledge base into
 ``worker_repo/`` and the task into ``session_repo/``, installs the CLI at the runtime's pinned
 version into ``.vwm/cli/`` when the image has another one (`harness.cli_install`), and writes the
-CLI's instruction file at the workspace root. It is idempotent: repositories already cloned from
-the same URL are left exactly as they are (the agent's uncommitted work lives there), a CLI
-already installed is not installed again, and the instruction file is rewritten only when its
-content changes.
+CLI's instruction file at the workspace root, which also lists the notes earlier sessions of the
+worker left under ``worker_repo/knowledge/`` (`harness.learning` commits them). It is
+idempotent: repositories already cloned from the same URL are left exactly as they are (the
+agent's uncommitted work lives there), a CLI already installed is not installed again, and the
+instruction file is rewritten only when its content changes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_INSTRUCTIONS = 512_000
+KNOWLEDGE_DIR = "knowledge"  # in worker_repo: what earlier sessions learned
+KNOWLEDGE_LISTED = 100  # files named in the instruction file; the rest are counted
 
 
 @model_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -130,6 +135,7 @@ async def bootstrap(
         request.system_instructions,
         request.worker_instructions,
         has_worker_repo=request.worker_repo is not None or ws.worker_repo.is_dir(),
+        knowledge=knowledge_files(ws),
     )
     if _write_if_changed(ws.root / instruction_file_name, content):
         changed.append(instruction_file_name)
@@ -142,8 +148,11 @@ async def bootstrap(
     return BootstrapReport(changed=changed, unchanged=unchanged, notes=notes)
 
 
-def render_instructions(system: str, worker: str, *, has_worker_repo: bool) -> str:
-    """The instruction file: system instructions, then the worker's, then the workspace layout."""
+def render_instructions(
+    system: str, worker: str, *, has_worker_repo: bool, knowledge: Sequence[str] = ()
+) -> str:
+    """The instruction file: system instructions, then the worker's, then the workspace layout,
+    then the `knowledge` files (paths relative to the workspace, sorted) when there are any."""
     sections = ["<!-- Written by the VWM harness at bootstrap. Edits here are overwritten. -->"]
     if system.strip():
         sections.append(f"# System instructions\n\n{system.strip()}")
@@ -160,11 +169,50 @@ def render_instructions(system: str, worker: str, *, has_worker_repo: bool) -> s
     if has_worker_repo:
         layout.append(
             "- `worker_repo/` holds your knowledge base as this worker, kept across sessions. "
-            "Read it before you start; record there what future sessions should know. "
-            "It is committed and pushed when the session ends."
+            "Read it before you start; record what future sessions should know in "
+            f"`worker_repo/{KNOWLEDGE_DIR}/`. It is committed and pushed when the session ends."
         )
     sections.append("\n".join(layout))
+    if knowledge:
+        sections.append(_knowledge_section(knowledge))
     return "\n\n".join(sections) + "\n"
+
+
+def knowledge_files(ws: Workspace) -> list[str]:
+    """The files under ``worker_repo/knowledge/``, relative to the workspace and sorted; hidden
+    ones, links and names that are not printable left out (the list goes into instructions)."""
+    folder = ws.worker_repo / KNOWLEDGE_DIR
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    found = []
+    for directory, subfolders, names in os.walk(folder):  # never follows a link
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        for name in names:
+            path = Path(directory) / name
+            relative = path.relative_to(ws.root).as_posix()
+            # Not printable: a control character, or bytes that are not UTF-8.
+            if name.startswith(".") or not relative.isprintable() or not _is_file(path):
+                continue
+            found.append(relative)
+    return sorted(found)
+
+
+def _is_file(path: Path) -> bool:
+    return not path.is_symlink() and path.is_file()
+
+
+def _knowledge_section(files: Sequence[str]) -> str:
+    lines = [
+        "# What earlier sessions learned",
+        "",
+        f"`worker_repo/{KNOWLEDGE_DIR}/` holds what earlier sessions of this worker learned. "
+        "Before you start on the task, read the notes there that bear on it:",
+        "",
+        *(f"- `{path}`" for path in files[:KNOWLEDGE_LISTED]),
+    ]
+    if len(files) > KNOWLEDGE_LISTED:
+        lines.append(f"- and {len(files) - KNOWLEDGE_LISTED} more")
+    return "\n".join(lines)
 
 
 async def _ensure_clone(

@@ -10,6 +10,10 @@ and branch ended first), the push is rejected. Then the session's commits are re
 remote head and pushed again; if they conflict, they go to a branch of their own,
 ``<fallback_prefix><session id>``, so the work always leaves the volume. The outcome says which
 (`push`: ``direct``, ``rebased``, ``fallback_branch``, or ``none`` when nothing was pushed).
+
+`harness.learning` commits a learning job's notes in ``worker_repo`` with the same steps: it makes
+the repository safe (`make_safe`), pushes its branch (`push_branch`), or pushes a branch of its own
+(`push_to_free_branch`).
 """
 
 from __future__ import annotations
@@ -58,14 +62,10 @@ async def save_repository(plan: SavePlan) -> SaveOutcome:
     """Commit everything and push it; failures are recorded in the outcome, never raised."""
     outcome = SaveOutcome()
     try:
-        outcome.dropped_config = await asyncio.to_thread(
-            git_room.sanitize_repository, plan.repo, allow_local=plan.allow_local
-        )
-        origin = await gitops.remote_url(plan.repo)
-        await _check_origin(plan, origin)
+        origin = await make_safe(plan, outcome)
         outcome.committed = await gitops.commit_all(plan.repo, plan.message)
         if origin is not None:
-            await _push(plan, outcome)
+            await push_branch(plan, outcome)
     except GitError as exc:
         outcome.error = exc.to_dict()
         logger.warning(
@@ -77,6 +77,18 @@ async def save_repository(plan: SavePlan) -> SaveOutcome:
             extra={"repo": plan.label, "push": outcome.push, "branch": outcome.branch},
         )
     return outcome
+
+
+async def make_safe(plan: SavePlan, outcome: SaveOutcome) -> str | None:
+    """Make the repository safe for git (its dropped configuration recorded in `outcome`) and
+    check its origin is where bootstrap cloned it from; returns the origin's URL, None when it
+    has no remote. Run before any other git command on the repository. Raises UnsafeRepository."""
+    outcome.dropped_config = await asyncio.to_thread(
+        git_room.sanitize_repository, plan.repo, allow_local=plan.allow_local
+    )
+    origin = await gitops.remote_url(plan.repo)
+    await _check_origin(plan, origin)
+    return origin
 
 
 async def _check_origin(plan: SavePlan, origin: str | None) -> None:
@@ -98,7 +110,10 @@ async def _check_origin(plan: SavePlan, origin: str | None) -> None:
         )
 
 
-async def _push(plan: SavePlan, outcome: SaveOutcome) -> None:
+async def push_branch(plan: SavePlan, outcome: SaveOutcome) -> None:
+    """Push the checked-out branch to origin, rebased on the remote's when it moved on, or to a
+    branch of its own (`plan.fallback_branch`) when the rebase conflicts; `outcome` says which.
+    Raises GitError (PushRejected when the remote refused or could not be reached)."""
     branch = await gitops.current_branch(plan.repo)
     if branch is None:
         raise GitError(
@@ -124,30 +139,39 @@ async def _push(plan: SavePlan, outcome: SaveOutcome) -> None:
 
 
 async def _push_to_fallback(plan: SavePlan, outcome: SaveOutcome, branch: str) -> None:
+    name = await push_to_free_branch(plan, branch, plan.fallback_branch)
+    if name is None:
+        raise PushRejected(
+            f"{plan.label}: {branch!r} moved on, the session's commits conflict with it, and the "
+            f"fallback branch {plan.fallback_branch!r} is taken; the commits are kept in the "
+            "workspace: end the session again after removing that branch",
+            repo=plan.label,
+            branch=branch,
+        )
+    outcome.pushed, outcome.push, outcome.branch, outcome.head = (
+        True,
+        "fallback_branch",
+        name,
+        await gitops.head_sha(plan.repo),
+    )
+    logger.warning(
+        "branch moved on and the work conflicts: pushed to a branch of its own",
+        extra={"repo": plan.label, "branch": branch, "fallback_branch": name},
+    )
+
+
+async def push_to_free_branch(plan: SavePlan, branch: str, name: str) -> str | None:
+    """Push the checked-out `branch` to `name` on origin, or, when `name` holds other history
+    there (a second end of the same session), to ``<name>-<first 12 digits of the head>``;
+    returns the remote branch it went to, None when both are taken. Raises PushRejected when
+    the push failed otherwise (unreachable, credentials refused)."""
     head = await gitops.head_sha(plan.repo)
-    # A second end of the same session may find its fallback branch taken by the first.
-    for name in (plan.fallback_branch, f"{plan.fallback_branch}-{(head or '')[:12]}"):
+    for candidate in (name, f"{name}-{(head or '')[:12]}"):
         try:
-            await gitops.push(plan.repo, branch, to_branch=name, allow_local=plan.allow_local)
+            await gitops.push(plan.repo, branch, to_branch=candidate, allow_local=plan.allow_local)
         except PushRejected as exc:
             if not exc.details.get("rejected"):
                 raise
             continue
-        outcome.pushed, outcome.push, outcome.branch, outcome.head = (
-            True,
-            "fallback_branch",
-            name,
-            head,
-        )
-        logger.warning(
-            "branch moved on and the work conflicts: pushed to a branch of its own",
-            extra={"repo": plan.label, "branch": branch, "fallback_branch": name},
-        )
-        return
-    raise PushRejected(
-        f"{plan.label}: {branch!r} moved on, the session's commits conflict with it, and the "
-        f"fallback branch {plan.fallback_branch!r} is taken; the commits are kept in the "
-        "workspace: end the session again after removing that branch",
-        repo=plan.label,
-        branch=branch,
-    )
+        return candidate
+    return None

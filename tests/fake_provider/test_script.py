@@ -59,6 +59,11 @@ def request(
         ('"write hello.txt"', "hello.txt"),
         ("write a poem", None),
         ("write ../escape.txt", None),
+        ("write ../worker_repo/knowledge/lessons.md", "../worker_repo/knowledge/lessons.md"),
+        ("write ../../escape/x.txt", None),
+        ("write ../worker_repo/../../escape/x.txt", None),
+        ("write ../worker_repo/../escape.txt", None),
+        ("write ../.vwm/state.md", None),
         ("write /etc/passwd.bak", None),
         ("say hello", None),
     ],
@@ -109,6 +114,33 @@ def test_write_falls_back_to_a_shell_tool_with_its_argument_shape() -> None:
     shell = DefaultScript().reply(request("write hello.txt", ARRAY_SHELL))
     assert isinstance(shell, Reply) and shell.tool_call is not None
     assert shell.tool_call.arguments["command"][:2] == ["bash", "-lc"]
+
+
+SIBLING = "../worker_repo/knowledge/lessons.md"
+
+
+def test_a_file_beside_the_working_directory_gets_a_normalized_absolute_path() -> None:
+    req = request(f"write {SIBLING}", CLAUDE_WRITE, context="Working directory: /ws/session_repo\n")
+    assert DefaultScript().reply(req) == Reply(
+        tool_call=ToolCall(
+            "Write", {"file_path": "/ws/worker_repo/knowledge/lessons.md", "content": FILE_CONTENT}
+        )
+    )
+    done = request(f"write {SIBLING}", CLAUDE_WRITE, tool_result_after_prompt=True)
+    assert DefaultScript().reply(done) == Reply(text=f"done: wrote {SIBLING}")
+
+
+def test_a_shell_write_into_a_folder_makes_the_folder_first() -> None:
+    reply = DefaultScript().reply(request(f"write {SIBLING}", CODEX_EXEC))
+    assert reply == Reply(
+        tool_call=ToolCall(
+            "exec_command",
+            {
+                "cmd": "mkdir -p ../worker_repo/knowledge && "
+                f"printf %s 'hello from fake model\n' > {SIBLING}"
+            },
+        )
+    )
 
 
 def test_after_the_tool_result_the_answer_is_done() -> None:

@@ -75,6 +75,75 @@ async def test_bootstrap_clones_both_repos_and_writes_the_instruction_file(ws, r
     assert "`session_repo/` is the task of this session" in text
 
 
+KNOWLEDGE_HEADING = "# What earlier sessions learned"
+
+
+def listed_knowledge(instructions: str) -> list[str]:
+    section = instructions[instructions.index(KNOWLEDGE_HEADING) :]
+    return [line for line in section.splitlines() if line.startswith("- ")]
+
+
+async def test_the_instruction_file_points_to_what_earlier_sessions_learned(
+    ws, request_for, bare_repo_factory
+):
+    worker = bare_repo_factory(
+        "learned",
+        files={
+            "README.md": "# not knowledge\n",
+            "knowledge/testing.md": "make test\n",
+            "knowledge/deploy/steps.md": "deploy\n",
+            "knowledge/.hidden.md": "hidden\n",
+            "knowledge/.drafts/draft.md": "draft\n",
+        },
+    )
+    await bootstrap(
+        ws, request_for(worker_repo={"url": str(worker)}), "CLAUDE.md", allow_local=True
+    )
+    (ws.worker_repo / "knowledge" / "link.md").symlink_to(ws.root / "CLAUDE.md")
+
+    report = await bootstrap(
+        ws, request_for(worker_repo={"url": str(worker)}), "CLAUDE.md", allow_local=True
+    )
+
+    assert report.changed == []  # a link is not listed: nothing new to say
+    text = (ws.root / "CLAUDE.md").read_text()
+    section = text[text.index(KNOWLEDGE_HEADING) :]
+    assert text.index("# Workspace") < text.index(KNOWLEDGE_HEADING)
+    assert "`worker_repo/knowledge/` holds what earlier sessions of this worker learned" in section
+    assert "read the notes there that bear on it" in section
+    assert listed_knowledge(text) == [
+        "- `worker_repo/knowledge/deploy/steps.md`",
+        "- `worker_repo/knowledge/testing.md`",
+    ]
+
+
+async def test_a_long_knowledge_base_lists_a_hundred_notes_and_counts_the_rest(ws, request_for):
+    await bootstrap(ws, request_for(), "CLAUDE.md", allow_local=True)
+    for number in range(104):
+        (ws.worker_repo / "knowledge" / f"note-{number:03}.md").write_text("a note\n")
+
+    report = await bootstrap(ws, request_for(), "CLAUDE.md", allow_local=True)
+
+    assert report.changed == ["CLAUDE.md"]  # notes added since: the file says so now
+    listed = listed_knowledge((ws.root / "CLAUDE.md").read_text())
+    assert len(listed) == 101
+    assert listed[0] == "- `worker_repo/knowledge/conventions.md`"
+    assert listed[99] == "- `worker_repo/knowledge/note-098.md`"
+    assert listed[100] == "- and 5 more"
+    again = await bootstrap(ws, request_for(), "CLAUDE.md", allow_local=True)
+    assert "CLAUDE.md" in again.unchanged
+
+
+async def test_without_knowledge_there_is_no_pointer_to_it(ws, request_for, bare_repo_factory):
+    worker = bare_repo_factory("unlearned")  # a README.md only
+    await bootstrap(
+        ws, request_for(worker_repo={"url": str(worker)}), "CLAUDE.md", allow_local=True
+    )
+    text = (ws.root / "CLAUDE.md").read_text()
+    assert KNOWLEDGE_HEADING not in text
+    assert "record what future sessions should know in `worker_repo/knowledge/`" in text
+
+
 async def test_bootstrap_records_what_it_did_without_the_instruction_text(ws, request_for):
     await bootstrap(ws, request_for(), "AGENTS.md", allow_local=True)
     record = ws.load_state()["bootstrap"]
