@@ -24,6 +24,7 @@ from eventing.cli_versions import (
     is_exact_version,
 )
 from eventing.inputs import bad_parameter
+from eventing.provider_urls import MAX_URL_CHARS, ProviderUrlError, provider_root
 from functions.api import Endpoint
 from functions.context import db, settings
 from functions.db.api_keys import ApiKeys
@@ -31,6 +32,7 @@ from functions.db.models import Runtime, SystemSetting, Worker
 from functions.db.repositories import Runtimes, Settings, Workers
 from functions.http import ApiError, parse_body
 from functions.repo_policy import RepoPolicy, check_setting
+from functions.runtime import rules as runtime_rules
 from functions.settings import is_image_reference, is_quantity
 
 NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -87,10 +89,23 @@ def _image(value: str | None) -> str | None:
     return value
 
 
+def _provider_url(value: str | None) -> str | None:
+    try:
+        return None if value is None else provider_root(value)
+    except ProviderUrlError as exc:
+        raise ValueError(str(exc)) from None
+
+
 # A session pod's CPU or memory (its requests and limits on Knative; the local backend runs
 # harnesses as plain processes and applies neither).
 Quantity = Annotated[str | None, Field(default=None, max_length=32), AfterValidator(_quantity)]
 ImageReference = Annotated[str | None, Field(default=None, max_length=500), AfterValidator(_image)]
+# Stored as the provider's root: a trailing /v1 (/v1beta) is stripped (eventing.provider_urls).
+ProviderUrl = Annotated[
+    str | None,
+    Field(default=None, max_length=MAX_URL_CHARS, pattern=r"^https?://"),
+    AfterValidator(_provider_url),
+]
 
 
 class RuntimeLimits(Strict):
@@ -105,7 +120,7 @@ class RuntimeFields(Strict):
     default_model: str | None = Field(default=None, max_length=200)
     prices: Prices | None = None
     credential_ref: str | None = CredentialRef
-    provider_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s]{1,500}$")
+    provider_base_url: ProviderUrl = None
     limits: RuntimeLimits = Field(default_factory=RuntimeLimits)
 
 
@@ -121,14 +136,23 @@ class RuntimePatch(Strict):
     default_model: str | None = Field(default=None, max_length=200)
     prices: Prices | None = None
     credential_ref: str | None = CredentialRef
-    provider_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s]{1,500}$")
+    provider_base_url: ProviderUrl = None
     limits: RuntimeLimits = None  # type: ignore[assignment]
+
+
+class RuntimeNote(BaseModel):
+    field: str
+    note: str
 
 
 class RuntimeOut(RuntimeIn):
     id: str
     created_at: datetime
     updated_at: datetime
+    notes: list[RuntimeNote] = Field(
+        default_factory=list,
+        description="fields this runtime sets that the configured runtime backend ignores",
+    )
 
 
 class WorkerTimeouts(Strict):
@@ -200,6 +224,13 @@ class ListOf(BaseModel):
 
 
 def runtime_out(row: Runtime) -> dict[str, Any]:
+    limits = row.limits or {}
+    unapplied = runtime_rules.unapplied_fields(
+        settings().runtime_backend,
+        image=row.image,
+        cpu=limits.get("cpu"),
+        memory=limits.get("memory"),
+    )
     return RuntimeOut.model_validate(
         dict(
             id=row.id,
@@ -211,11 +242,22 @@ def runtime_out(row: Runtime) -> dict[str, Any]:
             prices=row.prices,
             credential_ref=row.credential_ref,
             provider_base_url=row.provider_base_url,
-            limits=row.limits or {},
+            limits=limits,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            notes=[{"field": name, "note": why} for name, why in unapplied.items()],
         )
     ).model_dump(mode="json")
+
+
+def _check_runtime(cli: str, fields: dict[str, Any]) -> None:
+    """Refuse (422 runtime_invalid) a runtime, as it would be stored, that cannot work."""
+    runtime_rules.check(
+        cli,
+        default_model=fields.get("default_model"),
+        provider_base_url=fields.get("provider_base_url"),
+        credential_ref=fields.get("credential_ref"),
+    )
 
 
 def worker_out(row: Worker, runtime_name: str) -> dict[str, Any]:
@@ -259,7 +301,9 @@ def _repo_policy(session: Session) -> RepoPolicy:
 
 async def create_runtime(request: Request) -> Response:
     body = await parse_body(request, RuntimeIn, _limit())
-    created = await db(lambda s: runtime_out(Runtimes(s).add(**body.model_dump(mode="json"))))
+    fields = body.model_dump(mode="json")
+    _check_runtime(body.cli, fields)
+    created = await db(lambda s: runtime_out(Runtimes(s).add(**fields)))
     return JSONResponse(created, status_code=201)
 
 
@@ -280,7 +324,14 @@ async def patch_runtime(request: Request) -> Response:
     def patch(session: Session) -> dict[str, Any]:
         runtimes = Runtimes(session)
         changes = body.model_dump(mode="json", exclude_unset=True)
-        return runtime_out(runtimes.update(runtimes.get(name), **changes))
+        row = runtimes.get(name)
+        stored = {
+            "default_model": row.default_model,
+            "provider_base_url": row.provider_base_url,
+            "credential_ref": row.credential_ref,
+        }
+        _check_runtime(row.cli, {**stored, **changes})  # judged on the runtime as it will be
+        return runtime_out(runtimes.update(row, **changes))
 
     return JSONResponse(await db(patch))
 
