@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from eventing.bwrap import probe as probe_bwrap
 from eventing.cli_versions import EXACT_VERSION_RULE, is_exact_version
+from eventing.provider_urls import ProviderUrlError, provider_root
 from harness.adapters import ADAPTERS
 from harness.adapters.base import Prices, ProviderConfig
 from harness.errors import HarnessError
@@ -218,11 +219,9 @@ class HarnessSettings:
             max_request_bytes=_int(env, "VWM_MAX_REQUEST_BYTES", 1 << 20),
             heartbeat_s=_float(env, "VWM_HEARTBEAT_S", 15.0),
         )
-        base_url = env.get("VWM_PROVIDER_BASE_URL")
+        base_url = _provider_url(env)
         provider = (
-            ProviderConfig(
-                base_url=base_url.rstrip("/"), api_key=env.get("VWM_PROVIDER_API_KEY", "")
-            )
+            ProviderConfig(base_url=base_url, api_key=env.get("VWM_PROVIDER_API_KEY", ""))
             if base_url
             else None
         )
@@ -296,6 +295,18 @@ def _cli_version(env: Mapping[str, str]) -> str | None:
     if not is_exact_version(raw):
         raise SettingsError(f"VWM_CLI_VERSION={raw!r} must be {EXACT_VERSION_RULE}")
     return raw
+
+
+def _provider_url(env: Mapping[str, str]) -> str | None:
+    """``VWM_PROVIDER_BASE_URL`` as the provider's root, whoever set it: a trailing ``/v1``
+    would otherwise be doubled by the adapters (``/v1/v1/messages``)."""
+    raw = env.get("VWM_PROVIDER_BASE_URL", "")
+    if not raw:
+        return None
+    try:
+        return provider_root(raw)
+    except ProviderUrlError as exc:
+        raise SettingsError(f"VWM_PROVIDER_BASE_URL {exc}") from None
 
 
 def _find_binary(kind: str) -> str:

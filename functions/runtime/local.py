@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -52,6 +53,7 @@ from functions.runtime.errors import (
     SessionExists,
     TeardownFailed,
 )
+from functions.runtime.rules import unapplied_fields
 from functions.runtime.sandbox import SandboxChoice
 from functions.runtime.tokens import TokenKey
 
@@ -59,6 +61,8 @@ from functions.runtime.tokens import TokenKey
 # environment reaches a harness but npm's own settings (`_is_npm_setting`): the control plane's
 # own keys stay here.
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS")
+
+logger = logging.getLogger(__name__)
 
 _LOG_TAIL_BYTES = 4000
 _POLL_S = 0.05
@@ -121,6 +125,12 @@ class LocalBackend:
 
     async def provision(self, spec: HarnessSpec) -> RuntimeHandle:
         _check_spec(spec)
+        unapplied = unapplied_fields(self.kind, image=spec.image, cpu=spec.cpu, memory=spec.memory)
+        if unapplied:  # the runtime says it, this backend does not do it: say so once
+            logger.warning(
+                "runtime fields ignored by the local backend",
+                extra={"session_id": spec.session_id, "ignored": list(unapplied)},
+            )
         self._check_sandbox(spec.session_id)
         async with self._lock(spec.session_id):
             workspace = self.workspace(spec.session_id)

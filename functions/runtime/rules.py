@@ -2,7 +2,7 @@
 
 The admin API (`functions.admin`) refuses a runtime that no session could use, at creation and
 at every change (judged on the runtime as it would be stored), with `RuntimeInvalid` (422
-``runtime_invalid``); each rule comes from what the harness's adapters need (docs/runtime.md,
+``runtime_invalid``); each rule comes from what the harness's adapters need (docs/control-plane.md,
 "Runtimes that cannot work"). It also answers, with every runtime, the fields the configured
 backend ignores (`unapplied_fields`); the local backend logs the same at each session start.
 """
