@@ -90,3 +90,6 @@ class RunSummary(BaseModel):
     cost_source: CostSource | None = None
     is_error: bool = False
     error: str | None = None
+    # The model the CLI said it ran (its provider's answer, else its start event), None when its
+    # output names none (codex and opencode never do): telemetry then keeps the model asked for.
+    model: str | None = None

@@ -40,7 +40,7 @@ from functions.db.models import (
 )
 from functions.db.telemetry import bound_raw_output
 from functions.db.transitions import transition_job
-from functions.telemetry_writer import JobEnd, event_log_text, finish_job, record_job
+from functions.telemetry_writer import JobEnd, event_log_text, finish_job, ran_model, record_job
 
 JOB_TYPES = frozenset({JOB_STARTED, JOB_OUTPUT, JOB_COMPLETED, JOB_FAILED})
 
@@ -81,21 +81,24 @@ def apply(session: Session, event: VwmEvent, limit: int) -> bool:
         entries = stored_log(session, job.id)
         begun: dict[str, Any] = next((e["data"] for e in entries if e["kind"] == "job_started"), {})
         error = data.error.model_dump(mode="json") if data.error else None
+        summary = data.summary.model_dump(mode="json")
         end = JobEnd(
             status=str(data.status),
-            summary=data.summary.model_dump(mode="json"),
+            summary=summary,
             error=error,
             exit_code=data.exit_code,
             total_ms=data.timings.total_ms,
             cli_start_ms=data.timings.cli_start_ms,
             first_output_ms=data.timings.first_output_ms,
             cli=begun.get("cli"),
-            model=begun.get("model"),
+            model=ran_model(summary, begun),
             raw_output=data.raw_output,
             event_log=event_log_text(entries),
             instructions_version=job.instructions_version or 0,
             started_at=data.started_at,
             finished_at=data.finished_at,
+            cli_version=begun.get("cli_version"),
+            worker_revision=job.worker_revision or 0,
         )
         if finish_job(session, job, end, limit):
             return True  # its telemetry was just written from the whole stored log
@@ -158,8 +161,8 @@ def _logged(entries: list[dict[str, Any]]) -> list[JobEvent]:
 
 
 def _refresh_telemetry(session: Session, job_id: str, limit: int) -> None:
-    """A finished job's telemetry keeps a bounded copy of its log and the CLI and model its
-    start named: brought up to date when an entry arrives after the end."""
+    """A finished job's telemetry keeps a bounded copy of its log, the CLI and version its
+    start named and the model it ran: brought up to date when an entry arrives after the end."""
     row = session.scalar(select(TelemetryRequest).where(TelemetryRequest.job_id == job_id))
     if row is None:
         return
@@ -168,7 +171,11 @@ def _refresh_telemetry(session: Session, job_id: str, limit: int) -> None:
     begun = next((e["data"] for e in entries if e["kind"] == "job_started"), None)
     if begun is not None:
         row.cli = begun.get("cli") or row.cli
-        row.model = begun.get("model")
+        row.cli_version = begun.get("cli_version") or row.cli_version
+        finished: dict[str, Any] = next(
+            (e["data"] for e in entries if e["kind"] == "job_finished"), {}
+        )
+        row.model = ran_model(finished.get("summary") or {}, begun) or row.model
 
 
 def _started_entry(job_id: str, seq: int, data: JobStarted) -> dict[str, Any]:
@@ -181,6 +188,7 @@ def _started_entry(job_id: str, seq: int, data: JobStarted) -> dict[str, Any]:
             "cli": data.cli,
             "model": data.model,
             "resume_id": data.resume_id,
+            "cli_version": data.cli_version,
         },
         "ts": data.started_at.timestamp(),
     }

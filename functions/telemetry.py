@@ -50,7 +50,12 @@ class RequestRecord(BaseModel):
     session_id: str
     worker: str | None
     cli: str
-    model: str | None
+    cli_version: str | None = Field(
+        description="the CLI's version as it reported it; null: unknown"
+    )
+    model: str | None = Field(
+        description="the model the CLI reported, else the one the harness asked for"
+    )
     status: str
     tokens: Tokens
     cost_usd: float | None
@@ -58,6 +63,7 @@ class RequestRecord(BaseModel):
     durations_ms: dict[str, int | None]
     exit_code: int | None
     instructions_version: int
+    worker_revision: int = Field(description="the worker's revision the job ran with; 0: none")
     created_at: datetime
     raw_output: str | None = None
 
@@ -101,6 +107,7 @@ def _record(row: TelemetryRequest, worker: str | None, include_raw: bool) -> dic
         session_id=row.session_id,
         worker=worker,
         cli=row.cli,
+        cli_version=row.cli_version,
         model=row.model,
         status=row.status,
         tokens=Tokens(
@@ -120,6 +127,7 @@ def _record(row: TelemetryRequest, worker: str | None, include_raw: bool) -> dic
         },
         exit_code=row.exit_code,
         instructions_version=row.instructions_version,
+        worker_revision=row.worker_revision or 0,
         created_at=row.created_at,
         raw_output=row.raw_output if include_raw else None,
     ).model_dump(mode="json")

@@ -47,12 +47,22 @@ class JobEnd:
     cli_start_ms: int | None
     first_output_ms: int | None
     cli: str | None  # None: the runtime's
-    model: str | None
+    model: str | None  # `ran_model`: the one the CLI reported, else the one asked for
     raw_output: str
     event_log: str  # the job's events as JSON lines, unbounded (bounded when stored)
     instructions_version: int
     started_at: datetime | None = None  # None: stamped now, when the row has none yet
     finished_at: datetime | None = None
+    cli_version: str | None = None  # as the CLI reported it (job_started), None: unknown
+    worker_revision: int = 0  # the job's (stamped at dispatch), 0: none
+
+
+def ran_model(summary: dict[str, Any], begun: dict[str, Any]) -> str | None:
+    """The model a job ran: the one its CLI reported (the summary's), else the one the
+    harness asked for (``job_started``'s; None when neither the worker nor the runtime names
+    one and the CLI's output names none)."""
+    reported = summary.get("model")
+    return reported if isinstance(reported, str) and reported else begun.get("model")
 
 
 def event_log_text(events: list[dict[str, Any]]) -> str:
@@ -108,6 +118,8 @@ def finish_job(session: Session, job: Job, end: JobEnd, limit: int) -> bool:
             exit_code=end.exit_code,
             status=end.status,
             instructions_version=end.instructions_version,
+            worker_revision=end.worker_revision,
+            cli_version=end.cli_version,
             raw_output=bound_raw_output(end.raw_output, limit),
             event_log=bound_raw_output(end.event_log, limit),
         )
@@ -145,19 +157,22 @@ def record_job(
     first_cli = next((e.ts for e in events if e.kind not in _LIFECYCLE), None)
     first_output = next((e.ts for e in events if e.kind in _OUTPUT), None)
     begun = started.data if started else {}
+    summary = data.get("summary") or {}
     end = JobEnd(
         status=data["status"],
-        summary=data.get("summary") or {},
+        summary=summary,
         error=data.get("error"),
         exit_code=data.get("exit_code"),
         total_ms=data.get("duration_ms"),
         cli_start_ms=_ms(first_cli, start_ts),
         first_output_ms=_ms(first_output, start_ts),
         cli=begun.get("cli"),
-        model=begun.get("model"),
+        model=ran_model(summary, begun),
         raw_output=stdout,
         event_log=event_log_text([event.model_dump(mode="json") for event in events]),
         instructions_version=instructions_version,
+        cli_version=begun.get("cli_version"),
+        worker_revision=job.worker_revision or 0,
     )
     finish_job(session, job, end, limit)
 

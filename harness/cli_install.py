@@ -127,6 +127,14 @@ class PinnedCli:
             )
         return self.resolved.binary
 
+    @property
+    def running_version(self) -> str | None:
+        """The version of the CLI jobs run, as it reported it (``--version``): the pinned one
+        once resolved, the image's or the copy's, both checked. None when unpinned (the image's
+        CLI, never asked: a harness without ``VWM_CLI_VERSION`` is a developer's) or not
+        installed yet."""
+        return self.resolved.version if self.resolved is not None else None
+
     async def find(self) -> ResolvedCli | None:
         """The CLI at the pinned version without installing anything: the image's if it reports
         that version, else the copy on the volume; None when neither is there."""

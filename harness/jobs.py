@@ -342,7 +342,8 @@ class JobRunner:
                 "prompt": request.prompt,
                 "cli": self._adapter.kind,
                 "resume_id": run.spec.resume_id,
-                "model": run.spec.model,
+                "model": run.spec.model,  # asked for; the summary has the one reported
+                "cli_version": self._cli.running_version,
             },
         )
         timeout_s = request.timeout_s or self._settings.limits.job_timeout_s

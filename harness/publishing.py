@@ -94,6 +94,7 @@ def started_event(session_id: str, entry: JobEvent, causation_id: str | None = N
         "model": data.get("model"),
         "resume_id": data.get("resume_id"),
         "started_at": started_at.isoformat(),
+        "cli_version": data.get("cli_version"),
     }
     payload = _fit(JobStarted, fields, shrink=("prompt",))
     return _job_event(payload, session_id, entry.job_id, entry.seq, started_at, causation_id)

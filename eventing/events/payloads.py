@@ -84,6 +84,11 @@ class JobStarted(Payload):
     model: str | None = Field(default=None, max_length=200, description="None: the CLI's default")
     resume_id: str | None = Field(default=None, max_length=200, description="CLI session resumed")
     started_at: AwareDatetime = Field(description="when the harness started the job")
+    cli_version: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the CLI's version as it reported it; None: unknown",
+    )
 
 
 class OutputEvent(AgentEvent):
@@ -136,6 +141,9 @@ class JobSummary(RunSummary):
 
     usage: TokenUsage = Field(default_factory=TokenUsage)
     cost_usd: float | None = Field(default=None, ge=0, description="US dollars")
+    model: str | None = Field(
+        default=None, max_length=200, description="the model the CLI reported; None: it named none"
+    )
 
 
 class JobTimings(Payload):

@@ -18,6 +18,8 @@ from harness.errors import HarnessError
 
 # The summary's error text when the CLI's output stopped before its terminal event.
 MISSING_END = "the CLI output ended without a final event"
+# A reported model name longer than this is not one (the telemetry column's width).
+MAX_MODEL_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,10 @@ class Parser(ABC):
         if self._summary is not None:
             return self._summary
         return RunSummary(
-            cli_session_id=self._session_id, final_text=self._final_text, usage=self._usage
+            cli_session_id=self._session_id,
+            final_text=self._final_text,
+            usage=self._usage,
+            model=self._model,
         )
 
     @property
@@ -175,14 +180,20 @@ class Parser(ABC):
         """A `session_started` event the first time the CLI names its session."""
         if session_id and self._session_id is None:
             self._session_id = session_id
-        if model and self._model is None:
-            self._model = model
+        if self._model is None:
+            self._reported_model(model)
         if self._announced or self._session_id is None:
             return []
         self._announced = True
         return [
             event(EventKind.SESSION_STARTED, cli_session_id=self._session_id, model=self._model)
         ]
+
+    def _reported_model(self, model: object) -> None:
+        """The model the CLI names for the run, replacing an earlier one: a later, more exact
+        report (the provider's answer after the start event's alias) wins. Not a name: ignored."""
+        if isinstance(model, str) and model and len(model) <= MAX_MODEL_CHARS:
+            self._model = model
 
     def _error(self, message: str, *, fatal: bool, code: str | None = None) -> AgentEvent:
         self._last_error = message
@@ -205,6 +216,7 @@ class Parser(ABC):
             cost_source=source,
             is_error=is_error,
             error=error if is_error else None,
+            model=self._model,
         )
         events.append(
             event(EventKind.USAGE, **self._usage.model_dump(), cost_usd=cost, cost_source=source)

@@ -119,6 +119,10 @@ class ClaudeParser(Parser):
             # turn ends here and `result` follows with is_error.
             text = "".join(block.get("text", "") for block in blocks)
             return [self._error(text or data["error"], fatal=True, code=data["error"])]
+        if not data.get("parent_tool_use_id"):  # a subagent's model is not the run's
+            # The provider's answer names the model that ran (init names an alias of it,
+            # "claude-opus-4-8[1m]"); the last answer's wins, as claude may fall back.
+            self._reported_model(data["message"].get("model"))
         events: list[AgentEvent] = []
         for block in blocks:
             match block["type"]:
@@ -166,11 +170,30 @@ class ClaudeParser(Parser):
             self._reported_cost = float(data["total_cost_usd"])
         result = data.get("result")
         self._final_text = result if isinstance(result, str) else ""
+        if self._model is None:  # json mode: `result` alone, its usage keyed by model
+            self._reported_model(_busiest(data.get("modelUsage")))
         # `subtype` says "success" even when `is_error` is true: is_error decides.
         subtype = str(data.get("subtype", "success"))
         is_error = bool(data.get("is_error")) or subtype.startswith("error")
         error = self._final_text or "; ".join(map(str, data.get("errors") or [])) or subtype
         return events + self._end(is_error=is_error, error=error)
+
+
+def _busiest(model_usage: Any) -> str | None:
+    """The model of `modelUsage` that used the most tokens, None when none used any."""
+    if not isinstance(model_usage, dict):
+        return None
+    used = {
+        name: tokens
+        for name, usage in model_usage.items()
+        if isinstance(usage, dict)
+        and (tokens := _int(usage.get("inputTokens")) + _int(usage.get("outputTokens"))) > 0
+    }
+    return max(used, key=lambda name: used[name]) if used else None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def _tool_output(content: Any) -> Any:

@@ -8,6 +8,7 @@ this relies on is in docs/adapters.md ("How the CLIs behave").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,10 @@ class GeminiParser(Parser):
 
     def _result(self, data: dict[str, Any]) -> list[AgentEvent]:
         events = self._close_block()
-        self._usage = _stream_usage(data.get("stats") or {})
+        stats = data.get("stats") or {}
+        self._usage = _stream_usage(stats)
+        # init says "auto" without -m; the stats name the model that did the work.
+        self._reported_model(_busiest(stats.get("models"), lambda m: m.get("total_tokens")))
         is_error = data["status"] != "success"
         error = (data.get("error") or {}).get("message") or f"the run ended {data['status']!r}"
         return events + self._end(is_error=is_error, error=error)
@@ -150,8 +154,8 @@ class GeminiParser(Parser):
     def _json_document(self, data: dict[str, Any]) -> list[AgentEvent]:
         """`--output-format json`: one document holding the whole run, or its error."""
         models = (data.get("stats") or {}).get("models") or {}
-        model = next(iter(models)) if len(models) == 1 else None
-        events = self._session(data["session_id"], model)
+        self._reported_model(_busiest(models, lambda m: (m.get("tokens") or {}).get("total")))
+        events = self._session(data["session_id"])
         response = data.get("response")
         if isinstance(response, str) and response:
             self._final_text = response
@@ -161,6 +165,19 @@ class GeminiParser(Parser):
         if error is None:
             return events + self._end(is_error=False)
         return events + self._end(is_error=True, error=error.get("message") or str(error))
+
+
+def _busiest(models: Any, total: Callable[[dict[str, Any]], Any]) -> str | None:
+    """The model of `stats.models` that used the most tokens (the router asked first uses
+    fewer), None when none used any."""
+    if not isinstance(models, dict):
+        return None
+    used = {
+        name: count
+        for name, stats in models.items()
+        if isinstance(stats, dict) and isinstance(count := total(stats), int) and count > 0
+    }
+    return max(used, key=lambda name: used[name]) if used else None
 
 
 def _stream_usage(stats: dict[str, Any]) -> Usage:

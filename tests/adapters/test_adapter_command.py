@@ -20,6 +20,7 @@ SUMMARY_KEYS = [
     "cost_source",
     "is_error",
     "error",
+    "model",
 ]
 
 
