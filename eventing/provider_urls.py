@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from eventing.errors import VwmError
+
 MAX_URL_CHARS = 500
 
 PROVIDER_ROOT_RULE = (
@@ -28,8 +30,12 @@ _TRAILING_VERSION = re.compile(r"/(?:v1|v1beta)/*$")
 _ENDPOINT = re.compile(r"/(?:v1/messages|v1/responses|v1/chat/completions|v1beta/models(?:/.*)?)$")
 
 
-class ProviderUrlError(ValueError):
-    """The URL cannot be a provider root; the message says why and what to give instead."""
+class ProviderUrlError(VwmError, ValueError):
+    """The URL cannot be a provider root; the message says why and what to give instead. Each
+    edge reports it its own way: a field error of the admin API, a harness setting error."""
+
+    status = 422
+    code = "invalid_provider_url"
 
 
 def provider_root(url: str) -> str:
