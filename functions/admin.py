@@ -34,6 +34,8 @@ from functions.http import ApiError, parse_body
 from functions.repo_policy import RepoPolicy, check_setting
 from functions.runtime import rules as runtime_rules
 from functions.settings import is_image_reference, is_quantity
+from functions.skills_admin import ENDPOINTS as SKILL_ENDPOINTS
+from functions.skills_admin import use_skills
 
 NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 SETTING_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # fits the 100-character column
@@ -161,11 +163,29 @@ class WorkerTimeouts(Strict):
     max_age_s: float | None = Field(default=None, gt=0, le=365 * 86_400)
 
 
+# A skill a worker uses: `name@version` pins that version, `name` follows the highest uploaded.
+SkillPin = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?(@[0-9A-Za-z.+-]{1,64})?$",
+        description="name@version to pin a version, or name to follow the latest",
+    ),
+]
+SkillPins = Annotated[list[SkillPin], Field(max_length=100)]
+LearningModeField = Literal["direct", "review"]
+
+
 class WorkerFields(Strict):
     repo_url: str = Field(min_length=1, max_length=2000)
     repo_branch: str = Field(default="main", min_length=1, max_length=200)
     instructions: str = Field(default="", max_length=512_000)
     auto_learning: bool = False
+    learning_mode: LearningModeField = Field(
+        default="direct",
+        description="where auto-learning pushes: direct to repo_branch, or review to "
+        "learning/<session id> for a person to merge",
+    )
+    skills: SkillPins = Field(default_factory=list)
     model: str | None = Field(default=None, max_length=200)
     timeouts: WorkerTimeouts = Field(default_factory=WorkerTimeouts)
 
@@ -182,12 +202,18 @@ class WorkerPatch(Strict):
     repo_branch: str = Field(default=None, min_length=1, max_length=200)  # type: ignore[assignment]
     instructions: str = Field(default=None, max_length=512_000)  # type: ignore[assignment]
     auto_learning: bool = None  # type: ignore[assignment]
+    learning_mode: LearningModeField = None  # type: ignore[assignment]
+    skills: SkillPins = None  # type: ignore[assignment]
     model: str | None = Field(default=None, max_length=200)
     timeouts: WorkerTimeouts = None  # type: ignore[assignment]
 
 
 class WorkerOut(WorkerIn):
     id: str
+    revision: int = Field(
+        description="counts changes of what running sessions are given (instructions, model, "
+        "skills, learning); telemetry records the revision each job ran with"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -260,7 +286,7 @@ def _check_runtime(cli: str, fields: dict[str, Any]) -> None:
     )
 
 
-def worker_out(row: Worker, runtime_name: str) -> dict[str, Any]:
+def worker_out(session: Session, row: Worker, runtime_name: str) -> dict[str, Any]:
     return WorkerOut.model_validate(
         dict(
             id=row.id,
@@ -270,6 +296,12 @@ def worker_out(row: Worker, runtime_name: str) -> dict[str, Any]:
             repo_branch=row.repo_branch,
             instructions=row.instructions,
             auto_learning=row.auto_learning,
+            learning_mode=row.learning_mode,
+            skills=[
+                link.skill_name if link.version is None else f"{link.skill_name}@{link.version}"
+                for link in Workers(session).skill_links(row)
+            ],
+            revision=row.revision or 1,
             model=row.model,
             timeouts=row.timeouts or {},
             created_at=row.created_at,
@@ -351,8 +383,11 @@ async def create_worker(request: Request) -> Response:
     def create(session: Session) -> dict[str, Any]:
         _repo_policy(session).check_worker_repo(body.repo_url, body.name)
         runtime = Runtimes(session).get(body.runtime)
-        fields = body.model_dump(mode="json", exclude={"runtime"})
-        return worker_out(Workers(session).add(runtime_id=runtime.id, **fields), runtime.name)
+        fields = body.model_dump(mode="json", exclude={"runtime", "skills"})
+        worker = Workers(session).add(runtime_id=runtime.id, **fields)
+        use_skills(session, worker, body.skills)
+        worker.revision = 1  # a new worker: its first skills are not a change
+        return worker_out(session, worker, runtime.name)
 
     return JSONResponse(await db(create), status_code=201)
 
@@ -360,7 +395,7 @@ async def create_worker(request: Request) -> Response:
 async def list_workers(_: Request) -> Response:
     def rows(session: Session) -> list[dict[str, Any]]:
         names = {r.id: r.name for r in Runtimes(session).list_all()}
-        return [worker_out(w, names[w.runtime_id]) for w in Workers(session).list_all()]
+        return [worker_out(session, w, names[w.runtime_id]) for w in Workers(session).list_all()]
 
     return JSONResponse({"items": await db(rows)})
 
@@ -370,7 +405,7 @@ async def get_worker(request: Request) -> Response:
 
     def get(session: Session) -> dict[str, Any]:
         worker = Workers(session).get(name)
-        return worker_out(worker, _runtime_name(session, worker))
+        return worker_out(session, worker, _runtime_name(session, worker))
 
     return JSONResponse(await db(get))
 
@@ -387,8 +422,11 @@ async def patch_worker(request: Request) -> Response:
         worker = workers.get(name)  # a missing worker is the 404
         if (runtime_name := changes.pop("runtime", None)) is not None:
             changes["runtime_id"] = _named_runtime(session, runtime_name).id
+        skills = changes.pop("skills", None)
         worker = workers.update(worker, **changes)
-        return worker_out(worker, _runtime_name(session, worker))
+        if skills is not None:
+            use_skills(session, worker, skills, replace=True)
+        return worker_out(session, worker, _runtime_name(session, worker))
 
     return JSONResponse(await db(patch))
 
@@ -547,3 +585,4 @@ ENDPOINTS = [
         tags=TAGS,
     ),
 ]
+ENDPOINTS += SKILL_ENDPOINTS  # skills and worker skills: functions/skills_admin.py

@@ -24,6 +24,7 @@ from functions.settings import ControlPlaneSettings
 if TYPE_CHECKING:
     import httpx
 
+    from functions.blobs import BlobStore
     from functions.runtime.base import RuntimeBackend
     from functions.runtime.tokens import TokenKey
 
@@ -31,6 +32,7 @@ __all__ = [
     "Services",
     "ServicesNotBound",
     "backend",
+    "blobs",
     "bound",
     "db",
     "harness_http",
@@ -63,6 +65,11 @@ def token_key() -> TokenKey:
 
 def backend() -> RuntimeBackend:
     return current().backend
+
+
+def blobs() -> BlobStore:
+    """The blob store skill packages are kept in."""
+    return current().blobs
 
 
 def harness_http() -> httpx.AsyncClient:

@@ -146,11 +146,10 @@ async def _end_session(event: VwmEvent) -> Outcome:
     if await db(_seen, event):
         return Outcome.DUPLICATE
     session_id = str(event.sessionid)
-    reason = (
-        event.data.reason if isinstance(event.data, SessionEndRequested) else EndReason.REQUESTED
-    )
+    requested = event.data if isinstance(event.data, SessionEndRequested) else None
+    reason = requested.reason if requested else EndReason.REQUESTED
     try:
-        _, saved = await end(session_id, reason)
+        _, saved = await end(session_id, reason, learn=requested.learn if requested else True)
     except NotFoundError:
         return Outcome.UNKNOWN
     except ConflictError:  # already ending, on another delivery or a DELETE

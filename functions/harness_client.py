@@ -30,7 +30,10 @@ from eventing.harness_api import (
     FileWritten,
     HarnessHealth,
     JobState,
+    LearningCommitOutcome,
     ShutdownOutcome,
+    SkillInstallOutcome,
+    SkillListing,
 )
 from eventing.job_events import JobEvent
 from eventing.sse import SseFrame, aparse_lines
@@ -162,6 +165,40 @@ class HarnessClient:
             content=body,
             bound=bound,
         )
+
+    async def learning_commit(self, body: dict[str, Any]) -> LearningCommitOutcome:
+        """Commit what a learning job recorded in worker_repo, with provenance, and push it
+        (a commit and a push: the shutdown's bound)."""
+        return await self.answer(
+            LearningCommitOutcome,
+            "POST",
+            "/v1/learning/commit",
+            json=body,
+            bound=self.bounds.shutdown_s,
+        )
+
+    async def skills(self) -> SkillListing:
+        return await self.answer(SkillListing, "GET", "/v1/skills")
+
+    async def install_skill(self, name: str, data: bytes, sha256: str) -> SkillInstallOutcome:
+        """Install a skill's package; the harness checks `sha256` before it writes anything. A
+        package may be tens of MiB: it gets the bootstrap's bound."""
+        headers = {
+            **self._headers,
+            "Content-Type": "application/octet-stream",
+            "X-VWM-Skill-SHA256": sha256,
+        }
+        return await self.answer(
+            SkillInstallOutcome,
+            "PUT",
+            f"/v1/skills/{name}",
+            headers=headers,
+            content=data,
+            bound=self.bounds.bootstrap_s,
+        )
+
+    async def remove_skill(self, name: str) -> None:
+        await self.send("DELETE", f"/v1/skills/{name}")
 
     async def job(self, job_id: str) -> JobState:
         return await self.answer(JobState, "GET", f"/v1/jobs/{job_id}")

@@ -25,21 +25,14 @@ from functions.db.repositories import Jobs
 from functions.db.transitions import transition_job
 from functions.harness_client import (
     HarnessCallError,
-    HarnessClient,
     HarnessRefused,
     HarnessUnavailable,
 )
 from functions.lifecycle_events import job_failed
 from functions.runtime.base import HarnessEndpoint
 from functions.runtime.errors import RuntimeBackendError
-from functions.session_runtime import (
-    SessionView,
-    bootstrap_body,
-    client_for,
-    reach,
-    recover,
-    save_instructions_version,
-)
+from functions.session_runtime import SessionView, client_for, reach, recover
+from functions.session_sync import Wanted, bring_up_to_date
 
 
 @dataclass(frozen=True)
@@ -55,8 +48,7 @@ async def dispatch(
     view: SessionView,
     endpoint: HarnessEndpoint,
     start: JobStart,
-    instructions: str,
-    version: int,
+    want: Wanted,
 ) -> HarnessEndpoint:
     """Start the queued job on the harness; returns where it runs. However that fails (refused,
     no answer in time, this request cancelled), the job row ends `failed`, never `queued`, and a
@@ -68,7 +60,7 @@ async def dispatch(
     that then hung, and its `not_after` makes sure it never runs late."""
     try:
         try:
-            await _start_checked(view, endpoint, start, instructions, version)
+            await _start_checked(view, endpoint, start, want)
         except HarnessUnavailable as exc:
             if exc.timed_out:
                 raise
@@ -76,7 +68,7 @@ async def dispatch(
                 view, endpoint = await reach(view.session.id, probe=True)
             except RuntimeBackendError:
                 raise exc from None
-            await _start_checked(view, endpoint, start, instructions, version)
+            await _start_checked(view, endpoint, start, want)
     except HarnessCallError as exc:
         await db(fail_queued, start.job_id, {"code": exc.code, "message": exc.message})
         if isinstance(exc, HarnessUnavailable):
@@ -98,10 +90,10 @@ async def dispatch(
 
 
 async def _start_checked(
-    view: SessionView, endpoint: HarnessEndpoint, start: JobStart, instructions: str, version: int
+    view: SessionView, endpoint: HarnessEndpoint, start: JobStart, want: Wanted
 ) -> None:
     try:
-        await _start_on_harness(view, endpoint, start, instructions, version)
+        await _start_on_harness(view, endpoint, start, want)
     except HarnessRefused as refused:
         if refused.code != JOB_EXPIRED:
             raise
@@ -170,21 +162,12 @@ def expire_if_stale(session: Session, job_id: str | None) -> bool:
     return True
 
 
-async def sync_instructions(
-    view: SessionView, harness: HarnessClient, instructions: str, version: int
-) -> None:
-    """Hot instructions: when the global instructions changed since the harness last got them,
-    bootstrap it again (it rewrites the instruction file) and note the version it has."""
-    if view.session.instructions_version != version:
-        await harness.bootstrap(bootstrap_body(view, instructions))
-        await db(save_instructions_version, view.session.id, version)
-
-
 async def _start_on_harness(
-    view: SessionView, endpoint: HarnessEndpoint, start: JobStart, instructions: str, version: int
+    view: SessionView, endpoint: HarnessEndpoint, start: JobStart, want: Wanted
 ) -> None:
     async with client_for(endpoint) as harness:
-        await sync_instructions(view, harness, instructions, version)
+        # Hot instructions, model and skills: what changed since the harness last got them.
+        await bring_up_to_date(view, harness, want)
         await harness.start_job(
             {"prompt": start.prompt, "job_id": start.job_id, "timeout_s": start.timeout_s}
         )

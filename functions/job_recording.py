@@ -86,6 +86,20 @@ async def raw_output(harness: HarnessClient, job_id: str) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+async def follow_to_end(job_id: str, session_id: str, endpoint: HarnessEndpoint) -> None:
+    """Follow the job's events to its end and record it. A harness that falls silent (no
+    event, no heartbeat within the bound) is replaced and the job fails with it."""
+    if await db(is_final, job_id):
+        return  # a replayed idempotency key of a finished job
+    try:
+        async with client_for(endpoint) as harness:
+            events = [decode(message) async for message in harness.events(job_id)]
+            await record_followed(job_id, events, harness)
+    except HarnessUnavailable:
+        logger.warning("the job's harness stopped answering", extra={"job_id": job_id})
+        await lose_with_harness(job_id, session_id)
+
+
 async def lose_with_harness(job_id: str, session_id: str) -> bool:
     """The job's harness stopped answering: if it still does not answer about the job, the job
     is lost with it and fails (`harness_unavailable`), and the harness is replaced. True when

@@ -9,7 +9,7 @@ zero. The embedded broker does the same through one built-in subscription whose 
    answered (its job ended, or the session can never run it) is done;
 2. reach the session's harness, relaunching it on its workspace if its process is gone (as an
    HTTP prompt does); a session still starting is retried, an ended one fails the job;
-3. bring the harness's instructions up to date when they changed and it is idle;
+3. bring the harness up to date (instructions, model, skills) when they changed and it is idle;
 4. POST the event to the harness's `POST /v1/events`, which runs the job inside the delivery
    and answers when it has ended (`harness.prompt_requests`); then record the job from the
    harness at once rather than wait for its events.
@@ -40,18 +40,12 @@ from functions.harness_client import (
     HarnessRefused,
     HarnessUnavailable,
 )
-from functions.job_dispatch import fail_queued, sync_instructions
+from functions.job_dispatch import fail_queued
 from functions.job_recording import record_from_harness
 from functions.prompt_requests import accept, request_of
 from functions.runtime.errors import RuntimeBackendError
-from functions.session_runtime import (
-    SessionView,
-    client_for,
-    global_instructions,
-    job_timeout_s,
-    reach,
-    recover,
-)
+from functions.session_runtime import SessionView, client_for, job_timeout_s, reach, recover
+from functions.session_sync import bring_up_to_date, wanted
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +78,8 @@ class SessionPromptSink:
             return SinkResult(Outcome.RETRY, 503, exc.message)
         try:
             async with client_for(endpoint) as harness:
-                has = await _instructions(view, harness)
-                await db(_stamp_instructions, job.id, has)
+                has = await _brought_up_to_date(view, harness)
+                await db(_stamp_versions, job.id, has)
                 headers, body = to_binary(event)
                 await harness.deliver(headers, body, _bound(view, event))
         except HarnessUnavailable as exc:
@@ -104,24 +98,25 @@ class SessionPromptSink:
         return SinkResult(Outcome.ACCEPTED, 200)
 
 
-async def _instructions(view: SessionView, harness: Any) -> int:
-    """The global instructions version the harness has once they are brought up to date. Best
-    effort: a harness busy with a job refuses a bootstrap (409), and the request's job then
-    runs with the instructions it has; the next request brings them."""
-    instructions, version = await db(global_instructions)
+async def _brought_up_to_date(view: SessionView, harness: Any) -> tuple[int, int]:
+    """The global instructions version and worker revision the harness has once brought up to
+    date. Best effort: a harness busy with a job refuses a bootstrap (409), and the request's
+    job then runs with what it has; the next request brings the rest."""
+    want = await db(wanted, view)
     try:
-        await sync_instructions(view, harness, instructions, version)
+        await bring_up_to_date(view, harness, want)
     except HarnessRefused:
-        return view.session.instructions_version or 0
-    return version
+        row = view.session
+        return row.instructions_version or 0, row.worker_revision or 0
+    return want.instructions_version, want.worker_revision
 
 
-def _stamp_instructions(session: Session, job_id: str, version: int) -> None:
-    """The version the job runs with, for whoever records it (as a sync prompt's dispatch
-    stamps it)."""
+def _stamp_versions(session: Session, job_id: str, versions: tuple[int, int]) -> None:
+    """The versions the job runs with, for whoever records it (as a sync prompt's dispatch
+    stamps them)."""
     row = session.get(Job, job_id)
     if row is not None and row.status in ACTIVE_JOB_STATUSES:
-        row.instructions_version = version
+        row.instructions_version, row.worker_revision = versions
 
 
 def _bound(view: SessionView, event: VwmEvent) -> float:

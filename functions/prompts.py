@@ -41,20 +41,16 @@ from functions.db.errors import ConflictError, SessionBusy
 from functions.db.models import ACTIVE_JOB_STATUSES, Job, JobStatus, WorkerSession
 from functions.db.repositories import Jobs, Sessions
 from functions.db.transitions import PromptRequest, StartedJob, start_job, transition_job
-from functions.harness_client import HarnessCallError, HarnessUnavailable, decode
+from functions.harness_client import HarnessCallError, HarnessUnavailable
 from functions.http import parse_body, parse_query
 from functions.job_dispatch import JobStart, dispatch, expire_if_stale
-from functions.job_recording import (
-    is_final,
-    lose_with_harness,
-    record_followed,
-    record_from_harness,
-)
+from functions.job_recording import follow_to_end, lose_with_harness, record_from_harness
 from functions.job_relay import relay
 from functions.params import RESUME_HEADERS, ResumeQuery, resume_point
 from functions.prompt_requests import publish
 from functions.runtime.base import HarnessEndpoint
-from functions.session_runtime import client_for, global_instructions, reach
+from functions.session_runtime import client_for, reach
+from functions.session_sync import wanted
 
 logger = logging.getLogger(__name__)
 
@@ -118,14 +114,14 @@ async def create_prompt(request: Request) -> Response:
     if body.mode == "async":
         return await _request_prompt(body)
     view, endpoint = await reach(body.session_id)
-
-    instructions, version = await db(global_instructions)
+    want = await db(wanted, view)
 
     def queue(session: Session) -> StartedJob:
         started = _start(session, body)
         if started.created:
-            # Before dispatch: whoever records the job (its events may come first) reads it.
-            started.job.instructions_version = version
+            # Before dispatch: whoever records the job (its events may come first) reads them.
+            started.job.instructions_version = want.instructions_version
+            started.job.worker_revision = want.worker_revision
         return started
 
     try:
@@ -141,7 +137,7 @@ async def create_prompt(request: Request) -> Response:
     job = started.job
     if started.created:
         start = JobStart(job_id=job.id, prompt=body.prompt, timeout_s=body.timeout_s)
-        endpoint = await dispatch(view, endpoint, start, instructions, version)
+        endpoint = await dispatch(view, endpoint, start, want)
         job = await db(_mark_dispatched, job.id)
     if body.mode == "stream":
         known = endpoint  # reached above: no second lookup for the stream
@@ -150,7 +146,7 @@ async def create_prompt(request: Request) -> Response:
             return known
 
         return relay(job.id, body.session_id, 0, harness=harness)
-    await _follow_to_end(job.id, body.session_id, endpoint)
+    await follow_to_end(job.id, body.session_id, endpoint)
     return JSONResponse(await db(lambda s: job_out(_get_job(s, job.id))))
 
 
@@ -197,20 +193,6 @@ def _mark_dispatched(session: Session, job_id: str) -> Job:
     else:
         row.harness_job_id = job_id
     return row
-
-
-async def _follow_to_end(job_id: str, session_id: str, endpoint: HarnessEndpoint) -> None:
-    """Follow the job's events to its end and record it. A harness that falls silent (no
-    event, no heartbeat within the bound) is replaced and the job fails with it."""
-    if await db(is_final, job_id):
-        return  # a replayed idempotency key of a finished job
-    try:
-        async with client_for(endpoint) as harness:
-            events = [decode(message) async for message in harness.events(job_id)]
-            await record_followed(job_id, events, harness)
-    except HarnessUnavailable:
-        logger.warning("the job's harness stopped answering", extra={"job_id": job_id})
-        await lose_with_harness(job_id, session_id)
 
 
 async def _ended_on(endpoint: HarnessEndpoint, job_id: str | None) -> bool:

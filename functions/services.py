@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import sessionmaker
 
+    from functions.blobs import BlobStore
     from functions.outbox_relay import OutboxRelay
     from functions.runtime.base import RuntimeBackend
     from functions.runtime.tokens import TokenKey
@@ -139,6 +140,7 @@ class Services:
         self._token_key: TokenKey | None = None
         self._backend: RuntimeBackend | None = None
         self._harness_http: httpx.AsyncClient | None = None
+        self._blobs: BlobStore | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         # The app's outbox relay while its lifespan runs one (`functions.outbox_relay`): the
@@ -211,6 +213,18 @@ class Services:
                         else TokenKey.in_folder(self.settings.data_dir)
                     )
         return self._token_key
+
+    @property
+    def blobs(self) -> BlobStore:
+        """Where skill packages are kept (``VWM_BLOB_STORE``): made on first use, so a
+        function that never touches a skill never loads a storage client."""
+        if self._blobs is None:
+            from functions.blobs import open_blob_store
+
+            with self._build_lock:
+                if self._blobs is None:
+                    self._blobs = open_blob_store(self.settings.blobs)
+        return self._blobs
 
     @property
     def backend(self) -> RuntimeBackend:

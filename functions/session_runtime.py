@@ -214,14 +214,6 @@ async def recovering(session_id: str) -> AsyncIterator[None]:
         raise
 
 
-def save_instructions_version(session: Session, session_id: str, version: int) -> None:
-    """The global instructions version the session's harness now has (after a bootstrap), so
-    a prompt bootstraps again only when they change, whichever replica serves it."""
-    row = session.get(WorkerSession, session_id)
-    if row is not None:
-        row.instructions_version = version
-
-
 def _save_handle(session: Session, session_id: str, state: dict[str, Any]) -> None:
     row = session.get(WorkerSession, session_id)
     if row is not None:
@@ -233,6 +225,7 @@ def bootstrap_body(view: SessionView, system_instructions: str) -> dict[str, Any
         "worker_repo": {"url": view.worker.repo_url, "branch": view.worker.repo_branch},
         "system_instructions": system_instructions,
         "worker_instructions": view.worker.instructions,
+        "model": view.worker.model or view.runtime.default_model,
     }
     if view.session.session_repo_url:
         body["session_repo"] = {

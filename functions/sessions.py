@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from eventing.errors import VwmError
 from eventing.events import EndReason
 from eventing.harness_api import ShutdownOutcome
-from functions import lifecycle_events, session_files
+from functions import learning, lifecycle_events, session_files
 from functions.api import Endpoint
 from functions.context import backend, db, services, settings
 from functions.db.models import ACTIVE_JOB_STATUSES, Job, SessionStatus, WorkerSession
@@ -38,12 +38,12 @@ from functions.runtime.errors import RuntimeBackendError
 from functions.session_runtime import (
     bootstrap_body,
     client_for,
-    global_instructions,
     harness_of,
     harness_spec,
     load,
     require_credential,
 )
+from functions.session_sync import sync_skills, wanted
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,14 @@ class SessionQuery(BaseModel):
     status: Literal["provisioning", "ready", "ending", "ended", "failed"] | None = None
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, max_length=500)
+
+
+class EndQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    learn: bool = Field(
+        default=True,
+        description="run auto-learning first, if the worker has it on (false: skip it)",
+    )
 
 
 def session_out(row: WorkerSession, worker_name: str) -> dict[str, Any]:
@@ -176,11 +184,16 @@ async def _provision(session_id: str) -> None:
             },
         )
         endpoint = await runtime.wait_ready(handle, settings().harness_ready_timeout_s)
-        instructions, version = await db(global_instructions)
-        body = bootstrap_body(view, instructions)
+        want = await db(wanted, view)
         async with client_for(endpoint) as harness:
-            await harness.bootstrap(body)
-        ready = {"endpoint": endpoint.url, "instructions_version": version}
+            await harness.bootstrap(bootstrap_body(view, want.instructions))
+            await sync_skills(harness, want.skills)
+        ready = {
+            "endpoint": endpoint.url,
+            "instructions_version": want.instructions_version,
+            "worker_revision": want.worker_revision,
+            "skills_digest": want.skills_digest,
+        }
         await db(_become_ready, session_id, ready)
         logger.info("session ready", extra={"session_id": session_id})
     except Exception as exc:  # any failure must leave the session `failed` with a reason
@@ -258,13 +271,20 @@ async def list_sessions(request: Request) -> Response:
 
 
 async def end_session(request: Request) -> Response:
-    """Shutdown (transcript, commit, push) then teardown. Ending an ended session is a no-op."""
-    result, saved = await end(request.path_params["session_id"], EndReason.REQUESTED)
+    """Learning (if the worker has it on and `?learn=false` is not given), shutdown
+    (transcript, commit, push), then teardown. Ending an ended session is a no-op."""
+    query = parse_query(request, EndQuery)
+    result, saved = await end(
+        request.path_params["session_id"], EndReason.REQUESTED, learn=query.learn
+    )
     return JSONResponse(result, status_code=200 if saved else 502)
 
 
-async def end(session_id: str, reason: EndReason) -> tuple[dict[str, Any], bool]:
-    """End a session: shutdown (transcript, commit, push) then teardown. Returns the session as
+async def end(
+    session_id: str, reason: EndReason, *, learn: bool = True
+) -> tuple[dict[str, Any], bool]:
+    """End a session: auto-learning if its worker has it on and `learn` is set
+    (`functions.learning`), shutdown (transcript, commit, push), then teardown. Returns the session as
     `GET` shows it, and False when its work could not be saved (it is then `failed`, its
     workspace kept so ending again retries the push). An ended session is returned unchanged.
     Shared by `DELETE /v1/sessions/{id}` and the `events` function's
@@ -275,12 +295,15 @@ async def end(session_id: str, reason: EndReason) -> tuple[dict[str, Any], bool]
     if view.session.status == SessionStatus.ENDED:
         return await db(lambda s: _out(s, session_id)), True
     await db(_transition, session_id, SessionStatus.ENDING, {})
-    return await finish_ending(session_id, reason)
+    return await finish_ending(session_id, reason, learn=learn)
 
 
-async def finish_ending(session_id: str, reason: EndReason) -> tuple[dict[str, Any], bool]:
+async def finish_ending(
+    session_id: str, reason: EndReason, *, learn: bool = True
+) -> tuple[dict[str, Any], bool]:
     """The rest of an end, for a session that is `ending`: also how the reconciler carries on
-    an end that a process which died left half done (every step may run again)."""
+    an end that a process which died left half done (every step may run again; a session
+    learns once)."""
     view = await db(load, session_id)
     handle = (
         RuntimeHandle.from_dict(view.session.runtime_state) if view.session.runtime_state else None
@@ -297,6 +320,8 @@ async def finish_ending(session_id: str, reason: EndReason) -> tuple[dict[str, A
             # Probed first (ending is rare, a probe is cheap): a mute harness is replaced instead
             # of holding the end for the whole shutdown bound.
             handle, endpoint = await harness_of(view, probe=True)
+            if learn and view.worker.auto_learning:
+                await learning.learn(view, endpoint)  # never blocks the end: failures recorded
             async with client_for(endpoint) as harness:
                 outcome = (await harness.shutdown()).result()
             # The shutdown stopped any running job: record how, while its log is still there.
@@ -395,7 +420,8 @@ ENDPOINTS = [
         "DELETE",
         "/v1/sessions/{session_id}",
         end_session,
-        "End a session: transcript, commit and push, then teardown",
+        "End a session: auto-learning (if on), transcript, commit and push, then teardown",
+        query=EndQuery,
         response=SessionOut,
         other_statuses=(409, 502, 503),
         tags=TAGS,

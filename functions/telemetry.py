@@ -16,6 +16,7 @@ from functions.context import db
 from functions.db.models import TelemetryRequest, Worker
 from functions.http import parse_query
 from functions.params import Timestamp
+from functions.telemetry_learnings import ENDPOINTS as LEARNING_ENDPOINTS
 
 T = TelemetryRequest
 
@@ -191,3 +192,4 @@ ENDPOINTS = [
         tags=TAGS,
     ),
 ]
+ENDPOINTS += LEARNING_ENDPOINTS  # auto-learning records: functions/telemetry_learnings.py

@@ -63,6 +63,9 @@ class BootstrapRequest(BaseModel):
     session_repo: RepoSpec | None = None
     system_instructions: str = Field(default="", max_length=_MAX_INSTRUCTIONS)
     worker_instructions: str = Field(default="", max_length=_MAX_INSTRUCTIONS)
+    # The model the worker's jobs run with (a job may name another); None: the harness's own
+    # (VWM_MODEL). Here rather than only at launch, so a change reaches a running session.
+    model: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 @dataclass(frozen=True)
@@ -289,13 +292,14 @@ def _write_if_changed(path: Path, content: str) -> bool:
 
 
 def _record(ws: Workspace, request: BootstrapRequest, file_name: str, content: str) -> None:
-    """Remember what the workspace was bootstrapped from; credentials and the instruction text
-    itself stay out (a hash says whether they changed)."""
+    """Remember what the workspace was bootstrapped from, and the model its jobs run with;
+    credentials and the instruction text itself stay out (a hash says whether they changed)."""
     record = {
         "worker_repo": _repo_record(request.worker_repo),
         "session_repo": _repo_record(request.session_repo),
         "instruction_file": file_name,
         "instructions_sha256": hashlib.sha256(content.encode()).hexdigest(),
+        "model": request.model,
     }
     state = ws.load_state()
     if state.get("bootstrap") != record:

@@ -546,11 +546,18 @@ class JobRunner:
             home=self._ws.cli_home,
             instruction_file=self._ws.root / self._adapter.instruction_file_name,
             binary=self._cli.binary,  # CliNotInstalled (409) before the pinned one is there
-            model=request.model or cli.model,
+            model=request.model or self._worker_model() or cli.model,
             resume_id=resume_id,
             system_prompt=cli.system_prompt,
             provider=cli.provider,
         )
+
+    def _worker_model(self) -> str | None:
+        """The model the last bootstrap named: the worker's now, which may have changed since
+        this harness was launched with VWM_MODEL."""
+        record = self._ws.load_state().get("bootstrap") or {}
+        model = record.get("model") if isinstance(record, dict) else None
+        return model if isinstance(model, str) and model else None
 
     def _child_env(self, adapter_env: dict[str, str]) -> dict[str, str]:
         return cli_environment(adapter_env, vendor_keys=self._settings.cli.provider is None)

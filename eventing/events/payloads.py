@@ -241,10 +241,23 @@ class SessionEnded(Payload):
 
 
 class LearningCompleted(Payload):
-    """An auto-learning run finished and its lessons were committed to the worker's repository."""
+    """An auto-learning run finished: its lessons were committed to the worker's repository
+    (`status` ``recorded``), or it found nothing to record, or it failed (the session ended
+    anyway)."""
 
     worker_id: str = Field(pattern=ID_PATTERN, description="the worker that learned")
+    status: Literal["recorded", "nothing", "failed"] = Field(
+        default="recorded", description="what the run came to"
+    )
+    mode: Literal["direct", "review"] = Field(
+        default="direct",
+        description="direct: pushed to the worker repo's branch; review: to learning/<session>",
+    )
     summary: str = Field(max_length=65_536, description="what was learned, in words")
+    branch: str | None = Field(
+        default=None, max_length=255, description="the branch the commit was pushed to"
+    )
+    error: ErrorInfo | None = Field(default=None, description="why it failed, if it did")
     files_changed: list[str] = Field(
         default_factory=list, max_length=10_000, description="paths in the worker's repository"
     )

@@ -48,10 +48,6 @@ _OPEN_BLOB = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _CREATE_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class _Absent(Exception):
-    """A folder on the way to a key does not exist (so neither does the blob)."""
-
-
 class LocalBlobStore:
     """Blobs as files under `root`, which is made (0700) if missing."""
 
@@ -106,7 +102,7 @@ class LocalBlobStore:
         try:
             with self._folder(folders, create=False) as folder:
                 fd = os.open(BLOB_MARK + name, _OPEN_BLOB, dir_fd=folder)
-        except (_Absent, FileNotFoundError):
+        except FileNotFoundError:
             raise BlobNotFound(key) from None
         with os.fdopen(fd, "rb") as file:
             if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
@@ -116,7 +112,7 @@ class LocalBlobStore:
     def _delete(self, key: str) -> None:
         *folders, name = key.split("/")
         # A link in the blob's place is removed itself: unlink never follows it.
-        with contextlib.suppress(_Absent, FileNotFoundError), self._folder(folders) as folder:
+        with contextlib.suppress(FileNotFoundError), self._folder(folders) as folder:
             os.unlink(BLOB_MARK + name, dir_fd=folder)
 
     def _exists(self, key: str) -> bool:
@@ -124,19 +120,19 @@ class LocalBlobStore:
         try:
             with self._folder(folders) as folder:
                 info = os.stat(BLOB_MARK + name, dir_fd=folder, follow_symlinks=False)
-        except (_Absent, FileNotFoundError):
+        except FileNotFoundError:
             return False
         return stat.S_ISREG(info.st_mode)
 
     @contextlib.contextmanager
     def _folder(self, parts: list[str], *, create: bool = False) -> Iterator[int]:
         """A descriptor of the folder holding a key's blob, opened step by step from the root
-        without following links; made (0700) on the way with `create`, else `_Absent`."""
+        without following links; made (0700) on the way with `create`, else FileNotFoundError (no folder, no blob)."""
         try:
             fd = os.open(self.root, _OPEN_FOLDER)
         except FileNotFoundError:
             if not create:
-                raise _Absent from None
+                raise
             private_dir(self.root)  # removed since start: make it again
             fd = os.open(self.root, _OPEN_FOLDER)
         try:
@@ -174,7 +170,7 @@ def _open_folder(parent: int, name: str, *, create: bool) -> int:
         return os.open(name, _OPEN_FOLDER, dir_fd=parent)
     except FileNotFoundError:
         if not create:
-            raise _Absent from None
+            raise
         with contextlib.suppress(FileExistsError):  # a concurrent put made it
             os.mkdir(name, DIR_MODE, dir_fd=parent)
         return os.open(name, _OPEN_FOLDER, dir_fd=parent)

@@ -65,6 +65,12 @@ class GeminiAdapter:
             argv += ["-m", spec.model]  # also skips the extra routing call
         if spec.resume_id:
             argv += ["--resume", spec.resume_id]
+        knowledge = spec.workspace / "worker_repo"
+        if knowledge.is_dir():
+            # Gemini's file tools refuse paths outside the working directory ("Path not in
+            # workspace"): the worker's knowledge repo is the one other folder it must write
+            # (its notes, auto-learning), as the other CLIs can.
+            argv += ["--include-directories", str(knowledge)]
         env = {**home_env(spec), "GEMINI_CLI_HOME": str(spec.home)}
         if spec.provider is not None:
             env["GEMINI_API_KEY"] = spec.provider.api_key

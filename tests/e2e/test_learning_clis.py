@@ -46,17 +46,7 @@ def provider() -> Iterator[tuple[RunningProvider, RememberingScript]]:
         yield running, script
 
 
-# Gemini CLI's file tools refuse any path outside its workspace directories (the working
-# directory, session_repo/): the note is never written until the harness names worker_repo/ as
-# one of them (its --include-directories).
-GEMINI_REFUSES = pytest.mark.xfail(
-    reason="Gemini CLI writes only inside session_repo/", raises=FileNotFoundError, strict=True
-)
-
-
-@pytest.mark.parametrize(
-    "cli", [pytest.param(cli, marks=GEMINI_REFUSES) if cli == "gemini" else cli for cli in CLIS]
-)
+@pytest.mark.parametrize("cli", CLIS)
 def test_a_note_written_beside_the_task_is_learned_and_offered_next_session(
     cli, tmp_path, provider, repos
 ):

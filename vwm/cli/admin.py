@@ -191,7 +191,8 @@ def worker_update(
     job_timeout_s: JobTimeoutOption = None,
     idle_timeout_s: IdleTimeoutOption = None,
 ) -> None:
-    """Change a worker: only the options given change. Running sessions get the change."""
+    """Change a worker: only the options given change. Instructions, model, skills and learning
+    reach running sessions at their next prompt; runtime and repository, new sessions."""
     fields = _worker_fields(
         runtime=runtime,
         repo_url=repo_url,
