@@ -37,7 +37,7 @@ from functions.db.transitions import start_job
 from functions.errors import FunctionsError
 from functions.harness_client import HarnessCallError
 from functions.job_dispatch import JobStart, dispatch
-from functions.job_recording import follow_to_end
+from functions.job_recording import follow_to_end, is_final
 from functions.runtime.base import HarnessEndpoint
 from functions.runtime.errors import RuntimeBackendError
 from functions.session_runtime import SessionView, client_for, job_timeout_s
@@ -93,9 +93,10 @@ async def learn(view: SessionView, endpoint: HarnessEndpoint) -> None:
     try:
         want = await db(wanted, view)
         job_id = await db(_queue, view, prompt.text, want)
-        start = JobStart(job_id=job_id, prompt=prompt.text, timeout_s=_timeout_s(view))
-        endpoint = await dispatch(view, endpoint, start, want)
-        await follow_to_end(job_id, session_id, endpoint)
+        if not await db(is_final, job_id):  # else an end carried on after a crash: it ran
+            start = JobStart(job_id=job_id, prompt=prompt.text, timeout_s=_timeout_s(view))
+            endpoint = await dispatch(view, endpoint, start, want)
+            await follow_to_end(job_id, session_id, endpoint)
         job = await db(_job, job_id)
         if job.status != JobStatus.SUCCEEDED:
             error = job.error or {"code": "learning_failed", "message": "the learning job failed"}

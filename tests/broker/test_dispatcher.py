@@ -98,8 +98,9 @@ async def test_failed_answers_are_retried_with_exponential_backoff_until_accepte
             await wait_for(lambda: _states(run, "delivered"))
     assert [arrival.status for arrival in sink.arrivals] == [503, 429, 202]
     first_wait, second_wait = (b - a for a, b in zip(sink.times, sink.times[1:], strict=False))
-    assert 0.2 <= first_wait < 0.2 + 0.5  # backoffDelay x 2^0
-    assert 0.4 <= second_wait < 0.4 + 0.5  # backoffDelay x 2^1
+    # The lower bounds tell exponential from constant; the upper ones allow a loaded machine.
+    assert 0.2 <= first_wait < 0.2 + 1.0  # backoffDelay x 2^0
+    assert 0.4 <= second_wait < 0.4 + 1.0  # backoffDelay x 2^1
     assert all(headers.get("ce-specversion") == "1.0" for headers in sink.headers)  # binary
     [row] = await run(rows)
     assert (row.state, row.attempts, row.last_status) == ("delivered", 3, 202)

@@ -243,3 +243,27 @@ async def test_a_client_key_cannot_upload(admin: Admin) -> None:
     )
     assert refused.status_code == 403
     assert admin.count_blobs() == 0
+
+
+async def test_a_worker_names_its_skills_at_creation_or_not_at_all(admin: Admin) -> None:
+    runtime = {"name": "rt", "cli": "claude", "cli_version": "2.1.197"}
+    assert (await admin.client.post("/v1/admin/runtimes", json=runtime)).status_code == 201
+    await upload(admin, skill_archive("lint", "1.0.0"))
+    await upload(admin, skill_archive("fmt", "0.2.0"))
+    worker = {"name": "alpha", "runtime": "rt", "repo_url": "https://example.com/kb.git"}
+    refused = await admin.client.post(
+        "/v1/admin/workers", json={**worker, "skills": ["lint@1.0.0", "nothing"]}
+    )
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "skill_not_found")
+    assert (await admin.client.get("/v1/admin/workers/alpha")).status_code == 404
+    twice = await admin.client.post("/v1/admin/workers", json={**worker, "skills": ["fmt", "fmt"]})
+    assert (twice.status_code, twice.json()["error"]["code"]) == (422, "duplicate_skill")
+
+    created = await admin.client.post(
+        "/v1/admin/workers", json={**worker, "skills": ["lint@1.0.0", "fmt"]}
+    )
+    assert created.status_code == 201, created.text
+    assert (created.json()["skills"], created.json()["revision"]) == (["fmt", "lint@1.0.0"], 1)
+    replaced = await admin.client.patch("/v1/admin/workers/alpha", json={"skills": ["lint"]})
+    assert replaced.json()["skills"] == ["lint"]
+    assert replaced.json()["revision"] > 1
