@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from eventing.events import CONTROL_PLANE_SOURCE, ErrorInfo, LearningCompleted, new_event
+from eventing.events import CONTROL_PLANE_SOURCE, LearningCompleted, new_event
 from eventing.events.payloads import TokenUsage
 from functions.broker.outbox import add
 from functions.context import db
@@ -38,6 +38,7 @@ from functions.errors import FunctionsError
 from functions.harness_client import HarnessCallError
 from functions.job_dispatch import JobStart, dispatch
 from functions.job_recording import follow_to_end, is_final
+from functions.lifecycle_events import error_info
 from functions.runtime.base import HarnessEndpoint
 from functions.runtime.errors import RuntimeBackendError
 from functions.session_runtime import SessionView, client_for, job_timeout_s
@@ -214,7 +215,7 @@ def _record(
         files_changed=row.files_changed,
         commit_sha=row.commit_sha,
         branch=row.branch,
-        error=_error_info(error),
+        error=error_info(error, default_code="learning_failed") if error else None,
         usage=TokenUsage(
             input=row.input_tokens,
             output=row.output_tokens,
@@ -237,13 +238,4 @@ def _record(
             "commit": row.commit_sha,
             "branch": row.branch,
         },
-    )
-
-
-def _error_info(error: dict[str, Any] | None) -> ErrorInfo | None:
-    if error is None:
-        return None
-    return ErrorInfo(
-        code=str(error.get("code") or "learning_failed")[:100],
-        message=str(error.get("message") or "learning failed")[:8192],
     )

@@ -65,7 +65,7 @@ def session_ended(db: Session, row: WorkerSession, reason: EndReason) -> None:
         status=status,
         reason=reason,
         result=row.result,
-        error=_error(row.error) if status == "failed" else None,
+        error=error_info(row.error) if status == "failed" else None,
         ended_at=_aware(row.ended_at or datetime.now(UTC)),
     )
     _add(db, payload, row.id)
@@ -103,7 +103,7 @@ def job_failed_event(
 ) -> VwmEvent:
     """`dev.vwm.job.failed` from the control plane (its id: the job's, then ``.control``)."""
     now = datetime.now(UTC)
-    info = _error(error, default_code="job_failed")
+    info = error_info(error, default_code="job_failed")
     payload = JobFailed(
         status=status,  # type: ignore[arg-type]  # never SUCCEEDED (the caller's guard)
         summary=JobSummary(is_error=True, error=info.message),
@@ -128,7 +128,7 @@ def _add(db: Session, payload: Any, session_id: str) -> None:
     add(db, new_event(payload, source=CONTROL_PLANE_SOURCE, session_id=session_id))
 
 
-def _error(error: dict[str, Any] | None, default_code: str = "session_failed") -> ErrorInfo:
+def error_info(error: dict[str, Any] | None, default_code: str = "session_failed") -> ErrorInfo:
     error = error or {}
     details = error.get("details")
     return ErrorInfo(

@@ -59,12 +59,11 @@ class Wanted:
 
 
 def wanted(session: Session, view: SessionView) -> Wanted:
-    """Read in one transaction: the global instructions and the worker's skills as they are."""
+    """Read in one transaction: the global instructions and the worker's skills as they are
+    (the worker's revision is the one `view` read a moment before)."""
     instructions, version = global_instructions(session)
-    workers = Workers(session)
-    worker = workers.get_by_id(view.worker.id)
-    skills = tuple(SkillRef.of(row) for row in workers.skills(worker))
-    return Wanted(instructions, version, worker.revision or 1, skills)
+    skills = tuple(SkillRef.of(row) for row in Workers(session).skills(view.worker))
+    return Wanted(instructions, version, view.worker.revision or 1, skills)
 
 
 def is_current(view: SessionView, want: Wanted) -> bool:
