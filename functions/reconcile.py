@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -373,15 +374,22 @@ def _fail_lost(session: Session, session_id: str) -> None:
 # -- orphans -----------------------------------------------------------------------------------
 
 
-def _owning(session: Session) -> list[str]:
-    """Sessions that may have a harness running: the rest's processes are orphans."""
+def _owning(session: Session, session_ids: list[str]) -> set[str]:
+    """Those of `session_ids` that may have a harness running: the rest's are orphans."""
     live = (SessionStatus.PROVISIONING, SessionStatus.READY, SessionStatus.ENDING)
-    return list(session.scalars(select(WorkerSession.id).where(WorkerSession.status.in_(live))))
+    statement = select(WorkerSession.id).where(
+        WorkerSession.id.in_(session_ids), WorkerSession.status.in_(live)
+    )
+    return set(session.scalars(statement))
+
+
+async def _still_owned(session_ids: Collection[str]) -> set[str]:
+    return await db(_owning, list(session_ids))
 
 
 async def _orphans(report: Report) -> None:
     try:
-        report.harnesses_stopped.extend(await backend().sweep(await db(_owning)))
+        report.harnesses_stopped.extend(await backend().sweep(_still_owned))
     except RuntimeBackendError as exc:
         logger.warning("could not stop orphaned harnesses", extra={"error": str(exc)})
 

@@ -15,11 +15,14 @@ kept (`functions.runtime.tokens`).
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from functions.runtime.errors import InvalidHarnessSpec
+
+# Given the ids of sessions that have a harness, those of them that may still run.
+StillOwned = Callable[[Collection[str]], Awaitable[Collection[str]]]
 
 HarnessStatus = Literal["running", "stopped", "missing"]
 """``running``: the harness process (or Service) exists, ready or still starting.
@@ -195,10 +198,14 @@ class RuntimeBackend(Protocol):
         keep it. Idempotent: tearing down what is already gone succeeds."""
         ...
 
-    async def sweep(self, keep: Collection[str]) -> list[str]:
-        """Stop every harness (and what it started) of a session whose id is not in `keep`,
-        leaving workspaces alone; returns the ids of the sessions stopped. The reconciler calls
-        it with the sessions that may run (provisioning, ready, ending)."""
+    async def sweep(self, still_owned: StillOwned) -> list[str]:
+        """Stop every harness (and what it started) of a session that may no longer run,
+        leaving workspaces alone; returns the ids of the sessions stopped.
+
+        The harnesses are listed first and `still_owned` is asked afterwards which of their
+        sessions may run (provisioning, ready, ending): a session's row is written before its
+        harness starts, so one starting during the sweep is either not on the list or already
+        owned. Asking first would take a harness launched in between for an orphan."""
         ...
 
 

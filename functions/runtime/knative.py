@@ -49,6 +49,7 @@ from functions.runtime.base import (
     HarnessSpec,
     HarnessStatus,
     RuntimeHandle,
+    StillOwned,
     checked_session_id,
 )
 from functions.runtime.errors import (
@@ -273,23 +274,29 @@ class KnativeBackend:
                 ) from None
         self._addresses.pop(handle.session_id, None)
 
-    async def sweep(self, keep: Collection[str]) -> list[str]:
-        """Delete the Services, Triggers and Secrets of every session not in `keep`: what a
-        control plane that died between a provision and the session's end left, or what
-        belongs to a session whose row is gone. Volumes stay (their session's end, and the
-        retention setting, decide)."""
-        keep = set(keep)
+    async def sweep(self, still_owned: StillOwned) -> list[str]:
+        """Delete the Services, Triggers and Secrets of every session that may no longer run:
+        what a control plane that died between a provision and the session's end left, or
+        what belongs to a session whose row is gone. Volumes stay (their session's end, and
+        the retention setting, decide)."""
         stopped: set[str] = set()
         try:
+            found: list[tuple[Resource, str, str]] = []
             for resource in (TRIGGERS, KNATIVE_SERVICES, SECRETS):
                 for obj in await self.api.list(resource, self.namespace, SESSION_SELECTOR):
                     session_id = session_id_of(obj)
-                    if session_id is None or session_id in keep or _terminating(obj):
-                        continue
-                    await self._delete(resource, obj["metadata"]["name"])
-                    if resource is KNATIVE_SERVICES:
-                        stopped.add(session_id)
-                        self._addresses.pop(session_id, None)
+                    if session_id is not None and not _terminating(obj):
+                        found.append((resource, obj["metadata"]["name"], session_id))
+            if not found:
+                return []
+            owned = set(await still_owned({session_id for _, _, session_id in found}))
+            for resource, name, session_id in found:
+                if session_id in owned:
+                    continue
+                await self._delete(resource, name)
+                if resource is KNATIVE_SERVICES:
+                    stopped.add(session_id)
+                    self._addresses.pop(session_id, None)
         except KubeError as exc:
             raise _backend_error(exc, "") from None
         return sorted(stopped)

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from functions.runtime.base import (
     HarnessSpec,
     HarnessStatus,
     RuntimeHandle,
+    StillOwned,
     checked_session_id,
     spec_env,
 )
@@ -229,14 +230,17 @@ class LocalBackend:
                         session_id=handle.session_id,
                     ) from exc
 
-    async def sweep(self, keep: Collection[str]) -> list[str]:
-        """Stop the processes of every session not in `keep`: harnesses and CLIs that no live
-        session owns (left by a control plane that died between a launch and the session's
-        end, or whose row is gone). Workspaces stay; removing them is the session's end.
-        Returns the ids of the sessions whose processes were stopped."""
+    async def sweep(self, still_owned: StillOwned) -> list[str]:
+        """Stop the processes of every session that may no longer run: harnesses and CLIs
+        that no live session owns (left by a control plane that died between a launch and the
+        session's end, or whose row is gone). Workspaces stay; removing them is the session's
+        end. Returns the ids of the sessions whose processes were stopped."""
         found = await asyncio.to_thread(procs.processes_by_session, self.data_dir / "sessions")
+        if not found:
+            return []
+        owned = set(await still_owned(set(found)))
         stopped: list[str] = []
-        for session_id in sorted(set(found) - set(keep)):
+        for session_id in sorted(set(found) - owned):
             if not SESSION_ID.fullmatch(session_id):
                 continue  # not a folder this backend made
             async with self._lock(session_id):

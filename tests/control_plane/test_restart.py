@@ -136,7 +136,9 @@ def running_job(plane: ControlPlane, session_id: str, mode: str) -> str:
 def the_next_prompt_works(plane: ControlPlane, session_id: str) -> None:
     with plane.client() as client:
         answer = client.post("/v1/prompts", json={"session_id": session_id, "prompt": "say hi"})
-    assert answer.json()["status"] == "succeeded", (answer.text, plane.log()[-4000:])
+    job = answer.json()
+    # The error first: pytest shortens a long message from its end.
+    assert job["status"] == "succeeded", (job.get("error"), plane.log()[-4000:])
 
 
 def only_harnesses_of(plane: ControlPlane, *session_ids: str) -> None:

@@ -23,6 +23,7 @@ from functions.runtime.knative import KnativeBackend
 from functions.runtime.tokens import TokenKey
 from functions.settings import KnativeSessionSettings
 from tests.infra.manifests import TEMPLATE_VARIABLES, one
+from tests.runtime.contract import owned_among
 from tests.support.fake_knative import PVCS, SECRETS, SERVICES
 from tests.support.fake_kube_api import FakeKubeApi, Kind, serving
 
@@ -111,7 +112,9 @@ async def use_everything(fake: FakeKubeApi, api: KubeApi) -> None:
     )
     handle = await backend.ensure_running(handle, spec)
     await backend.volumes()
-    await backend.sweep(keep=[])  # the session's Service, Trigger and Secret are orphans now
+    await backend.sweep(
+        owned_among(set())
+    )  # the session's Service, Trigger and Secret are orphans now
     await backend.teardown(handle, keep_workspace=True)
     assert await backend.status(handle) == "stopped"
     assert await backend.remove_volumes([spec.session_id]) == [spec.session_id]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 import httpx
@@ -32,6 +32,7 @@ from functions.runtime import (
     RuntimeHandle,
     SessionExists,
 )
+from functions.runtime.base import StillOwned
 
 READY_S = 60.0
 SpecFactory = Callable[..., HarnessSpec]
@@ -58,6 +59,18 @@ class Sessions:
 def persisted(handle: RuntimeHandle) -> RuntimeHandle:
     """The handle as the control plane gets it back from its database."""
     return RuntimeHandle.from_dict(json.loads(json.dumps(handle.to_dict())))
+
+
+def owned_among(owned: set[str], asked: list[set[str]] | None = None) -> StillOwned:
+    """A `sweep` callback: of the sessions it is asked about, those in `owned` (each question
+    recorded in `asked`)."""
+
+    async def still_owned(session_ids: Collection[str]) -> set[str]:
+        if asked is not None:
+            asked.append(set(session_ids))
+        return set(session_ids) & owned
+
+    return still_owned
 
 
 def authed(endpoint: HarnessEndpoint) -> dict[str, str]:
@@ -290,3 +303,33 @@ class RuntimeBackendContract:
             headers=authed(new_endpoint),
         )
         assert kept.content == b"kept"
+
+    # -- sweep ---------------------------------------------------------------------------------
+
+    async def test_sweep_stops_the_harnesses_of_sessions_no_longer_owned(
+        self, backend: RuntimeBackend, sessions: Sessions, make_spec: SpecFactory
+    ) -> None:
+        kept, _ = await sessions.ready(make_spec("s-owned"))
+        orphan, _ = await sessions.ready(make_spec("s-orphan"))
+        asked: list[set[str]] = []
+
+        assert await backend.sweep(owned_among({"s-owned"}, asked)) == ["s-orphan"]
+
+        assert asked == [{"s-owned", "s-orphan"}]
+        assert await backend.status(kept) == "running"
+        await eventually(lambda: backend.status(orphan), "stopped")
+
+    async def test_sweep_never_stops_a_session_that_starts_while_it_runs(
+        self, backend: RuntimeBackend, sessions: Sessions, make_spec: SpecFactory
+    ) -> None:
+        """A session created between the listing and the question is neither listed nor
+        stopped, even though the answer (read before its row existed) does not name it."""
+        await sessions.ready(make_spec("s-before"))
+        started: list[RuntimeHandle] = []
+
+        async def a_session_starts_meanwhile(session_ids: Collection[str]) -> set[str]:
+            started.append((await sessions.ready(make_spec("s-meanwhile")))[0])
+            return set()
+
+        assert await backend.sweep(a_session_starts_meanwhile) == ["s-before"]
+        assert await backend.status(started[0]) == "running"

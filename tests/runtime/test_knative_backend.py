@@ -25,7 +25,7 @@ from functions.runtime import (
 )
 from functions.runtime.knative_objects import SessionNames, build
 from functions.settings import KnativeSessionSettings
-from tests.runtime.contract import eventually
+from tests.runtime.contract import eventually, owned_among
 from tests.runtime.knative_cluster import HARNESS_IMAGE, NAMESPACE, Cluster, knative_cluster
 from tests.support import k8s_schema, knative_rules
 from tests.support.fake_knative import PVCS, SERVICES
@@ -353,7 +353,7 @@ async def test_sweep_removes_what_no_live_session_owns_and_leaves_volumes(
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "not-ours"}},
     )
 
-    stopped = await backend.sweep(keep=["s-live"])
+    stopped = await backend.sweep(owned_among({"s-live"}))
 
     assert stopped == ["s-orphan"]
     orphan_names, live_names = SessionNames.of("s-orphan"), SessionNames.of("s-live")
@@ -373,7 +373,7 @@ async def test_sweep_removes_what_no_live_session_owns_and_leaves_volumes(
         "s-live": live_names.volume,
         "s-orphan": orphan_names.volume,
     }
-    assert await backend.sweep(keep=["s-live"]) == []  # nothing left to do
+    assert await backend.sweep(owned_among({"s-live"})) == []  # nothing left to do
     await backend.teardown(live)
     await backend.teardown(orphan)
 
