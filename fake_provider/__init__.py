@@ -16,9 +16,10 @@ from fake_provider.script import (
     ToolSpec,
 )
 from fake_provider.testing import RunningProvider, serve_in_thread
-from fake_provider.usage import FIXED, ZERO, Usage
+from fake_provider.usage import AUX, FIXED, ZERO, Usage
 
 __all__ = [
+    "AUX",
     "FILE_CONTENT",
     "FIXED",
     "TEXT",

@@ -31,7 +31,7 @@ from fake_provider.openai_responses import OpenAIResponses
 from fake_provider.script import DefaultScript, Failure, ModelRequest, Reply, Script
 from fake_provider.side_endpoints import SideEndpoints
 from fake_provider.sse import SSE_HEADERS
-from fake_provider.usage import FIXED, ZERO
+from fake_provider.usage import AUX, FIXED
 from fake_provider.wire import Call, WireApi
 
 log = logging.getLogger("fake_provider")
@@ -74,7 +74,7 @@ class FakeProvider:
         if isinstance(answer, Failure):
             return self._reject(api, request, parsed, answer)
         counted = bool(parsed.tools)
-        usage = answer.usage if answer.usage is not None else (FIXED if counted else ZERO)
+        usage = answer.usage if answer.usage is not None else (FIXED if counted else AUX)
         call = Call(model=parsed.model or "fake-model", usage=usage, body=body)
         entry = self.ledger.record(
             api=api.name,

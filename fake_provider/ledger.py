@@ -2,6 +2,12 @@
 
 Written by the app (on the server's event loop), read by tests from other threads, hence the lock.
 Keys are never stored: only `key_id`, a short SHA-256 prefix that tells keys apart.
+
+Two sums of usage. `counted_usage()`: the agent's turns (calls that offered tools), which is what
+a CLI that leaves its side calls out of its own total reports. `billed_usage()`: every model call,
+side calls too: what the provider would bill, what a meter that sees every call must add up to,
+and what a CLI whose total includes its side calls reports. `mark()` and `after_seq=` take the
+entries of one job out of a ledger shared by many.
 """
 
 from __future__ import annotations
@@ -37,9 +43,10 @@ def key_id(api_key: str | None) -> str | None:
 class LedgerEntry:
     """One request. `kind` is "model" for a model call, else what the endpoint was for.
 
-    `counted` is true for model calls that offered tools (an agent's turn) and reported usage;
-    auxiliary calls (no tools offered: titles, routing, summaries) report zero usage and are not
-    counted, so the counted sum equals what each CLI reports as its own total.
+    `counted` is true for model calls that offered tools (an agent's turn) and were answered.
+    Auxiliary calls (no tools offered: titles, routing, summaries) report `AUX`, not zero, but
+    are not counted: the counted sum is what a CLI that leaves its side calls out of its own total
+    reports. `usage` is what the client could read off the wire (zero for a refused call).
     """
 
     seq: int
@@ -120,8 +127,17 @@ class Ledger:
                     self._entries[index] = replace(entry, finished=True)
                     return
 
-    def entries(self, *, key: str | None = None, kind: str | None = None) -> list[LedgerEntry]:
-        """Entries in order, optionally only those made with API key `key` or of one kind."""
+    def mark(self) -> int:
+        """The seq of the last entry recorded so far (0 before any): pass it as `after_seq` later
+        to take only what came after, such as one job's calls. `reset()` keeps marks valid."""
+        with self._lock:
+            return self._next_seq - 1
+
+    def entries(
+        self, *, key: str | None = None, kind: str | None = None, after_seq: int | None = None
+    ) -> list[LedgerEntry]:
+        """Entries in order, optionally only those made with API key `key`, of one kind, or
+        recorded after the entry `after_seq` (see `mark()`)."""
         wanted = key_id(key) if key is not None else None
         with self._lock:
             return [
@@ -129,14 +145,25 @@ class Ledger:
                 for entry in self._entries
                 if (wanted is None or entry.key_id == wanted)
                 and (kind is None or entry.kind == kind)
+                and (after_seq is None or entry.seq > after_seq)
             ]
 
-    def model_calls(self, *, key: str | None = None) -> list[LedgerEntry]:
-        return self.entries(key=key, kind="model")
+    def model_calls(
+        self, *, key: str | None = None, after_seq: int | None = None
+    ) -> list[LedgerEntry]:
+        return self.entries(key=key, kind="model", after_seq=after_seq)
 
-    def counted_usage(self, *, key: str | None = None) -> Usage:
-        """Sum of the usage reported to counted calls: what a CLI's own total should equal."""
-        return Usage.total(entry.usage for entry in self.entries(key=key) if entry.counted)
+    def counted_usage(self, *, key: str | None = None, after_seq: int | None = None) -> Usage:
+        """Sum of the usage reported to counted calls (agent turns): what a CLI that leaves its
+        side calls out of its own total reports."""
+        calls = self.model_calls(key=key, after_seq=after_seq)
+        return Usage.total(call.usage for call in calls if call.counted)
+
+    def billed_usage(self, *, key: str | None = None, after_seq: int | None = None) -> Usage:
+        """Sum of the usage reported to every model call, counted or not: what the provider
+        would bill. The fake bills what it reports, so a Chat stream that did not ask for usage
+        (no `stream_options.include_usage`) is billed nothing, and a refused call nothing."""
+        return Usage.total(call.usage for call in self.model_calls(key=key, after_seq=after_seq))
 
     def reset(self) -> None:
         with self._lock:
@@ -144,7 +171,9 @@ class Ledger:
 
     def as_dict(self) -> dict[str, Any]:
         entries = self.entries()
+        calls = [entry for entry in entries if entry.kind == "model"]
         return {
             "entries": [entry.as_dict() for entry in entries],
-            "counted_usage": Usage.total(e.usage for e in entries if e.counted).as_dict(),
+            "counted_usage": Usage.total(c.usage for c in calls if c.counted).as_dict(),
+            "billed_usage": Usage.total(c.usage for c in calls).as_dict(),
         }

@@ -104,7 +104,8 @@ class Reply:
     tool_call: ToolCall | None = None
     duration: float = 0.0
     usage: Usage | None = None
-    """Usage to report; None lets the provider choose (fixed for turns, zero for auxiliary)."""
+    """Usage to report; None lets the provider choose (`FIXED` for turns, `AUX` for auxiliary
+    calls)."""
 
     def describe(self) -> dict[str, Any]:
         if self.tool_call is not None:

@@ -2,8 +2,10 @@
 
 with serve_in_thread() as provider:
     env["ANTHROPIC_BASE_URL"] = provider.base_url
-    ...
-    assert provider.ledger.counted_usage(key="test-key") == reported_by_the_cli
+    mark = provider.ledger.mark()
+    ...  # run one job
+    assert provider.ledger.counted_usage(key="test-key", after_seq=mark) == reported_by_the_cli
+    assert provider.ledger.billed_usage(key="test-key", after_seq=mark) == metered
 """
 
 from __future__ import annotations

@@ -56,8 +56,14 @@ class Usage:
 
 ZERO = Usage()
 
-# What every counted model call reports: a 100-token prompt of which 5 were read from the cache and
-# 7 written to it, and 12 output tokens of which 3 were reasoning. An API without a field for a part
-# (no cache writes in Chat Completions or Gemini, no reasoning count in Anthropic) folds it into the
-# nearest field it has, so the prompt stays 100 and the output 12 everywhere.
+# What every counted model call (an agent's turn) reports: a 100-token prompt of which 5 were read
+# from the cache and 7 written to it, and 12 output tokens of which 3 were reasoning. An API without
+# a field for a part (no cache writes in Chat Completions or Gemini, no reasoning count in
+# Anthropic) folds it into the nearest field it has, so the prompt stays 100 and the output 12.
 FIXED = Usage(input=88, cache_read=5, cache_write=7, output=12, reasoning=3)
+
+# What every auxiliary model call reports (no tools offered: a title, a routing decision, a
+# summary). Not zero, so a side call a meter missed shows as a difference. Only uncached input and
+# output, which every API has fields for, so each API reports exactly this, nothing folded. FIXED
+# always reads from the cache and AUX never does, so a sum of both tells how many of each it holds.
+AUX = Usage(input=20, output=4)

@@ -46,6 +46,10 @@ class CliResult:
 
 class Cli(Protocol):
     name: str
+    side_calls: int
+    """How many auxiliary model calls (no tools offered) one run makes, as run here."""
+    total_includes_side_calls: bool
+    """Whether the CLI's own token total includes its side calls' usage."""
 
     def prepare(self, root: Path, base_url: str) -> None:
         """Write the config files the CLI needs under `root`."""
@@ -62,6 +66,10 @@ class Cli(Protocol):
 
 class Claude:
     name = "claude"
+    # With CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC and -p: only a `HEAD /` probe besides the
+    # turns, no model call without tools.
+    side_calls = 0
+    total_includes_side_calls = False
 
     def prepare(self, root: Path, base_url: str) -> None:
         (root / "claude").mkdir(parents=True, exist_ok=True)
@@ -102,6 +110,8 @@ class Claude:
 
 class Codex:
     name = "codex"
+    side_calls = 0
+    total_includes_side_calls = False
     model = "gpt-fake"
     # [analytics] and [features] keep it off the network: without them it resolves chatgpt.com
     # (analytics) and github.com / api.github.com (curated plugin sync) on every run.
@@ -170,6 +180,11 @@ stream_max_retries = 0
 
 class Gemini:
     name = "gemini"
+    # Without -m the model is "auto": a router call (`generateContent` on a flash-lite model,
+    # JSON, no tools) picks the model first, and `result.stats` sums every model it used, the
+    # router's too.
+    side_calls = 1
+    total_includes_side_calls = True
     SETTINGS: ClassVar[dict[str, Any]] = {
         "security": {"auth": {"selectedType": "gemini-api-key"}},
         "privacy": {"usageStatisticsEnabled": False},
@@ -219,6 +234,10 @@ class Gemini:
 
 class OpenCode:
     name = "opencode"
+    # It asks its small_model for a session title (a streamed Chat call without tools); the
+    # title call is not a step, so the step_finish total leaves it out.
+    side_calls = 1
+    total_includes_side_calls = False
 
     def config(self, base_url: str) -> dict[str, Any]:
         return {

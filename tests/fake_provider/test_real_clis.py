@@ -1,5 +1,6 @@
 """Each real CLI, bare and offline, against the fake provider: it answers, writes files with the
-CLI's own tool, fails fast on a bad key, and the ledger's counted usage equals the CLI's own total.
+CLI's own tool, fails fast on a bad key, and its own total equals the ledger's counted usage (its
+turns), plus its side calls' for a CLI whose total includes them (Gemini CLI's router).
 
 Run them in parallel with `-n 4`; each test starts its CLI once (see clis.py for argv/env/config).
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fake_provider import FILE_CONTENT, TEXT, Usage
+from fake_provider import AUX, FILE_CONTENT, TEXT, Usage
 from fake_provider.testing import RunningProvider
 from tests.fake_provider.clis import CLI_BIN, CLIS, Cli, CliResult, kill_group, launch, run_cli
 
@@ -40,10 +41,15 @@ def assert_ledger_matches_the_cli(
 ) -> None:
     calls = provider.ledger.model_calls(key=key)
     assert any(call.counted for call in calls), calls
+    assert all(call.status == 200 for call in calls), calls
+    side = [call for call in calls if not call.counted]
+    assert [call.usage for call in side] == [AUX] * cli.side_calls, side
+    counted = provider.ledger.counted_usage(key=key)
+    billed = provider.ledger.billed_usage(key=key)
+    assert billed == counted + Usage.total(call.usage for call in side)
     reported = cli.reported_usage(result)
-    assert reported == provider.ledger.counted_usage(key=key)
-    # Auxiliary calls report zero, so even the sum over every call matches.
-    assert reported == Usage.total(call.usage for call in calls)
+    # Side calls report AUX, never zero, so a total that left them in (or out) shows.
+    assert reported == (billed if cli.total_includes_side_calls else counted)
     assert reported.output > 0
 
 

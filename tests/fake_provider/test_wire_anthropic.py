@@ -9,7 +9,7 @@ import httpx
 
 from fake_provider.anthropic import AnthropicMessages
 from fake_provider.testing import RunningProvider
-from fake_provider.usage import FIXED, ZERO, Usage
+from fake_provider.usage import AUX, FIXED, Usage
 from tests.support.sse import iter_sse
 
 HEADERS = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
@@ -110,13 +110,18 @@ def test_non_streaming_message(client: httpx.Client, provider: RunningProvider) 
     assert entry.usage.prompt == FIXED.prompt
 
 
-def test_a_call_without_tools_is_auxiliary_and_reports_zero(
+def test_a_call_without_tools_is_auxiliary_and_reports_aux_usage(
     client: httpx.Client, provider: RunningProvider
 ) -> None:
     data = client.post("/v1/messages", json=body("hi", stream=False, tools=False), headers=HEADERS)
-    assert data.json()["usage"]["input_tokens"] == 0
+    assert data.json()["usage"] == {
+        "input_tokens": 20,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 4,
+    }
     (entry,) = provider.ledger.model_calls()
-    assert not entry.counted and entry.usage == ZERO
+    assert not entry.counted and entry.usage == AUX
 
 
 def test_bad_key_gets_anthropics_401(client: httpx.Client, provider: RunningProvider) -> None:

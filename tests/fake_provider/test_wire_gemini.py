@@ -9,7 +9,7 @@ import httpx
 
 from fake_provider.gemini import Gemini
 from fake_provider.testing import RunningProvider
-from fake_provider.usage import ZERO, Usage
+from fake_provider.usage import AUX, Usage
 
 HEADERS = {"x-goog-api-key": "test-key"}
 STREAM = "/v1beta/models/gemini-fake:streamGenerateContent?alt=sse"
@@ -85,7 +85,7 @@ def test_function_response_leads_to_done(client: httpx.Client) -> None:
     assert reply["candidates"][0]["finishReason"] == "STOP"
 
 
-def test_router_call_gets_json_and_is_not_counted(
+def test_router_call_gets_json_and_reports_aux_usage_uncounted(
     client: httpx.Client, provider: RunningProvider
 ) -> None:
     schema = {"type": "OBJECT", "properties": {"complexity_score": {"type": "INTEGER"}}}
@@ -94,8 +94,12 @@ def test_router_call_gets_json_and_is_not_counted(
     reply = client.post(GENERATE, json=payload, params={"key": "test-key"}).json()
     text = reply["candidates"][0]["content"]["parts"][0]["text"]
     assert json.loads(text) == {"complexity_score": 1}
+    usage = reply["usageMetadata"]
+    assert usage["promptTokenCount"] == 20 and usage["cachedContentTokenCount"] == 0
+    assert usage["candidatesTokenCount"] == 4 and usage["thoughtsTokenCount"] == 0
+    assert usage["totalTokenCount"] == 24
     (entry,) = provider.ledger.model_calls()
-    assert not entry.counted and entry.usage == ZERO and not entry.stream
+    assert not entry.counted and entry.usage == AUX and not entry.stream
 
 
 def test_bad_key_gets_googles_error(client: httpx.Client) -> None:

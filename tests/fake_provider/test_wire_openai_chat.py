@@ -9,7 +9,7 @@ import httpx
 
 from fake_provider.openai_chat import OpenAIChat
 from fake_provider.testing import RunningProvider
-from fake_provider.usage import ZERO, Usage
+from fake_provider.usage import AUX, ZERO, Usage
 
 HEADERS = {"authorization": "Bearer test-key"}
 WRITE = {
@@ -104,15 +104,22 @@ def test_tool_message_leads_to_done_non_streaming(client: httpx.Client) -> None:
     assert reply["usage"]["prompt_tokens"] == 100
 
 
-def test_title_call_without_tools_is_not_counted(
+def test_title_call_without_tools_reports_aux_usage_uncounted(
     client: httpx.Client, provider: RunningProvider
 ) -> None:
     payload = body("write hello.txt", tools=[])
-    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks(client, payload)
-                   if c["choices"])  # fmt: skip
+    data = chunks(client, payload)
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in data if c["choices"])
     assert text == "hello from fake model"
+    assert data[-1]["usage"] == {
+        "prompt_tokens": 20,
+        "completion_tokens": 4,
+        "total_tokens": 24,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
     (entry,) = provider.ledger.model_calls()
-    assert not entry.counted and entry.usage == ZERO
+    assert not entry.counted and entry.usage == AUX
 
 
 def test_bad_key(client: httpx.Client) -> None:

@@ -9,7 +9,7 @@ import httpx
 
 from fake_provider.openai_responses import OpenAIResponses
 from fake_provider.testing import RunningProvider
-from fake_provider.usage import Usage
+from fake_provider.usage import AUX, Usage
 from tests.support.sse import iter_sse
 
 HEADERS = {"authorization": "Bearer test-key"}
@@ -104,6 +104,23 @@ def test_function_call_output_leads_to_done(client: httpx.Client) -> None:
     ).json()
     assert reply["object"] == "response" and reply["status"] == "completed"
     assert reply["output"][0]["content"][0]["text"] == "done: wrote hello.txt"
+
+
+def test_a_call_without_tools_reports_aux_usage_uncounted(
+    client: httpx.Client, provider: RunningProvider
+) -> None:
+    payload = {**body("write a title", stream=False), "tools": []}
+    reply = client.post("/v1/responses", json=payload, headers=HEADERS).json()
+    assert reply["output"][0]["content"][0]["text"] == "hello from fake model"
+    assert reply["usage"] == {
+        "input_tokens": 20,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": 4,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 24,
+    }
+    (entry,) = provider.ledger.model_calls()
+    assert not entry.counted and entry.usage == AUX
 
 
 def test_bad_key_gets_openais_401_without_the_key(client: httpx.Client) -> None:
