@@ -40,6 +40,7 @@ class EventKind(StrEnum):
 
 
 CostSource = Literal["reported", "estimated"]
+UsageSource = Literal["metered", "cli"]
 
 
 class Usage(BaseModel):
@@ -93,3 +94,9 @@ class RunSummary(BaseModel):
     # The model the CLI said it ran (its provider's answer, else its start event), None when its
     # output names none (codex and opencode never do): telemetry then keeps the model asked for.
     model: str | None = None
+    # Where `usage` comes from: "metered" when the session's proxy measured every model call
+    # (`usage` is their sum, `eventing.model_calls.metered_total`, and the CLI's own report is
+    # kept in `cli_usage`), "cli" when it is the CLI's report (no proxy, or an older harness).
+    cli_usage: Usage | None = None
+    usage_source: UsageSource = "cli"
+    usage_mismatch: bool = False  # metered and CLI-reported totals differ

@@ -99,6 +99,7 @@ def apply(session: Session, event: VwmEvent, limit: int) -> bool:
             finished_at=data.finished_at,
             cli_version=begun.get("cli_version"),
             worker_revision=job.worker_revision or 0,
+            calls=data.calls,
         )
         if finish_job(session, job, end, limit):
             return True  # its telemetry was just written from the whole stored log
@@ -205,16 +206,19 @@ def _output_entry(job_id: str, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finished_entry(job_id: str, seq: int, data: JobFinished) -> dict[str, Any]:
+    finished: dict[str, Any] = {
+        "status": str(data.status),
+        "summary": data.summary.model_dump(mode="json"),
+        "error": data.error.model_dump(mode="json") if data.error else None,
+        "exit_code": data.exit_code,
+        "duration_ms": data.timings.total_ms,
+    }
+    if data.calls is not None:  # as the harness logged it: `calls` only with a meter
+        finished["calls"] = data.calls
     return {
         "job_id": job_id,
         "seq": seq,
         "kind": "job_finished",
-        "data": {
-            "status": str(data.status),
-            "summary": data.summary.model_dump(mode="json"),
-            "error": data.error.model_dump(mode="json") if data.error else None,
-            "exit_code": data.exit_code,
-            "duration_ms": data.timings.total_ms,
-        },
+        "data": finished,
         "ts": data.finished_at.timestamp(),
     }

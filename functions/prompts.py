@@ -43,6 +43,7 @@ from functions.db.repositories import Jobs, Sessions
 from functions.db.transitions import PromptRequest, StartedJob, start_job, transition_job
 from functions.harness_client import HarnessCallError, HarnessUnavailable
 from functions.http import parse_body, parse_query
+from functions.job_calls import ENDPOINTS as CALL_ENDPOINTS
 from functions.job_dispatch import JobStart, dispatch, expire_if_stale
 from functions.job_recording import follow_to_end, lose_with_harness, record_from_harness
 from functions.job_relay import relay
@@ -315,3 +316,4 @@ ENDPOINTS = [
         tags=TAGS,
     ),
 ]
+ENDPOINTS += CALL_ENDPOINTS  # a job's metered model calls: functions/job_calls.py

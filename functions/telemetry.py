@@ -65,6 +65,14 @@ class RequestRecord(BaseModel):
     exit_code: int | None
     instructions_version: int
     worker_revision: int = Field(description="the worker's revision the job ran with; 0: none")
+    usage_source: Literal["metered", "cli"] = Field(
+        description="metered: `tokens` is the sum of the job's model calls; cli: the CLI's report"
+    )
+    cli_usage: Tokens | None = Field(
+        description="the CLI's own report beside metered `tokens`; null: not kept"
+    )
+    usage_mismatch: bool = Field(description="the metered and CLI-reported tokens differ")
+    model_calls: int = Field(description="model calls stored (GET /v1/jobs/{job_id}/calls)")
     created_at: datetime
     raw_output: str | None = None
 
@@ -129,6 +137,10 @@ def _record(row: TelemetryRequest, worker: str | None, include_raw: bool) -> dic
         exit_code=row.exit_code,
         instructions_version=row.instructions_version,
         worker_revision=row.worker_revision or 0,
+        usage_source=row.usage_source,  # type: ignore[arg-type]  # its CHECK keeps it one of them
+        cli_usage=Tokens.model_validate(row.cli_usage) if row.cli_usage is not None else None,
+        usage_mismatch=row.usage_mismatch,
+        model_calls=row.model_calls,
         created_at=row.created_at,
         raw_output=row.raw_output if include_raw else None,
     ).model_dump(mode="json")

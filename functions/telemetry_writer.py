@@ -6,6 +6,8 @@ Called by the prompts function's recorder (`record_job`, once the harness's even
 ``dev.vwm.job.*`` CloudEvents), so a job recorded either way gets the same row and telemetry.
 Durations come from the harness's own clock: ``cli_start`` is the time to the CLI's first event,
 ``first_output`` to its first text or tool call, ``total`` the job's duration as it measured it.
+A job's metered model calls (``calls`` of its end) are stored with its telemetry row
+(`functions.call_records`), in the same transaction.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from eventing.job_events import JobEvent, JobEventKind
+from functions.call_records import add_call_rows, checked_calls, usage_facts
 from functions.db.columns import utcnow
 from functions.db.models import (
     ACTIVE_JOB_STATUSES,
@@ -31,7 +34,8 @@ from functions.db.models import (
 from functions.db.telemetry import bound_raw_output
 from functions.db.transitions import transition_job
 
-_LIFECYCLE = {"job_started", "job_finished", "stderr"}
+# Log entries that are not the CLI's output: `model_call` is the session's meter reporting a call.
+_LIFECYCLE = {"job_started", "job_finished", "stderr", "model_call"}
 _OUTPUT = {"text_delta", "assistant_text", "tool_call"}
 
 
@@ -55,6 +59,7 @@ class JobEnd:
     finished_at: datetime | None = None
     cli_version: str | None = None  # as the CLI reported it (job_started), None: unknown
     worker_revision: int = 0  # the job's (stamped at dispatch), 0: none
+    calls: Any = None  # the end's `calls` as sent (None: no meter); checked one by one
 
 
 def ran_model(summary: dict[str, Any], begun: dict[str, Any]) -> str | None:
@@ -94,6 +99,9 @@ def finish_job(session: Session, job: Job, end: JobEnd, limit: int) -> bool:
     worker = session.get(Worker, row.worker_id)
     runtime = session.get(Runtime, worker.runtime_id) if worker else None
     usage = end.summary.get("usage") or {}
+    calls = checked_calls(job.id, end.calls)
+    add_call_rows(session, job.id, row.id, row.worker_id, calls)
+    facts = usage_facts(job.id, end.summary, calls)
     session.add(
         TelemetryRequest(
             job_id=job.id,
@@ -122,6 +130,10 @@ def finish_job(session: Session, job: Job, end: JobEnd, limit: int) -> bool:
             cli_version=end.cli_version,
             raw_output=bound_raw_output(end.raw_output, limit),
             event_log=bound_raw_output(end.event_log, limit),
+            usage_source=facts.usage_source,
+            cli_usage=facts.cli_usage,
+            usage_mismatch=facts.usage_mismatch,
+            model_calls=len(calls),
         )
     )
     return True
@@ -173,6 +185,7 @@ def record_job(
         instructions_version=instructions_version,
         cli_version=begun.get("cli_version"),
         worker_revision=job.worker_revision or 0,
+        calls=data.get("calls"),
     )
     finish_job(session, job, end, limit)
 

@@ -12,12 +12,13 @@ The catalogue with who publishes and who consumes each type is `docs/events.md`.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from eventing.agent_events import AgentEvent, CostSource, EventKind, RunSummary, Usage
 from eventing.job_events import JobEvent, JobStatus
+from eventing.model_calls import MAX_CALLS_PER_JOB
 
 # Ids travel in URLs, file names and Trigger filters: the harness's job id alphabet for all of them.
 ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -144,6 +145,9 @@ class JobSummary(RunSummary):
     model: str | None = Field(
         default=None, max_length=200, description="the model the CLI reported; None: it named none"
     )
+    cli_usage: TokenUsage | None = Field(
+        default=None, description="the CLI's own report when `usage` is metered; None: not kept"
+    )
 
 
 class JobTimings(Payload):
@@ -167,6 +171,14 @@ class JobFinished(Payload):
     finished_at: AwareDatetime = Field(description="when it finished")
     timings: JobTimings = Field(description="durations in ms, for telemetry")
     raw_output: str = Field(default="", max_length=262_144, description="CLI stdout, bounded")
+    # Plain objects, not `ModelCall`s: the receiver checks each call on its own and skips one
+    # that does not validate, so a bad call never costs the job its record. None, not []: the
+    # log's `job_finished` had no `calls` (no meter), and the stored log must say the same.
+    calls: Annotated[list[dict[str, Any]], Field(max_length=MAX_CALLS_PER_JOB)] | None = Field(
+        default=None,
+        description="the job's model calls in order (`eventing.model_calls.ModelCall`); "
+        "None: the session has no meter",
+    )
 
 
 class JobCompleted(JobFinished):

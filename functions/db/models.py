@@ -27,11 +27,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from eventing.job_events import ACTIVE, FINISHED, JobStatus
+from eventing.model_calls import CALL_OUTCOMES, MAX_CALL_ERROR_CHARS
 from functions.db.columns import Json, UTCDateTime, new_id, utcnow
 
 SCHEMAS = ("shared", "vwm", "vw_telemetry")
@@ -96,6 +98,11 @@ class LearningStatus(StrEnum):
 class CostSource(StrEnum):
     REPORTED = "reported"
     ESTIMATED = "estimated"
+
+
+class UsageSource(StrEnum):
+    CLI = "cli"  # the CLI's own report
+    METERED = "metered"  # the sum of the job's model calls, measured by the session's proxy
 
 
 def one_of(column: str, values: Iterable[str]) -> str:
@@ -370,6 +377,8 @@ class TelemetryRequest(Base):
         CheckConstraint(non_negative(*TOKEN_COLUMNS), name="tokens_non_negative"),
         CheckConstraint(non_negative(*DURATION_COLUMNS), name="durations_non_negative"),
         CheckConstraint(non_negative("cost_usd", "instructions_version"), name="cost_non_negative"),
+        CheckConstraint(one_of("usage_source", UsageSource), name="usage_source"),
+        CheckConstraint("model_calls >= 0", name="model_calls_non_negative"),
         Index(None, "worker_id", "created_at"),
         Index(None, "session_id", "created_at"),
         Index(None, "created_at"),
@@ -403,6 +412,53 @@ class TelemetryRequest(Base):
     # The job's normalized event log (bounded): replayed once the session's harness is gone.
     event_log: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # "metered": the token counts are the sum of the job's model calls (`ModelCallRecord`) and
+    # `cli_usage` is what the CLI reported itself; "cli": they are the CLI's report.
+    usage_source: Mapped[str] = mapped_column(
+        String(16), default=UsageSource.CLI, server_default=UsageSource.CLI
+    )
+    cli_usage: Mapped[dict[str, Any] | None]  # `Usage` fields
+    usage_mismatch: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    model_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # rows kept
+
+
+class ModelCallRecord(Base):
+    """One model call of a job, as the session's metering proxy measured it
+    (`eventing.model_calls.ModelCall`), stored with the job's telemetry when it finishes.
+    Session and worker ids are plain values, as in `TelemetryRequest`; (job_id, seq) is unique,
+    and its index also serves lookups by job."""
+
+    __tablename__ = "model_calls"
+    __table_args__ = (
+        CheckConstraint(one_of("outcome", CALL_OUTCOMES), name="outcome"),
+        CheckConstraint("seq >= 1", name="seq_positive"),
+        CheckConstraint(non_negative(*TOKEN_COLUMNS), name="tokens_non_negative"),
+        CheckConstraint(non_negative("latency_ms", "ttft_ms"), name="durations_non_negative"),
+        UniqueConstraint("job_id", "seq"),
+        Index(None, "worker_id", "started_at"),  # a worker's calls over a window (budgets)
+        {"schema": "vw_telemetry"},
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("vwm.jobs.id"))
+    session_id: Mapped[str] = mapped_column(String(32))
+    worker_id: Mapped[str] = mapped_column(String(32))
+    seq: Mapped[int] = mapped_column(Integer)
+    api: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str | None] = mapped_column(String(200))
+    streamed: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[int | None] = mapped_column(Integer)  # the provider's HTTP status
+    outcome: Mapped[str] = mapped_column(String(16))
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    complete: Mapped[bool] = mapped_column(Boolean)
+    started_at: Mapped[datetime]
+    latency_ms: Mapped[float] = mapped_column(Double)
+    ttft_ms: Mapped[float | None] = mapped_column(Double)
+    error: Mapped[str | None] = mapped_column(String(MAX_CALL_ERROR_CHARS))
 
 
 class Learning(Base):

@@ -50,7 +50,7 @@ def _check_constraints(engine: Engine) -> tuple[dict[str, set[str]], dict[str, s
         return in_database, in_models
 
 
-HEAD = "0010"  # the newest revision in migrations/versions
+HEAD = "0011"  # the newest revision in migrations/versions
 
 
 def test_a_database_at_the_previous_revision_upgrades_keeping_its_rows(empty_url: str) -> None:
@@ -208,6 +208,64 @@ def test_0010_keeps_workers_and_learnings_and_checks_the_new_words(empty_url: st
         with engine.connect() as connection:
             count = connection.exec_driver_sql(f"SELECT count(*) FROM {vwm}workers").scalar()
         assert count == 1
+    finally:
+        engine.dispose()
+
+
+def test_0011_adds_model_calls_and_reads_older_records_as_the_clis_usage(empty_url: str) -> None:
+    upgrade(empty_url, "0010")
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            shared, vwm, telemetry = (
+                ("", "", "") if sqlite else ("shared.", "vwm.", "vw_telemetry.")
+            )
+            when = "'2026-01-01 00:00:00.000000'"
+            _seed_runtime_and_worker(connection, shared, vwm, when)
+            connection.exec_driver_sql(
+                f"INSERT INTO {vwm}sessions (id, worker_id, status, workspace, runtime_state, "
+                f"created_at, last_activity_at) VALUES ('s1', 'w1', 'ready', '/w', '{{}}', {when}, "
+                f"{when})"
+            )
+            connection.exec_driver_sql(
+                f"INSERT INTO {vwm}jobs (id, session_id, kind, prompt, mode, status, created_at) "
+                f"VALUES ('j1', 's1', 'prompt', 'p', 'async', 'succeeded', {when})"
+            )
+            connection.exec_driver_sql(
+                f"INSERT INTO {telemetry}requests (id, job_id, session_id, worker_id, runtime_id, "
+                "cli, input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, "
+                "reasoning_tokens, status, instructions_version, raw_output, created_at) VALUES "
+                f"('q1', 'j1', 's1', 'w1', 'r1', 'claude', 3, 0, 0, 2, 0, 'succeeded', 0, '', {when})"
+            )
+        upgrade(empty_url)
+        columns = "usage_source, cli_usage, usage_mismatch, model_calls"
+        call = (
+            f"INSERT INTO {telemetry}model_calls (id, job_id, session_id, worker_id, seq, api, "
+            "streamed, outcome, input_tokens, cache_read_tokens, cache_write_tokens, "
+            "output_tokens, reasoning_tokens, complete, started_at, latency_ms) VALUES "
+            "('{id}', 'j1', 's1', 'w1', {seq}, 'anthropic', true, '{outcome}', 1, 0, 0, 1, 0, "
+            f"true, {when}, 12.5)"
+        )
+        with engine.begin() as connection:
+            record = connection.exec_driver_sql(f"SELECT {columns} FROM {telemetry}requests").one()
+            connection.exec_driver_sql(call.format(id="c1", seq=1, outcome="ok"))
+        assert (record[0], record[1], bool(record[2]), record[3]) == ("cli", None, False, 0)
+        refused = [
+            call.format(id="c2", seq=1, outcome="ok"),  # once per (job, seq)
+            call.format(id="c3", seq=2, outcome="maybe"),
+            call.format(id="c4", seq=0, outcome="ok"),
+            f"UPDATE {telemetry}requests SET usage_source = 'guessed'",
+        ]
+        for statement in refused:
+            with pytest.raises(IntegrityError), engine.begin() as connection:
+                connection.exec_driver_sql(statement)
+        downgrade(empty_url, "0010")
+        names = {name.rpartition(".")[2] for name in _table_names(engine)}
+        assert "model_calls" not in names
+        with engine.connect() as connection:
+            count = connection.exec_driver_sql(f"SELECT count(*) FROM {telemetry}requests")
+            assert count.scalar() == 1
     finally:
         engine.dispose()
 

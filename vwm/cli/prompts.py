@@ -1,4 +1,4 @@
-"""Prompt and job commands: ``vwm prompt`` and ``vwm job get|cancel|events``."""
+"""Prompt and job commands: ``vwm prompt`` and ``vwm job get|cancel|events|calls``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from vwm.cli.live import LiveView
-from vwm.cli.output import print_json, spinner, stderr
+from vwm.cli.output import print_json, print_table, spinner, stderr
 from vwm.cli.root import client
 from vwm.sdk.client import Client
 from vwm.sdk.jobs import Job
@@ -21,6 +21,22 @@ from vwm.sdk.sessions import VWSession
 job_app = typer.Typer(help="Jobs: one prompt run in a session.")
 
 JobId = Annotated[str, typer.Argument(metavar="ID", help="The job id.")]
+
+CALL_COLUMNS = (
+    "seq",
+    "api",
+    "model",
+    "streamed",
+    "status",
+    "outcome",
+    "usage.input",
+    "usage.cache_read",
+    "usage.cache_write",
+    "usage.output",
+    "latency_ms",
+    "ttft_ms",
+    "error",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -99,6 +115,20 @@ def job_events(
         return
     for event in events:
         typer.echo(json.dumps(asdict(event), ensure_ascii=False))
+
+
+@job_app.command("calls")
+def job_calls(
+    ctx: typer.Context,
+    job_id: JobId,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show a finished job's model calls: tokens, status and latency of each."""
+    calls = client(ctx).calls(job_id)
+    if as_json:
+        print_json(calls)
+    else:
+        print_table(calls, CALL_COLUMNS, empty="no model calls recorded")
 
 
 def _live(sdk: Client, events: Iterator[Event], *, cancel_on_interrupt: bool) -> JobResult | None:

@@ -97,6 +97,12 @@ class Client:
     def get_job(self, job_id: str) -> Job:
         return Job(self, self.request("GET", f"/v1/jobs/{job_id}"))
 
+    def calls(self, job_id: str, *, page_size: int | None = None) -> list[dict[str, Any]]:
+        """The job's metered model calls in order (``seq``, ``api``, ``model``, ``status``,
+        ``outcome``, ``usage``, ``latency_ms``, ...), stored when it finished; none for a job
+        still running or run without a meter. `NotFoundError` for an unknown job."""
+        return list(self.paginate(f"/v1/jobs/{job_id}/calls", {"limit": page_size}))
+
     def subscribe(
         self,
         name: str,

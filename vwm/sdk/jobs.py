@@ -62,6 +62,10 @@ class Job:
         a dropped connection is resumed where it broke."""
         return follow(self._client, job_id=self.id, after=after)
 
+    def calls(self) -> list[dict[str, Any]]:
+        """The job's metered model calls, in order (`Client.calls`)."""
+        return self._client.calls(self.id)
+
     def cancel(self) -> Job:
         """Ask the control plane to stop the job; it ends ``cancelled``."""
         self.data = self._client.request("POST", f"/v1/jobs/{self.id}/cancel")
