@@ -32,6 +32,16 @@ class SideEndpoints:
             api=api, method=request.method, path=request.url.path, kind=kind, status=status
         )
 
+    def _refused(self, request: Request, api: str) -> Response | None:
+        key = _api_key(request)
+        if key and BAD_KEY_MARKER not in key:
+            return None
+        self._record(request, api, "models", status=401)
+        message = "invalid api key" if key else "no api key"
+        return JSONResponse(
+            {"error": {"message": message, "type": "authentication_error"}}, status_code=401
+        )
+
     async def root(self, request: Request) -> Response:
         """`GET`/`HEAD /`: Claude Code probes the base URL before its first call."""
         self._record(request, "none", "probe")
@@ -42,7 +52,10 @@ class SideEndpoints:
         return JSONResponse({"input_tokens": FIXED.prompt})
 
     async def models_list(self, request: Request) -> Response:
-        """`GET /v1/models`: Anthropic's shape when the caller speaks Anthropic, else OpenAI's."""
+        """`GET /v1/models`: Anthropic's shape when the caller speaks Anthropic, else OpenAI's.
+        Like the real ones, it wants a key: one containing "bad" (or none) gets a 401."""
+        if refused := self._refused(request, "anthropic" if _is_anthropic(request) else "openai"):
+            return refused
         if _is_anthropic(request):
             self._record(request, "anthropic", "models")
             data = [_anthropic_model(model) for model in MODEL_IDS]
@@ -66,6 +79,8 @@ class SideEndpoints:
         return JSONResponse(_openai_model(model))
 
     async def gemini_models(self, request: Request) -> Response:
+        if (refused := self._refused(request, "gemini")) is not None:
+            return refused
         self._record(request, "gemini", "models")
         return JSONResponse({"models": [_gemini_model(model) for model in MODEL_IDS]})
 
@@ -91,6 +106,20 @@ class SideEndpoints:
         self._record(request, "unknown", "unknown", status=404)
         message = f"the fake provider does not serve {request.method} {request.url.path}"
         return JSONResponse({"error": {"message": message, "type": "not_found"}}, status_code=404)
+
+
+# A key containing this is refused (`fake_provider.app` refuses model calls with it too).
+BAD_KEY_MARKER = "bad"
+
+
+def _api_key(request: Request) -> str | None:
+    headers = request.headers
+    bearer = headers.get("authorization", "")
+    if bearer.lower().startswith("bearer "):
+        return bearer[7:].strip() or None
+    return (
+        headers.get("x-api-key") or headers.get("x-goog-api-key") or request.query_params.get("key")
+    )
 
 
 def _is_anthropic(request: Request) -> bool:

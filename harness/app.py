@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -51,6 +52,7 @@ from harness.errors import HarnessError, JobAlreadyRunning
 from harness.http import EXCEPTION_HANDLERS, InputGuard, TokenAuth, parse_json, read_body
 from harness.jobs import JobRequest, JobRunner
 from harness.learning import LearningCommit, commit_learning
+from harness.meter.service import CLI_APIS, Meter
 from harness.prompt_requests import PromptTurns
 from harness.publishing import EventPublishing
 from harness.settings import HarnessSettings
@@ -267,7 +269,14 @@ def create_app(settings: HarnessSettings) -> Starlette:
         workspace.ensure_dirs()
         # A restart finds the pinned CLI its volume already holds; an install waits for bootstrap.
         await cli.find()
-        runner = JobRunner(settings, workspace, adapter, cli)
+        meter = Meter(
+            settings.cli.provider,
+            os.environ,
+            api=CLI_APIS[adapter.kind],
+            connect_timeout_s=settings.limits.provider_connect_timeout_s,
+        )
+        await meter.start()
+        runner = JobRunner(settings, workspace, adapter, cli, meter=meter)
         runner.recover()
         publishing = None
         if settings.events.enabled:  # after recover: it republishes the jobs recover finished
@@ -299,6 +308,7 @@ def create_app(settings: HarnessSettings) -> Starlette:
             yield
         finally:
             await runner.close()
+            await meter.close()
             if publishing is not None:
                 await publishing.close()
 

@@ -18,21 +18,28 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from eventing.agent_events import AgentEvent, EventKind, RunSummary, Usage
+from eventing.budgets import JobBudget
 from eventing.harness_api import JobState
 from eventing.job_events import JobEvent, JobEventKind, JobStatus
+from eventing.model_calls import ModelCall
 from harness import sandbox
 from harness.adapters.base import Adapter, Invocation, Parser, RunSpec
 from harness.cli_install import PinnedCli
 from harness.errors import HarnessError, JobAlreadyRunning, JobExpired, NotBootstrapped, NotFound
 from harness.event_log import EventLog
+from harness.meter.calls import JobCalls
+from harness.meter.summary import metered_summary
 from harness.settings import HarnessSettings
 from harness.transport import CliProcess
 from harness.workspace import Workspace
+
+if TYPE_CHECKING:  # the meter's HTTP stack is the app's to load, not the runner's
+    from harness.meter.service import Meter
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +96,9 @@ class JobRequest(BaseModel):
     # this harness was stopped and read the request late). Compared with this machine's clock,
     # so the caller adds a margin for skew.
     not_after: float | None = Field(default=None, gt=0)
+    # Set by the control plane when a budget applies to the session (`eventing.budgets`): the
+    # meter charges each call there and refuses calls once it is spent.
+    budget: JobBudget | None = None
 
     def check_not_expired(self, now: float) -> None:
         if self.not_after is not None and now > self.not_after:
@@ -187,8 +197,12 @@ class JobRunner:
         cli: PinnedCli,
         *,
         observer: JobObserver | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self._settings = settings
+        # Between the CLI and its provider (`harness.meter`); None only where a test runs the
+        # runner alone: the CLI then gets the provider itself.
+        self._meter = meter
         self._ws = workspace
         self._adapter = adapter
         self._cli = cli
@@ -348,6 +362,12 @@ class JobRunner:
         )
         timeout_s = request.timeout_s or self._settings.limits.job_timeout_s
         status, error = JobStatus.FAILED, None
+        calls = self._open_calls(job, request.budget)
+        check = (
+            asyncio.create_task(self._meter.check_provider(calls), name=f"check-provider-{job.id}")
+            if self._meter is not None and calls is not None
+            else None
+        )
         try:
             async with asyncio.timeout(timeout_s):
                 stderr_tail = await self._attempt(job, run)
@@ -370,8 +390,11 @@ class JobRunner:
                 ),
             }
         except asyncio.CancelledError:
-            status = JobStatus.CANCELLED
-            error = {"code": "cancelled", "message": "the job was cancelled"}
+            if calls is not None and calls.stop_reason is not None and not job.cancel_requested:
+                status, error = JobStatus.FAILED, calls.stop_reason  # the meter stopped it
+            else:
+                status = JobStatus.CANCELLED
+                error = {"code": "cancelled", "message": "the job was cancelled"}
         except HarnessError as exc:  # the transport's errors too
             error = {"code": exc.code, "message": exc.message, "details": _jsonable(exc.details)}
         except Exception as exc:  # the job must end with a record whatever broke
@@ -385,11 +408,54 @@ class JobRunner:
                     "usage": usage.model_dump(),
                 }
             )
+        if check is not None:
+            check.cancel()
         summary = parser.summary
+        if calls is not None and calls.budget is not None:
+            await calls.budget.settle(
+                summary.cost_usd if summary.cost_source == "reported" else None
+            )
+        if calls is not None:
+            assert self._meter is not None
+            self._meter.ledger.close(calls)
+            if calls.stop_reason is not None and status is not JobStatus.CANCELLED:
+                # The provider could not be used: that is why the CLI failed, whatever it said.
+                status, error = JobStatus.FAILED, calls.stop_reason
+            summary = metered_summary(summary, calls.calls, self._settings.cli.prices)
         if error is not None and not summary.is_error:
             summary = summary.model_copy(update={"is_error": True, "error": error["message"]})
         job.summary = summary
-        self._finish(job, status, error=error, duration_ms=int((time.monotonic() - started) * 1000))
+        self._finish(
+            job,
+            status,
+            error=error,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            calls=calls.calls if calls is not None else None,
+        )
+
+    def _open_calls(self, job: Job, budget: JobBudget | None) -> JobCalls | None:
+        """The job's calls on the meter: each is logged as it ends (``model_call``), and the
+        meter may stop the job (its task is cancelled; `stop_reason` says why)."""
+        if self._meter is None:
+            return None
+
+        def stop() -> None:
+            if job.task is not None and not job.task.done():
+                job.task.cancel()
+
+        def logged(call: ModelCall) -> None:
+            self._append(job, JobEventKind.MODEL_CALL, call.model_dump(mode="json"))
+
+        return self._meter.ledger.open(
+            job.id,
+            on_call=logged,
+            on_stop=stop,
+            budget=(
+                self._meter.guard(job.id, budget, self._settings.cli.prices)
+                if budget is not None
+                else None
+            ),
+        )
 
     async def _attempt(self, job: Job, run: _PreparedRun) -> str:
         """One CLI process from start to exit; returns its stderr tail. The process is always
@@ -466,6 +532,7 @@ class JobRunner:
         *,
         error: dict[str, Any] | None,
         duration_ms: int | None = None,
+        calls: list[ModelCall] | None = None,
     ) -> None:
         job.status = status
         job.error = error
@@ -479,6 +546,11 @@ class JobRunner:
                 "error": error,
                 "exit_code": job.exit_code,
                 "duration_ms": duration_ms,
+                **(
+                    {"calls": [c.model_dump(mode="json") for c in calls]}
+                    if calls is not None
+                    else {}
+                ),
             },
         )
         job.log.close()
@@ -549,7 +621,7 @@ class JobRunner:
             model=request.model or self._worker_model() or cli.model,
             resume_id=resume_id,
             system_prompt=cli.system_prompt,
-            provider=cli.provider,
+            provider=self._meter.provider_for_cli() if self._meter else cli.provider,
         )
 
     def _worker_model(self) -> str | None:
@@ -560,7 +632,9 @@ class JobRunner:
         return model if isinstance(model, str) and model else None
 
     def _child_env(self, adapter_env: dict[str, str]) -> dict[str, str]:
-        return cli_environment(adapter_env, vendor_keys=self._settings.cli.provider is None)
+        # The vendor keys are the meter's to use, never the CLI's.
+        vendor_keys = self._meter is None and self._settings.cli.provider is None
+        return cli_environment(adapter_env, vendor_keys=vendor_keys)
 
     def _update_state(self, **changes: Any) -> None:
         state = self._ws.load_state()

@@ -73,7 +73,9 @@ RAW_OUTPUT_CHARS = 262_144
 EVENT_BUDGET_BYTES = codec.MAX_EVENT_BYTES - 16_384
 # How telemetry counts (functions/telemetry_writer.py, `record_job`): the CLI has started at the
 # first entry that is none of these; output begins at the first of `_OUTPUT_KINDS`.
-_NOT_CLI_KINDS = frozenset({JobEventKind.JOB_STARTED, JobEventKind.JOB_FINISHED, EventKind.STDERR})
+_NOT_CLI_KINDS = frozenset(
+    {JobEventKind.JOB_STARTED, JobEventKind.JOB_FINISHED, JobEventKind.MODEL_CALL, EventKind.STDERR}
+)
 _OUTPUT_KINDS = frozenset({EventKind.TEXT_DELTA, EventKind.ASSISTANT_TEXT, EventKind.TOOL_CALL})
 _AGENT_KINDS = frozenset(kind.value for kind in EventKind)
 # A failed job whose runner recorded no error still needs one (`JobFailed.error` is required).
@@ -165,6 +167,8 @@ def finished_event(
         "timings": timings.model_dump(),
         "raw_output": bound_raw_output(raw_output),
     }
+    if isinstance(data.get("calls"), list):  # metered: the calls travel with the job's end
+        fields["calls"] = data["calls"]
     error = data.get("error")
     if status is JobStatus.SUCCEEDED:
         model: type[JobCompleted] | type[JobFailed] = JobCompleted
@@ -181,6 +185,7 @@ def finished_event(
             }
         )
     payload = _fit(model, fields, shrink=("raw_output", "summary.final_text"))
+    payload = _fit_calls(model, payload)
     return _job_event(payload, session_id, job.id, entry.seq, _utc(entry.ts), job.causation_id)
 
 
@@ -302,6 +307,23 @@ def _fit(model: type[BaseModel], fields: dict[str, Any], *, shrink: tuple[str, .
         fields = _cut(fields, path.split("."), size - EVENT_BUDGET_BYTES)
         payload = model.model_validate_json(_dumps(fields))
     return payload
+
+
+def _fit_calls(model: type[BaseModel], payload: Any) -> Any:
+    """The payload with as many of its first calls as fit the event, when all of them do not
+    (thousands of calls): the summary keeps the metered total, the log on the volume all calls."""
+    calls = payload.calls
+    if not calls or len(_dumps(payload.model_dump(mode="json"))) <= EVENT_BUDGET_BYTES:
+        return payload
+    fields = payload.model_dump(mode="json")
+    kept = len(calls)
+    while kept > 0 and len(_dumps({**fields, "calls": calls[:kept]})) > EVENT_BUDGET_BYTES:
+        kept //= 2
+    logger.warning(
+        "a job's calls do not all fit its final event: the first ones are sent",
+        extra={"calls": len(calls), "sent": kept},
+    )
+    return model.model_validate_json(_dumps({**fields, "calls": calls[:kept]}))
 
 
 def _cut(fields: dict[str, Any], path: list[str], over: int) -> dict[str, Any]:
@@ -503,6 +525,8 @@ class JobEventPublisher:
                     lambda w=whole, r=raw: finished_event(self._session_id, tracked.job, w, r),
                 )
                 tracked.final_appended = not tracked.failed
+            elif entry.kind == JobEventKind.MODEL_CALL:
+                continue  # the calls travel with the job's end (`finished_event`)
             elif (item := output_item(entry)) is not None:
                 await self._add(tracked, item)
             else:  # no event carries it: a gap in the consumer's log, so say so

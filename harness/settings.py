@@ -75,6 +75,9 @@ class LimitSettings:
     # How long a prompt request (`POST /v1/events`) waits for the session's running job to end
     # before its own job fails with `session_busy` (VWM_PROMPT_WAIT_S, set by the control plane).
     prompt_wait_s: float = 600.0
+    # How long the meter waits to connect to the model provider before the job fails with
+    # `provider_unreachable` (VWM_PROVIDER_CONNECT_TIMEOUT_S): fail fast, not retry for minutes.
+    provider_connect_timeout_s: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,7 @@ class HarnessSettings:
             max_file_bytes=_int(env, "VWM_MAX_FILE_BYTES", 32 << 20),
             raw_output_bytes=_int(env, "VWM_RAW_OUTPUT_BYTES", 1 << 20),
             prompt_wait_s=_float(env, "VWM_PROMPT_WAIT_S", 600.0),
+            provider_connect_timeout_s=_float(env, "VWM_PROVIDER_CONNECT_TIMEOUT_S", 3.0),
         )
         workspace = Path(env.get("VWM_WORKSPACE", "workspace")).resolve()
         git = GitSettings(allow_local=_flag(env, "VWM_GIT_ALLOW_LOCAL"))

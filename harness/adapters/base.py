@@ -29,6 +29,10 @@ class ProviderConfig:
 
     base_url: str
     api_key: str
+    custom: bool = True
+    """An endpoint the runtime named (one model API for every call). False: the vendors' own
+    endpoints, reached through the session's meter at `base_url` (opencode then configures its
+    built-in vendor providers rather than one custom provider)."""
 
 
 @dataclass(frozen=True)

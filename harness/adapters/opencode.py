@@ -107,13 +107,17 @@ def _config_dir(home: Path) -> Path:
 
 
 def _model_ref(spec: RunSpec) -> str | None:
-    if spec.provider is None:
+    if spec.provider is None or not spec.provider.custom:
         return spec.model  # already "provider/model" for a vendor opencode knows
     if not spec.model:
         raise AdapterConfigError(
             "opencode needs a model name to use a custom provider; set VWM_MODEL or the job's model"
         )
     return f"{_PROVIDER_ID}/{spec.model}"
+
+
+# Each built-in vendor provider's base path (what its default base URL ends with).
+_VENDOR_PATHS = {"anthropic": "/v1", "openai": "/v1", "google": "/v1beta"}
 
 
 def _config(spec: RunSpec, instructions: list[str]) -> dict[str, Any]:
@@ -124,7 +128,19 @@ def _config(spec: RunSpec, instructions: list[str]) -> dict[str, Any]:
         # Outside the git root (session_repo) opencode finds no AGENTS.md by itself.
         "instructions": instructions,
     }
-    if spec.provider is not None and (model := _model_ref(spec)):
+    if spec.provider is not None and not spec.provider.custom:
+        # The vendors' own endpoints, through the session's meter: opencode's built-in
+        # providers keep their models and wire APIs, only their address and key change.
+        config["provider"] = {
+            vendor: {
+                "options": {
+                    "baseURL": spec.provider.base_url + path,
+                    "apiKey": "{env:" + PROVIDER_KEY_ENV + "}",
+                }
+            }
+            for vendor, path in _VENDOR_PATHS.items()
+        }
+    elif spec.provider is not None and (model := _model_ref(spec)):
         config["provider"] = {
             _PROVIDER_ID: {
                 "npm": "@ai-sdk/openai-compatible",  # bundled: no registry access needed

@@ -20,8 +20,28 @@ USAGE_FIELDS = ("input", "cache_read", "cache_write", "output", "reasoning")
 
 
 def counted_since(provider, key: str, after_seq: int) -> dict[str, int]:
+    """What the CLI reports itself: its turns (tools offered), not its side calls."""
     entries = [e for e in provider.ledger.entries(key=key) if e.counted and e.seq > after_seq]
     return {name: sum(getattr(e.usage, name) for e in entries) for name in USAGE_FIELDS}
+
+
+def billed_since(provider, key: str, after_seq: int) -> list[dict[str, int]]:
+    """The usage of every model call the provider served, side calls included, in order."""
+    return [e.usage.as_dict() for e in provider.ledger.model_calls(key=key) if e.seq > after_seq]
+
+
+def total(usages: list[dict[str, int]]) -> dict[str, int]:
+    return {name: sum(usage[name] for usage in usages) for name in USAGE_FIELDS}
+
+
+def assert_metered(summary: dict, calls: list[dict], provider, key: str, mark: int) -> None:
+    """The job's usage is the provider's bill, call by call; the CLI's own report beside it."""
+    billed = billed_since(provider, key, mark)
+    assert sorted(map(str, (c["usage"] for c in calls))) == sorted(map(str, billed))
+    assert summary["usage"] == total(billed)
+    assert summary["usage_source"] == "metered"
+    assert summary["cli_usage"] == counted_since(provider, key, mark)
+    assert summary["usage_mismatch"] == (summary["usage"] != summary["cli_usage"])
 
 
 def last_seq(provider) -> int:
@@ -61,7 +81,10 @@ def test_prompt_tool_write_resume_restart_and_shutdown(cli, tmp_path, fake_provi
             assert session_id
             written = harness.workspace / "session_repo" / "hello.txt"
             assert written.read_text() == "hello from fake model\n"
-            assert summary["usage"] == counted_since(fake_provider, key, mark)
+            calls = [e.json["data"] for e in events if e.event == "model_call"]
+            assert calls and all(c["outcome"] == "ok" for c in calls)
+            assert finished["calls"] == calls
+            assert_metered(summary, calls, fake_provider, key, mark)
             assert summary["usage"]["output"] > 0
 
             mark = last_seq(fake_provider)
@@ -71,7 +94,9 @@ def test_prompt_tool_write_resume_restart_and_shutdown(cli, tmp_path, fake_provi
             assert job["status"] == "succeeded", job
             assert job["summary"]["cli_session_id"] == session_id
             assert job["summary"]["final_text"] == "hello from fake model"
-            assert job["summary"]["usage"] == counted_since(fake_provider, key, mark)
+            with client.stream("GET", f"/v1/jobs/{job['job_id']}/events?after=0") as logged:
+                calls = [e.json["data"] for e in iter_sse(logged) if e.event == "model_call"]
+            assert_metered(job["summary"], calls, fake_provider, key, mark)
             started = client.get(f"/v1/jobs/{job['job_id']}/events?after=0")
             assert f'"resume_id":"{session_id}"' in started.text
 

@@ -41,31 +41,35 @@ def booted(tmp_path, repos):
         harness.stop()
 
 
+# Whatever the CLI would do on its own (claude and gemini retry, codex reconnects for as long
+# as its job may run), the meter between it and the provider ends the job at once.
+FAIL_FAST_S = 5.0
+
+
 @pytest.mark.parametrize("cli", CLIS)
-def test_bad_key_fails_the_job_quickly_with_a_clear_error(cli, booted, fake_provider):
+def test_a_refused_key_fails_the_job_fast_with_the_providers_message(cli, booted, fake_provider):
     harness = booted(cli, harness_env(cli, fake_provider.base_url, key="bad-key"))
     started = time.monotonic()
     with harness.client() as client:
         job = client.post("/v1/jobs", json={"prompt": "say hello", "timeout_s": 60}).json()
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < FAIL_FAST_S, job
     assert job["status"] == "failed", job
-    message = (job["error"] or {}).get("message", "") + str(job["summary"])
-    assert any(word in message.lower() for word in ("401", "api key", "unauthorized", "auth")), job
+    assert job["error"]["code"] == "provider_auth_failed", job
+    assert "HTTP 401" in job["error"]["message"], job
     assert _wait_for_no_processes(harness.workspace) == []
 
 
 @pytest.mark.parametrize("cli", CLIS)
-def test_provider_down_ends_the_job_within_its_timeout(cli, booted):
+def test_a_provider_that_is_down_fails_the_job_fast(cli, booted):
     down = f"http://127.0.0.1:{free_port()}"
     harness = booted(cli, harness_env(cli, down))
     started = time.monotonic()
     with harness.client() as client:
-        job = client.post("/v1/jobs", json={"prompt": "say hello", "timeout_s": 20}).json()
-    elapsed = time.monotonic() - started
-    assert job["status"] in ("failed", "timeout"), job
-    assert elapsed < 20 + 10, elapsed  # the timeout plus the kill grace
-    if job["status"] == "timeout":
-        assert job["error"]["code"] == "timeout"
+        job = client.post("/v1/jobs", json={"prompt": "say hello", "timeout_s": 60}).json()
+    assert time.monotonic() - started < FAIL_FAST_S, job
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == "provider_unreachable", job
+    assert down in job["error"]["message"], job
     assert _wait_for_no_processes(harness.workspace) == []
 
 
