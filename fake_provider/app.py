@@ -14,7 +14,7 @@ import gzip
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,11 @@ class FakeProvider:
         *,
         ledger: Ledger | None = None,
         dump_dir: Path | None = None,
+        keys: Collection[str] | None = None,
     ) -> None:
         self.script: Script = script or DefaultScript()
+        # The only keys accepted, like a real provider's; None accepts any without "bad".
+        self.keys = frozenset(keys) if keys is not None else None
         self.ledger = ledger or Ledger()
         self.dump_dir = dump_dir
         self._dump_numbers = itertools.count(1)
@@ -68,7 +71,7 @@ class FakeProvider:
             return self._reject(api, request, None, Failure(400, f"invalid request body: {error}"))
         self._dump(api.name, request, body)
         key = api.api_key(request)
-        if not key or BAD_KEY_MARKER in key:
+        if not key or BAD_KEY_MARKER in key or (self.keys is not None and key not in self.keys):
             return self._reject(api, request, parsed, api.auth_failure(key))
         answer = self.script.reply(parsed)
         if isinstance(answer, Failure):

@@ -10,6 +10,8 @@ Default triggers (matched in the last user prompt, case-insensitive):
   (``../worker_repo/knowledge/lessons.md``): one call of the CLI's own file-writing tool (or its
   shell tool) that writes NAME with `FILE_CONTENT`; once a tool result follows the prompt, the
   text `done: wrote NAME`.
+- ``run `COMMAND` ``: one call of the CLI's shell tool running COMMAND in its working directory;
+  once a tool result follows the prompt, the text `done: ran it`.
 - `sleep N`: the answer streams over N seconds, first chunk at once (only when tools are offered:
   auxiliary calls answer at once).
 - anything else: the text `TEXT`. A request that asks for JSON output gets a minimal object that
@@ -36,6 +38,7 @@ WRITE_TRIGGER = re.compile(
     r"[`'\"]?(?P<name>(?:\.\./)?[A-Za-z0-9_][A-Za-z0-9_./-]*\.[A-Za-z0-9]+)",
     re.IGNORECASE,
 )
+RUN_TRIGGER = re.compile(r"\brun\s+`(?P<command>[^`\n]+)`", re.IGNORECASE)
 SLEEP_TRIGGER = re.compile(r"\bsleep\s+(?P<seconds>\d+(?:\.\d+)?)\b", re.IGNORECASE)
 WORKING_DIR_PATTERNS = (
     re.compile(r"<cwd>\s*(?P<dir>/[^<\n]*?)\s*</cwd>"),
@@ -145,6 +148,16 @@ class DefaultScript:
             return Reply(
                 text=json.dumps(example_for_schema(request.json_schema)), duration=duration
             )
+        run = RUN_TRIGGER.search(request.prompt)
+        if run is not None and request.tools:
+            if request.tool_result_after_prompt:
+                return Reply(text="done: ran it", duration=duration)
+            call = next(
+                (c for t in request.tools if (c := _shell_call(t, run["command"])) is not None),
+                None,
+            )
+            if call is not None:
+                return Reply(tool_call=call, duration=duration)
         name = file_to_write(request.prompt)
         if name is not None and request.tools:
             if request.tool_result_after_prompt:
