@@ -89,10 +89,15 @@ class BudgetGuard:
                     headers=headers,
                     timeout=self._timeout_s,
                 )
-                if answer.status_code < 500:
-                    answer.raise_for_status()
+                if answer.status_code < 400:
                     return BudgetState.model_validate(answer.json())
-                reason = f"HTTP {answer.status_code}"
+                reason = f"HTTP {answer.status_code}: {answer.text[:200]}"
+                if answer.status_code < 500:  # refused, not down: asking again changes nothing
+                    logger.error(
+                        "the control plane refused a budget charge",
+                        extra={"job_id": self._job_id, "seq": charge.seq, "reason": reason},
+                    )
+                    return None
             except (httpx.HTTPError, ValueError) as exc:
                 reason = str(exc) or type(exc).__name__
             logger.warning(
