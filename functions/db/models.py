@@ -114,6 +114,15 @@ def non_negative(*columns: str) -> str:
     return " AND ".join(f"{column} >= 0" for column in columns)
 
 
+WORKER_BUDGET_COLUMNS = (
+    "budget_tokens_per_day",
+    "budget_tokens_total",
+    "budget_usd_per_day",
+    "budget_usd_total",
+)
+SESSION_BUDGET_COLUMNS = ("budget_tokens", "budget_usd")
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {
@@ -175,6 +184,7 @@ class Worker(Base):
     __tablename__ = "workers"
     __table_args__ = (
         CheckConstraint(one_of("learning_mode", LearningMode), name="learning_mode"),
+        *(CheckConstraint(f"{c} >= 0", name=f"{c}_non_negative") for c in WORKER_BUDGET_COLUMNS),
         {"schema": "vwm"},
     )
 
@@ -191,6 +201,12 @@ class Worker(Base):
     model: Mapped[str | None] = mapped_column(String(200))
     timeouts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {job_s, idle_s}
     revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Budgets over every session of the worker (functions.budgets): billed tokens and USD per
+    # UTC day and in total. NULL: no limit.
+    budget_tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)
+    budget_tokens_total: Mapped[int | None] = mapped_column(BigInteger)
+    budget_usd_per_day: Mapped[float | None] = mapped_column(Double)
+    budget_usd_total: Mapped[float | None] = mapped_column(Double)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -222,6 +238,7 @@ class WorkerSession(Base):
     __tablename__ = "sessions"
     __table_args__ = (
         CheckConstraint(one_of("status", SessionStatus), name="status"),
+        *(CheckConstraint(f"{c} >= 0", name=f"{c}_non_negative") for c in SESSION_BUDGET_COLUMNS),
         Index(None, "worker_id", "created_at"),
         Index(None, "created_at", "id"),
         {"schema": "vwm"},
@@ -250,6 +267,10 @@ class WorkerSession(Base):
     # The worker revision and the digest of the skill set its harness was last given.
     worker_revision: Mapped[int | None] = mapped_column(Integer)
     skills_digest: Mapped[str | None] = mapped_column(String(64))
+    # The session's own budget (functions.budgets): billed tokens and USD over its life. NULL:
+    # no limit.
+    budget_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    budget_usd: Mapped[float | None] = mapped_column(Double)
 
 
 class Job(Base):
@@ -459,6 +480,29 @@ class ModelCallRecord(Base):
     latency_ms: Mapped[float] = mapped_column(Double)
     ttft_ms: Mapped[float | None] = mapped_column(Double)
     error: Mapped[str | None] = mapped_column(String(MAX_CALL_ERROR_CHARS))
+
+
+class BudgetCharge(Base):
+    """What one model call of a job cost, as its session's meter charged it
+    (`eventing.budgets.Charge`): the sums over these rows are what the budgets have used.
+    Keyed by (job_id, seq), so a charge the meter sends again counts once; session and worker
+    ids are plain values, as in the telemetry."""
+
+    __tablename__ = "budget_charges"
+    __table_args__ = (
+        CheckConstraint(non_negative("seq", "tokens", "usd"), name="non_negative"),
+        Index(None, "worker_id", "charged_at"),  # a worker's spending today, and in total
+        Index(None, "session_id"),
+        {"schema": "vwm"},
+    )
+
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(32))
+    worker_id: Mapped[str] = mapped_column(String(32))
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    usd: Mapped[float] = mapped_column(Double)
+    charged_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Learning(Base):
