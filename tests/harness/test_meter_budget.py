@@ -166,7 +166,7 @@ async def test_a_control_plane_that_cannot_be_reached_closes_the_gate(
 ) -> None:
     ledger, url = tally
     ledger.refuse_all = True
-    calls, stopped = open_job(meter, url)
+    _, stopped = open_job(meter, url)
     assert (await post(meter, "openai_chat")).status_code == 200
     refused = await post(meter, "openai_chat")
     assert refused.status_code == 429
