@@ -19,9 +19,9 @@ pytestmark = pytest.mark.cli
 USAGE = ("input", "cache_read", "cache_write", "output", "reasoning")
 
 
-def counted(provider, key: str) -> dict[str, int]:
-    entries = [e for e in provider.ledger.entries(key=key) if e.counted]
-    return {name: sum(getattr(e.usage, name) for e in entries) for name in USAGE}
+def billed(provider, key: str) -> dict[str, int]:
+    """What the provider billed for every model call made with `key`, side calls included."""
+    return provider.ledger.billed_usage(key=key).as_dict()
 
 
 def telemetry_total(client, session_id: str) -> dict[str, int]:
@@ -143,7 +143,19 @@ def test_worker_session_prompts_restarts_and_end(
 
         records = client.get("/v1/telemetry/requests", params={"session_id": sid}).json()["items"]
         assert len(records) == 6
-        assert telemetry_total(client, sid) == counted(fake_provider, key)
+        # Telemetry is the provider's bill: the sum over every call, each call listed.
+        assert telemetry_total(client, sid) == billed(fake_provider, key)
+        assert {r["usage_source"] for r in records} == {"metered"}
+        calls = [
+            call
+            for r in records
+            for call in client.get(f"/v1/jobs/{r['job_id']}/calls").json()["items"]
+        ]
+        served = fake_provider.ledger.model_calls(key=key)
+        assert sorted(str(c["usage"]) for c in calls) == sorted(
+            str(e.usage.as_dict()) for e in served
+        )
+        assert {c["outcome"] for c in calls} == {"ok"}
         versions = sorted(r["instructions_version"] for r in records)
         assert versions == [1, 1, 1, 1, 1, 2]
         raw = client.get(

@@ -141,9 +141,9 @@ def finished(client: httpx.Client, job_id: str, plane: ControlPlane) -> dict[str
     return dict(until(ended, plane))
 
 
-def counted(provider: Any, key: str) -> dict[str, int]:
-    entries = [e for e in provider.ledger.entries(key=key) if e.counted]
-    return {name: sum(getattr(e.usage, name) for e in entries) for name in USAGE}
+def billed(provider: Any, key: str) -> dict[str, int]:
+    """What the provider billed for every model call made with `key`, side calls included."""
+    return dict(provider.ledger.billed_usage(key=key).as_dict())
 
 
 def telemetry_of(client: httpx.Client, session_id: str) -> list[dict[str, Any]]:
@@ -156,7 +156,7 @@ def test_a_session_on_knative_prompts_survives_its_pod_and_service_and_ends_clea
 ) -> None:
     plane = deleting_plane
     key = plane.env["FAKE_PROVIDER_KEY"]
-    used_before = counted(fake_provider, key)
+    used_before = billed(fake_provider, key)
     task_repo = make_bare_repo(root / f"task-{uuid.uuid4().hex[:6]}.git", {"README.md": "# t\n"})
     with plane.client() as client:
         session_id = start_session(client, plane, task_repo)
@@ -240,7 +240,7 @@ def test_a_session_on_knative_prompts_survives_its_pod_and_service_and_ends_clea
         records = telemetry_of(client, session_id)
         assert len(records) == 5
         total = {name: sum(r["tokens"][name] for r in records) for name in USAGE}
-        used = counted(fake_provider, key)
+        used = billed(fake_provider, key)
         assert total == {name: used[name] - used_before[name] for name in USAGE}
 
     # The session's work was saved from the pod before its volume went.
