@@ -319,6 +319,32 @@ def test_opencode_json(workspace: Path):
     assert SECRET not in text
 
 
+def test_opencode_on_the_vendors_endpoints_points_its_own_providers_at_the_meter(
+    workspace: Path,
+):
+    """No provider URL: the meter forwards to each vendor, and opencode keeps its built-in
+    providers and the `vendor/model` name, with only their address and key changed."""
+    meter = ProviderConfig(base_url="http://127.0.0.1:18003", api_key=SECRET, custom=False)
+    spec = spec_for("opencode", workspace, model="anthropic/claude-x", provider=meter)
+    ADAPTERS["opencode"].write_config(spec)
+    text = (spec.home / ".config" / "opencode" / "opencode.json").read_text()
+    config = json.loads(text)
+    assert config["provider"] == {
+        vendor: {
+            "options": {
+                "baseURL": f"http://127.0.0.1:18003{path}",
+                "apiKey": "{env:VWM_PROVIDER_API_KEY}",
+            }
+        }
+        for vendor, path in (("anthropic", "/v1"), ("openai", "/v1"), ("google", "/v1beta"))
+    }
+    assert "model" not in config
+    invocation = ADAPTERS["opencode"].invocation(spec)
+    assert invocation.argv[invocation.argv.index("-m") + 1] == "anthropic/claude-x"
+    assert invocation.env["VWM_PROVIDER_API_KEY"] == SECRET
+    assert SECRET not in text
+
+
 def test_claude_reads_the_workspace_claude_md_by_walking_up(workspace: Path):
     spec = spec_for("claude", workspace)
     # No copy is needed: the instruction file sits in an ancestor of the CLI's cwd.
