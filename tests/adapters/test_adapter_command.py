@@ -21,6 +21,9 @@ SUMMARY_KEYS = [
     "is_error",
     "error",
     "model",
+    "cli_usage",
+    "usage_source",
+    "usage_mismatch",
 ]
 
 
