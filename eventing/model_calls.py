@@ -39,7 +39,7 @@ class ModelCall(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    seq: int  # 1, 2, ... within the job, in the order the calls started
+    seq: int  # 1, 2, ... within the job, in the order the calls ended
     api: str  # one of KNOWN_APIS
     model: str | None  # as the provider answered, else as asked
     streamed: bool

@@ -210,7 +210,9 @@ class MeterProxy:
         said = provider_message(bytes(error_text)) if response.status_code >= 400 else None
         if meter is not None and job is not None:
             job.add(meter.finish(job, response.status_code, said))
-        if response.status_code in _AUTH_REFUSED and job is not None:
+        # Only a model call's refusal counts: a side endpoint may want what a model call does
+        # not (and the provider check at the job's start asks the model list itself).
+        if response.status_code in _AUTH_REFUSED and job is not None and meter is not None:
             job.stop(
                 PROVIDER_AUTH_FAILED,
                 f"the model provider refused the key (HTTP {response.status_code}): "
@@ -380,7 +382,10 @@ class MeterServer:
     this machine (the CLI) reach it, never the network the harness serves."""
 
     def __init__(self, proxy: MeterProxy, host: str = "127.0.0.1") -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # TCP's protocol number, not 0: asyncio sets TCP_NODELAY only on connections accepted
+        # from such a socket. Without it, each chunk after the answer's headers waits for the
+        # CLI's delayed ACK (40 ms on Linux) before it leaves (bench/meter_overhead.py).
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.bind((host, 0))
         self._sock.listen(256)
         port = self._sock.getsockname()[1]
