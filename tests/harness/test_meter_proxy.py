@@ -408,3 +408,59 @@ async def test_calls_outside_a_job_are_forwarded_and_belong_to_none(
     )
     assert answer.status_code == 200
     assert meter.ledger.current is None
+
+
+async def test_the_provider_check_fails_a_refused_key_before_any_call(
+    provider: RunningProvider,
+) -> None:
+    meter = await started_meter(provider.base_url, key="a-bad-key")
+    try:
+        job = Job(meter)
+        await meter.check_provider(job.calls)
+        assert job.stopped.is_set()
+        assert job.calls.stop_reason is not None
+        assert job.calls.stop_reason["code"] == "provider_auth_failed"
+        assert "HTTP 401" in job.calls.stop_reason["message"]
+        assert job.calls.calls == []  # no model call was made
+    finally:
+        await meter.close()
+
+
+async def test_the_provider_check_fails_an_unreachable_provider() -> None:
+    meter = await started_meter(f"http://127.0.0.1:{closed_port()}")
+    try:
+        job = Job(meter)
+        await meter.check_provider(job.calls)
+        assert job.calls.stop_reason is not None
+        assert job.calls.stop_reason["code"] == "provider_unreachable"
+    finally:
+        await meter.close()
+
+
+async def test_the_provider_check_passes_a_server_that_answers_anything_but_401_or_403(
+    plain_tcp_server: int,
+) -> None:
+    """A model server without a model list answers an error; it is reachable all the same."""
+    meter = await started_meter(f"http://127.0.0.1:{plain_tcp_server}")
+    try:
+        job = Job(meter)
+        await meter.check_provider(job.calls)
+        assert not job.stopped.is_set() and job.calls.stop_reason is None
+    finally:
+        await meter.close()
+
+
+async def test_a_provider_that_passed_is_not_checked_again_for_a_while(
+    provider: RunningProvider,
+) -> None:
+    """Once passed, the next job in the next 30 s is not checked again (one request)."""
+    meter = await started_meter(provider.base_url)
+    try:
+        before = len(provider.ledger.entries())
+        for _ in range(2):
+            job = Job(meter)
+            await meter.check_provider(job.calls)
+            assert not job.stopped.is_set()
+        assert len(provider.ledger.entries()) == before + 1
+    finally:
+        await meter.close()
