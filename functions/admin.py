@@ -26,6 +26,9 @@ from eventing.cli_versions import (
 from eventing.inputs import bad_parameter
 from eventing.provider_urls import MAX_URL_CHARS, ProviderUrlError, provider_root
 from functions.api import Endpoint
+from functions.budgets import worker_view
+from functions.budgets_api import WORKER_ENDPOINTS as BUDGET_ENDPOINTS
+from functions.budgets_api import WorkerBudgetOut
 from functions.context import db, settings
 from functions.db.api_keys import ApiKeys
 from functions.db.models import Runtime, SystemSetting, Worker
@@ -216,6 +219,9 @@ class WorkerOut(WorkerIn):
     )
     created_at: datetime
     updated_at: datetime
+    budget: WorkerBudgetOut | None = Field(
+        default=None, description="limits, used and left (PUT /v1/admin/workers/{name}/budget)"
+    )
 
 
 class SettingIn(Strict):
@@ -306,6 +312,7 @@ def worker_out(session: Session, row: Worker, runtime_name: str) -> dict[str, An
             timeouts=row.timeouts or {},
             created_at=row.created_at,
             updated_at=row.updated_at,
+            budget=worker_view(session, row),
         )
     ).model_dump(mode="json")
 
@@ -586,3 +593,4 @@ ENDPOINTS = [
     ),
 ]
 ENDPOINTS += SKILL_ENDPOINTS  # skills and worker skills: functions/skills_admin.py
+ENDPOINTS += BUDGET_ENDPOINTS  # a worker's budget: functions/budgets_api.py

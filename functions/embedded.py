@@ -173,6 +173,8 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
     # Harnesses publish their job events to this process's broker.
     sink_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
     os.environ.setdefault("VWM_HARNESS_EVENT_SINK", f"http://{sink_host}:{port}/v1/broker")
+    # ... and charge the model calls of a session under a budget to it (functions.budgets).
+    os.environ.setdefault("VWM_HARNESS_CONTROL_URL", f"http://{sink_host}:{port}")
     # Built here rather than in the app's lifespan: what cannot work is refused before listening.
     services = Services.build()
     current = services.settings

@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -37,6 +38,13 @@ PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
 # Paths whose handler authenticates the caller itself, because who may call depends on the body:
 # the embedded broker's ingress takes harness tokens as well as API keys (functions.broker.ingress).
 SELF_AUTHENTICATED_PATHS = frozenset({"/v1/broker"})
+# A session's meter charges its budget with the session's charge token, not an API key
+# (functions.budgets_api).
+_CHARGES_PATH = re.compile(r"/v1/sessions/[^/]+/charges")
+
+
+def is_self_authenticated(path: str) -> bool:
+    return path in SELF_AUTHENTICATED_PATHS or _CHARGES_PATH.fullmatch(path) is not None
 
 
 class ApiError(FunctionsError):
@@ -135,7 +143,7 @@ class ApiKeyAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path")
-        if scope["type"] != "http" or path in PUBLIC_PATHS or path in SELF_AUTHENTICATED_PATHS:
+        if scope["type"] != "http" or path in PUBLIC_PATHS or is_self_authenticated(path or ""):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from eventing.budgets import JobBudget
 from eventing.errors import JOB_EXPIRED, JOB_RUNNING
+from functions.budgets import BudgetRefusal, job_budget
 from functions.context import db, settings
 from functions.db.errors import DbError, SessionBusy
 from functions.db.models import Job, JobStatus
@@ -42,6 +44,19 @@ class JobStart:
     job_id: str
     prompt: str
     timeout_s: int | None
+    # Where its meter charges each model call, when a budget applies (set by `dispatch`).
+    budget: JobBudget | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The job start as the harness takes it; no budget: no `budget` key at all."""
+        body: dict[str, Any] = {
+            "prompt": self.prompt,
+            "job_id": self.job_id,
+            "timeout_s": self.timeout_s,
+        }
+        if self.budget is not None:
+            body["budget"] = self.budget.model_dump(mode="json")
+        return body
 
 
 async def dispatch(
@@ -57,7 +72,12 @@ async def dispatch(
     A harness that refused the connection or dropped it at once (gone a moment ago) is
     relaunched and asked once more: nothing ran. One that did not answer in time is replaced and
     the caller gets `harness_unavailable` without a retry: the call may have reached a harness
-    that then hung, and its `not_after` makes sure it never runs late."""
+    that then hung, and its `not_after` makes sure it never runs late.
+
+    A session under a budget is checked first: spent, the job fails `budget_exceeded` and
+    `BudgetExceeded` is raised without a call to the harness; open, the job carries where its
+    meter charges (`functions.budgets`)."""
+    start = await _with_budget(view, start)
     try:
         try:
             await _start_checked(view, endpoint, start, want)
@@ -87,6 +107,16 @@ async def dispatch(
         await asyncio.shield(db(fail_queued, start.job_id, cut_off))
         raise
     return endpoint
+
+
+async def _with_budget(view: SessionView, start: JobStart) -> JobStart:
+    try:
+        budget = await db(job_budget, view.session.id)
+    except BudgetRefusal as refused:
+        await db(fail_queued, start.job_id, {"code": refused.code, "message": refused.message})
+        refused.details["job_id"] = start.job_id
+        raise
+    return start if budget is None else replace(start, budget=budget)
 
 
 async def _start_checked(
@@ -168,6 +198,4 @@ async def _start_on_harness(
     async with client_for(endpoint) as harness:
         # Hot instructions, model and skills: what changed since the harness last got them.
         await bring_up_to_date(view, harness, want)
-        await harness.start_job(
-            {"prompt": start.prompt, "job_id": start.job_id, "timeout_s": start.timeout_s}
-        )
+        await harness.start_job(start.body())

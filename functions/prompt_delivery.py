@@ -9,8 +9,9 @@ zero. The embedded broker does the same through one built-in subscription whose 
    answered (its job ended, or the session can never run it) is done;
 2. reach the session's harness, relaunching it on its workspace if its process is gone (as an
    HTTP prompt does); a session still starting is retried, an ended one fails the job;
-3. bring the harness up to date (instructions, model, skills) when they changed and it is idle;
-4. POST the event to the harness's `POST /v1/events`, which runs the job inside the delivery
+3. refuse the job if a budget over the session is spent (`functions.budgets`);
+4. bring the harness up to date (instructions, model, skills) when they changed and it is idle;
+5. POST the event to the harness's `POST /v1/events`, which runs the job inside the delivery
    and answers when it has ended (`harness.prompt_requests`); then record the job from the
    harness at once rather than wait for its events.
 
@@ -32,6 +33,7 @@ from eventing.codec import to_binary
 from eventing.events import PromptRequested, VwmEvent
 from functions.broker.delivery import Outcome
 from functions.broker.subscriptions import SinkResult
+from functions.budgets import BudgetRefusal, job_budget
 from functions.context import db, settings
 from functions.db.errors import ConflictError, DbError, NotFoundError
 from functions.db.models import ACTIVE_JOB_STATUSES, Job
@@ -76,6 +78,13 @@ class SessionPromptSink:
             if not exc.retryable:
                 return await _fail(job, exc.code, exc.message)
             return SinkResult(Outcome.RETRY, 503, exc.message)
+        try:
+            # A spent budget fails the job before the harness hears of it. An open one cannot
+            # travel with the event yet (the harness builds the job from the event alone):
+            # such a job runs without its meter charging (docs/budgets.md).
+            await db(job_budget, job.session_id)
+        except BudgetRefusal as refused:
+            return await _fail(job, refused.code, refused.message)
         try:
             async with client_for(endpoint) as harness:
                 has = await _brought_up_to_date(view, harness)

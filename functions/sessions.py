@@ -24,6 +24,13 @@ from eventing.events import EndReason
 from eventing.harness_api import ShutdownOutcome
 from functions import learning, lifecycle_events, session_files
 from functions.api import Endpoint
+from functions.budgets_api import SESSION_ENDPOINTS as BUDGET_ENDPOINTS
+from functions.budgets_api import (
+    SessionBudgetIn,
+    SessionBudgetOut,
+    session_budget,
+    set_session_limits,
+)
 from functions.context import backend, db, services, settings
 from functions.db.models import ACTIVE_JOB_STATUSES, Job, SessionStatus, WorkerSession
 from functions.db.repositories import Runtimes, Sessions, Workers
@@ -61,6 +68,9 @@ class SessionIn(BaseModel):
     worker: str = Field(min_length=1, max_length=100)
     session_repo: RepoRef | None = None
     wait: bool = True
+    budget: SessionBudgetIn | None = Field(
+        default=None, description="the session's own budget (docs/budgets.md)"
+    )
 
 
 class SessionOut(BaseModel):
@@ -75,6 +85,9 @@ class SessionOut(BaseModel):
     created_at: datetime
     ready_at: datetime | None
     ended_at: datetime | None
+    # Limits, used, left and the state its meter gets (functions.budgets): in a session's own
+    # answers; null in lists, where it would cost a sum per row.
+    budget: SessionBudgetOut | None = None
 
 
 class SessionList(BaseModel):
@@ -98,7 +111,9 @@ class EndQuery(BaseModel):
     )
 
 
-def session_out(row: WorkerSession, worker_name: str) -> dict[str, Any]:
+def session_out(
+    row: WorkerSession, worker_name: str, budget: dict[str, Any] | None = None
+) -> dict[str, Any]:
     repo = (
         RepoRef(url=row.session_repo_url, branch=row.session_repo_branch or "main")
         if row.session_repo_url
@@ -116,6 +131,7 @@ def session_out(row: WorkerSession, worker_name: str) -> dict[str, Any]:
             created_at=row.created_at,
             ready_at=row.ready_at,
             ended_at=row.ended_at,
+            budget=budget,
         )
     ).model_dump(mode="json")
 
@@ -140,9 +156,11 @@ async def create_session(request: Request) -> Response:
             session_repo_branch=body.session_repo.branch if body.session_repo else None,
             workspace="",
         )
+        if body.budget is not None:
+            set_session_limits(row, body.budget)
         session.add(row)
         session.flush()
-        return session_out(row, worker.name)
+        return session_out(row, worker.name, session_budget(session, row))
 
     created = await db(create)
     if not body.wait:
@@ -241,7 +259,7 @@ def _transition(
 
 def _out(session: Session, session_id: str) -> dict[str, Any]:
     view = load(session, session_id)
-    return session_out(view.session, view.worker.name)
+    return session_out(view.session, view.worker.name, session_budget(session, view.session))
 
 
 async def get_session(request: Request) -> Response:
@@ -387,6 +405,7 @@ def shutdown_result(details: dict[str, Any]) -> dict[str, Any] | None:
 TAGS = ("sessions",)
 ENDPOINTS = [
     *session_files.ENDPOINTS,
+    *BUDGET_ENDPOINTS,  # a session's budget and its meter's charges: functions/budgets_api.py
     SESSION_JOBS,
     Endpoint(
         "POST",

@@ -290,6 +290,11 @@ class ControlPlaneSettings:
     # broker's URL. `vwm up` sets it to its own `/v1/broker`; None: harnesses publish nothing
     # (or to K_SINK, when a Knative SinkBinding injects one).
     harness_event_sink: str | None = None
+    # The control plane's base URL as its harnesses reach it (VWM_HARNESS_CONTROL_URL): where a
+    # session under a budget has its meter charge each model call (`/v1/sessions/{id}/charges`,
+    # docs/budgets.md). `vwm up` sets its own URL; None: a job under a budget fails
+    # `budget_unenforceable`, since nothing could count what it spends.
+    harness_control_url: str | None = None
     # Session cleanup by the reconciler when the worker sets none: end a ready session idle
     # (no job) this long, or older than this. None: never.
     session_idle_s: float | None = None
@@ -331,6 +336,7 @@ class ControlPlaneSettings:
             sandbox=_choice(env, "VWM_SANDBOX", ("auto", "required", "off")),
             sandbox_bwrap=env.get("VWM_SANDBOX_BWRAP", "").strip() or "bwrap",
             harness_event_sink=env.get("VWM_HARNESS_EVENT_SINK") or None,
+            harness_control_url=env.get("VWM_HARNESS_CONTROL_URL", "").strip() or None,
             session_idle_s=_optional_seconds(env, "VWM_SESSION_IDLE_S"),
             session_max_age_s=_optional_seconds(env, "VWM_SESSION_MAX_AGE_S"),
             reconcile_grace_s=_seconds(env, "VWM_RECONCILE_GRACE_S", 10.0, zero=True),

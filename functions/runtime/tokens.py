@@ -32,6 +32,7 @@ KEY_FILE_NAME = "harness-token.key"
 MIN_KEY_BYTES = 32
 # Domain separation: the same key must never yield a token that means something else.
 _LABEL = b"vwm harness token v1\0"
+_CHARGE_LABEL = b"vwm charge token v1\0"
 
 
 class TokenKey:
@@ -51,7 +52,15 @@ class TokenKey:
 
     def token(self, session_id: str) -> str:
         """The bearer token of `session_id`'s harness (43 URL-safe characters)."""
-        digest = hmac.new(self._secret, _LABEL + session_id.encode(), hashlib.sha256).digest()
+        return self._derive(_LABEL, session_id)
+
+    def charge_token(self, session_id: str) -> str:
+        """The bearer token `session_id`'s meter charges its budget with (functions.budgets):
+        under its own label, so it never equals, nor opens what, the harness token does."""
+        return self._derive(_CHARGE_LABEL, session_id)
+
+    def _derive(self, label: bytes, session_id: str) -> str:
+        digest = hmac.new(self._secret, label + session_id.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     @classmethod

@@ -36,7 +36,9 @@ def test_every_endpoint_refuses_a_missing_or_wrong_key(control_plane):
         ):
             response = httpx.request(method, control_plane.url + path, headers=headers)
             assert response.status_code == 401, (method, path, response.text)
-            assert response.json()["error"]["code"] == "unauthorized"
+            # A meter's charge takes its session's charge token, not an API key (budgets).
+            expected = "invalid_charge_token" if path.endswith("/charges") else "unauthorized"
+            assert response.json()["error"]["code"] == expected
 
 
 def test_a_client_key_cannot_reach_admin_endpoints(control_plane):
