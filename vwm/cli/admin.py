@@ -252,6 +252,43 @@ def worker_get(ctx: typer.Context, name: str) -> None:
     print_json(client(ctx).admin.get_worker(name))
 
 
+def _limit(value: str | None) -> float | None:
+    return None if value is None or value.lower() == "none" else float(value)
+
+
+@worker_app.command("budget")
+def worker_budget(
+    ctx: typer.Context,
+    name: str,
+    tokens_per_day: Annotated[
+        str | None, typer.Option(help="Tokens per UTC day; none: no limit.")
+    ] = None,
+    tokens_total: Annotated[
+        str | None, typer.Option(help="Tokens in total; none: no limit.")
+    ] = None,
+    usd_per_day: Annotated[
+        str | None, typer.Option(help="USD per UTC day; none: no limit.")
+    ] = None,
+    usd_total: Annotated[str | None, typer.Option(help="USD in total; none: no limit.")] = None,
+) -> None:
+    """Show a worker's budget (limits, used, left), or set the limits given (docs/budgets.md)."""
+    given = {
+        "tokens_per_day": tokens_per_day,
+        "tokens_total": tokens_total,
+        "usd_per_day": usd_per_day,
+        "usd_total": usd_total,
+    }
+    limits: dict[str, int | float | None] = {}
+    for field, value in given.items():
+        if value is not None:
+            number = _limit(value)
+            limits[field] = (
+                int(number) if number is not None and field.startswith("tokens") else number
+            )
+    admin = client(ctx).admin
+    print_json(admin.set_worker_budget(name, **limits) if limits else admin.worker_budget(name))
+
+
 @worker_app.command("delete")
 def worker_delete(ctx: typer.Context, name: str) -> None:
     """Delete a worker."""

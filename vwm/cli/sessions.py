@@ -68,6 +68,28 @@ def session_get(
     print_json(client(ctx).get_session(session_id).data)
 
 
+@session_app.command("budget")
+def session_budget(
+    ctx: typer.Context,
+    session_id: Annotated[str, typer.Argument(metavar="ID")],
+    tokens: Annotated[
+        str | None, typer.Option(help="Tokens over the session; none: no limit.")
+    ] = None,
+    usd: Annotated[str | None, typer.Option(help="USD over the session; none: no limit.")] = None,
+) -> None:
+    """Show a session's budget (limits, used, left, state), or set the limits given."""
+    api = client(ctx)
+    limits: dict[str, int | float | None] = {}
+    if tokens is not None:
+        limits["tokens"] = None if tokens.lower() == "none" else int(tokens)
+    if usd is not None:
+        limits["usd"] = None if usd.lower() == "none" else float(usd)
+    if limits:
+        print_json(api.request("PUT", f"/v1/sessions/{session_id}/budget", json=limits))
+    else:
+        print_json(api.request("GET", f"/v1/sessions/{session_id}").get("budget"))
+
+
 @session_app.command("end")
 def session_end(
     ctx: typer.Context,

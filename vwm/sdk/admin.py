@@ -67,6 +67,15 @@ class AdminAPI:
     def delete_worker(self, name: str) -> None:
         self._client.request("DELETE", f"/v1/admin/workers/{name}")
 
+    def worker_budget(self, name: str) -> dict[str, Any]:
+        """A worker's budget: ``limits``, ``used`` (today in UTC, in total) and ``left``."""
+        return self._client.request("GET", f"/v1/admin/workers/{name}/budget")
+
+    def set_worker_budget(self, name: str, **limits: int | float | None) -> dict[str, Any]:
+        """Set ``tokens_per_day``, ``tokens_total``, ``usd_per_day``, ``usd_total`` (those
+        given; None removes a limit). See docs/budgets.md."""
+        return self._client.request("PUT", f"/v1/admin/workers/{name}/budget", json=limits)
+
     # Skills: immutable, versioned packages (a SKILL.md and its files) that workers use.
 
     def upload_skill(self, package: PackageSource) -> UploadedSkill:

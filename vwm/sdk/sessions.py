@@ -45,6 +45,7 @@ class VirtualWorker:
         wait: bool = True,
         *,
         timeout_s: float = PROVISION_TIMEOUT_S,
+        budget: dict[str, int | float | None] | None = None,
     ) -> VWSession:
         """Start a session. ``session_repo`` is ``{"url", "branch"}`` of the repository to work in.
         With ``wait`` the answer comes when the session is ``ready``; without, it is
@@ -52,6 +53,8 @@ class VirtualWorker:
         body: dict[str, Any] = {"worker": self.name, "wait": wait}
         if session_repo is not None:
             body["session_repo"] = session_repo
+        if budget is not None:
+            body["budget"] = budget  # {"tokens", "usd"}: docs/budgets.md
         data = self._client.request(
             "POST", "/v1/sessions", json=body, timeout=self._client.read_timeout(timeout_s)
         )
@@ -93,6 +96,11 @@ class VWSession:
     def files(self) -> SessionFiles:
         """The session's workspace files (list, read, write, delete)."""
         return SessionFiles(self._client, self.id)
+
+    def set_budget(self, **limits: int | float | None) -> dict[str, Any]:
+        """Set the session's ``tokens`` and ``usd`` limits (those given; None removes one);
+        answers its budget (limits, used, left, state)."""
+        return self._client.request("PUT", f"/v1/sessions/{self.id}/budget", json=limits)
 
     def refresh(self) -> VWSession:
         self.data = self._client.request("GET", f"/v1/sessions/{self.id}")
