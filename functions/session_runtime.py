@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from eventing.cli_versions import EXACT_VERSION_RULE, is_exact_version
-from functions.context import backend, db, services, settings
+from functions.budgets import charge_url
+from functions.context import backend, db, services, settings, token_key
 from functions.db.errors import ConflictError
 from functions.db.models import Runtime, SessionStatus, Worker, WorkerSession
 from functions.db.repositories import Runtimes, Sessions, Settings, Workers
@@ -77,6 +78,11 @@ def harness_spec(view: SessionView) -> HarnessSpec:
     # The harness's heartbeat is what the control plane's silence bound on its streams counts in.
     current = settings()
     extra: dict[str, str] = {"VWM_HEARTBEAT_S": f"{current.heartbeat_s:g}"}
+    if current.harness_control_url:
+        # Where the meter charges the calls of jobs that reach the harness without passing
+        # through dispatch (prompt requests a Trigger delivers), so budgets hold for them too.
+        extra["VWM_CHARGE_URL"] = charge_url(view.session.id)
+        credential_env["VWM_CHARGE_TOKEN"] = token_key().charge_token(view.session.id)
     if current.harness_event_sink:
         # The harness publishes its job events there, through an outbox on its volume.
         extra["VWM_EVENT_SINK"] = current.harness_event_sink

@@ -292,6 +292,7 @@ def create_app(settings: HarnessSettings) -> Starlette:
             settings.session_id,
             settings.server.session_token,
             settings.limits.prompt_wait_s,
+            charges=settings.charges,
         )
         app.state.harness = HarnessState(
             settings,

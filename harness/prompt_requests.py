@@ -32,6 +32,7 @@ import logging
 from collections.abc import Mapping
 
 from eventing import signatures
+from eventing.budgets import JobBudget
 from eventing.codec import from_http
 from eventing.events import PROMPT_REQUESTED, EventError, PromptRequested, VwmEvent, prompt_job_id
 from harness.cli_install import CliInstallFailed
@@ -51,8 +52,17 @@ UNAUTHENTICATED = (
 class PromptTurns:
     """Runs the prompt requests of one session, in arrival order, one job at a time."""
 
-    def __init__(self, runner: JobRunner, session_id: str, token: str, wait_s: float) -> None:
+    def __init__(
+        self,
+        runner: JobRunner,
+        session_id: str,
+        token: str,
+        wait_s: float,
+        *,
+        charges: JobBudget | None = None,
+    ) -> None:
         self._runner = runner
+        self._charges = charges
         self._session_id = session_id
         self._token = token
         self._wait_s = wait_s
@@ -104,7 +114,7 @@ class PromptTurns:
 
     async def run(self, event: VwmEvent) -> Job:
         """Run the event's job, or join it: returns once it has ended."""
-        request = job_request(event)
+        request = job_request(event, self._charges)
         job_id = str(request.job_id)
         if (known := self._runner.find(job_id)) is not None:
             return await self._runner.wait(known)
@@ -144,8 +154,10 @@ class PromptTurns:
             return self._runner.refuse(request, {"code": refused.code, "message": refused.message})
 
 
-def job_request(event: VwmEvent) -> JobRequest:
-    """The job a prompt request asks for, named after the event."""
+def job_request(event: VwmEvent, charges: JobBudget | None = None) -> JobRequest:
+    """The job a prompt request asks for, named after the event; its calls are charged to
+    `charges` (the session's, from the harness's settings), since it never passed the control
+    plane's dispatch, which gives other jobs theirs."""
     data = event.data
     if not isinstance(data, PromptRequested):
         raise BadRequest(f"{event.type} is not a prompt request")
@@ -157,4 +169,5 @@ def job_request(event: VwmEvent) -> JobRequest:
         new_session=data.new_session,
         not_after=data.not_after.timestamp() if data.not_after else None,
         causation_id=event.id,
+        budget=charges,
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from eventing.budgets import JobBudget
 from eventing.bwrap import probe as probe_bwrap
 from eventing.cli_versions import EXACT_VERSION_RULE, is_exact_version
 from eventing.provider_urls import ProviderUrlError, provider_root
@@ -205,6 +206,9 @@ class HarnessSettings:
     session_id: str = "session"
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     events: EventSettings = field(default_factory=EventSettings)
+    # Where the meter charges the calls of a prompt request's job (VWM_CHARGE_URL, and its token
+    # VWM_CHARGE_TOKEN), which comes without one of its own; None: such jobs are not charged.
+    charges: JobBudget | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HarnessSettings:
@@ -268,12 +272,24 @@ class HarnessSettings:
             session_id=session_id,
             sandbox=SandboxSettings.from_env(env),
             events=events,
+            charges=_charges(env),
         )
 
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 # The events' id alphabet (`eventing.events.payloads.ID_PATTERN`), which `sessionid` must fit.
 _EVENT_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _charges(env: Mapping[str, str]) -> JobBudget | None:
+    url, token = env.get("VWM_CHARGE_URL", ""), env.get("VWM_CHARGE_TOKEN", "")
+    if not url and not token:
+        return None
+    if not (url.startswith(("http://", "https://")) and token):
+        raise SettingsError(
+            "VWM_CHARGE_URL (an absolute http(s) URL) and VWM_CHARGE_TOKEN go together"
+        )
+    return JobBudget(charge_url=url, charge_token=token)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

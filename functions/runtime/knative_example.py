@@ -6,7 +6,8 @@ The objects come from `functions.runtime.knative_objects.build`, the builder the
 applies, for a fixed example: a Claude Code session of the worker ``reviewer`` under the
 settings infra/knative/config.yaml gives (namespace and Broker ``vwm``, the session defaults of
 `KnativeSessionSettings`). Its secrets are placeholders, never values: the harness token (in
-production derived from the session id and the token key) and the provider key.
+production derived from the session id and the token key), the charge token (the same) and the
+provider key.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ HARNESS_IMAGE = "registry.example.com/vwm/harness:0.1.0"
 EVENT_SINK = f"http://broker-ingress.knative-eventing.svc.cluster.local/{NAMESPACE}/{BROKER}"
 TOKEN_PLACEHOLDER = "<harness token: derived from the session id and the token key>"  # noqa: S105
 CREDENTIAL_PLACEHOLDER = "<provider key: the value of the runtime's credential_ref>"
+CHARGE_TOKEN_PLACEHOLDER = "<charge token: derived from the session id and the token key>"  # noqa: S105
+CONTROL_URL = f"http://vwm-sessions.{NAMESPACE}.svc.cluster.local"
 
 HEADER = """\
 # What the Knative runtime backend makes for one session (functions/runtime/knative_objects.py),
@@ -49,10 +52,14 @@ def example_spec() -> HarnessSpec:
         cli_bin=None,
         model=MODEL,
         provider_base_url=None,
-        credential_env={"VWM_PROVIDER_API_KEY": CREDENTIAL_PLACEHOLDER},
+        credential_env={
+            "VWM_PROVIDER_API_KEY": CREDENTIAL_PLACEHOLDER,
+            "VWM_CHARGE_TOKEN": CHARGE_TOKEN_PLACEHOLDER,
+        },
         job_timeout_s=None,
         extra_env={
             "VWM_HEARTBEAT_S": "15",
+            "VWM_CHARGE_URL": f"{CONTROL_URL}/v1/sessions/{SESSION_ID}/charges",
             "VWM_EVENT_SINK": EVENT_SINK,
             "VWM_PROMPT_WAIT_S": "600",
         },

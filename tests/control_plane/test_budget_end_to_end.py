@@ -84,3 +84,32 @@ def test_a_budget_stops_a_job_at_the_right_call_and_a_raised_one_lets_the_next_r
         assert raised.status_code == 200, raised.text
         again = client.post("/v1/prompts", json={"session_id": sid, "prompt": "say hi"}).json()
         assert again["status"] == "succeeded", again
+
+
+def test_a_prompt_request_is_held_to_the_budget_too(
+    tmp_path: Path, control_plane: ControlPlane, fake_provider: Any
+) -> None:
+    """An async prompt travels as a prompt request (the broker delivers it to the harness, as a
+    Trigger does): its job never passes dispatch, and its calls are charged all the same."""
+    repo = make_bare_repo(tmp_path / "kb.git", {"README.md": "# kb\n"})
+    with control_plane.client() as client:
+        add_cli_workers(client, "claude", fake_provider.base_url, repo)
+        created = client.post(
+            "/v1/sessions", json={"worker": "claude", "budget": {"tokens": LIMIT}}
+        )
+        sid = created.json()["id"]
+        queued = client.post(
+            "/v1/prompts", json={"session_id": sid, "prompt": "write a.txt", "mode": "async"}
+        )
+        assert queued.status_code == 202, queued.text
+        job_id = queued.json()["id"]
+        with client.stream("GET", f"/v1/jobs/{job_id}/events") as events:
+            for _ in events.iter_lines():
+                pass
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        assert job["status"] == "failed", job
+        assert job["error"]["code"] == "budget_exceeded", job
+        calls = client.get(f"/v1/jobs/{job_id}/calls").json()["items"]
+        assert [c["outcome"] for c in calls][-1] == "refused"
+        used = client.get(f"/v1/sessions/{sid}").json()["budget"]["used"]["tokens"]
+        assert used == sum(billed(c) for c in calls if c["outcome"] == "ok") >= LIMIT

@@ -184,3 +184,32 @@ async def test_a_wrong_charge_token_closes_the_gate_too(
     assert (await post(meter, "gemini")).status_code == 200
     assert (await post(meter, "gemini")).status_code == 429
     assert stopped.is_set()
+
+
+# -- a prompt request's job: charged with the session's own charge settings ------------------
+
+
+def test_the_harness_takes_its_charge_url_and_token_together_or_not_at_all(tmp_path) -> None:
+    from harness.settings import HarnessSettings, SettingsError
+
+    base = {"VWM_WORKSPACE": str(tmp_path), "VWM_CLI_BIN": "/bin/true"}
+    assert HarnessSettings.from_env(base).charges is None
+    both = {**base, "VWM_CHARGE_URL": "http://cp/v1/sessions/s/charges", "VWM_CHARGE_TOKEN": "t"}
+    charges = HarnessSettings.from_env(both).charges
+    assert charges == JobBudget(charge_url="http://cp/v1/sessions/s/charges", charge_token="t")
+    assert "t'" not in repr(HarnessSettings.from_env(both))
+    for half in ({"VWM_CHARGE_URL": "http://cp/x"}, {"VWM_CHARGE_TOKEN": "t"}):
+        with pytest.raises(SettingsError, match="VWM_CHARGE_URL"):
+            HarnessSettings.from_env({**base, **half})
+    with pytest.raises(SettingsError):
+        HarnessSettings.from_env({**base, "VWM_CHARGE_URL": "cp/x", "VWM_CHARGE_TOKEN": "t"})
+
+
+def test_a_prompt_requests_job_is_charged_to_the_session() -> None:
+    from eventing.events import PromptRequested, new_event
+    from harness.prompt_requests import job_request
+
+    event = new_event(PromptRequested(prompt="hi"), source="/svc", session_id="s", event_id="e1")
+    charges = JobBudget(charge_url="http://cp/v1/sessions/s/charges", charge_token="t")
+    assert job_request(event, charges).budget == charges
+    assert job_request(event).budget is None

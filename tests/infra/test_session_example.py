@@ -5,14 +5,17 @@ deployment's settings make for that session, it holds no secret, and nothing app
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from functions.context import token_key
 from functions.db.models import Runtime, Worker, WorkerSession
 from functions.runtime import knative_example
 from functions.services import Services, bound
@@ -67,6 +70,7 @@ def test_its_secrets_are_placeholders_kept_out_of_the_service() -> None:
     assert secret["stringData"] == {
         "VWM_SESSION_TOKEN": knative_example.TOKEN_PLACEHOLDER,
         "VWM_PROVIDER_API_KEY": knative_example.CREDENTIAL_PLACEHOLDER,
+        "VWM_CHARGE_TOKEN": knative_example.CHARGE_TOKEN_PLACEHOLDER,
     }
     (container,) = service["spec"]["template"]["spec"]["containers"]
     from_secret = {
@@ -80,9 +84,16 @@ def test_its_secrets_are_placeholders_kept_out_of_the_service() -> None:
 
 
 def test_it_is_what_this_deployment_makes_for_the_example_session(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    env = {**one("ConfigMap", "vwm-config")["data"], "VWM_DATABASE_URL": "postgresql://db/vwm"}
+    key_file = tmp_path / "token-key"
+    key_file.write_bytes(os.urandom(48))
+    key_file.chmod(0o400)
+    env = {
+        **one("ConfigMap", "vwm-config")["data"],
+        "VWM_DATABASE_URL": "postgresql://db/vwm",
+        "VWM_TOKEN_KEY_FILE": str(key_file),
+    }
     settings = ControlPlaneSettings.from_env(env)
     assert settings.knative_sessions == knative_example.example_settings()
     assert settings.knative_namespace == knative_example.NAMESPACE
@@ -102,6 +113,10 @@ def test_it_is_what_this_deployment_makes_for_the_example_session(
     session = WorkerSession(id=knative_example.SESSION_ID)
     with bound(Services(settings)):
         spec = harness_spec(SessionView(session, worker, runtime))
+        charge_token = token_key().charge_token(session.id)
+    # The charge token is derived from the token key: the example shows a placeholder.
+    assert spec.credential_env["VWM_CHARGE_TOKEN"] == charge_token
+    spec.credential_env["VWM_CHARGE_TOKEN"] = knative_example.CHARGE_TOKEN_PLACEHOLDER
     assert spec == knative_example.example_spec()
 
 
