@@ -37,6 +37,9 @@ class EventKind(StrEnum):
     ERROR = "error"
     RAW = "raw"
     STDERR = "stderr"
+    # Not the CLI's: one model call through the session's meter as it ended
+    # (`eventing.model_calls.ModelCall`), logged and streamed with the rest.
+    MODEL_CALL = "model_call"
 
 
 CostSource = Literal["reported", "estimated"]

@@ -16,8 +16,6 @@ from pydantic import BaseModel, ConfigDict
 class JobEventKind(StrEnum):
     JOB_STARTED = "job_started"  # {prompt, cli, resume_id}
     JOB_FINISHED = "job_finished"  # {status, summary, error, exit_code, duration_ms, calls}
-    # One model call through the session's meter, as it ended (`eventing.model_calls.ModelCall`).
-    MODEL_CALL = "model_call"
 
 
 class JobStatus(StrEnum):

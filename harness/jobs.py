@@ -444,7 +444,7 @@ class JobRunner:
                 job.task.cancel()
 
         def logged(call: ModelCall) -> None:
-            self._append(job, JobEventKind.MODEL_CALL, call.model_dump(mode="json"))
+            self._append(job, EventKind.MODEL_CALL, call.model_dump(mode="json"))
 
         return self._meter.ledger.open(
             job.id,

@@ -74,7 +74,7 @@ EVENT_BUDGET_BYTES = codec.MAX_EVENT_BYTES - 16_384
 # How telemetry counts (functions/telemetry_writer.py, `record_job`): the CLI has started at the
 # first entry that is none of these; output begins at the first of `_OUTPUT_KINDS`.
 _NOT_CLI_KINDS = frozenset(
-    {JobEventKind.JOB_STARTED, JobEventKind.JOB_FINISHED, JobEventKind.MODEL_CALL, EventKind.STDERR}
+    {JobEventKind.JOB_STARTED, JobEventKind.JOB_FINISHED, EventKind.MODEL_CALL, EventKind.STDERR}
 )
 _OUTPUT_KINDS = frozenset({EventKind.TEXT_DELTA, EventKind.ASSISTANT_TEXT, EventKind.TOOL_CALL})
 _AGENT_KINDS = frozenset(kind.value for kind in EventKind)
@@ -525,8 +525,6 @@ class JobEventPublisher:
                     lambda w=whole, r=raw: finished_event(self._session_id, tracked.job, w, r),
                 )
                 tracked.final_appended = not tracked.failed
-            elif entry.kind == JobEventKind.MODEL_CALL:
-                continue  # the calls travel with the job's end (`finished_event`)
             elif (item := output_item(entry)) is not None:
                 await self._add(tracked, item)
             else:  # no event carries it: a gap in the consumer's log, so say so
