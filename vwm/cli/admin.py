@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from vwm.cli.budget_limits import parse_limit
 from vwm.cli.output import print_json, print_table, stderr
 from vwm.cli.root import client
 
@@ -252,10 +253,6 @@ def worker_get(ctx: typer.Context, name: str) -> None:
     print_json(client(ctx).admin.get_worker(name))
 
 
-def _limit(value: str | None) -> float | None:
-    return None if value is None or value.lower() == "none" else float(value)
-
-
 @worker_app.command("budget")
 def worker_budget(
     ctx: typer.Context,
@@ -278,13 +275,11 @@ def worker_budget(
         "usd_per_day": usd_per_day,
         "usd_total": usd_total,
     }
-    limits: dict[str, int | float | None] = {}
-    for field, value in given.items():
-        if value is not None:
-            number = _limit(value)
-            limits[field] = (
-                int(number) if number is not None and field.startswith("tokens") else number
-            )
+    limits = {
+        field: parse_limit(value, "--" + field.replace("_", "-"), tokens=field.startswith("tokens"))
+        for field, value in given.items()
+        if value is not None
+    }
     admin = client(ctx).admin
     print_json(admin.set_worker_budget(name, **limits) if limits else admin.worker_budget(name))
 

@@ -1,4 +1,4 @@
-"""Session commands: ``vwm session start|list|get|end``."""
+"""Session commands: ``vwm session start|list|get|budget|end``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from vwm.cli.budget_limits import parse_limit
 from vwm.cli.output import print_json, print_table, spinner, stderr
 from vwm.cli.root import client
 from vwm.sdk.sessions import VWSession
@@ -81,13 +82,13 @@ def session_budget(
     api = client(ctx)
     limits: dict[str, int | float | None] = {}
     if tokens is not None:
-        limits["tokens"] = None if tokens.lower() == "none" else int(tokens)
+        limits["tokens"] = parse_limit(tokens, "--tokens", tokens=True)
     if usd is not None:
-        limits["usd"] = None if usd.lower() == "none" else float(usd)
+        limits["usd"] = parse_limit(usd, "--usd", tokens=False)
     if limits:
-        print_json(api.request("PUT", f"/v1/sessions/{session_id}/budget", json=limits))
+        print_json(VWSession(api, {"id": session_id}).set_budget(**limits))
     else:
-        print_json(api.request("GET", f"/v1/sessions/{session_id}").get("budget"))
+        print_json(api.get_session(session_id).data.get("budget"))
 
 
 @session_app.command("end")

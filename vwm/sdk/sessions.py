@@ -99,8 +99,10 @@ class VWSession:
 
     def set_budget(self, **limits: int | float | None) -> dict[str, Any]:
         """Set the session's ``tokens`` and ``usd`` limits (those given; None removes one);
-        answers its budget (limits, used, left, state)."""
-        return self._client.request("PUT", f"/v1/sessions/{self.id}/budget", json=limits)
+        answers its budget (limits, used, left, state), which ``data`` then shows too."""
+        budget = self._client.request("PUT", f"/v1/sessions/{self.id}/budget", json=limits)
+        self.data["budget"] = budget
+        return budget
 
     def refresh(self) -> VWSession:
         self.data = self._client.request("GET", f"/v1/sessions/{self.id}")
