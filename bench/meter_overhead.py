@@ -1,0 +1,455 @@
+"""What the meter (harness/meter: the loopback proxy between a CLI and its provider) adds to a
+model call.
+
+Three processes, as in a session: the fake provider (this script with `--serve-provider`:
+`python -m fake_provider`'s app and server, see `serve_provider`), a meter pointed at it (this
+script with `--serve-meter`: a `Meter` with a job open, on an event loop of its own like the
+harness's, otherwise idle during a job) and this process in the CLI's place, with one keep-alive
+HTTP client. For each wire API, streamed and not, the same request goes straight to the provider
+and through the meter, alternately (ABBA, so drift and warm caches hit both sides alike), after a
+warm-up. Per call: the latency to the last byte and the time to the first body chunk (the first
+SSE event when streamed); p50 and p99 of each side, their difference, and the meter process's
+CPU per call.
+
+Then streaming must not be buffered: a `sleep 1` prompt (tools offered, so the fake provider
+spreads the answer over a second, first chunk at once) per API, direct and metered: the first
+chunk must arrive at once through the meter too.
+
+    python bench/meter_overhead.py [--calls 300] [--warmup 20] [--json]
+    python bench/meter_overhead.py --profile meter.prof   # cProfile the meter process
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+REAL_KEY = "bench-real-key"
+_TICKS = os.sysconf("SC_CLK_TCK")
+_SCHEMA = {"type": "object", "properties": {}}
+# The fake provider keeps every call in its ledger and finds a call's entry again by a scan from
+# the first one: emptied every so many calls, so that its answers do not slow down as a run goes
+# on (the later APIs' rows would otherwise start from a slower provider).
+RESET_EVERY = 25
+
+
+# -- the requests, as each CLI's client sends them ------------------------------------------------
+
+
+def anthropic(prompt: str, stream: bool) -> tuple[str, dict[str, Any]]:
+    return "/v1/messages", {
+        "model": "claude-bench",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": prompt}],
+        "tools": [{"name": "t", "description": "a tool", "input_schema": _SCHEMA}],
+        "stream": stream,
+    }
+
+
+def responses(prompt: str, stream: bool) -> tuple[str, dict[str, Any]]:
+    tool = {"type": "function", "name": "t", "description": "a tool", "parameters": _SCHEMA}
+    return "/v1/responses", {
+        "model": "gpt-bench",
+        "input": prompt,
+        "tools": [tool],
+        "stream": stream,
+    }
+
+
+def chat(prompt: str, stream: bool) -> tuple[str, dict[str, Any]]:
+    tool = {"type": "function", "function": {"name": "t", "parameters": _SCHEMA}}
+    body: dict[str, Any] = {
+        "model": "chat-bench",
+        "messages": [{"role": "user", "content": prompt}],
+        "tools": [tool],
+        "stream": stream,
+    }
+    if stream:  # as OpenCode asks; the meter would otherwise rewrite the body to add it
+        body["stream_options"] = {"include_usage": True}
+    return "/v1/chat/completions", body
+
+
+def gemini(prompt: str, stream: bool) -> tuple[str, dict[str, Any]]:
+    method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    return f"/v1beta/models/gemini-bench:{method}", {
+        "contents": [{"role": "user", "parts": [{"text": prompt}]}],
+        "tools": [{"functionDeclarations": [{"name": "t", "parameters": _SCHEMA}]}],
+    }
+
+
+APIS: dict[str, Callable[[str, bool], tuple[str, dict[str, Any]]]] = {
+    "anthropic": anthropic,
+    "openai_responses": responses,
+    "openai_chat": chat,
+    "gemini": gemini,
+}
+
+
+def auth(api: str, key: str) -> dict[str, str]:
+    if api == "anthropic":
+        return {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    if api == "gemini":
+        return {"x-goog-api-key": key}
+    return {"authorization": f"Bearer {key}"}
+
+
+# -- the processes ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    url: str
+    key: str
+
+
+def start_provider() -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--serve-provider"],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        process.kill()
+        raise RuntimeError("the fake provider did not start")
+    return process, json.loads(line)["url"]
+
+
+def serve_provider() -> None:
+    """The fake provider (`python -m fake_provider`'s app and server) on a socket made with
+    TCP's protocol number: asyncio sets TCP_NODELAY only on connections accepted from such a
+    socket, and `fake_provider.server.bind_socket`'s (protocol 0) gets none, so its answers
+    wait up to 40 ms on Nagle and delayed ACKs, as no real provider's do."""
+    from fake_provider.app import FakeProvider
+    from fake_provider.server import make_server
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    server = make_server(FakeProvider())
+
+    def stop_at_eof() -> None:
+        sys.stdin.read()
+        server.should_exit = True
+
+    threading.Thread(target=stop_at_eof, daemon=True).start()
+    # Listening already: a client that comes before the server runs waits in the backlog.
+    print(json.dumps({"url": f"http://127.0.0.1:{sock.getsockname()[1]}"}), flush=True)
+    server.run(sockets=[sock])
+
+
+def start_meter(
+    provider_url: str, profile: Path | None
+) -> tuple[subprocess.Popen[str], Route, dict[str, str]]:
+    argv = [sys.executable, str(Path(__file__).resolve()), "--serve-meter", provider_url]
+    if profile is not None:
+        argv += ["--profile", str(profile)]
+    process = subprocess.Popen(
+        argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        process.kill()
+        raise RuntimeError("the meter did not start")
+    started = json.loads(line)
+    route = Route("metered", started.pop("url"), started.pop("key"))
+    return process, route, started
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    assert process.stdin is not None
+    process.stdin.close()  # the cue to stop (and for the meter to write its profile)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def serve_meter(provider_url: str, profile: Path | None) -> None:
+    """The meter process: a `Meter` with a job open (so every call is metered and logged as in a
+    job), until standard input closes."""
+    from harness.adapters.base import ProviderConfig
+    from harness.meter.service import Meter
+    from harness.meter.wire import WireApi
+
+    async def serve() -> None:
+        meter = Meter(
+            ProviderConfig(base_url=provider_url, api_key=REAL_KEY),
+            {},
+            api=WireApi.ANTHROPIC,
+            connect_timeout_s=5.0,
+        )
+        await meter.start()
+        calls: list[Any] = []
+        meter.ledger.open("bench-job", on_call=calls.append, on_stop=lambda: None)
+        started = {"url": meter.url, "key": meter.provider_for_cli().api_key, **stack()}
+        print(json.dumps(started), flush=True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.read)  # returns at EOF
+        await meter.close()
+
+    # The event loop the harness runs on: uvicorn.run's ("auto": uvloop when installed).
+    loop_factory = uvicorn.Config(app="unused:app").get_loop_factory()  # the app is never loaded
+    profiler = cProfile.Profile() if profile is not None else None
+    if profiler is not None:
+        profiler.enable()
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve())
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(str(profile))
+
+
+def stack() -> dict[str, str]:
+    """What the meter process runs on: its event loop, HTTP parser, and whether httpcore finds
+    sniffio (without it, httpcore tries to import it on every lock and cancel shield)."""
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    sniffio = "yes" if importlib.util.find_spec("sniffio") else "no"
+    return {"loop": loop, "parser": parser, "sniffio": sniffio}
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of `pid`."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timing:
+    first_s: float  # to the first body chunk
+    total_s: float  # to the last byte
+    chunks: int
+
+
+def cli_client() -> httpx.Client:
+    """One keep-alive client, as a CLI holds. With TCP_NODELAY, as Node's and reqwest's
+    clients set it by default (httpx's sync client does not, and its request goes out as two
+    writes: headers, then body)."""
+    transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    return httpx.Client(timeout=30, trust_env=False, transport=transport)
+
+
+def one_call(client: httpx.Client, route: Route, api: str, prompt: str, stream: bool) -> Timing:
+    path, body = APIS[api](prompt, stream)
+    headers = {"content-type": "application/json", **auth(api, route.key)}
+    content = json.dumps(body).encode()
+    first: float | None = None
+    chunks = 0
+    started = time.perf_counter()
+    with client.stream("POST", route.url + path, content=content, headers=headers) as answer:
+        for _ in answer.iter_raw():
+            if first is None:
+                first = time.perf_counter()
+            chunks += 1
+        ended = time.perf_counter()
+    if answer.status_code != 200:
+        raise RuntimeError(f"{route.name} {api}: HTTP {answer.status_code}")
+    return Timing((first or ended) - started, ended - started, chunks)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@dataclass(frozen=True)
+class Row:
+    api: str
+    mode: str
+    calls: int
+    direct_p50_ms: float
+    direct_p99_ms: float
+    metered_p50_ms: float
+    metered_p99_ms: float
+    added_p50_ms: float
+    added_p99_ms: float
+    first_direct_p50_ms: float
+    first_metered_p50_ms: float
+    meter_cpu_per_call_ms: float
+
+
+def compare(
+    client: httpx.Client,
+    direct: Route,
+    metered: Route,
+    meter_pid: int,
+    api: str,
+    stream: bool,
+    calls: int,
+    warmup: int,
+) -> Row:
+    for i in range(warmup):
+        one_call(client, direct if i % 2 else metered, api, "say hi", stream)
+    timings: dict[str, list[Timing]] = {direct.name: [], metered.name: []}
+    cpu_before = cpu_s(meter_pid)
+    for i in range(calls):
+        if i % RESET_EVERY == 0:
+            client.post(direct.url + "/_fake/reset").raise_for_status()
+        # ABBA: each side goes first as often as second.
+        order = (direct, metered) if i % 4 in (0, 3) else (metered, direct)
+        for route in order:
+            timings[route.name].append(one_call(client, route, api, "say hi", stream))
+    meter_cpu = (cpu_s(meter_pid) - cpu_before) / calls
+
+    def ms(route: Route, q: float, first: bool = False) -> float:
+        values = [t.first_s if first else t.total_s for t in timings[route.name]]
+        return round(pct(values, q) * 1000, 3)
+
+    return Row(
+        api=api,
+        mode="streamed" if stream else "whole",
+        calls=calls,
+        direct_p50_ms=ms(direct, 0.5),
+        direct_p99_ms=ms(direct, 0.99),
+        metered_p50_ms=ms(metered, 0.5),
+        metered_p99_ms=ms(metered, 0.99),
+        added_p50_ms=round(ms(metered, 0.5) - ms(direct, 0.5), 3),
+        added_p99_ms=round(ms(metered, 0.99) - ms(direct, 0.99), 3),
+        first_direct_p50_ms=ms(direct, 0.5, first=True),
+        first_metered_p50_ms=ms(metered, 0.5, first=True),
+        meter_cpu_per_call_ms=round(meter_cpu * 1000, 3),
+    )
+
+
+@dataclass(frozen=True)
+class SlowStream:
+    api: str
+    direct_first_ms: float
+    direct_total_ms: float
+    direct_chunks: int
+    metered_first_ms: float
+    metered_total_ms: float
+    metered_chunks: int
+
+
+def slow_stream(client: httpx.Client, direct: Route, metered: Route, api: str) -> SlowStream:
+    """A `sleep 1` answer: spread over a second, its first chunk at once."""
+    there = one_call(client, direct, api, "sleep 1", True)
+    through = one_call(client, metered, api, "sleep 1", True)
+    return SlowStream(
+        api,
+        round(there.first_s * 1000, 1),
+        round(there.total_s * 1000, 1),
+        there.chunks,
+        round(through.first_s * 1000, 1),
+        round(through.total_s * 1000, 1),
+        through.chunks,
+    )
+
+
+# -- reporting ----------------------------------------------------------------------------------
+
+
+def print_rows(rows: list[Row]) -> None:
+    header = (
+        f"{'API':<17} {'mode':<8} {'direct p50/p99':>16} {'metered p50/p99':>16} "
+        f"{'added p50/p99':>15} {'first chunk p50 d/m':>20} {'meter CPU/call':>14}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r.api:<17} {r.mode:<8} "
+            f"{r.direct_p50_ms:>7.2f}/{r.direct_p99_ms:<8.2f}"
+            f"{r.metered_p50_ms:>7.2f}/{r.metered_p99_ms:<8.2f}"
+            f"{r.added_p50_ms:>+7.2f}/{r.added_p99_ms:<+7.2f}"
+            f"{r.first_direct_p50_ms:>10.2f}/{r.first_metered_p50_ms:<9.2f}"
+            f"{r.meter_cpu_per_call_ms:>10.2f}"
+        )
+
+
+def print_slow(slow: list[SlowStream]) -> None:
+    print("\n`sleep 1` streamed (first chunk at once, the rest over a second), in ms:")
+    print(f"{'API':<17} {'direct first/total (chunks)':>30} {'metered first/total (chunks)':>30}")
+    for s in slow:
+        print(
+            f"{s.api:<17} {s.direct_first_ms:>12.1f}/{s.direct_total_ms:<8.1f}({s.direct_chunks:>3}) "
+            f"{s.metered_first_ms:>17.1f}/{s.metered_total_ms:<8.1f}({s.metered_chunks:>3})"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300, help="measured calls per API, mode, side")
+    parser.add_argument("--warmup", type=int, default=20, help="unmeasured calls first, per API")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--profile", type=Path, help="cProfile the meter process into this file")
+    parser.add_argument("--serve-meter", metavar="PROVIDER_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-provider", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_provider:
+        serve_provider()
+        return
+    if args.serve_meter:
+        serve_meter(args.serve_meter, args.profile)
+        return
+
+    provider, provider_url = start_provider()
+    try:
+        meter, metered, meter_stack = start_meter(provider_url, args.profile)
+        try:
+            direct = Route("direct", provider_url, REAL_KEY)
+            with cli_client() as client:
+                rows = [
+                    compare(
+                        client, direct, metered, meter.pid, api, stream, args.calls, args.warmup
+                    )
+                    for stream in (True, False)
+                    for api in APIS
+                ]
+                slow = [slow_stream(client, direct, metered, api) for api in APIS]
+        finally:
+            stop(meter)
+    finally:
+        stop(provider)
+
+    if args.json:
+        figures = {
+            "calls": args.calls,
+            "warmup": args.warmup,
+            "meter": meter_stack,
+            "rows": [asdict(r) for r in rows],
+            "sleep_1": [asdict(s) for s in slow],
+        }
+        print(json.dumps(figures))
+        return
+    print(f"{args.calls} calls per API, mode and side after {args.warmup} warm-up; times in ms")
+    print("meter process: " + ", ".join(f"{k} {v}" for k, v in meter_stack.items()))
+    print("(added = metered - direct, per percentile; first chunk = first body chunk)\n")
+    print_rows(rows)
+    print_slow(slow)
+    if args.profile:
+        print(f"\nthe meter's profile: {args.profile} (python -m pstats)")
+
+
+if __name__ == "__main__":
+    main()
