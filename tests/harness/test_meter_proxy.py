@@ -464,3 +464,14 @@ async def test_a_provider_that_passed_is_not_checked_again_for_a_while(
         assert len(provider.ledger.entries()) == before + 1
     finally:
         await meter.close()
+
+
+async def test_the_meters_connections_send_at_once(meter: Meter) -> None:
+    """asyncio sets TCP_NODELAY only on connections accepted from a socket made with
+    IPPROTO_TCP; with protocol 0 every chunk after an answer's headers waited for the CLI's
+    delayed ACK (about 40 ms a call, found by bench/meter_overhead.py)."""
+    from fake_provider.server import bind_socket
+
+    assert meter._server._sock.proto == socket.IPPROTO_TCP
+    with bind_socket() as provider_socket:  # the fake provider's, for the same reason
+        assert provider_socket.proto == socket.IPPROTO_TCP
