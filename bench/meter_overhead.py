@@ -32,7 +32,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,73 +42,19 @@ import uvicorn
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from fake_provider.samples import API_NAMES, key_headers, sample_call  # noqa: E402
+
 REAL_KEY = "bench-real-key"
 _TICKS = os.sysconf("SC_CLK_TCK")
-_SCHEMA = {"type": "object", "properties": {}}
 # The fake provider keeps every call in its ledger and finds a call's entry again by a scan from
 # the first one: emptied every so many calls, so that its answers do not slow down as a run goes
 # on (the later APIs' rows would otherwise start from a slower provider).
 RESET_EVERY = 25
 
 
-# -- the requests, as each CLI's client sends them ------------------------------------------------
+# -- the requests, as each CLI's client sends them (fake_provider.samples) ----------------------
 
-
-def anthropic(prompt: str, stream: bool) -> tuple[str, dict[str, Any]]:
-    return "/v1/messages", {
-        "model": "claude-bench",
-        "max_tokens": 100,
-        "messages": [{"role": "user", "content": prompt}],
-        "tools": [{"name": "t", "description": "a tool", "input_schema": _SCHEMA}],
-        "stream": stream,
-    }
-
-
-def responses(prompt: str, stream: bool) -> tuple[str, dict[str, Any]]:
-    tool = {"type": "function", "name": "t", "description": "a tool", "parameters": _SCHEMA}
-    return "/v1/responses", {
-        "model": "gpt-bench",
-        "input": prompt,
-        "tools": [tool],
-        "stream": stream,
-    }
-
-
-def chat(prompt: str, stream: bool) -> tuple[str, dict[str, Any]]:
-    tool = {"type": "function", "function": {"name": "t", "parameters": _SCHEMA}}
-    body: dict[str, Any] = {
-        "model": "chat-bench",
-        "messages": [{"role": "user", "content": prompt}],
-        "tools": [tool],
-        "stream": stream,
-    }
-    if stream:  # as OpenCode asks; the meter would otherwise rewrite the body to add it
-        body["stream_options"] = {"include_usage": True}
-    return "/v1/chat/completions", body
-
-
-def gemini(prompt: str, stream: bool) -> tuple[str, dict[str, Any]]:
-    method = "streamGenerateContent?alt=sse" if stream else "generateContent"
-    return f"/v1beta/models/gemini-bench:{method}", {
-        "contents": [{"role": "user", "parts": [{"text": prompt}]}],
-        "tools": [{"functionDeclarations": [{"name": "t", "parameters": _SCHEMA}]}],
-    }
-
-
-APIS: dict[str, Callable[[str, bool], tuple[str, dict[str, Any]]]] = {
-    "anthropic": anthropic,
-    "openai_responses": responses,
-    "openai_chat": chat,
-    "gemini": gemini,
-}
-
-
-def auth(api: str, key: str) -> dict[str, str]:
-    if api == "anthropic":
-        return {"x-api-key": key, "anthropic-version": "2023-06-01"}
-    if api == "gemini":
-        return {"x-goog-api-key": key}
-    return {"authorization": f"Bearer {key}"}
+APIS = API_NAMES
 
 
 # -- the processes ------------------------------------------------------------------------------
@@ -259,8 +204,9 @@ def cli_client() -> httpx.Client:
 
 
 def one_call(client: httpx.Client, route: Route, api: str, prompt: str, stream: bool) -> Timing:
-    path, body = APIS[api](prompt, stream)
-    headers = {"content-type": "application/json", **auth(api, route.key)}
+    # A Chat stream asks for its usage itself, as OpenCode does: the meter would add it.
+    path, body = sample_call(api, prompt, stream=stream, ask_usage=True)
+    headers = {"content-type": "application/json", **key_headers(api, route.key)}
     content = json.dumps(body).encode()
     first: float | None = None
     chunks = 0

@@ -8,7 +8,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -16,6 +16,7 @@ import pytest
 
 from eventing.model_calls import ModelCall
 from fake_provider.ledger import key_id
+from fake_provider.samples import API_NAMES, key_headers, sample_call
 from fake_provider.script import DefaultScript, Failure, ModelRequest, Reply
 from fake_provider.testing import RunningProvider, serve_in_thread
 from harness.adapters.base import ProviderConfig
@@ -24,64 +25,15 @@ from harness.meter.service import Meter
 from harness.meter.wire import WireApi
 
 REAL_KEY = "sk-real-provider-key"
-TOOL = {"name": "t", "description": "a tool", "schema": {"type": "object", "properties": {}}}
 
 
-def anthropic(stream: bool) -> tuple[str, dict[str, Any]]:
-    body = {
-        "model": "claude-test",
-        "max_tokens": 100,
-        "messages": [{"role": "user", "content": "say hi"}],
-        "tools": [{"name": "t", "description": "a tool", "input_schema": TOOL["schema"]}],
-        "stream": stream,
-    }
-    return "/v1/messages", body
+def _sample(api: str) -> Callable[[bool], tuple[str, dict[str, Any]]]:
+    return lambda stream: sample_call(api, stream=stream)
 
 
-def responses(stream: bool) -> tuple[str, dict[str, Any]]:
-    tool = {"type": "function", "name": "t", "description": "a tool", "parameters": TOOL["schema"]}
-    return "/v1/responses", {
-        "model": "gpt-test",
-        "input": "say hi",
-        "tools": [tool],
-        "stream": stream,
-    }
-
-
-def chat(stream: bool) -> tuple[str, dict[str, Any]]:
-    tool = {"type": "function", "function": {"name": "t", "parameters": TOOL["schema"]}}
-    body = {
-        "model": "chat-test",
-        "messages": [{"role": "user", "content": "say hi"}],
-        "tools": [tool],
-        "stream": stream,
-    }
-    return "/v1/chat/completions", body
-
-
-def gemini(stream: bool) -> tuple[str, dict[str, Any]]:
-    method = "streamGenerateContent?alt=sse" if stream else "generateContent"
-    body = {
-        "contents": [{"role": "user", "parts": [{"text": "say hi"}]}],
-        "tools": [{"functionDeclarations": [{"name": "t", "parameters": TOOL["schema"]}]}],
-    }
-    return f"/v1beta/models/gemini-test:{method}", body
-
-
-REQUESTS = {
-    "anthropic": anthropic,
-    "openai_responses": responses,
-    "openai_chat": chat,
-    "gemini": gemini,
-}
-
-
-def auth(api: str, key: str) -> dict[str, str]:
-    if api == "anthropic":
-        return {"x-api-key": key}
-    if api == "gemini":
-        return {"x-goog-api-key": key}
-    return {"authorization": f"Bearer {key}"}
+anthropic, responses, chat, gemini = (_sample(api) for api in API_NAMES)
+REQUESTS = {api: _sample(api) for api in API_NAMES}
+auth = key_headers
 
 
 @pytest.fixture(scope="module")
