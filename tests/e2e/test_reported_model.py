@@ -1,8 +1,8 @@
 """Each real CLI against the fake provider, given the provider's URL with its version (``/v1/``):
 the harness still points it at the root (nothing is sent to ``/v1/v1/...``, the prompt succeeds),
-and the job's summary names the model the CLI reported, which is the model the provider was
-asked for (claude and gemini without a configured model, so they use their own default); codex
-and opencode name none in their output, and their summary says so."""
+and the job's summary names the model the provider served: the one the CLI reported (claude and
+gemini, without a configured model, so they use their own default) or, for codex and opencode,
+which name none in their output, the one the meter read off the provider's answer."""
 
 from __future__ import annotations
 
@@ -41,10 +41,8 @@ def test_the_summary_names_the_model_the_provider_served(cli, tmp_path, fake_pro
     assert job["status"] == "succeeded", (job, harness.log())
     served = fake_provider.ledger.model_calls(key=key)
     assert served, "the CLI reached the provider's root"
-    if cli in REPORTS_ITS_MODEL:
-        # The model that did the work: the last the provider served (gemini asks a router first).
-        assert job["summary"]["model"] == served[-1].model
-    else:
-        assert job["summary"]["model"] is None
+    # The model that did the work: the last the provider served (gemini asks a router first).
+    assert job["summary"]["model"] == served[-1].model
+    if cli not in REPORTS_ITS_MODEL:
         assert {entry.model for entry in served} == {MODELS[cli]}  # the one asked for
     assert '"cli_version"' in events  # job_started says which version ran (unpinned: null)

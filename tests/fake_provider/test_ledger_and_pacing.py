@@ -73,8 +73,10 @@ def test_sleep_sends_the_first_chunk_at_once_and_finishes_after_n_seconds(
         for event in iter_sse(reply):
             if event.data != "[DONE]" and event.json["choices"]:
                 arrivals.append(time.monotonic() - started)
-    assert arrivals[1] < 0.5, arrivals  # arrivals[0] is the role chunk, [1] the first text
-    assert 1.0 <= arrivals[-1] < 3.0, arrivals
+    # arrivals[0] is the role chunk, [1] the first text: at once, then the rest spread over the
+    # second (measured from the first, so a loaded machine's slow start does not count).
+    assert arrivals[-1] - arrivals[1] >= 0.9, arrivals
+    assert arrivals[1] < 2.0 and arrivals[-1] < 4.0, arrivals
 
 
 def test_a_client_that_goes_away_leaves_an_unfinished_entry(
