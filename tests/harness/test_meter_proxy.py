@@ -427,3 +427,26 @@ async def test_the_meters_connections_send_at_once(meter: Meter) -> None:
     assert meter._server._sock.proto == socket.IPPROTO_TCP
     with bind_socket() as provider_socket:  # the fake provider's, for the same reason
         assert provider_socket.proto == socket.IPPROTO_TCP
+
+
+def test_a_harness_whose_port_is_taken_says_so_and_exits(tmp_path) -> None:
+    """The harness binds its port before its app (and the meter's port) starts."""
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "VWM_WORKSPACE": str(tmp_path / "ws"),
+            "VWM_HARNESS_PORT": str(port),
+            "VWM_CLI_BIN": "/bin/true",
+            "VWM_SESSION_TOKEN": "t",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "harness"], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 3, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
