@@ -456,7 +456,6 @@ class ModelCallRecord(Base):
         CheckConstraint(non_negative(*TOKEN_COLUMNS), name="tokens_non_negative"),
         CheckConstraint(non_negative("latency_ms", "ttft_ms"), name="durations_non_negative"),
         UniqueConstraint("job_id", "seq"),
-        Index(None, "worker_id", "started_at"),  # a worker's calls over a window (budgets)
         {"schema": "vw_telemetry"},
     )
 

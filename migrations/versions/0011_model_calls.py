@@ -1,7 +1,7 @@
 """Metered model calls: one row per call a job's CLI made through the session's proxy.
 
 - `vw_telemetry.model_calls`: what each call asked and cost (`eventing.model_calls.ModelCall`),
-  keyed by (job_id, seq); `worker_id` indexed with `started_at` for budgets over a window.
+  keyed by (job_id, seq) (budgets count `vwm.budget_charges`, not these rows).
 - `vw_telemetry.requests` says where its token counts come from: `usage_source` ``metered``
   (the sum of the calls) or ``cli`` (the CLI's report, as before), `cli_usage` the CLI's own
   report beside a metered sum, `usage_mismatch` whether the two differ, `model_calls` how many
@@ -107,12 +107,6 @@ def upgrade() -> None:
         ),
         schema=telemetry,
     )
-    op.create_index(
-        "ix_model_calls_worker_id_started_at",
-        "model_calls",
-        ["worker_id", "started_at"],
-        schema=telemetry,
-    )
     # Plain ADD COLUMNs, also on SQLite: a batch copy would drop tables others point at.
     for column in _requests_columns():
         op.add_column("requests", column, schema=telemetry)
@@ -122,5 +116,4 @@ def downgrade() -> None:
     telemetry = _in("vw_telemetry")
     for column in reversed(_requests_columns()):
         op.drop_column("requests", column.name, schema=telemetry)
-    op.drop_index("ix_model_calls_worker_id_started_at", "model_calls", schema=telemetry)
     op.drop_table("model_calls", schema=telemetry)
