@@ -24,8 +24,6 @@ answered an error status), ``incomplete`` (the answer broke off before its final
 ``unreachable`` (the provider was never reached), ``refused`` (the proxy did not forward it)."""
 CALL_OUTCOMES: tuple[str, ...] = get_args(CallOutcome)
 
-KNOWN_APIS = ("anthropic", "openai_responses", "openai_chat", "gemini")
-"""The wire APIs the meter reads today; `ModelCall.api` stays open so a new one is still stored."""
 
 MAX_CALLS_PER_JOB = 10_000
 """At most this many calls travel with a job's end (its event must stay under 1 MiB anyway)."""
@@ -40,7 +38,7 @@ class ModelCall(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     seq: int  # 1, 2, ... within the job, in the order the calls ended
-    api: str  # one of KNOWN_APIS
+    api: str  # the meter's WireApi value; open, so a call of an API added later is still stored
     model: str | None  # as the provider answered, else as asked
     streamed: bool
     status: int | None  # the HTTP status the provider answered; None: it was never reached

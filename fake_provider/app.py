@@ -29,7 +29,7 @@ from fake_provider.ledger import SYSTEM_LIMIT, TOOL_DESCRIPTION_LIMIT, Ledger, c
 from fake_provider.openai_chat import OpenAIChat
 from fake_provider.openai_responses import OpenAIResponses
 from fake_provider.script import DefaultScript, Failure, ModelRequest, Reply, Script
-from fake_provider.side_endpoints import SideEndpoints
+from fake_provider.side_endpoints import BAD_KEY_MARKER, SideEndpoints
 from fake_provider.sse import SSE_HEADERS
 from fake_provider.usage import AUX, FIXED
 from fake_provider.wire import Call, WireApi
@@ -41,7 +41,6 @@ RESPONSES = OpenAIResponses()
 CHAT = OpenAIChat()
 GEMINI = Gemini()
 GEMINI_MODEL_METHODS = ("streamGenerateContent", "generateContent")
-BAD_KEY_MARKER = "bad"
 
 
 class FakeProvider:

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from eventing.agent_events import Usage
 from eventing.budgets import BUDGET_EXCEEDED
 from eventing.model_calls import ModelCall
 
@@ -68,12 +67,6 @@ class JobCalls:
             extra={"job_id": self.job_id, "code": code},
         )
         self.on_stop()
-
-    def total(self) -> Usage:
-        total = Usage()
-        for call in self.calls:
-            total = total + call.usage
-        return total
 
 
 class CallLedger:
