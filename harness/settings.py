@@ -44,6 +44,10 @@ class SettingsError(HarnessError, ValueError):
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
+    # A listening socket the harness inherited, to serve on instead of binding host:port itself
+    # (VWM_HARNESS_LISTEN_FD): the local backend binds the port before it starts the harness, so
+    # no other launch can take it meanwhile.
+    listen_fd: int | None = None
     session_token: str = field(default="", repr=False)
     token_generated: bool = False
     max_request_bytes: int = 1 << 20
@@ -221,6 +225,7 @@ class HarnessSettings:
             host=env.get("VWM_HARNESS_HOST", "127.0.0.1"),
             # Knative tells its container where to listen in PORT (reserved: nobody else sets it).
             port=_int(env, "VWM_HARNESS_PORT", _int(env, "PORT", 8080)),
+            listen_fd=_listen_fd(env),
             session_token=token or secrets.token_urlsafe(24),
             token_generated=not token,
             max_request_bytes=_int(env, "VWM_MAX_REQUEST_BYTES", 1 << 20),
@@ -306,6 +311,18 @@ def _paths(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
     if relative := [part for part in raw if not os.path.isabs(part)]:
         raise SettingsError(f"{name} must hold absolute paths; {relative[0]!r} is not one")
     return tuple(Path(part) for part in raw)
+
+
+def _listen_fd(env: Mapping[str, str]) -> int | None:
+    raw = env.get("VWM_HARNESS_LISTEN_FD", "").strip()
+    if raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit():
+        raise SettingsError(
+            f"VWM_HARNESS_LISTEN_FD={raw!r} must be the number (0 or more) of the listening "
+            "socket the harness inherits, or unset for the harness to bind VWM_HARNESS_PORT"
+        )
+    return int(raw)
 
 
 def _cli_version(env: Mapping[str, str]) -> str | None:

@@ -38,6 +38,7 @@ RESERVED_ENV = frozenset(
         "VWM_SESSION_ID",
         "VWM_HARNESS_HOST",
         "VWM_HARNESS_PORT",
+        "VWM_HARNESS_LISTEN_FD",
         "VWM_SESSION_TOKEN",
         "VWM_CLI",
         "VWM_CLI_VERSION",

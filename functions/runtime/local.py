@@ -260,8 +260,12 @@ class LocalBackend:
         workspace.mkdir(exist_ok=True)
         log_path = self.log_path(spec.session_id)
         private_dir(log_path.parent)
-        port = procs.free_port(self._host)
-        with open_private_append(log_path) as log:
+        # Bound and listening here, and handed to the harness: the port is ours from the pick
+        # on, so no other launch can take it in the second the harness takes to start.
+        listener = procs.listening_socket(self._host)
+        port = int(listener.getsockname()[1])
+        # Our copy is closed once the harness has its own, and on every way out before that.
+        with listener, open_private_append(log_path) as log:
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             log.write(f"\n=== vwm: harness launch {stamp} on port {port} ===\n".encode())
             log.flush()
@@ -270,10 +274,12 @@ class LocalBackend:
                 proc = subprocess.Popen(
                     [*self._launcher, self._python, "-m", self._module],
                     cwd=workspace.parent,
-                    env=self._harness_env(spec, workspace, port, token),
+                    env=self._harness_env(spec, workspace, port, token, listener.fileno()),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    # The harness's only inherited descriptor but stdio; it keeps its number.
+                    pass_fds=(listener.fileno(),),
                     start_new_session=True,
                     # What the harness makes (its state, the CLI's home) is private by default;
                     # the agent may still loosen what it means to share.
@@ -300,7 +306,7 @@ class LocalBackend:
         return RuntimeHandle(session_id=spec.session_id, backend=self.kind, state=state)
 
     def _harness_env(
-        self, spec: HarnessSpec, workspace: Path, port: int, token: str
+        self, spec: HarnessSpec, workspace: Path, port: int, token: str, listen_fd: int
     ) -> dict[str, str]:
         env = {name: os.environ[name] for name in self._inherit_env if name in os.environ}
         env.setdefault("LANG", "C.UTF-8")
@@ -316,6 +322,7 @@ class LocalBackend:
                 "VWM_WORKSPACE": str(workspace),
                 "VWM_HARNESS_HOST": self._host,
                 "VWM_HARNESS_PORT": str(port),
+                "VWM_HARNESS_LISTEN_FD": str(listen_fd),
                 "VWM_SESSION_TOKEN": token,
             }
         )
@@ -411,7 +418,8 @@ class LocalBackend:
             session_id=handle.session_id,
             log_tail=tail,
             exit_code=exit_code,
-            # Another program took the port between our pick and its bind: a retry picks anew.
+            # A harness that binds its port itself (not this one: it serves on the socket the
+            # launch bound) may find it taken by another program: a retry picks anew.
             retryable="address already in use" in tail.lower(),
         )
 

@@ -135,20 +135,38 @@ def _exists(pid: int) -> bool:
     return True
 
 
-def free_port(host: str) -> int:
-    """A port nothing listens on, picked below the kernel's ephemeral range: a port from
-    ``bind(0)`` comes from that range, where any outgoing connection may take it before the
-    harness binds it. Falls back to ``bind(0)`` when no such port is free."""
+def listening_socket(host: str) -> socket.socket:
+    """A TCP socket bound to a free port of `host` and listening, for a harness to serve on
+    (it inherits the socket: `functions.runtime.local`). Holding the port from the pick on is
+    what keeps two launches at once from picking the same one: a port that is only probed is
+    free again until the harness binds it, a second later.
+
+    The port is picked below the kernel's ephemeral range, which is where ``bind(0)`` and every
+    outgoing connection take theirs: a harness port there would compete with them (the meter's
+    own port, the CLI's calls). Falls back to ``bind(0)`` when no such port is free."""
     first, _ = _ephemeral_range()
     if first - PORT_FLOOR >= 100:
         for _attempt in range(50):
             candidate = PORT_FLOOR + secrets.randbelow(first - PORT_FLOOR)
-            with socket.socket() as sock, contextlib.suppress(OSError):
-                sock.bind((host, candidate))
-                return candidate
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+            with contextlib.suppress(OSError):
+                return _listening(host, candidate)
+    return _listening(host, 0)
+
+
+def _listening(host: str, port: int) -> socket.socket:
+    """Made as the harness makes its own (`harness.__main__`): IPPROTO_TCP, so asyncio sets
+    TCP_NODELAY on the connections it accepts; SO_REUSEADDR, so connections of a former harness
+    still in TIME_WAIT do not keep the port from it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _ephemeral_range() -> tuple[int, int]:

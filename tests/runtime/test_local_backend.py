@@ -7,10 +7,13 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +22,7 @@ from functions.runtime import (
     HarnessNotReady,
     InvalidHarnessSpec,
     RuntimeHandle,
+    procs,
 )
 from functions.runtime.local import LocalBackend
 from tests.runtime.conftest import CLAUDE_BIN, REPO_ROOT, environ, processes_mentioning
@@ -120,11 +124,91 @@ async def test_the_harness_runs_in_its_own_session_and_group(sessions: Sessions,
     assert os.getsid(pid) == pid
 
 
+def bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def listening_inode(port: int) -> int:
+    """The inode of the socket listening on 127.0.0.1:`port`, from the kernel's table."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == f"0100007F:{port:04X}" and fields[3] == "0A":  # 0A: LISTEN
+            return int(fields[9])
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def socket_fds(pid: int) -> dict[int, int]:
+    """The sockets `pid` holds: descriptor number -> inode."""
+    found = {}
+    for link in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(link) if link.is_symlink() else ""
+        if target.startswith("socket:["):
+            found[int(link.name)] = int(target[len("socket:[") : -1])
+    return found
+
+
+def closed_on_exec(pid: int, fd: int) -> bool:
+    flags = Path(f"/proc/{pid}/fdinfo/{fd}").read_text().split("flags:")[1].split()[0]
+    return bool(int(flags, 8) & os.O_CLOEXEC)
+
+
+async def test_the_port_is_held_from_the_pick_until_the_harness_serves_it(
+    sessions: Sessions, make_spec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend binds the harness's port itself and hands the listening socket over: in the
+    second the harness takes to start, no other launch can pick the port."""
+    at_spawn: dict[str, Any] = {}
+
+    class WatchedPopen(subprocess.Popen):  # type: ignore[type-arg]
+        def __init__(self, argv: Any, **kwargs: Any) -> None:
+            env = kwargs.get("env") or {}
+            if "VWM_HARNESS_PORT" in env:
+                at_spawn["port"] = int(env["VWM_HARNESS_PORT"])
+                at_spawn["held"] = not bindable(at_spawn["port"])
+                at_spawn["listen_fd"] = env.get("VWM_HARNESS_LISTEN_FD")
+                at_spawn["pass_fds"] = tuple(kwargs.get("pass_fds", ()))
+            super().__init__(argv, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", WatchedPopen)
+    handle, _ = await sessions.ready(make_spec("s-held"))
+
+    port, pid = handle.state["port"], handle.state["pid"]
+    assert at_spawn["port"] == port
+    assert at_spawn["held"], "the port was free when the harness was started"
+    listen_fd = int(at_spawn["listen_fd"])
+    assert at_spawn["pass_fds"] == (listen_fd,)
+    # The harness serves on the very socket it was given, and this process kept no copy.
+    assert socket_fds(pid)[listen_fd] == listening_inode(port)
+    assert listening_inode(port) not in socket_fds(os.getpid()).values()
+    # ... and passes it on to nothing it starts (the CLI, bwrap, git).
+    assert closed_on_exec(pid, listen_fd)
+
+
+async def test_launches_at_once_never_share_a_port(
+    sessions: Sessions, make_spec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every launch's first pick is the same port, as two test workers' may be: each harness
+    still gets a port of its own (with picks merely probed, all but one died of 'address
+    already in use')."""
+    monkeypatch.setattr(procs, "secrets", SimpleNamespace(randbelow=lambda _n: 4321))
+
+    ready = await asyncio.gather(*(sessions.ready(make_spec(f"s-at-once-{n}")) for n in range(3)))
+
+    assert len({handle.state["port"] for handle, _ in ready}) == 3
+
+
 # The control plane as a separate process that provisions a harness and exits.
 _LAUNCHER = """
 import asyncio, json, sys
 from pathlib import Path
 from functions.runtime.base import HarnessSpec
+from functions.runtime import procs
 from functions.runtime.local import LocalBackend
 
 async def main():

@@ -1,5 +1,6 @@
 """The process and port facts the local backend relies on: a pid is known with its start time,
-a zombie is dead, harness ports stay out of the kernel's ephemeral range."""
+a zombie is dead, harness ports are held from the pick on and stay out of the kernel's ephemeral
+range."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from functions.runtime import procs
 
@@ -36,11 +40,33 @@ def test_a_zombie_counts_as_dead() -> None:
     assert procs.start_ticks(child.pid) is None
 
 
-def test_harness_ports_are_free_and_below_the_ephemeral_range() -> None:
+def test_harness_ports_are_held_and_below_the_ephemeral_range() -> None:
     first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
 
     for _ in range(20):
-        port = procs.free_port("127.0.0.1")
-        assert procs.PORT_FLOOR <= port < first
+        with procs.listening_socket("127.0.0.1") as listener:
+            port = listener.getsockname()[1]
+            assert procs.PORT_FLOOR <= port < first
+            assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+            # What asyncio wants to set TCP_NODELAY on the harness's connections.
+            assert listener.proto == socket.IPPROTO_TCP
+            # Held, not just probed: nothing else can take the port until the listener closes.
+            with socket.socket() as other, pytest.raises(OSError, match="in use"):
+                other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                other.bind(("127.0.0.1", port))
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
+
+
+def test_a_pick_that_is_taken_meanwhile_is_not_handed_out_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every pick lands on the same port, as two launches at once may: the second gets another
+    port, because the first one holds its own."""
+    monkeypatch.setattr(procs, "secrets", SimpleNamespace(randbelow=lambda _n: 4321))
+
+    with (
+        procs.listening_socket("127.0.0.1") as first,
+        procs.listening_socket("127.0.0.1") as second,
+    ):
+        assert first.getsockname()[1] != second.getsockname()[1]
