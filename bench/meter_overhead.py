@@ -1,21 +1,26 @@
 """What the meter (harness/meter: the loopback proxy between a CLI and its provider) adds to a
 model call.
 
-Three processes, as in a session: the fake provider (this script with `--serve-provider`:
+Four processes, as in a session: the fake provider (this script with `--serve-provider`:
 `python -m fake_provider`'s app and server, see `serve_provider`), a meter pointed at it (this
 script with `--serve-meter`: a `Meter` with a job open, on an event loop of its own like the
-harness's, otherwise idle during a job) and this process in the CLI's place, with one keep-alive
-HTTP client. For each wire API, streamed and not, the same request goes straight to the provider
-and through the meter, alternately (ABBA, so drift and warm caches hit both sides alike), after a
-warm-up. Per call: the latency to the last byte and the time to the first body chunk (the first
-SSE event when streamed); p50 and p99 of each side, their difference, and the meter process's
-CPU per call.
+harness's, otherwise idle during a job), a bare relay pointed at it (`--serve-relay`: bytes
+passed on as they come, nothing parsed: what any extra process in the path costs on this
+machine, the floor under the meter's figure) and this process in the CLI's place, with one
+keep-alive HTTP client. For each wire API, streamed and not, the same request goes straight to
+the provider, through the relay and through the meter, in rotating order (so drift and warm
+caches hit each alike), after a warm-up. Per call: the latency to the last byte and the time to
+the first body chunk (the first SSE event when streamed); p50 and p99 of each path, what the
+meter and the relay add, and the meter process's CPU per call.
+
+The `+context` rows send the streamed request a CLI sends in a real session: the same prompt
+with `--context-kb` of tool definitions (Claude Code's first request carries about 60 KB).
 
 Then streaming must not be buffered: a `sleep 1` prompt (tools offered, so the fake provider
 spreads the answer over a second, first chunk at once) per API, direct and metered: the first
 chunk must arrive at once through the meter too.
 
-    python bench/meter_overhead.py [--calls 300] [--warmup 20] [--json]
+    python bench/meter_overhead.py [--calls 300] [--warmup 20] [--context-kb 96] [--json]
     python bench/meter_overhead.py --profile meter.prof   # cProfile the meter process
 """
 
@@ -104,6 +109,80 @@ def serve_provider() -> None:
     # Listening already: a client that comes before the server runs waits in the backlog.
     print(json.dumps({"url": f"http://127.0.0.1:{sock.getsockname()[1]}"}), flush=True)
     server.run(sockets=[sock])
+
+
+def start_relay(provider_url: str) -> tuple[subprocess.Popen[str], Route]:
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--serve-relay", provider_url],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        process.kill()
+        raise RuntimeError("the relay did not start")
+    return process, Route("relay", json.loads(line)["url"], REAL_KEY)
+
+
+class _RelayUp(asyncio.Protocol):
+    def __init__(self, down: asyncio.Transport) -> None:
+        self.down = down
+
+    def data_received(self, data: bytes) -> None:
+        self.down.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.down.close()
+
+
+class _RelayDown(asyncio.Protocol):
+    """One CLI connection, passed byte for byte to a connection of its own to the provider."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.up: asyncio.Transport | None = None
+        self.early: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.down = transport
+        asyncio.get_running_loop().create_task(self.connect())
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        up, _ = await loop.create_connection(lambda: _RelayUp(self.down), self.host, self.port)
+        self.up = up  # type: ignore[assignment]
+        for data in self.early:
+            up.write(data)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if self.up is None:
+            self.early.append(data)
+        else:
+            self.up.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.up is not None:
+            self.up.close()
+
+
+def serve_relay(provider_url: str) -> None:
+    """The bare relay: what any process between the CLI and the provider costs, nothing read."""
+    host, port = provider_url.removeprefix("http://").rsplit(":", 1)
+
+    async def serve() -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _RelayDown(host, int(port)), sock=sock)
+        print(json.dumps({"url": f"http://127.0.0.1:{sock.getsockname()[1]}"}), flush=True)
+        await loop.run_in_executor(None, sys.stdin.read)  # returns at EOF
+        server.close()
+
+    asyncio.run(serve())
 
 
 def start_meter(
@@ -203,9 +282,38 @@ def cli_client() -> httpx.Client:
     return httpx.Client(timeout=30, trust_env=False, transport=transport)
 
 
-def one_call(client: httpx.Client, route: Route, api: str, prompt: str, stream: bool) -> Timing:
+def with_context(api: str, body: dict[str, Any], kb: int) -> dict[str, Any]:
+    """`body` with about `kb` KiB more of tool definitions, as a CLI's own tools make it."""
+    if kb <= 0:
+        return body
+    [tool] = body["tools"]
+    tools = []
+    for n in range(max(1, kb // 2)):
+        copy = json.loads(json.dumps(tool))
+        declared = (
+            copy["function"]
+            if api == "openai_chat"
+            else copy["functionDeclarations"][0]
+            if api == "gemini"
+            else copy
+        )
+        declared["name"] = f"tool_{n}"
+        declared["description"] = f"Tool {n}: " + "reads, edits and runs what it is told. " * 48
+        tools.append(copy)
+    return {**body, "tools": [tool, *tools]}
+
+
+def one_call(
+    client: httpx.Client,
+    route: Route,
+    api: str,
+    prompt: str,
+    stream: bool,
+    context_kb: int = 0,
+) -> Timing:
     # A Chat stream asks for its usage itself, as OpenCode does: the meter would add it.
     path, body = sample_call(api, prompt, stream=stream, ask_usage=True)
+    body = with_context(api, body, context_kb)
     headers = {"content-type": "application/json", **key_headers(api, route.key)}
     content = json.dumps(body).encode()
     first: float | None = None
@@ -238,6 +346,8 @@ class Row:
     metered_p99_ms: float
     added_p50_ms: float
     added_p99_ms: float
+    relay_added_p50_ms: float
+    """What the bare relay adds: any extra process in the path, nothing read."""
     first_direct_p50_ms: float
     first_metered_p50_ms: float
     meter_cpu_per_call_ms: float
@@ -246,24 +356,26 @@ class Row:
 def compare(
     client: httpx.Client,
     direct: Route,
+    relay: Route,
     metered: Route,
     meter_pid: int,
     api: str,
     stream: bool,
     calls: int,
     warmup: int,
+    context_kb: int = 0,
 ) -> Row:
+    routes = (direct, relay, metered)
     for i in range(warmup):
-        one_call(client, direct if i % 2 else metered, api, "say hi", stream)
-    timings: dict[str, list[Timing]] = {direct.name: [], metered.name: []}
+        one_call(client, routes[i % 3], api, "say hi", stream, context_kb)
+    timings: dict[str, list[Timing]] = {route.name: [] for route in routes}
     cpu_before = cpu_s(meter_pid)
     for i in range(calls):
         if i % RESET_EVERY == 0:
             client.post(direct.url + "/_fake/reset").raise_for_status()
-        # ABBA: each side goes first as often as second.
-        order = (direct, metered) if i % 4 in (0, 3) else (metered, direct)
-        for route in order:
-            timings[route.name].append(one_call(client, route, api, "say hi", stream))
+        # Rotated: each path goes first, second and third as often as the others.
+        for route in routes[i % 3 :] + routes[: i % 3]:
+            timings[route.name].append(one_call(client, route, api, "say hi", stream, context_kb))
     meter_cpu = (cpu_s(meter_pid) - cpu_before) / calls
 
     def ms(route: Route, q: float, first: bool = False) -> float:
@@ -272,7 +384,7 @@ def compare(
 
     return Row(
         api=api,
-        mode="streamed" if stream else "whole",
+        mode=("streamed" if stream else "whole") + ("+context" if context_kb else ""),
         calls=calls,
         direct_p50_ms=ms(direct, 0.5),
         direct_p99_ms=ms(direct, 0.99),
@@ -280,6 +392,7 @@ def compare(
         metered_p99_ms=ms(metered, 0.99),
         added_p50_ms=round(ms(metered, 0.5) - ms(direct, 0.5), 3),
         added_p99_ms=round(ms(metered, 0.99) - ms(direct, 0.99), 3),
+        relay_added_p50_ms=round(ms(relay, 0.5) - ms(direct, 0.5), 3),
         first_direct_p50_ms=ms(direct, 0.5, first=True),
         first_metered_p50_ms=ms(metered, 0.5, first=True),
         meter_cpu_per_call_ms=round(meter_cpu * 1000, 3),
@@ -317,17 +430,19 @@ def slow_stream(client: httpx.Client, direct: Route, metered: Route, api: str) -
 
 def print_rows(rows: list[Row]) -> None:
     header = (
-        f"{'API':<17} {'mode':<8} {'direct p50/p99':>16} {'metered p50/p99':>16} "
-        f"{'added p50/p99':>15} {'first chunk p50 d/m':>20} {'meter CPU/call':>14}"
+        f"{'API':<17} {'mode':<16} {'direct p50/p99':>16} {'metered p50/p99':>16} "
+        f"{'added p50/p99':>15} {'relay adds p50':>15} {'first chunk p50 d/m':>20} "
+        f"{'meter CPU/call':>14}"
     )
     print(header)
     print("-" * len(header))
     for r in rows:
         print(
-            f"{r.api:<17} {r.mode:<8} "
+            f"{r.api:<17} {r.mode:<16} "
             f"{r.direct_p50_ms:>7.2f}/{r.direct_p99_ms:<8.2f}"
             f"{r.metered_p50_ms:>7.2f}/{r.metered_p99_ms:<8.2f}"
             f"{r.added_p50_ms:>+7.2f}/{r.added_p99_ms:<+7.2f}"
+            f"{r.relay_added_p50_ms:>+13.2f}  "
             f"{r.first_direct_p50_ms:>10.2f}/{r.first_metered_p50_ms:<9.2f}"
             f"{r.meter_cpu_per_call_ms:>10.2f}"
         )
@@ -347,10 +462,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300, help="measured calls per API, mode, side")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured calls first, per API")
+    parser.add_argument(
+        "--context-kb", type=int, default=96, help="tool definitions added in the +context rows"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--profile", type=Path, help="cProfile the meter process into this file")
     parser.add_argument("--serve-meter", metavar="PROVIDER_URL", help=argparse.SUPPRESS)
     parser.add_argument("--serve-provider", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-relay", metavar="PROVIDER_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_provider:
         serve_provider()
@@ -358,22 +477,37 @@ def main() -> None:
     if args.serve_meter:
         serve_meter(args.serve_meter, args.profile)
         return
+    if args.serve_relay:
+        serve_relay(args.serve_relay)
+        return
 
     provider, provider_url = start_provider()
     try:
         meter, metered, meter_stack = start_meter(provider_url, args.profile)
+        relay_process, relay = start_relay(provider_url)
         try:
             direct = Route("direct", provider_url, REAL_KEY)
+            modes = [(True, 0), (False, 0), (True, args.context_kb)]
             with cli_client() as client:
                 rows = [
                     compare(
-                        client, direct, metered, meter.pid, api, stream, args.calls, args.warmup
+                        client,
+                        direct,
+                        relay,
+                        metered,
+                        meter.pid,
+                        api,
+                        stream,
+                        args.calls,
+                        args.warmup,
+                        context_kb,
                     )
-                    for stream in (True, False)
+                    for stream, context_kb in modes
                     for api in APIS
                 ]
                 slow = [slow_stream(client, direct, metered, api) for api in APIS]
         finally:
+            stop(relay_process)
             stop(meter)
     finally:
         stop(provider)
@@ -382,6 +516,7 @@ def main() -> None:
         figures = {
             "calls": args.calls,
             "warmup": args.warmup,
+            "context_kb": args.context_kb,
             "meter": meter_stack,
             "rows": [asdict(r) for r in rows],
             "sleep_1": [asdict(s) for s in slow],
@@ -390,7 +525,11 @@ def main() -> None:
         return
     print(f"{args.calls} calls per API, mode and side after {args.warmup} warm-up; times in ms")
     print("meter process: " + ", ".join(f"{k} {v}" for k, v in meter_stack.items()))
-    print("(added = metered - direct, per percentile; first chunk = first body chunk)\n")
+    print(
+        "(added = metered - direct, per percentile; relay adds = bare relay - direct, the floor "
+        "of any extra hop;\n first chunk = first body chunk; +context = "
+        f"{args.context_kb} KiB more of tool definitions in the request)\n"
+    )
     print_rows(rows)
     print_slow(slow)
     if args.profile:

@@ -12,23 +12,17 @@ connect timeout) or that refuses the key (401/403) stops the job at once with
 `provider_unreachable` or `provider_auth_failed` and the provider's message. 429 and 5xx answers
 pass through for the CLI to retry as it does, and are counted.
 
-A raw ASGI app rather than a framework's: it does one thing on the hot path of every model call,
-and each layer it skips is latency the CLI would otherwise wait for.
+The two legs are the meter's own HTTP/1.1 on the C parser (`cli_side`, `provider_side`): it
+does one thing on the hot path of every model call, and each layer it skips is latency the CLI
+would otherwise wait for.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import socket
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-import httpx
-import uvicorn
 
 from eventing.agent_events import Usage
 from eventing.model_calls import CallOutcome, ModelCall
@@ -39,7 +33,15 @@ from harness.meter.calls import (
     CallLedger,
     JobCalls,
 )
+from harness.meter.cli_side import CliConnection, CliRequest
 from harness.meter.credentials import KeySwap
+from harness.meter.provider_side import (
+    Origin,
+    ProviderConnection,
+    ProviderFailed,
+    ProviderPool,
+    ProviderUnreachable,
+)
 from harness.meter.upstream import Upstreams
 from harness.meter.usage import UsageReader
 from harness.meter.vendor_errors import (
@@ -49,15 +51,12 @@ from harness.meter.vendor_errors import (
     error_body,
     provider_message,
 )
-from harness.meter.wire import MAX_REQUEST_BYTES, WireApi, request_facts, wire_api
+from harness.meter.wire import RequestFacts, WireApi, request_facts, wire_api
 
 logger = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-# Per hop, never forwarded (RFC 9110 7.6.1), plus what the client library sets itself.
+# Per hop, never forwarded (RFC 9110 7.6.1), plus what the meter sets itself: the provider's
+# host, the body's length, and an identity encoding (usage is read off the bytes).
 _HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -72,175 +71,251 @@ _HOP_BY_HOP = frozenset(
         b"host",
         b"content-length",
         b"accept-encoding",
+        b"expect",
     }
-)
-_RESPONSE_DROPPED = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"proxy-connection", b"trailer"}
 )
 _AUTH_REFUSED = frozenset({401, 403})
 
 
 class MeterProxy:
     def __init__(
-        self,
-        upstreams: Upstreams,
-        keys: KeySwap,
-        ledger: CallLedger,
-        client: httpx.AsyncClient,
+        self, upstreams: Upstreams, keys: KeySwap, ledger: CallLedger, pool: ProviderPool
     ) -> None:
         self._upstreams = upstreams
         self._keys = keys
         self._ledger = ledger
-        self._client = client
+        self._pool = pool
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
+    async def __call__(self, request: CliRequest, cli: CliConnection) -> None:
         started = time.monotonic()
         started_at = time.time()
-        method: str = scope["method"]
-        api = wire_api(method, scope["path"])
-        body = await _read_body(receive)
-        if body is None:
-            await _answer(send, 413, b'{"error":{"message":"request too large"}}')
-            return
-        upstream = self._upstreams.for_path(scope["path"])
-        swapped = self._keys.swap(scope["headers"], scope.get("query_string", b""), upstream.key)
+        api = wire_api(request.method, request.path)
+        upstream = self._upstreams.for_path(request.path)
+        swapped = self._keys.swap(request.headers, request.query, upstream.key)
         if swapped is None:
             message = "this is the session's model meter: use the key the session gave the CLI"
-            await _answer(
-                send, STATUS[Refusal.WRONG_KEY], error_body(api, Refusal.WRONG_KEY, message)
-            )
+            cli.answer(STATUS[Refusal.WRONG_KEY], error_body(api, Refusal.WRONG_KEY, message))
             return
         headers, query = swapped
         job = self._ledger.current
-        if api is None:
-            await self._forward(upstream.root, scope, send, method, headers, query, body, None, job)
-            return
-        facts = request_facts(api, body, path=scope["path"])
-        if job is not None and job.budget is not None:
-            refusal = await job.budget.admit()
-            if refusal is not None:
-                await _answer(
-                    send, STATUS[Refusal.BUDGET], error_body(api, Refusal.BUDGET, refusal)
-                )
-                job.add(
-                    _call(
-                        job,
-                        api,
-                        facts.model,
-                        facts.streamed,
-                        started,
-                        started_at,
-                        STATUS[Refusal.BUDGET],
-                        "refused",
-                        error=refusal,
+        body = request.body
+        meter: _CallMeter | None = None
+        facts: RequestFacts | None = None
+        if api is not None:
+            if job is not None and job.budget is not None:
+                refusal = await job.budget.admit()
+                if refusal is not None:
+                    facts = request_facts(api, body, path=request.path)
+                    cli.answer(STATUS[Refusal.BUDGET], error_body(api, Refusal.BUDGET, refusal))
+                    job.add(
+                        _call(
+                            job,
+                            api,
+                            facts.model,
+                            facts.streamed,
+                            started,
+                            started_at,
+                            STATUS[Refusal.BUDGET],
+                            "refused",
+                            error=refusal,
+                        )
                     )
-                )
-                job.stop(BUDGET_EXCEEDED, refusal)
-                return
-        if api is WireApi.OPENAI_CHAT and facts.streamed:
-            body = _with_stream_usage(body)
-        meter = _CallMeter(api, facts.model, facts.streamed, started, started_at)
-        await self._forward(upstream.root, scope, send, method, headers, query, body, meter, job)
+                    job.stop(BUDGET_EXCEEDED, refusal)
+                    return
+            if api is WireApi.OPENAI_CHAT and _may_want_stream_usage(body):
+                facts = request_facts(api, body, path=request.path)
+                if facts.streamed:
+                    body = _with_stream_usage(body)
+            meter = _CallMeter(api, request, started, started_at, facts)
+        target = request.target.partition(b"?")[0] + (b"?" + query if query else b"")
+        await self._forward(upstream.root, request, target, headers, body, cli, meter, job)
 
     async def _forward(
         self,
         root: str,
-        scope: Scope,
-        send: Send,
-        method: str,
+        request: CliRequest,
+        target: bytes,
         headers: list[tuple[bytes, bytes]],
-        query: bytes,
         body: bytes,
+        cli: CliConnection,
         meter: _CallMeter | None,
         job: JobCalls | None,
     ) -> None:
-        url = root + scope.get("raw_path", scope["path"].encode()).decode("latin-1")
-        if query:
-            url += "?" + query.decode("latin-1")
-        outgoing = [(name, value) for name, value in headers if name.lower() not in _HOP_BY_HOP]
+        lines = b"".join(
+            b"%s: %s\r\n" % (name, value) for name, value in headers if name not in _HOP_BY_HOP
+        )
         # Usage is read off the bytes: the answer must come uncompressed.
-        outgoing.append((b"accept-encoding", b"identity"))
-        request = self._client.build_request(method, url, headers=outgoing, content=body)
+        lines += b"accept-encoding: identity\r\n"
+        relay = _Relay(cli, meter)
         try:
-            response = await self._client.send(request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
-            message = f"the model provider at {root} cannot be reached: {_reason(exc)}"
-            await _answer(
-                send, 502, error_body(meter.api if meter else None, Refusal.UNREACHABLE, message)
-            )
+            origin = Origin.of(root)
+            connection = await self._pool.send(origin, request.method, target, lines, body, relay)
+        except ProviderUnreachable as exc:
+            message = f"the model provider at {root} cannot be reached: {exc}"
+            cli.answer(502, error_body(meter.api if meter else None, Refusal.UNREACHABLE, message))
             if job is not None:
                 if meter is not None:
                     job.add(meter.unreachable(job, message))
                 job.stop(PROVIDER_UNREACHABLE, message)
             return
-        except httpx.TransportError as exc:
-            message = f"the model provider at {root} failed: {_reason(exc)}"
-            await _answer(
-                send, 502, error_body(meter.api if meter else None, Refusal.UNREACHABLE, message)
-            )
+        except ProviderFailed as exc:
+            message = f"the model provider at {root} failed: {exc}"
+            cli.answer(502, error_body(meter.api if meter else None, Refusal.UNREACHABLE, message))
             if job is not None and meter is not None:
                 job.add(meter.unreachable(job, message, outcome="incomplete"))
             return
-        error_text = bytearray()
-        try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": [
-                        (name, value)
-                        for name, value in response.headers.raw
-                        if name.lower() not in _RESPONSE_DROPPED
-                    ],
-                }
-            )
-            async for chunk in response.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if meter is not None:
-                    meter.feed(chunk)
-                if response.status_code >= 400 and len(error_text) <= MAX_ERROR_BYTES:
-                    error_text += chunk
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (httpx.TransportError, OSError) as exc:
-            logger.info("a model answer was cut off", extra={"reason": _reason(exc)})
-        finally:
-            await response.aclose()
-        said = provider_message(bytes(error_text)) if response.status_code >= 400 else None
+        relay.connection = connection
+        cli.flow = relay
+        cli.on_gone = relay.cli_left
+        if cli.gone:
+            relay.cli_left()
+        await relay.done
+        if relay.status is None:  # the CLI left before the provider answered
+            return
+        status = relay.status
+        said = provider_message(bytes(relay.error_text)) if status >= 400 else None
         if meter is not None and job is not None:
-            job.add(meter.finish(job, response.status_code, said))
+            job.add(meter.finish(job, status, said))
         # Only a model call's refusal counts: a side endpoint may want what a model call does
         # not (and the provider check at the job's start asks the model list itself).
-        if response.status_code in _AUTH_REFUSED and job is not None and meter is not None:
+        if status in _AUTH_REFUSED and job is not None and meter is not None:
             job.stop(
                 PROVIDER_AUTH_FAILED,
-                f"the model provider refused the key (HTTP {response.status_code}): "
+                f"the model provider refused the key (HTTP {status}): "
                 f"{said or 'no message'}; check the runtime's credential",
             )
 
 
+class _Relay:
+    """A provider's answer on its way to the CLI, read by the call's meter as it passes.
+    Called from the provider connection's socket callbacks, chunk by chunk."""
+
+    def __init__(self, cli: CliConnection, meter: _CallMeter | None) -> None:
+        self._cli = cli
+        self._meter = meter
+        self.status: int | None = None
+        self.connection: ProviderConnection | None = None
+        self.error_text = bytearray()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        self._cli.start(status, reason, headers)
+        if self._meter is not None:
+            self._meter.answer_began(headers)
+
+    def body(self, data: bytes) -> None:
+        self._cli.write(data)
+        self._read(data)
+
+    def end(self, data: bytes) -> None:
+        self._cli.finish(data)
+        self._read(data)
+        self._settle()
+
+    def _read(self, data: bytes) -> None:
+        if self._meter is not None and data:
+            self._meter.feed(data)
+        if (
+            self.status is not None
+            and self.status >= 400
+            and len(self.error_text) <= MAX_ERROR_BYTES
+        ):
+            self.error_text += data
+
+    def broken(self, reason: str) -> None:
+        logger.info("a model answer was cut off", extra={"reason": reason})
+        self._cli.cut_off()
+        self._settle()
+
+    def cli_left(self) -> None:
+        """The CLI closed its connection: the rest of the answer goes nowhere, and the
+        provider connection with it."""
+        if self.done.done():
+            return
+        if self.connection is not None:
+            self.connection.abandon()
+        self._settle()
+
+    # Flow: the CLI reads slower than the provider sends.
+    def pause_reading(self) -> None:
+        if self.connection is not None and not self.done.done():
+            self.connection.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.connection is not None and not self.done.done():
+            self.connection.resume_reading()
+
+    def _settle(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+# A call's answer is read for its usage once it has ended, or whenever this much of it is held.
+_READ_EVERY_BYTES = 256 * 1024
+
+
 class _CallMeter:
-    """One model call on its way: its usage reader and its clock."""
+    """One model call on its way: its usage reader and its clock.
+
+    Nothing on the call's way to the CLI waits for reading. The request is read for its model
+    after the call (a CLI's request carries the conversation and its tools: tens to hundreds of
+    KB of JSON, a millisecond or more to parse); the answer's chunks are held, with when each
+    came, and read for usage after the call too, or whenever `_READ_EVERY_BYTES` of them are
+    held. The answer's own content type says how to read it (a stream of events or one JSON
+    document), and the chunk in which content began gives the time to first token."""
 
     def __init__(
-        self, api: WireApi, model: str | None, streamed: bool, started: float, started_at: float
+        self,
+        api: WireApi,
+        request: CliRequest,
+        started: float,
+        started_at: float,
+        facts: RequestFacts | None,
     ) -> None:
         self.api = api
-        self.model = model
-        self.streamed = streamed
         self.started = started
         self.started_at = started_at
-        self.reader = UsageReader(api, streamed)
         self.first_content: float | None = None
+        self._request = request
+        self._facts = facts
+        self._events = False
+        self._reader: UsageReader | None = None
+        self._held: list[tuple[float, bytes]] = []
+        self._held_bytes = 0
+
+    @property
+    def facts(self) -> RequestFacts:
+        if self._facts is None:
+            self._facts = request_facts(self.api, self._request.body, path=self._request.path)
+        return self._facts
+
+    def answer_began(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self._events = any(
+            name.lower() == b"content-type" and value.lower().startswith(b"text/event-stream")
+            for name, value in headers
+        )
 
     def feed(self, chunk: bytes) -> None:
-        self.reader.feed(chunk)
-        if self.first_content is None and self.reader.content_started:
-            self.first_content = time.monotonic()
+        self._held.append((time.monotonic(), chunk))
+        self._held_bytes += len(chunk)
+        if self._held_bytes >= _READ_EVERY_BYTES:
+            self._read_held()
+
+    def _read_held(self) -> UsageReader:
+        if self._reader is None:
+            self._reader = UsageReader(self.api, self._events)
+        reader = self._reader
+        for came_at, chunk in self._held:
+            reader.feed(chunk)
+            if self.first_content is None and reader.content_started:
+                self.first_content = came_at
+        self._held.clear()
+        self._held_bytes = 0
+        return reader
 
     def finish(self, job: JobCalls, status: int, message: str | None) -> ModelCall:
-        read = self.reader.finish()
+        read = self._read_held().finish()
         ok = 200 <= status < 300
         outcome: CallOutcome = (
             "ok" if ok and read.complete else "http_error" if not ok else "incomplete"
@@ -248,8 +323,8 @@ class _CallMeter:
         return ModelCall(
             seq=job.next_seq(),
             api=self.api.value,
-            model=read.model or self.model,
-            streamed=self.streamed,
+            model=read.model or self.facts.model,
+            streamed=self.facts.streamed,
             status=status,
             outcome=outcome,
             usage=read.usage,
@@ -270,8 +345,8 @@ class _CallMeter:
         return _call(
             job,
             self.api,
-            self.model,
-            self.streamed,
+            self.facts.model,
+            self.facts.streamed,
             self.started,
             self.started_at,
             None,
@@ -312,8 +387,13 @@ def _ms_since(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 3)
 
 
-def _reason(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__
+def _may_want_stream_usage(body: bytes) -> bool:
+    """Whether a Chat Completions body may be a stream without the usage asked for (then it is
+    parsed before it goes); one that asks already, as OpenCode's does, or that does not
+    stream, goes unparsed."""
+    if b'"stream"' not in body:
+        return False
+    return b'"include_usage":true' not in body and b'"include_usage": true' not in body
 
 
 def _with_stream_usage(body: bytes) -> bytes:
@@ -334,84 +414,3 @@ def _with_stream_usage(body: bytes) -> bytes:
         "include_usage": True,
     }
     return json.dumps(document, separators=(",", ":")).encode()
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"".join(chunks)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size >= MAX_REQUEST_BYTES:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _answer(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-# -- serving -----------------------------------------------------------------------------------
-
-
-class _QuietServer(uvicorn.Server):
-    """The harness's own server handles the process's signals; this one must not take them."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[no-untyped-def]
-        yield
-
-
-class MeterServer:
-    """The meter on a loopback port of its own, in the harness's event loop: only processes on
-    this machine (the CLI) reach it, never the network the harness serves."""
-
-    def __init__(self, proxy: MeterProxy, host: str = "127.0.0.1") -> None:
-        # TCP's protocol number, not 0: asyncio sets TCP_NODELAY only on connections accepted
-        # from such a socket. Without it, each chunk after the answer's headers waits for the
-        # CLI's delayed ACK (40 ms on Linux) before it leaves (bench/meter_overhead.py).
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._sock.bind((host, 0))
-        self._sock.listen(256)
-        port = self._sock.getsockname()[1]
-        self.url = f"http://{host}:{port}"
-        config = uvicorn.Config(
-            proxy,
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            timeout_graceful_shutdown=2,
-            timeout_keep_alive=60,
-        )
-        self._server = _QuietServer(config)
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]), name="meter")
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # raises what stopped it
-                raise RuntimeError("the model meter stopped while starting")
-            await asyncio.sleep(0.005)
-
-    async def close(self) -> None:
-        self._server.should_exit = True
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                await self._task
-        self._sock.close()

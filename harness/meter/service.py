@@ -16,8 +16,10 @@ from eventing.budgets import JobBudget
 from harness.adapters.base import Prices, ProviderConfig
 from harness.meter.budget import BudgetGuard
 from harness.meter.calls import PROVIDER_AUTH_FAILED, PROVIDER_UNREACHABLE, CallLedger, JobCalls
+from harness.meter.cli_side import MeterServer
 from harness.meter.credentials import KeySwap, new_placeholder
-from harness.meter.proxy import MeterProxy, MeterServer
+from harness.meter.provider_side import ProviderPool
+from harness.meter.proxy import MeterProxy
 from harness.meter.upstream import Upstreams
 from harness.meter.vendor_errors import MAX_ERROR_BYTES, provider_message
 from harness.meter.wire import WireApi
@@ -42,15 +44,18 @@ class Meter:
         self._upstreams = Upstreams(
             provider.base_url if provider else None, provider.api_key if provider else "", environ
         )
-        # No read timeout: a model may think for minutes between two chunks, and the job's own
-        # timeout bounds the wait. Connecting is what must fail fast.
+        # The calls' own connections. No read timeout: a model may think for minutes between
+        # two chunks, and the job's own timeout bounds the wait. Connecting must fail fast.
+        self._pool = ProviderPool(connect_timeout_s=connect_timeout_s, environ=environ)
+        # The provider check's and the budget's: off the hot path, where a client library's
+        # conveniences cost nothing that matters.
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(None, connect=connect_timeout_s, pool=connect_timeout_s),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
             follow_redirects=False,
         )
         self._server = MeterServer(
-            MeterProxy(self._upstreams, KeySwap(self._placeholder), self.ledger, self._client)
+            MeterProxy(self._upstreams, KeySwap(self._placeholder), self.ledger, self._pool)
         )
 
     @property
@@ -114,6 +119,7 @@ class Meter:
 
     async def close(self) -> None:
         await self._server.close()
+        await self._pool.close()
         await self._client.aclose()
 
 

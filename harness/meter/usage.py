@@ -210,6 +210,10 @@ _BODY_FIELDS = {
 }
 
 
+# What an event that may change a call's usage or end says somewhere in it.
+_MARKERS = (b"usage", b"finishReason")
+
+
 def _parse_json(data: bytes | bytearray) -> dict[str, Any] | None:
     try:
         document = json.loads(data)
@@ -260,6 +264,15 @@ class UsageReader:
         self._body += chunk
 
     def _read_event(self, data: bytes) -> None:
+        # Most events are content deltas. Once content has begun and the model is named, an
+        # event that carries no usage and no end cannot change what is read: not parsed (the
+        # meter's largest cost per answer). "usage" covers Gemini's usageMetadata too.
+        if (
+            self._tally.content
+            and self._tally.model is not None
+            and not any(marker in data for marker in _MARKERS)
+        ):
+            return
         event = _parse_json(data)  # `[DONE]` and other non-JSON data carry no usage
         if event is None:
             return

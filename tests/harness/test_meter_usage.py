@@ -21,6 +21,7 @@ from eventing.agent_events import Usage
 from fake_provider.script import ModelRequest, Reply, ToolCall
 from fake_provider.testing import RunningProvider, serve_in_thread
 from fake_provider.usage import Usage as FakeUsage
+from harness.meter.sse import SseFramer
 from harness.meter.usage import CallUsage, UsageReader
 from harness.meter.wire import RequestFacts, WireApi, request_facts, wire_api
 
@@ -326,3 +327,63 @@ def test_request_facts_of_odd_bodies() -> None:
     assert request_facts(WireApi.ANTHROPIC, b'{"model":"m","stream":true}') == RequestFacts(
         model="m", streamed=True
     )
+
+
+def test_events_skipped_after_content_never_hide_the_usage_or_the_end() -> None:
+    """Content deltas after the first are not parsed; an event with usage or an end always is:
+    here Gemini's counts come in a chunk of their own and its end in a later one without any."""
+    text = {"candidates": [{"content": {"parts": [{"text": "usage-free text"}]}}]}
+    chunks = [
+        {**text, "modelVersion": "g-1"},
+        text,
+        {"usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 6}},
+        text,
+        {"candidates": [{"content": {"parts": [{"text": "."}]}, "finishReason": "STOP"}]},
+    ]
+    stream = b"".join(b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks)
+    result = read(WireApi.GEMINI, True, random_chunks(stream, 3))
+    assert result.complete and result.usage == Usage(input=4, output=6) and result.model == "g-1"
+
+
+def reference_events(stream: bytes) -> list[bytes]:
+    """The SSE spec's framing, line by line over the whole stream: the framer's oracle."""
+    events: list[bytes] = []
+    data: list[bytes] | None = None
+    for line in stream.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):
+        if not line:
+            if data is not None:
+                events.append(b"\n".join(data))
+            data = None
+            continue
+        name, _, value = line.partition(b":")
+        if name == b"data":
+            data = (data or []) + [value[1:] if value.startswith(b" ") else value]
+    return events
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_sse_framer_agrees_with_the_spec_however_the_stream_is_cut(seed: int) -> None:
+    rng = random.Random(seed)
+    lines: list[bytes] = []
+    for n in range(rng.randint(1, 40)):
+        for _ in range(rng.randint(0, 3)):
+            lines.append(
+                rng.choice(
+                    [
+                        b"data: " + json.dumps({"n": n, "text": "é✓" * rng.randint(0, 5)}).encode(),
+                        b"data:" + str(n).encode(),
+                        b"data",
+                        b"event: delta",
+                        b": keep-alive",
+                        b"id: " + str(n).encode(),
+                        b"datum: not data",
+                    ]
+                )
+            )
+        lines.append(b"")
+    stream = b"".join(line + rng.choice([b"\n", b"\r\n", b"\r"]) for line in lines)
+    framer = SseFramer()
+    got = [
+        event for chunk in random_chunks(stream, seed, largest=9) for event in framer.feed(chunk)
+    ]
+    assert got == reference_events(stream)
