@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import select
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -186,7 +187,7 @@ class ProviderPool:
         idle = self._idle.get(origin, [])
         while idle:
             connection = idle.pop()
-            if connection.reusable:
+            if connection.reusable and connection.quiet:
                 return connection, proxy
             connection.close()
         try:
@@ -246,6 +247,11 @@ class ProviderPool:
         if "://" not in url:
             url = "http://" + url
         parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ProviderUnreachable(
+                f"the proxy {parts.scheme}://{parts.hostname} is not an HTTP proxy; "
+                "the meter takes http:// and https:// proxies"
+            )
         authorization = None
         if parts.username is not None:
             user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
@@ -333,6 +339,20 @@ class ProviderConnection(asyncio.Protocol):
         pass
 
     # -- the exchange
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing to read on an idle connection, as it should be. A provider that closed it
+        while it was idle has sent its FIN, which the event loop may not have seen yet: such a
+        connection would take the next request and fail it (what httpcore checks, too)."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return True
+        try:
+            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
     @property
     def reusable(self) -> bool:

@@ -35,6 +35,7 @@ from harness.meter.calls import (
 )
 from harness.meter.cli_side import CliConnection, CliRequest
 from harness.meter.credentials import KeySwap
+from harness.meter.encodings import Inflater, inflater
 from harness.meter.provider_side import (
     Origin,
     ProviderConnection,
@@ -280,6 +281,7 @@ class _CallMeter:
         self._request = request
         self._facts = facts
         self._events = False
+        self._inflate: Inflater | None = None
         self._reader: UsageReader | None = None
         self._held: list[tuple[float, bytes]] = []
         self._held_bytes = 0
@@ -291,10 +293,14 @@ class _CallMeter:
         return self._facts
 
     def answer_began(self, headers: list[tuple[bytes, bytes]]) -> None:
-        self._events = any(
-            name.lower() == b"content-type" and value.lower().startswith(b"text/event-stream")
-            for name, value in headers
-        )
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered == b"content-type":
+                self._events = value.lower().startswith(b"text/event-stream")
+            elif lowered == b"content-encoding":
+                # Asked for uncompressed, but a provider (or a proxy) may compress anyway:
+                # the CLI gets it as sent, the meter reads it inflated.
+                self._inflate = inflater(value)
 
     def feed(self, chunk: bytes) -> None:
         self._held.append((time.monotonic(), chunk))
@@ -307,7 +313,7 @@ class _CallMeter:
             self._reader = UsageReader(self.api, self._events)
         reader = self._reader
         for came_at, chunk in self._held:
-            reader.feed(chunk)
+            reader.feed(self._inflate.feed(chunk) if self._inflate is not None else chunk)
             if self.first_content is None and reader.content_started:
                 self.first_content = came_at
         self._held.clear()

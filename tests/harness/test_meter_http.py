@@ -7,8 +7,12 @@ idle, answers cut off), TLS with the environment's trust store, and a proxy from
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import socket
 import threading
+import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +26,8 @@ from fake_provider.samples import key_headers, sample_call
 from fake_provider.server import bind_socket
 from fake_provider.testing import RunningProvider, serve_in_thread
 from harness.adapters.base import ProviderConfig
+from harness.meter.encodings import MAX_INFLATED_BYTES, inflater
+from harness.meter.provider_side import Origin
 from harness.meter.service import Meter
 from harness.meter.wire import WireApi
 
@@ -567,3 +573,123 @@ async def test_a_provider_url_that_is_no_http_url_is_unreachable(root: str) -> N
         assert "cannot be reached" in answer.json()["error"]["message"]
     finally:
         await meter.close()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_compressed_answer_reaches_the_cli_as_sent_and_is_still_metered(
+    raw_provider, stream: bool
+) -> None:
+    if stream:
+        events = [
+            {"type": "message_start", "message": {"model": "m-1", "usage": {"input_tokens": 7}}},
+            {"type": "content_block_delta", "index": 0, "delta": {"text": "hi"}},
+            {"type": "message_delta", "usage": {"output_tokens": 3}},
+        ]
+        plain = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+        content_type = b"text/event-stream"
+    else:
+        plain, content_type = ANTHROPIC_ANSWER, b"application/json"
+    squeezed = gzip.compress(plain)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-encoding: gzip\r\n"
+            b"content-length: %d\r\n\r\n" % (content_type, len(squeezed))
+        )
+        # In two pieces, cut inside the compressed stream.
+        writer.write(squeezed[:10])
+        await writer.drain()
+        writer.write(squeezed[10:])
+        await writer.drain()
+
+    meter = await started_meter(await raw_provider(answer))
+    try:
+        answer_, [call] = await metered_call(meter)
+        assert answer_.status_code == 200 and answer_.content == plain  # httpx inflated it
+        assert call.outcome == "ok", call
+        assert (call.usage.input, call.usage.output) == (7, 3)
+    finally:
+        await meter.close()
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["zlib", "raw"])
+def test_deflate_is_inflated_wrapped_or_raw(wrapped: bool) -> None:
+    plain = b'{"usage": {"input_tokens": 1}}' * 100
+    packer = zlib.compressobj(wbits=zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+    squeezed = packer.compress(plain) + packer.flush()
+    inflate = inflater(b"Deflate")
+    assert inflate is not None
+    assert b"".join(inflate.feed(squeezed[i : i + 7]) for i in range(0, len(squeezed), 7)) == plain
+    assert inflater(b"br") is None and inflater(b"identity") is None
+
+
+def test_a_corrupt_or_enormous_compressed_answer_costs_nothing_more() -> None:
+    broken = inflater(b"gzip")
+    assert broken is not None
+    assert broken.feed(b"not gzip at all") == b"" and broken.feed(gzip.compress(b"x")) == b""
+    bomb = gzip.compress(b"\0" * (MAX_INFLATED_BYTES + 1_000_000))
+    inflate = inflater(b"gzip")
+    assert inflate is not None
+    out = sum(len(inflate.feed(bomb[i : i + 65536])) for i in range(0, len(bomb), 65536))
+    assert out == MAX_INFLATED_BYTES
+
+
+async def test_a_connection_closed_while_idle_is_not_reused_even_before_the_loop_sees_it() -> None:
+    """The provider closes an idle connection and the next call comes before the event loop
+    has seen the FIN: only a look at the socket itself tells the connection is gone."""
+    server = socket.create_server(("127.0.0.1", 0))
+    close_now = threading.Event()
+    connections = 0
+
+    def serve() -> None:
+        nonlocal connections
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            connections += 1
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    piece = conn.recv(65536)
+                    if not piece:
+                        break
+                    data += piece
+                if not data:
+                    continue  # a connection that asked nothing
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(ANTHROPIC_ANSWER), ANTHROPIC_ANSWER)
+                )
+                close_now.wait(10)  # keep-alive promised, then closed while idle
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    meter = await started_meter(url)
+    try:
+        first, _ = await metered_call(meter)
+        assert first.status_code == 200
+        [idle] = [c for conns in meter._pool._idle.values() for c in conns]
+        assert idle.quiet and idle.reusable
+        close_now.set()
+        # Blocking on purpose: the loop must not run and see the FIN.
+        time.sleep(0.3)  # noqa: ASYNC251
+        assert idle.reusable and not idle.quiet
+        fresh, _ = await meter._pool._connection(Origin.of(url))  # no loop step before its look
+        assert fresh is not idle
+        fresh.close()
+        close_now.clear()
+        second, [call] = await metered_call(meter)
+        assert second.status_code == 200, second.text
+        assert call.outcome == "ok" and connections == 3  # the first, `fresh`, the second call's
+    finally:
+        close_now.set()
+        await meter.close()
+        server.close()

@@ -1,0 +1,58 @@
+"""A compressed answer, inflated for reading.
+
+The meter asks every provider for `Accept-Encoding: identity`, but a provider or a proxy in
+between may compress anyway. The CLI gets the answer as it was sent (its client inflates it);
+the meter reads its usage from the inflated bytes, so the call is still metered. gzip and
+deflate are in the standard library; an encoding it cannot inflate (br, zstd) is read as it
+came, and the call shows as `incomplete`.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from harness.meter.usage import MAX_BODY_BYTES
+
+# More inflated bytes than this from one answer are not read (a zip bomb costs nothing more):
+# a streamed answer's events and a whole answer's body are both capped below it anyway.
+MAX_INFLATED_BYTES = 4 * MAX_BODY_BYTES
+
+_GZIP = 16 + zlib.MAX_WBITS
+_ZLIB = zlib.MAX_WBITS
+_RAW_DEFLATE = -zlib.MAX_WBITS
+
+
+class Inflater:
+    def __init__(self, wbits: int) -> None:
+        self._wbits = wbits
+        self._inflate = zlib.decompressobj(wbits)
+        self._started = False
+        self._out = 0
+        self._broken = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._broken or self._out >= MAX_INFLATED_BYTES or not chunk:
+            return b""
+        try:
+            data = self._inflate.decompress(chunk, MAX_INFLATED_BYTES - self._out)
+        except zlib.error:
+            if self._started or self._wbits != _ZLIB:
+                self._broken = True  # read no further: what was read stands
+                return b""
+            # "deflate" sent raw, without the zlib wrapper RFC 9110 asks for (some servers do).
+            self._wbits, self._inflate = _RAW_DEFLATE, zlib.decompressobj(_RAW_DEFLATE)
+            return self.feed(chunk)
+        self._started = True
+        self._out += len(data)
+        return data
+
+
+def inflater(content_encoding: bytes) -> Inflater | None:
+    """An inflater for the answer's `Content-Encoding`, None when it needs none (or none the
+    meter has)."""
+    coding = content_encoding.strip().lower()
+    if coding in (b"gzip", b"x-gzip"):
+        return Inflater(_GZIP)
+    if coding == b"deflate":
+        return Inflater(_ZLIB)
+    return None
