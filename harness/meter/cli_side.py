@@ -22,6 +22,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
+from harness.errors import HarnessError
 from harness.meter.wire import MAX_REQUEST_BYTES
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,11 @@ _RESPONSE_DROPPED = frozenset(
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HarnessError):
+    """Raised from the parser's body callback to stop reading a request over the limit."""
+
+    status = 413
+    code = "payload_too_large"
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,7 @@ class CliConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
         if self._body_size >= MAX_REQUEST_BYTES:
-            raise _TooLarge
+            raise _TooLarge("request too large")
         self._body.append(body)
 
     def on_message_complete(self) -> None:

@@ -32,6 +32,9 @@ from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined
 import certifi
 import httptools
 
+from harness.errors import HarnessError
+from harness.meter.calls import PROVIDER_UNREACHABLE
+
 # At most this many idle connections are kept per provider; more are closed once their answer
 # has ended. A CLI makes a handful of calls at once at most.
 MAX_IDLE_PER_PROVIDER = 16
@@ -39,12 +42,20 @@ MAX_IDLE_PER_PROVIDER = 16
 _MAX_CONNECT_ANSWER = 64 * 1024
 
 
-class ProviderUnreachable(Exception):
+class ProviderUnreachable(HarnessError):
     """No connection to the provider: refused, DNS, TLS, proxy, or the connect timeout."""
 
+    status = 502
+    code = PROVIDER_UNREACHABLE
+    retryable = True
 
-class ProviderFailed(Exception):
+
+class ProviderFailed(HarnessError):
     """The connection broke before the provider's answer began."""
+
+    status = 502
+    code = "provider_failed"
+    retryable = True
 
 
 class Relay(Protocol):

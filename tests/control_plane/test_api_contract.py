@@ -147,6 +147,11 @@ def _schemathesis(control_plane: ControlPlane, tmp_path: Path, max_examples: int
             str(max_examples),
             "--request-timeout",
             "20",
+            # `POST /v1/sessions` with `wait` answers once the harness has started (or failed
+            # to): seconds by design, and more than 10 on a loaded 2-core machine (ST112 at the
+            # default limit). Slower than the request timeout fails anyway.
+            "--max-response-time",
+            "20",
             "--seed",
             "1",
             "--report-dir",
