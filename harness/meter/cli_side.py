@@ -31,17 +31,10 @@ logger = logging.getLogger(__name__)
 # after 4 s, so this is for clients that never do).
 IDLE_CLOSE_S = 60.0
 
-# Per hop (RFC 9110 7.6.1): never passed from the provider's answer to the CLI. The framing
-# (content-length, chunked) is the meter's own on each side.
+# Per hop (RFC 9110 7.6.1): never passed from the provider's answer to the CLI. Its framing
+# (content-length, transfer-encoding) is passed on, since its body is, byte for byte.
 _RESPONSE_DROPPED = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"transfer-encoding",
-        b"proxy-connection",
-        b"trailer",
-        b"upgrade",
-    }
+    {b"connection", b"keep-alive", b"proxy-connection", b"upgrade", b"proxy-authenticate"}
 )
 _NO_BODY_STATUS = frozenset({204, 304})
 
@@ -90,7 +83,6 @@ class CliConnection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         # The answer being written.
-        self._chunked = False
         self._close_after = False
         self._answering_head = False
         self._head = b""
@@ -226,20 +218,18 @@ class CliConnection(asyncio.Protocol):
         )
 
     def start(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        """The head of a provider's answer. Its body is passed on as it comes: with the
-        provider's own length when it gave one, else chunked."""
+        """The head of a provider's answer. Its body follows as the provider framed it (by
+        length or chunked); one that ends with its connection ends this one too."""
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or _reason(status))]
-        length_given = False
+        framed = self._answering_head or status in _NO_BODY_STATUS
         for name, value in headers:
             lowered = name.lower()
             if lowered in _RESPONSE_DROPPED:
                 continue
-            length_given = length_given or lowered == b"content-length"
+            framed = framed or lowered in (b"content-length", b"transfer-encoding")
             lines.append(b"%s: %s\r\n" % (name, value))
-        no_body = self._answering_head or status in _NO_BODY_STATUS
-        self._chunked = not no_body and not length_given
-        if self._chunked:
-            lines.append(b"transfer-encoding: chunked\r\n")
+        if not framed:
+            self._close_after = True
         if self._close_after:
             lines.append(b"connection: close\r\n")
         lines.append(b"\r\n")
@@ -248,20 +238,14 @@ class CliConnection(asyncio.Protocol):
         self._head = b"".join(lines)
 
     def write(self, data: bytes) -> None:
+        """Body bytes as framed on the wire (with the head, when it is not sent yet)."""
         head, self._head = self._head, b""
-        if data and self._chunked:
-            data = b"%x\r\n%s\r\n" % (len(data), data)
         if head or data:
-            self._write(head + data)
+            self._write(head + data if head else data)
 
     def finish(self, data: bytes = b"") -> None:
-        """The answer's last bytes and its end, in one write."""
-        head, self._head = self._head, b""
-        if self._chunked:
-            data = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)) if data else b"0\r\n\r\n"
-        self._chunked = False
-        if head or data:
-            self._write(head + data)
+        """The answer's last bytes (their framing's end included), in one write."""
+        self.write(data)
 
     def cut_off(self) -> None:
         """The provider broke off mid-answer: the CLI must see it was cut, not a short answer."""

@@ -1,4 +1,8 @@
-"""A compressed answer, inflated for reading.
+"""An answer's body as the meter reads it: unchunked and inflated.
+
+The meter passes an answer's body to the CLI as it came, framing and all, and reads it later
+(`proxy._CallMeter`): `BodyDecoder` undoes the chunked framing (with the same C parser) and
+the compression, incrementally, on bytes cut anywhere.
 
 The meter asks every provider for `Accept-Encoding: identity`, but a provider or a proxy in
 between may compress anyway. The CLI gets the answer as it was sent (its client inflates it);
@@ -10,6 +14,8 @@ came, and the call shows as `incomplete`.
 from __future__ import annotations
 
 import zlib
+
+import httptools
 
 from harness.meter.usage import MAX_BODY_BYTES
 
@@ -56,3 +62,45 @@ def inflater(content_encoding: bytes) -> Inflater | None:
     if coding == b"deflate":
         return Inflater(_ZLIB)
     return None
+
+
+class Dechunker:
+    """The data of a chunked body, fed its bytes as they came on the wire."""
+
+    def __init__(self) -> None:
+        self._out: list[bytes] = []
+        self._parser = httptools.HttpResponseParser(self)
+        self._parser.feed_data(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        self._broken = False
+
+    def on_body(self, body: bytes) -> None:
+        self._out.append(body)
+
+    def feed(self, raw: bytes) -> bytes:
+        if not self._broken:
+            try:
+                self._parser.feed_data(raw)
+            except httptools.HttpParserError:
+                self._broken = True  # read no further: what was read stands
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+
+class BodyDecoder:
+    """An answer's body, from the bytes on the wire to the bytes its content type describes."""
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self._dechunk: Dechunker | None = None
+        self._inflate: Inflater | None = None
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered == b"transfer-encoding" and b"chunked" in value.lower():
+                self._dechunk = Dechunker()
+            elif lowered == b"content-encoding":
+                # Asked for uncompressed, but a provider (or a proxy) may compress anyway.
+                self._inflate = inflater(value)
+
+    def feed(self, raw: bytes) -> bytes:
+        data = self._dechunk.feed(raw) if self._dechunk is not None else raw
+        return self._inflate.feed(data) if self._inflate is not None else data

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import re
 import select
 import ssl
 from collections.abc import Callable, Mapping
@@ -38,6 +39,8 @@ from harness.meter.calls import PROVIDER_UNREACHABLE
 # At most this many idle connections are kept per provider; more are closed once their answer
 # has ended. A CLI makes a handful of calls at once at most.
 MAX_IDLE_PER_PROVIDER = 16
+# The blank line that ends a head (llhttp also takes bare LFs).
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 # A proxy's answer to CONNECT larger than this is no proxy's.
 _MAX_CONNECT_ANSWER = 64 * 1024
 
@@ -59,7 +62,8 @@ class ProviderFailed(HarnessError):
 
 
 class Relay(Protocol):
-    """Where a provider's answer goes, as it arrives."""
+    """Where a provider's answer goes, as it arrives: its body as framed on the wire (length,
+    chunked, or to the connection's close, as its headers say)."""
 
     def head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None: ...
     def body(self, data: bytes) -> None: ...
@@ -295,7 +299,9 @@ class ProviderConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._framed = False  # the answer says where it ends (length or chunked)
         self._head_only = False
-        self._pending: list[bytes] = []
+        self._head_bytes = bytearray()  # the answer's bytes until its head is whole
+        self._head_end_from = 0  # where to look for the end of the next head in them
+        self._body_start: int | None = None  # where the body begins in them, once known
         self._head_unsent = False  # the relay has a head to send with the read's body bytes
         self._ended = False  # the answer has ended: the relay hears of it with its last bytes
         self._interim = False  # a 1xx answer is being parsed; the real one follows
@@ -317,12 +323,22 @@ class ProviderConnection(asyncio.Protocol):
             self._open = False
             self.close()
             return
+        # The body is passed on as it came, framing and all (the CLI's side keeps the provider's
+        # framing): the parser reads it only to find the head and the end, never copying it.
+        in_head = self._body_start is None
+        if in_head:
+            self._head_bytes += data
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(f"the provider's answer is not HTTP/1.1: {exc}")
             return
-        self._deliver()
+        if not in_head:
+            self._deliver(data)
+        elif self._body_start is not None:  # the head ended in this read
+            body = bytes(self._head_bytes[self._body_start :])
+            self._head_bytes = bytearray()
+            self._deliver(body)
 
     def eof_received(self) -> bool | None:
         return None  # close
@@ -344,7 +360,7 @@ class ProviderConnection(asyncio.Protocol):
             self._fail(f"the answer was cut off ({exc or 'EOF'})")
         else:  # an answer that ends where its connection does
             self._ended = True
-            self._deliver()
+            self._deliver(b"")
 
     def pause_writing(self) -> None:  # requests are written whole; nothing to hold back
         pass
@@ -382,6 +398,9 @@ class ProviderConnection(asyncio.Protocol):
         self._framed = False
         self._ended = False
         self._interim = False
+        self._head_bytes = bytearray()
+        self._head_end_from = 0
+        self._body_start = None
         self._exchanges += 1
         self._began = asyncio.get_running_loop().create_future()
         if self._exchanges > 1:  # a fresh parser per answer: llhttp keeps state after errors
@@ -419,6 +438,10 @@ class ProviderConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
+        # Where this head ends in the bytes read: the answer's body (or the next head) follows.
+        blank = _BLANK_LINE.search(self._head_bytes, self._head_end_from)
+        head_end = blank.end() if blank is not None else len(self._head_bytes)
+        self._head_end_from = head_end
         if 100 <= status < 200:  # an interim answer (103 Early Hints): the real one follows
             self._headers = []
             self._status_reason = b""
@@ -433,6 +456,7 @@ class ProviderConnection(asyncio.Protocol):
         if self._head_only or status in (204, 304):
             self._framed = True
         assert self._relay is not None and self._began is not None
+        self._body_start = head_end
         self._relay.head(status, self._status_reason, self._headers)
         self._head_unsent = True
         self._status_reason = b""
@@ -440,10 +464,6 @@ class ProviderConnection(asyncio.Protocol):
             self._began.set_result(None)
         if self._head_only:  # llhttp would wait for a body a HEAD answer never has
             self._ended = True
-
-    def on_body(self, body: bytes) -> None:
-        if self._relay is not None:
-            self._pending.append(body)
 
     def on_message_complete(self) -> None:
         if self._interim:
@@ -456,14 +476,12 @@ class ProviderConnection(asyncio.Protocol):
 
     # -- endings
 
-    def _deliver(self) -> None:
+    def _deliver(self, data: bytes) -> None:
         """Hand the relay what this read brought: the head, the body bytes, the end, in one
         call (one write to the CLI)."""
         relay = self._relay
         if relay is None:
             return
-        data = b"".join(self._pending) if self._pending else b""
-        self._pending.clear()
         head_unsent, self._head_unsent = self._head_unsent, False
         if not self._ended:
             if data or head_unsent:

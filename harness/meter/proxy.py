@@ -35,7 +35,7 @@ from harness.meter.calls import (
 )
 from harness.meter.cli_side import CliConnection, CliRequest
 from harness.meter.credentials import KeySwap
-from harness.meter.encodings import Inflater, inflater
+from harness.meter.encodings import BodyDecoder
 from harness.meter.provider_side import (
     Origin,
     ProviderConnection,
@@ -174,7 +174,7 @@ class MeterProxy:
         if relay.status is None:  # the CLI left before the provider answered
             return
         status = relay.status
-        said = provider_message(bytes(relay.error_text)) if status >= 400 else None
+        said = provider_message(relay.error_text) if status >= 400 else None
         if meter is not None and job is not None:
             job.add(meter.finish(job, status, said))
         # Only a model call's refusal counts: a side endpoint may want what a model call does
@@ -196,11 +196,18 @@ class _Relay:
         self._meter = meter
         self.status: int | None = None
         self.connection: ProviderConnection | None = None
-        self.error_text = bytearray()
+        self._error_raw = bytearray()
+        self._headers: list[tuple[bytes, bytes]] = []
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def error_text(self) -> bytes:
+        """The start of an error answer's body, unframed and inflated."""
+        return BodyDecoder(self._headers).feed(bytes(self._error_raw))[:MAX_ERROR_BYTES]
 
     def head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
+        self._headers = headers
         self._cli.start(status, reason, headers)
         if self._meter is not None:
             self._meter.answer_began(headers)
@@ -220,9 +227,9 @@ class _Relay:
         if (
             self.status is not None
             and self.status >= 400
-            and len(self.error_text) <= MAX_ERROR_BYTES
+            and len(self._error_raw) <= 2 * MAX_ERROR_BYTES  # framing and all
         ):
-            self.error_text += data
+            self._error_raw += data
 
     def broken(self, reason: str) -> None:
         logger.info("a model answer was cut off", extra={"reason": reason})
@@ -281,7 +288,7 @@ class _CallMeter:
         self._request = request
         self._facts = facts
         self._events = False
-        self._inflate: Inflater | None = None
+        self._decode: BodyDecoder | None = None
         self._reader: UsageReader | None = None
         self._held: list[tuple[float, bytes]] = []
         self._held_bytes = 0
@@ -293,14 +300,11 @@ class _CallMeter:
         return self._facts
 
     def answer_began(self, headers: list[tuple[bytes, bytes]]) -> None:
-        for name, value in headers:
-            lowered = name.lower()
-            if lowered == b"content-type":
-                self._events = value.lower().startswith(b"text/event-stream")
-            elif lowered == b"content-encoding":
-                # Asked for uncompressed, but a provider (or a proxy) may compress anyway:
-                # the CLI gets it as sent, the meter reads it inflated.
-                self._inflate = inflater(value)
+        self._decode = BodyDecoder(headers)
+        self._events = any(
+            name.lower() == b"content-type" and value.lower().startswith(b"text/event-stream")
+            for name, value in headers
+        )
 
     def feed(self, chunk: bytes) -> None:
         self._held.append((time.monotonic(), chunk))
@@ -312,13 +316,23 @@ class _CallMeter:
         if self._reader is None:
             self._reader = UsageReader(self.api, self._events)
         reader = self._reader
-        for came_at, chunk in self._held:
-            reader.feed(self._inflate.feed(chunk) if self._inflate is not None else chunk)
-            if self.first_content is None and reader.content_started:
-                self.first_content = came_at
+        held = iter(self._held)
+        # Chunk by chunk until content begins (which chunk it came in is the time to first
+        # token), then the rest in one piece: one pass of the reader, not one per chunk.
+        for came_at, chunk in held:
+            reader.feed(self._decoded(chunk))
+            if reader.content_started:
+                self.first_content = self.first_content or came_at
+                break
+        rest = b"".join(chunk for _, chunk in held)
+        if rest:
+            reader.feed(self._decoded(rest))
         self._held.clear()
         self._held_bytes = 0
         return reader
+
+    def _decoded(self, raw: bytes) -> bytes:
+        return self._decode.feed(raw) if self._decode is not None else raw
 
     def finish(self, job: JobCalls, status: int, message: str | None) -> ModelCall:
         read = self._read_held().finish()

@@ -210,10 +210,6 @@ _BODY_FIELDS = {
 }
 
 
-# What an event that may change a call's usage or end says somewhere in it.
-_MARKERS = (b"usage", b"finishReason")
-
-
 def _parse_json(data: bytes | bytearray) -> dict[str, Any] | None:
     try:
         document = json.loads(data)
@@ -270,7 +266,8 @@ class UsageReader:
         if (
             self._tally.content
             and self._tally.model is not None
-            and not any(marker in data for marker in _MARKERS)
+            and b"usage" not in data
+            and b"finishReason" not in data
         ):
             return
         event = _parse_json(data)  # `[DONE]` and other non-JSON data carry no usage
