@@ -1,11 +1,11 @@
 """The meter's leg to the model provider: HTTP/1.1 over kept-alive connections, the answer handed
 to a `Relay` from the socket's own callbacks.
 
-Each chunk of an answer goes from `data_received` through the C parser (`httptools`, llhttp:
-the parser uvicorn and Node use) to the relay, which writes it to the CLI at once: no task wakes
-up per chunk, no buffering, no re-parsing by a client library's layers. That is the meter's hot
-path, and what keeps a call's added latency under a millisecond (bench/meter_overhead.py); an
-HTTP client library here (httpx, as before) cost two to four times as much per call.
+Each read of an answer goes from `data_received` to the relay, which writes it to the CLI at
+once, as it came (framing and all): no task wakes up per chunk, no buffering, no re-framing by a
+client library's layers. The C parser (`httptools`, llhttp: the parser uvicorn and Node use)
+reads it only for the head and the end. That is the meter's hot path; an HTTP client library
+here (httpx, as before) cost two to four times as much per call (bench/meter_overhead.py).
 
 What a provider connection must do and does: TLS with the trust store httpx would use (certifi,
 or `SSL_CERT_FILE`/`SSL_CERT_DIR`), the proxy from the harness's environment (`HTTPS_PROXY`,
