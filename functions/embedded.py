@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -202,6 +203,8 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
         if first_key:
             # Shown once: only its hash is stored.
             print(f"vwm: first admin API key (shown once): {first_key}", flush=True)
+        for line in next_steps(f"http://{sink_host}:{port}", first_key):
+            print(f"vwm: {line}", flush=True)
     app = create_app(services, close_services=True)
     # On SIGTERM, requests in flight get this long to finish; a stream that follows a job may
     # last hours, and is cut (its caller reconnects with Last-Event-ID; nothing is lost).
@@ -213,6 +216,36 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
         log_level="warning",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
+
+
+def next_steps(url: str, first_key: str | None) -> list[str]:
+    """What to run next, in another terminal. `./task up` runs the `vwm` of the checkout's
+    virtualenv, whose folder is not on the PATH: the lines say how to reach it."""
+    bin_dir = Path(sys.executable).parent
+    installed = bin_dir / "vwm"
+    found = shutil.which("vwm")
+    exports = []
+    if found is None or Path(found).resolve() != installed.resolve():
+        exports.append(f'PATH="{_shell_path(bin_dir)}:$PATH"')
+    exports.append(f"VWM_URL={url}")
+    exports.append(f"VWM_API_KEY={first_key or 'vwm_…'}")
+    key_source = "" if first_key else " (the admin key printed on the first start)"
+    lines = ["next, in another terminal:", f"  export {' '.join(exports)}{key_source}"]
+    if len(exports) == 3:
+        lines.append(f"  (the vwm command is in {_shell_path(bin_dir)}, not on your PATH)")
+    lines.append(
+        "  vwm runtime create … ; vwm worker create … ; vwm session start …  (the README's "
+        "Quickstart, or vwm --help)"
+    )
+    return lines
+
+
+def _shell_path(folder: Path) -> str:
+    """`folder` as a shell word: relative to the working folder (as `$PWD/...`) when under it."""
+    try:
+        return f"$PWD/{folder.relative_to(Path.cwd())}"
+    except ValueError:
+        return str(folder)
 
 
 def secure(data_dir: Path, database_url: str) -> None:
