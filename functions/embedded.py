@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from importlib import import_module
 from pathlib import Path
@@ -203,6 +203,8 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
         if first_key:
             # Shown once: only its hash is stored.
             print(f"vwm: first admin API key (shown once): {first_key}", flush=True)
+        for line in missing_credential_warnings(current.database_url, os.environ):
+            print(f"vwm: warning: {line}", flush=True)
         for line in next_steps(f"http://{sink_host}:{port}", first_key):
             print(f"vwm: {line}", flush=True)
     app = create_app(services, close_services=True)
@@ -216,6 +218,32 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
         log_level="warning",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
+
+
+def missing_credential_warnings(database_url: str, environ: Mapping[str, str]) -> list[str]:
+    """One line per environment variable that runtimes name as `credential_ref` and `environ`
+    lacks: their sessions cannot start (`credential_missing`) until it is set where `vwm up`
+    runs. Said at start, when it can still be fixed before the first session."""
+    from functions.db.engine import make_engine, session_factory, transaction
+    from functions.db.repositories import Runtimes
+
+    engine = make_engine(database_url)
+    try:
+        with transaction(session_factory(engine)) as session:
+            named = [(r.credential_ref, r.name) for r in Runtimes(session).list_all()]
+    finally:
+        engine.dispose()
+    missing: dict[str, list[str]] = {}
+    for variable, runtime in named:
+        if variable and variable not in environ:
+            missing.setdefault(variable, []).append(runtime)
+    return [
+        f"{variable} is not set, and runtime{'s' if len(runtimes) > 1 else ''} "
+        f"{', '.join(runtimes)} name{'' if len(runtimes) > 1 else 's'} it as credential_ref: "
+        f"their sessions will not start; stop vwm up, export {variable}=<the provider key> "
+        "and start it again"
+        for variable, runtimes in sorted(missing.items())
+    ]
 
 
 def next_steps(url: str, first_key: str | None) -> list[str]:

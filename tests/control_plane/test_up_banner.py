@@ -48,3 +48,24 @@ def test_the_next_step_names_no_path_when_vwm_is_on_it(
     assert "PATH=" not in text
     assert "VWM_API_KEY=vwm_…" in text
     assert "printed on the first start" in text
+
+
+def test_runtimes_whose_credential_variable_is_unset_are_named_at_start(tmp_path: Path) -> None:
+    from functions.db.engine import make_engine, session_factory, transaction
+    from functions.db.repositories import Runtimes
+    from functions.embedded import missing_credential_warnings, prepare
+
+    database_url = f"sqlite:///{tmp_path / 'data' / 'vwm.db'}"
+    prepare(database_url)
+    engine = make_engine(database_url)
+    with transaction(session_factory(engine)) as session:
+        for name, ref in (("a", "KEY_A"), ("b", "KEY_A"), ("c", "KEY_C"), ("d", None)):
+            Runtimes(session).add(name=name, cli="claude", cli_version="1", credential_ref=ref)
+    engine.dispose()
+
+    warnings = missing_credential_warnings(database_url, {"KEY_C": "set"})
+
+    assert len(warnings) == 1
+    assert warnings[0].startswith("KEY_A is not set, and runtimes a, b name it as credential_ref")
+    assert "export KEY_A=" in warnings[0] and "start it again" in warnings[0]
+    assert missing_credential_warnings(database_url, {"KEY_A": "", "KEY_C": "x"}) == []
