@@ -29,8 +29,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventing.errors import ErrorBody
+from eventing.http_metrics import METRICS_PATH, HttpMetrics
 from eventing.inputs import PATH_SEGMENT_PATTERN
 from functions.http import ApiKeyAuth, ErrorBoundary, InputGuard, KeyLookup, handle_error
+from functions.metrics_scrape import metrics
 from functions.services import Services, ServicesNotBound, bound
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -122,12 +124,14 @@ def build_app(
     routes = [
         Route("/healthz", health, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route(METRICS_PATH, metrics, methods=["GET"]),  # needs an API key (docs/metrics.md)
         *_routes_by_path(endpoints),
     ]
     return Starlette(
         routes=routes,
         middleware=[
-            # Outermost: key lookups and error mappers already need the database.
+            Middleware(HttpMetrics, routes=routes),  # outermost: refusals count too
+            # Next: key lookups and error mappers already need the database.
             Middleware(BindServices, fallback=services),
             Middleware(ApiKeyAuth, lookup=lookup),
             Middleware(ErrorBoundary),

@@ -33,6 +33,7 @@ from functions.db.models import (
 )
 from functions.db.telemetry import bound_raw_output
 from functions.db.transitions import transition_job
+from functions.metrics import observe_job_end
 
 # Log entries that are not the CLI's output: `model_call` is the session's meter reporting a call.
 _LIFECYCLE = {"job_started", "job_finished", "stderr", "model_call"}
@@ -135,6 +136,15 @@ def finish_job(session: Session, job: Job, end: JobEnd, limit: int) -> bool:
             usage_mismatch=facts.usage_mismatch,
             model_calls=len(calls),
         )
+    )
+    observe_job_end(
+        session,
+        status=end.status,
+        duration_ms=end.total_ms,
+        worker=worker.name if worker else None,
+        model=end.model,
+        usage=usage,
+        cost_usd=end.summary.get("cost_usd"),
     )
     return True
 

@@ -1,9 +1,10 @@
 """The harness HTTP API (v1), built by `create_app`. Started by `python -m harness`.
 
-Endpoints (all but ``/healthz`` need ``Authorization: Bearer <session token>``; ``/v1/events``
+Endpoints (all but ``/healthz`` and ``/metrics`` need ``Authorization: Bearer <session token>``; ``/v1/events``
 also takes, instead, a prompt request the control plane signed for this session):
 
     GET    /healthz                        liveness, what this harness runs, event publishing
+    GET    /metrics                        Prometheus metrics (docs/metrics.md)
     POST   /v1/events                      a prompt request: runs its job, answers at its end
     POST   /v1/bootstrap                   clone repos, install the pinned CLI, write instructions
     POST   /v1/jobs                        run a prompt; ``mode``: sync (JSON), stream (SSE), async (202)
@@ -43,6 +44,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventing.harness_api import EventsHealth, HarnessHealth, ShutdownOutcome
+from eventing.http_metrics import METRICS_PATH, HttpMetrics, metrics
 from harness import routes_files, routes_skills
 from harness.adapters import get_adapter
 from harness.adapters.base import Adapter
@@ -53,6 +55,7 @@ from harness.http import EXCEPTION_HANDLERS, InputGuard, TokenAuth, parse_json, 
 from harness.jobs import JobRequest, JobRunner
 from harness.learning import LearningCommit, commit_learning
 from harness.meter.service import CLI_APIS, Meter
+from harness.metrics import JobMetrics
 from harness.prompt_requests import PromptTurns
 from harness.publishing import EventPublishing
 from harness.settings import HarnessSettings
@@ -287,6 +290,7 @@ def create_app(settings: HarnessSettings) -> Starlette:
                 session_id=settings.session_id,
                 session_token=settings.server.session_token,
             )
+        runner.observer = JobMetrics(runner.observer)  # counts, then hands on to publishing
         turns = PromptTurns(
             runner,
             settings.session_id,
@@ -315,6 +319,7 @@ def create_app(settings: HarnessSettings) -> Starlette:
 
     routes = [
         Route("/healthz", health, methods=["GET"]),
+        Route(METRICS_PATH, metrics, methods=["GET"]),  # public, as /healthz (docs/metrics.md)
         Route("/v1/bootstrap", bootstrap_workspace, methods=["POST"]),
         Route("/v1/jobs", create_job, methods=["POST"]),
         Route(EVENTS_PATH, receive_event, methods=["POST"]),
@@ -332,6 +337,7 @@ def create_app(settings: HarnessSettings) -> Starlette:
     return Starlette(
         routes=routes,
         middleware=[
+            Middleware(HttpMetrics, routes=routes),  # outermost: refusals count too
             Middleware(TokenAuthExceptEvents, token=settings.server.session_token),
             Middleware(InputGuard),
         ],

@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 
 Model = TypeVar("Model", bound=BaseModel)
 
-# Paths anyone may call: load balancers and the control plane's readiness probe.
-PUBLIC_PATHS = frozenset({"/healthz"})
+# Paths anyone may call: load balancers and the control plane's readiness probe; a Prometheus
+# scraper (it has no session token; docs/metrics.md says what the metrics reveal).
+PUBLIC_PATHS = frozenset({"/healthz", "/metrics"})
 
 
 def error_response(status: int, code: str, message: str, /, **details: Any) -> JSONResponse:

@@ -50,6 +50,7 @@ from functions.broker.queue import (
 )
 from functions.broker.subscriptions import HttpSink, SinkResult, Subscription
 from functions.db.columns import utcnow
+from functions.metrics import DEAD_LETTERS, DELIVERY_RETRIES
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +287,7 @@ class Dispatcher:
                 await self._run_db(
                     mark_dead, item.delivery_id, None, "no such subscription any more"
                 )
+                DEAD_LETTERS.inc()
                 log.error("delivery dead: its subscription is gone", extra=context)
                 return
             result = await self._attempt(subscription, item.event)
@@ -299,6 +301,7 @@ class Dispatcher:
                 await self._run_db(
                     schedule_retry, item.delivery_id, at, result.status, result.answer
                 )
+                DELIVERY_RETRIES.inc()
                 heapq.heappush(self._due, time.monotonic() + decision.delay.total_seconds())
                 log.info(
                     "delivery failed: retrying",
@@ -311,6 +314,7 @@ class Dispatcher:
                 if subscription.on_dead is not None:
                     await subscription.on_dead(item.event, result.answer)
                 await self._run_db(mark_dead, item.delivery_id, result.status, result.answer)
+                DEAD_LETTERS.inc()
                 log.error(
                     "delivery dead: kept in vwm.broker_deliveries (state dead)",
                     extra={**outcome, "dead_letter_sink": dead_letter},

@@ -42,6 +42,7 @@ from functions.kube import (
     KubernetesUnavailable,
     Resource,
 )
+from functions.metrics import HARNESS_RESTARTS
 from functions.runtime import probe
 from functions.runtime.base import (
     RESERVED_ENV,
@@ -251,6 +252,7 @@ class KnativeBackend:
                 await self._apply(SECRETS, objects.secret)
                 await self._create_service(handle.session_id, objects.service)
                 await self._apply(TRIGGERS, objects.trigger)
+                HARNESS_RESTARTS.inc()
             except KubeError as exc:
                 raise _backend_error(exc, handle.session_id) from None
         return self._handle(spec)

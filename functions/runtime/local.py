@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from functions.metrics import HARNESS_RESTARTS
 from functions.private_files import open_private_append, private_dir
 from functions.runtime import probe, procs
 from functions.runtime.base import (
@@ -214,6 +215,7 @@ class LocalBackend:
             # taken now). A hung harness gets no SIGCONT nor SIGTERM grace: woken, it would first
             # act on the requests it had buffered (a job start nobody waits for any more).
             await self._stop(handle, hung=True)
+            HARNESS_RESTARTS.inc()
             return await asyncio.to_thread(self._launch, spec)
 
     async def teardown(self, handle: RuntimeHandle, *, keep_workspace: bool = False) -> None:
