@@ -317,11 +317,12 @@ def main(argv: list[str] | None = None) -> None:
 
     from eventing.logs import configure_logging
 
-    configure_logging()
     parser = argparse.ArgumentParser(prog="python -m functions.embedded", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--log-format", choices=("auto", "json", "text"), default=None)
     args = parser.parse_args(argv)
+    configure_logging(format_name=args.log_format)
     serve(args.host, args.port)
 
 

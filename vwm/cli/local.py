@@ -17,15 +17,25 @@ def register(app: typer.Typer) -> None:
         data_dir: Annotated[
             Path, typer.Option(envvar="VWM_DATA_DIR", help="Database, workspaces and logs.")
         ] = Path(".data"),
+        log_format: Annotated[
+            str,
+            typer.Option(
+                envvar="VWM_LOG_FORMAT",
+                help="auto (text on a terminal, JSON lines otherwise), text or json.",
+            ),
+        ] = "auto",
     ) -> None:
         """Start the embedded control plane: SQLite file, local harness processes, folders."""
-        os.environ["VWM_DATA_DIR"] = str(data_dir.resolve())
         from eventing.errors import VwmError
         from eventing.logs import configure_logging
         from functions.embedded import serve
         from vwm.errors import VWMError
 
-        configure_logging()
+        try:
+            configure_logging(format_name=log_format)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--log-format") from None
+        os.environ["VWM_DATA_DIR"] = str(data_dir.resolve())
         typer.echo("vwm: try the whole product offline with `vwm demo`", err=True)
         try:
             serve(host, port)
