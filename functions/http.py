@@ -134,6 +134,15 @@ def scope_allows(scope: str, path: str) -> bool:
     return scope == "admin" or not (path.startswith("/v1/admin") or path in ADMIN_ONLY_PATHS)
 
 
+# The two 401s say different things: what to send when nothing was, and that a key sent is not
+# one of ours (never echoing it: it may be a real secret pasted into the wrong place).
+NO_KEY = (
+    "no API key: send one as 'Authorization: Bearer vwm_…' (the vwm command and the SDK read it "
+    "from VWM_API_KEY)"
+)
+UNKNOWN_KEY = "this API key is not known here: it was revoked, or it is mistyped"
+
+
 class ApiKeyAuth:
     """Pure ASGI middleware (streaming-safe). Puts the caller's scope in `scope["state"]`."""
 
@@ -162,9 +171,8 @@ class ApiKeyAuth:
             await response(scope, receive, send)
             return
         if key_scope is None:
-            response = error_response(
-                401, "unauthorized", "send an API key as 'Authorization: Bearer vwm_…'"
-            )
+            sent = scheme.lower() == "bearer" and presented.strip()
+            response = error_response(401, "unauthorized", UNKNOWN_KEY if sent else NO_KEY)
             await response(scope, receive, send)
             return
         if not scope_allows(key_scope, scope["path"]):

@@ -42,3 +42,24 @@ async def test_a_key_that_checks_out_reaches_the_handler_and_a_wrong_one_gets_40
     assert (await _get(_app(lookup))).text == "handled"
     wrong = await _get(_app(lookup), key="vwm_k_wrong")
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "unauthorized"
+
+
+async def test_a_missing_key_and_a_wrong_one_get_different_messages():
+    async def lookup(presented: str) -> str | None:
+        return None
+
+    transport = httpx.ASGITransport(app=_app(lookup))
+    async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
+        missing = await client.get("/v1/sessions")
+        not_bearer = await client.get("/v1/sessions", headers={"Authorization": "Basic abc"})
+        empty = await client.get("/v1/sessions", headers={"Authorization": "Bearer "})
+    wrong = await _get(_app(lookup), key="vwm_k_mistyped")
+
+    for answer in (missing, not_bearer, empty):
+        error = answer.json()["error"]
+        assert (answer.status_code, error["code"]) == (401, "unauthorized")
+        assert "Authorization: Bearer" in error["message"] and "VWM_API_KEY" in error["message"]
+    error = wrong.json()["error"]
+    assert (wrong.status_code, error["code"]) == (401, "unauthorized")
+    assert "not known" in error["message"] and "revoked" in error["message"]
+    assert "vwm_k_mistyped" not in wrong.text

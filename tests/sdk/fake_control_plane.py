@@ -22,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from functions.http import NO_KEY, UNKNOWN_KEY
+
 ADMIN_KEY = "vwm_admin_secret"
 CLIENT_KEY = "vwm_client_secret"
 FINISHED = {"succeeded", "failed", "cancelled", "timeout"}
@@ -201,8 +203,9 @@ class FakeControlPlane:
     def _authorize(self, request: Request) -> None:
         header = request.headers.get("authorization", "")
         scope = self.keys.get(header.removeprefix("Bearer "))
-        if scope is None:
-            raise ApiError(401, "unauthorized", "a valid API key is needed")
+        if scope is None:  # the real control plane's two messages (functions.http)
+            message = UNKNOWN_KEY if header.startswith("Bearer ") else NO_KEY
+            raise ApiError(401, "unauthorized", message)
         if request.url.path.startswith("/v1/admin/") and scope != "admin":
             raise ApiError(403, "forbidden", "this key's scope is client; admin calls need admin")
 

@@ -132,6 +132,14 @@ class TestErrors:
             "error [config]: no API key: pass --api-key or set VWM_API_KEY\n",
         )
 
+    def test_a_wrong_key_is_said_to_be_unknown_and_is_not_echoed(self, vwm):
+        result = vwm("session", "list", key="vwm_k_mistyped")
+        assert (result.exit_code, result.stderr) == (
+            1,
+            "error [unauthorized]: this API key is not known here: it was revoked, or it is "
+            "mistyped\n",
+        )
+
     def test_the_key_from_the_environment(self, vwm, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("VWM_API_KEY", CLIENT_KEY)
         assert vwm("session", "list", "--json", key=None).stdout.strip() == "[]"
