@@ -4,6 +4,7 @@ plane, a real CLI, a streamed prompt that edits the session repo, the end, and t
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -28,4 +29,8 @@ def test_vwm_demo_runs_offline_end_to_end(tmp_path):
     assert "done: wrote hello.txt" in output
     assert "→ Write" in output  # the tool call was shown as it streamed
     assert "hello.txt" in result.stdout.split("VWM: session end", 1)[1]  # in the pushed commit
-    assert "telemetry: job" in result.stdout and "(reported)" in result.stdout
+    telemetry = [line for line in result.stdout.splitlines() if line.startswith("telemetry: job")]
+    assert telemetry and "(reported)" in telemetry[0], result.stdout
+    # Money, rounded (see vwm.cli.output.usd), or "cost unknown": never a float's noise or None.
+    assert re.search(r"; (\$\d+\.\d{2,7} \(reported\)|cost unknown)$", telemetry[0]), telemetry
+    assert "None" not in telemetry[0]

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from tests.sdk.fake_control_plane import ADMIN_KEY, CLIENT_KEY, FakeControlPlane
 from vwm.cli import app
+from vwm.cli.output import cost_text, usd
 
 
 @pytest.fixture
@@ -284,7 +285,7 @@ class TestTelemetry:
         assert table.exit_code == 0
         header = table.stdout.splitlines()[0].split()
         assert header[:5] == ["job_id", "worker", "session_id", "model", "status"]
-        assert "job_1" in table.stdout and "0.0123" in table.stdout
+        assert "job_1" in table.stdout and "$0.0123 " in table.stdout
         assert fake.recorded("GET", "/v1/telemetry/requests")[0].query == {"worker": "reviewer"}
         summary = vwm("telemetry", "--summary", "--group-by", "worker")
         assert summary.stdout.splitlines()[0].split() == [
@@ -294,8 +295,34 @@ class TestTelemetry:
             "tokens.output",
             "cost_usd",
         ]
+        assert "$0.0123" in summary.stdout.splitlines()[-1]
         rows = json.loads(vwm("telemetry", "--session", session_id, "--json").stdout)
         assert [r["job_id"] for r in rows] == ["job_1"]
+        assert rows[0]["cost_usd"] == 0.0123  # JSON keeps the number
+
+
+@pytest.mark.parametrize(
+    ("amount", "text"),
+    [
+        (0.0009435000000000001, "$0.0009435"),
+        (0.0123, "$0.0123"),
+        (0.01234567, "$0.01235"),
+        (1.23456, "$1.235"),
+        (1234.5678, "$1,234.57"),
+        (0.5, "$0.50"),
+        (2.0, "$2.00"),
+        (0.0, "$0.00"),
+        (0.000099996, "$0.0001"),
+        (-0.25, "-$0.25"),
+    ],
+)
+def test_money_has_four_significant_digits_and_at_least_cents(amount: float, text: str):
+    assert usd(amount) == text
+
+
+def test_a_cost_is_money_with_its_source_or_unknown_in_words():
+    assert cost_text(0.0009435000000000001, "computed") == "$0.0009435 (computed)"
+    assert cost_text(None, None) == "cost unknown"
 
 
 def test_ctrl_c_cancels_the_streaming_job(

@@ -6,6 +6,7 @@ Data goes to stdout (so it can be piped); decoration, progress and errors go to 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -91,7 +92,25 @@ def tokens_text(usage: Usage) -> str:
     return f"{prompt:,} in{cached} / {usage.output:,} out tokens"
 
 
+MONEY_SIGNIFICANT_DIGITS = 4
+
+
+def usd(amount: float) -> str:
+    """Dollars to 4 significant digits, never fewer than cents: ``$0.0009435``, ``$0.01234``,
+    ``$1.235``, ``$1,234.57``, ``$0.50``, ``$0.00``. A job's cost is often a fraction of a
+    cent, which whole cents would show as nothing; more digits are float noise."""
+    if amount == 0:
+        return "$0.00"
+    magnitude = math.floor(math.log10(abs(amount)))
+    decimals = max(2, MONEY_SIGNIFICANT_DIGITS - 1 - magnitude)
+    text = f"{abs(round(amount, decimals)):,.{decimals}f}"
+    whole, _, fraction = text.partition(".")
+    fraction = fraction.rstrip("0").ljust(2, "0")  # $0.50, not $0.5000
+    return f"{'-' if amount < 0 else ''}${whole}.{fraction}"
+
+
 def cost_text(cost_usd: float | None, cost_source: str | None) -> str:
+    """A job's cost as money with where it came from, or ``cost unknown``."""
     if cost_usd is None:
         return "cost unknown"
-    return f"${cost_usd:.4f}" + (f" ({cost_source})" if cost_source else "")
+    return usd(cost_usd) + (f" ({cost_source})" if cost_source else "")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vwm.cli.output import print_json, print_table
+from vwm.cli.output import cost_text, print_json, print_table
 from vwm.cli.root import client
 from vwm.sdk.models import Learning
 
@@ -78,7 +78,16 @@ def telemetry(
     if as_json:
         print_json(rows)
     else:
-        print_table(rows, columns, empty="no records")
+        print_table([_with_money(row) for row in rows], columns, empty="no records")
+
+
+def _with_money(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its costs (``cost_usd``, ``total_cost_usd``, ...) as money, or in words when
+    unknown; the JSON output keeps the numbers."""
+    return {
+        key: (cost_text(value, None) if key.endswith("cost_usd") else value)
+        for key, value in row.items()
+    }
 
 
 def learnings(

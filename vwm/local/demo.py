@@ -114,6 +114,7 @@ def _bare_repo(path: Path, readme: str) -> Path:
 
 def _walkthrough(cli: str, url: str, key: str, provider_url: str, root: Path) -> int:
     from vwm.cli.live import LiveView
+    from vwm.cli.output import cost_text
     from vwm.local.clis import pinned_version
     from vwm.sdk.client import Client
 
@@ -155,6 +156,6 @@ def _walkthrough(cli: str, url: str, key: str, provider_url: str, root: Path) ->
                 f"telemetry: job {record['job_id'][:8]} {record['status']} "
                 f"in {record['durations_ms']['total']} ms; tokens in {tokens['input']} "
                 f"(+{tokens['cache_read']} cached) out {tokens['output']}; "
-                f"cost {record['cost_usd']} ({record['cost_source']})"
+                + cost_text(record.get("cost_usd"), record.get("cost_source"))
             )
     return 0 if view.result is not None and view.result.ok else 1
