@@ -72,9 +72,11 @@ class Route:
     key: str
 
 
-def start_provider() -> tuple[subprocess.Popen[str], str]:
+def spawn(what: str, *args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """This script again, with `args` (`--serve-…`): the process and the JSON line it prints
+    once it listens. It stops when its standard input closes (`stop`)."""
     process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--serve-provider"],
+        [sys.executable, str(Path(__file__).resolve()), *args],
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -84,8 +86,14 @@ def start_provider() -> tuple[subprocess.Popen[str], str]:
     line = process.stdout.readline()
     if not line:
         process.kill()
-        raise RuntimeError("the fake provider did not start")
-    return process, json.loads(line)["url"]
+        raise RuntimeError(f"the {what} did not start")
+    started: dict[str, str] = json.loads(line)
+    return process, started
+
+
+def start_provider() -> tuple[subprocess.Popen[str], str]:
+    process, started = spawn("fake provider", "--serve-provider")
+    return process, started["url"]
 
 
 def serve_provider() -> None:
@@ -112,19 +120,8 @@ def serve_provider() -> None:
 
 
 def start_relay(provider_url: str) -> tuple[subprocess.Popen[str], Route]:
-    process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--serve-relay", provider_url],
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        process.kill()
-        raise RuntimeError("the relay did not start")
-    return process, Route("relay", json.loads(line)["url"], REAL_KEY)
+    process, started = spawn("relay", "--serve-relay", provider_url)
+    return process, Route("relay", started["url"], REAL_KEY)
 
 
 class _RelayUp(asyncio.Protocol):
@@ -188,18 +185,10 @@ def serve_relay(provider_url: str) -> None:
 def start_meter(
     provider_url: str, profile: Path | None
 ) -> tuple[subprocess.Popen[str], Route, dict[str, str]]:
-    argv = [sys.executable, str(Path(__file__).resolve()), "--serve-meter", provider_url]
+    args = ["--serve-meter", provider_url]
     if profile is not None:
-        argv += ["--profile", str(profile)]
-    process = subprocess.Popen(
-        argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        process.kill()
-        raise RuntimeError("the meter did not start")
-    started = json.loads(line)
+        args += ["--profile", str(profile)]
+    process, started = spawn("meter", *args)
     route = Route("metered", started.pop("url"), started.pop("key"))
     return process, route, started
 

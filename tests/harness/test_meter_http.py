@@ -220,6 +220,13 @@ ANTHROPIC_ANSWER = json.dumps(
 ).encode()
 
 
+# The answer whole, with its length: what a provider sends for a call that does not stream.
+WHOLE_ANSWER = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+    % (len(ANTHROPIC_ANSWER), ANTHROPIC_ANSWER)
+)
+
+
 async def metered_call(meter: Meter) -> tuple[httpx.Response, list]:
     calls = meter.ledger.open("job", on_call=lambda call: None, on_stop=lambda: None)
     path, body = sample_call("anthropic", stream=False)
@@ -259,10 +266,7 @@ async def test_a_connection_the_provider_closed_while_idle_is_not_reused(raw_pro
         nonlocal served
         await read_request(reader)
         served += 1
-        writer.write(
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-            % (len(ANTHROPIC_ANSWER), ANTHROPIC_ANSWER)
-        )
+        writer.write(WHOLE_ANSWER)
         await writer.drain()
         await asyncio.sleep(0.05)
         writer.close()  # keep-alive promised, then closed while idle
@@ -289,10 +293,7 @@ async def test_a_kept_alive_connection_is_reused(raw_provider) -> None:
                 await read_request(reader)
             except asyncio.IncompleteReadError:
                 return
-            writer.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                b"content-length: %d\r\n\r\n%s" % (len(ANTHROPIC_ANSWER), ANTHROPIC_ANSWER)
-            )
+            writer.write(WHOLE_ANSWER)
             await writer.drain()
 
     meter = await started_meter(await raw_provider(answer))
@@ -663,10 +664,7 @@ async def test_a_connection_closed_while_idle_is_not_reused_even_before_the_loop
                 length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
                 while len(rest) < length:
                     rest += conn.recv(65536)
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                    b"content-length: %d\r\n\r\n%s" % (len(ANTHROPIC_ANSWER), ANTHROPIC_ANSWER)
-                )
+                conn.sendall(WHOLE_ANSWER)
                 close_now.wait(10)  # keep-alive promised, then closed while idle
 
     thread = threading.Thread(target=serve, daemon=True)
