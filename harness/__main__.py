@@ -9,6 +9,7 @@ import sys
 import uvicorn
 
 from eventing.logs import configure_logging
+from eventing.sockets import listening_tcp_socket
 from harness.app import create_app
 from harness.settings import HarnessSettings, SettingsError
 
@@ -25,7 +26,7 @@ def main() -> int:
     # the kernel picks, which could otherwise be this very port, not yet taken by the server.
     try:
         if server.listen_fd is None:
-            sock = _listen(server.host, server.port)
+            sock = listening_tcp_socket(server.host, server.port)
         else:
             sock = _inherited(server.listen_fd)
     except OSError as exc:
@@ -51,20 +52,6 @@ def main() -> int:
     )
     uvicorn.Server(config).run(sockets=[sock])
     return 0
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP: asyncio sets TCP_NODELAY only on connections accepted from such a socket.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def _inherited(fd: int) -> socket.socket:

@@ -17,6 +17,8 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+from eventing.sockets import listening_tcp_socket
+
 _PROC = Path("/proc")
 PORT_FLOOR = 20000  # harness ports are picked from here up to the ephemeral range
 _HAS_PROC = (_PROC / "self" / "stat").exists()
@@ -149,24 +151,8 @@ def listening_socket(host: str) -> socket.socket:
         for _attempt in range(50):
             candidate = PORT_FLOOR + secrets.randbelow(first - PORT_FLOOR)
             with contextlib.suppress(OSError):
-                return _listening(host, candidate)
-    return _listening(host, 0)
-
-
-def _listening(host: str, port: int) -> socket.socket:
-    """Made as the harness makes its own (`harness.__main__`): IPPROTO_TCP, so asyncio sets
-    TCP_NODELAY on the connections it accepts; SO_REUSEADDR, so connections of a former harness
-    still in TIME_WAIT do not keep the port from it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+                return listening_tcp_socket(host, candidate)
+    return listening_tcp_socket(host, 0)
 
 
 def _ephemeral_range() -> tuple[int, int]:
