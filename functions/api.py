@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventing.errors import ErrorBody
@@ -87,6 +87,7 @@ def build_app(
     services: Services | None = None,
     close_services: bool | None = None,
     relay_outbox: bool = True,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The Starlette app serving `endpoints`. Its lifespan builds the app's `Services` from the
     environment, or uses `services` (tests, `vwm up`), puts them in the lifespan state, runs
@@ -96,7 +97,10 @@ def build_app(
 
     With an event sink configured (``VWM_EVENT_SINK`` or ``K_SINK``) the lifespan also relays
     the services' outbox to it (`functions.outbox_relay.relaying`) unless `relay_outbox` is
-    False (`vwm up`, whose embedded broker drains the outbox itself)."""
+    False (`vwm up`, whose embedded broker drains the outbox itself).
+
+    `extra_routes`: routes outside the API's table (the console's pages in `vwm up`); they pass
+    the same middleware, so only paths `functions.http.is_public` lets through need no key."""
     document: dict[str, Any] = {}
 
     async def openapi(_: Request) -> Response:
@@ -126,6 +130,7 @@ def build_app(
         Route("/openapi.json", openapi, methods=["GET"]),
         Route(METRICS_PATH, metrics, methods=["GET"]),  # needs an API key (docs/metrics.md)
         *_routes_by_path(endpoints),
+        *extra_routes,
     ]
     return Starlette(
         routes=routes,

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 
 from functions.api import build_app
+from functions.console.app import console_routes
 from functions.context import backend, db, lookup_key
 from functions.main import FUNCTIONS
 from functions.private_files import private_dir, secure_data_dir
@@ -92,6 +93,7 @@ def create_app(
         services=services,
         close_services=close_services,
         relay_outbox=False,  # the broker's lifespan drains the outbox into its own queue
+        extra_routes=console_routes(),  # the web console at /ui (docs/console.md)
     )
 
 

@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 Model = TypeVar("Model", bound=BaseModel)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
+# The web console's files (functions.console): a page and scripts, no data. The browser then
+# calls the API with its key like any client.
+PUBLIC_PREFIX = "/ui"
 # Paths whose handler authenticates the caller itself, because who may call depends on the body:
 # the embedded broker's ingress takes harness tokens as well as API keys (functions.broker.ingress).
 SELF_AUTHENTICATED_PATHS = frozenset({"/v1/broker"})
@@ -45,6 +48,12 @@ _CHARGES_PATH = re.compile(r"/v1/sessions/[^/]+/charges")
 
 def is_self_authenticated(path: str) -> bool:
     return path in SELF_AUTHENTICATED_PATHS or _CHARGES_PATH.fullmatch(path) is not None
+
+
+def is_public(path: str) -> bool:
+    return (
+        path in PUBLIC_PATHS or path == PUBLIC_PREFIX or path.startswith(PUBLIC_PREFIX + "/")
+    )
 
 
 class ApiError(FunctionsError):
@@ -152,7 +161,7 @@ class ApiKeyAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path")
-        if scope["type"] != "http" or path in PUBLIC_PATHS or is_self_authenticated(path or ""):
+        if scope["type"] != "http" or is_public(path or "") or is_self_authenticated(path or ""):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

@@ -1,7 +1,7 @@
 """Entry points of the five HTTP functions, for functions-framework:
 
     functions-framework --source functions/main.py --target admin --asgi
-    (targets: admin, sessions, prompts, telemetry, subscriptions)
+    (targets: admin, sessions, prompts, telemetry, subscriptions, console)
 
 and of the CloudEvent function, behind a Knative Trigger:
 
@@ -174,6 +174,24 @@ async def telemetry(request: Request) -> Response:
 @ff.http
 async def subscriptions(request: Request) -> Response:
     return _Delegate(function_app("subscriptions"))
+
+
+@functools.cache
+def _console() -> Any:
+    from functions.console.app import create_console_app
+
+    return create_console_app()
+
+
+@ff.http
+async def console(request: Request) -> Response:
+    """The web console's files (no key, no database: functions.console.app)."""
+
+    class Files(Response):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await _console()(scope, receive, send)
+
+    return Files()
 
 
 @ff.cloud_event

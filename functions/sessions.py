@@ -42,6 +42,7 @@ from functions.prompts import SESSION_JOBS
 from functions.repo_policy import RepoPolicy
 from functions.runtime.base import HarnessEndpoint, RuntimeHandle
 from functions.runtime.errors import RuntimeBackendError
+from functions.session_activity import SessionActivity, activity_of
 from functions.session_runtime import (
     bootstrap_body,
     client_for,
@@ -88,6 +89,8 @@ class SessionOut(BaseModel):
     # Limits, used, left and the state its meter gets (functions.budgets): in a session's own
     # answers; null in lists, where it would cost a sum per row.
     budget: SessionBudgetOut | None = None
+    # Jobs, last activity, tokens and cost so far (functions.session_activity).
+    activity: SessionActivity | None = None
 
 
 class SessionList(BaseModel):
@@ -112,7 +115,10 @@ class EndQuery(BaseModel):
 
 
 def session_out(
-    row: WorkerSession, worker_name: str, budget: dict[str, Any] | None = None
+    row: WorkerSession,
+    worker_name: str,
+    budget: dict[str, Any] | None = None,
+    activity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     repo = (
         RepoRef(url=row.session_repo_url, branch=row.session_repo_branch or "main")
@@ -132,6 +138,7 @@ def session_out(
             ready_at=row.ready_at,
             ended_at=row.ended_at,
             budget=budget,
+            activity=activity,
         )
     ).model_dump(mode="json")
 
@@ -259,7 +266,12 @@ def _transition(
 
 def _out(session: Session, session_id: str) -> dict[str, Any]:
     view = load(session, session_id)
-    return session_out(view.session, view.worker.name, session_budget(session, view.session))
+    return session_out(
+        view.session,
+        view.worker.name,
+        session_budget(session, view.session),
+        activity_of(session, [session_id])[session_id],
+    )
 
 
 async def get_session(request: Request) -> Response:
@@ -280,8 +292,12 @@ async def list_sessions(request: Request) -> Response:
         found = Sessions(session).page(
             worker_id=worker_id, status=query.status, limit=query.limit, cursor=query.cursor
         )
+        activity = activity_of(session, [row.id for row in found.items])
         return {
-            "items": [session_out(row, workers[row.worker_id]) for row in found.items],
+            "items": [
+                session_out(row, workers[row.worker_id], activity=activity[row.id])
+                for row in found.items
+            ],
             "next_cursor": found.next_cursor,
         }
 

@@ -1,0 +1,129 @@
+"""The web console in a real browser: Debian's chromium driven by Playwright, against `vwm up`'s
+embedded control plane in a subprocess (one for the whole module group), with a real Claude Code
+and the fake provider behind it.
+
+Every test module here sets ``pytestmark = CONSOLE_GROUP``: one xdist worker runs them all, so they
+share the control plane and the browser. Each test gets a fresh browser context (an empty sessionStorage: signed
+out). Screenshots go to ``$VWM_TEST_ARTIFACTS/console`` (default ``.artifacts/console``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import make_bare_repo, require_cli
+from tests.support.control_plane import ControlPlane, add_claude_workers, kill_harnesses
+from tests.support.harness_process import REPO_ROOT
+
+ARTIFACTS = Path(os.environ.get("VWM_TEST_ARTIFACTS", REPO_ROOT / ".artifacts")) / "console"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+CONSOLE_GROUP = [pytest.mark.xdist_group("console"), pytest.mark.cli]
+
+
+def chromium_path() -> str:
+    """The system's Chromium: ``VWM_CHROMIUM``, else the first on the PATH."""
+    found = os.environ.get("VWM_CHROMIUM") or next(
+        (path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None
+    )
+    if not found:
+        pytest.fail(
+            "no Chromium for the console's browser tests: install Debian's "
+            "(apt-get install chromium; .ci/run does) or set VWM_CHROMIUM to one"
+        )
+    return found
+
+
+@dataclass
+class Console:
+    plane: ControlPlane
+    client_key: str
+    provider: object
+
+    @property
+    def url(self) -> str:
+        return f"{self.plane.url}/ui/"
+
+
+@pytest.fixture(scope="session")
+def console_provider() -> Iterator[object]:
+    from fake_provider.testing import serve_in_thread
+
+    with serve_in_thread() as provider:
+        yield provider
+
+
+@pytest.fixture(scope="session")
+def console(tmp_path_factory: pytest.TempPathFactory, console_provider) -> Iterator[Console]:
+    """`vwm up`'s control plane with a Claude Code worker `w` on the fake provider, and a
+    client-scope key beside the admin key it printed."""
+    require_cli("claude")
+    root = tmp_path_factory.mktemp("console")
+    plane = ControlPlane(root / "data", {"FAKE_PROVIDER_KEY": "test-key"})
+    plane.start()
+    try:
+        repo = make_bare_repo(root / "worker.git", {"README.md": "# worker knowledge\n"})
+        with plane.client() as admin:
+            add_claude_workers(admin, console_provider.base_url, repo)
+            made = admin.post("/v1/admin/keys", json={"name": "console-client", "scope": "client"})
+            made.raise_for_status()
+        yield Console(plane, made.json()["key"], console_provider)
+    finally:
+        plane.stop()
+        kill_harnesses(plane.data_dir)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium_path(),
+            # Root in a container has no user namespaces for Chromium's own sandbox.
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[object]:
+    """A fresh, signed-out tab (its own context: cookies and sessionStorage of its own). Console
+    errors and failed scripts fail the test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    tab = context.new_page()
+    tab.set_default_timeout(15_000)
+    problems: list[str] = []
+    tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    tab.on(
+        "console",
+        lambda message: (
+            problems.append(f"console {message.type}: {message.text}")
+            if message.type == "error" and "401" not in message.text and "403" not in message.text
+            else None
+        ),
+    )
+    yield tab
+    context.close()
+    assert not problems, problems
+
+
+def sign_in(page, console: Console, key: str | None = None) -> None:
+    page.goto(console.url)
+    page.fill("#api-key", key or console.plane.admin_key)
+    page.click("#sign-in button[type=submit]")
+    page.wait_for_selector("#nav:not([hidden])")
+
+
+def screenshot(page, name: str) -> Path:
+    """Save the page as ``<name>.png`` among the test artifacts; returns its path."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
