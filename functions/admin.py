@@ -33,7 +33,7 @@ from functions.context import db, settings
 from functions.db.api_keys import ApiKeys
 from functions.db.models import Runtime, SystemSetting, Worker
 from functions.db.repositories import Runtimes, Settings, Workers
-from functions.http import ApiError, parse_body
+from functions.http import ApiError, parse_body, parse_query
 from functions.repo_policy import RepoPolicy, check_setting
 from functions.runtime import rules as runtime_rules
 from functions.settings import is_image_reference, is_quantity
@@ -233,6 +233,24 @@ class SettingOut(BaseModel):
     value: Any
     version: int
     updated_at: datetime
+
+
+MAX_SETTING_VERSIONS = 500
+
+
+class SettingVersionsQuery(Strict):
+    limit: int = Field(default=50, ge=1, le=MAX_SETTING_VERSIONS)
+
+
+class SettingVersionOut(BaseModel):
+    version: int
+    value: Any
+    updated_at: datetime = Field(description="when this version was written")
+
+
+class SettingVersions(BaseModel):
+    key: str
+    items: list[SettingVersionOut] = Field(description="newest first")
 
 
 class KeyIn(Strict):
@@ -465,15 +483,44 @@ async def list_settings(_: Request) -> Response:
     return JSONResponse({"items": rows})
 
 
-async def put_setting(request: Request) -> Response:
-    key = request.path_params["key"]
+def _setting_key(request: Request) -> str:
+    key: str = request.path_params["key"]
     if not SETTING_KEY.fullmatch(key):
         raise bad_parameter(
             "key", "character", "a setting key is 1-100 ASCII letters, digits, '.', '_' or '-'"
         )
+    return key
+
+
+async def put_setting(request: Request) -> Response:
+    key = _setting_key(request)
     body = await parse_body(request, SettingIn, _limit())
     check_setting(key, body.value)  # the repo URL policy's settings have a fixed shape
     return JSONResponse(await db(lambda s: setting_out(Settings(s).put(key, body.value))))
+
+
+async def setting_versions(request: Request) -> Response:
+    key = _setting_key(request)
+    query = parse_query(request, SettingVersionsQuery)
+
+    def versions(session: Session) -> dict[str, Any]:
+        stored = Settings(session)
+        if stored.get(key) is None:
+            raise ApiError(
+                404,
+                "setting_not_found",
+                f"no setting {key!r}; GET /v1/admin/settings lists those set, "
+                f"PUT /v1/admin/settings/{key} sets it",
+                key=key,
+            )
+        rows = stored.versions(key, limit=query.limit)
+        items = [
+            SettingVersionOut(version=row.version, value=row.value, updated_at=row.written_at)
+            for row in rows
+        ]
+        return SettingVersions(key=key, items=items).model_dump(mode="json")
+
+    return JSONResponse(await db(versions))
 
 
 async def create_key(request: Request) -> Response:
@@ -579,6 +626,15 @@ ENDPOINTS = [
         "applies to the next session and prompt",
         body=SettingIn,
         response=SettingOut,
+        tags=TAGS,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/admin/settings/{key}/versions",
+        setting_versions,
+        "A system setting's versions, newest first: each value it was given and when",
+        query=SettingVersionsQuery,
+        response=SettingVersions,
         tags=TAGS,
     ),
     Endpoint(

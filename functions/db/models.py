@@ -357,6 +357,22 @@ class SystemSetting(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class SystemSettingVersion(Base):
+    """Every value a system setting was given, one row per `version`, written in the transaction
+    that wrote the setting (`Settings.put`), so the history never misses or invents a write.
+    Deleting the setting deletes its history: a key set again starts over at version 1."""
+
+    __tablename__ = "system_setting_versions"
+    __table_args__ = (CheckConstraint("version >= 1", name="version_positive"), {"schema": "vwm"})
+
+    key: Mapped[str] = mapped_column(
+        ForeignKey("vwm.system_settings.key", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[Any] = mapped_column(Json)
+    written_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ApiKey(Base):
     """An API key `vwm_<id>_<secret>`: only the SHA-256 of the secret is stored."""
 

@@ -34,6 +34,7 @@ from functions.db.models import (
     SessionStatus,
     Skill,
     SystemSetting,
+    SystemSettingVersion,
     Worker,
     WorkerSession,
     WorkerSkill,
@@ -417,11 +418,32 @@ class Settings:
         return list(self.db.scalars(select(SystemSetting).order_by(SystemSetting.key)))
 
     def put(self, key: str, value: Any, *, expected_version: int | None = None) -> SystemSetting:
-        """Write a setting, version 1 on the first write and one more on each write after.
+        """Write a setting, version 1 on the first write and one more on each write after, and
+        keep the version written in its history (`versions`), in this same transaction.
         With `expected_version` (0: must not exist yet) a concurrent writer makes this raise
         `VersionMismatch` instead of silently overwriting."""
         if value is None:
             raise ValueError(f"setting {key!r}: a value cannot be null; delete the key instead")
+        setting = self._write(key, value, expected_version)
+        self.db.add(
+            SystemSettingVersion(
+                key=key, version=setting.version, value=value, written_at=setting.updated_at
+            )
+        )
+        self.db.flush()
+        return setting
+
+    def versions(self, key: str, *, limit: int = 50) -> list[SystemSettingVersion]:
+        """The values `key` was given, newest first; empty for a key never set (or deleted)."""
+        query = (
+            select(SystemSettingVersion)
+            .where(SystemSettingVersion.key == key)
+            .order_by(SystemSettingVersion.version.desc())
+            .limit(limit)
+        )
+        return list(self.db.scalars(query))
+
+    def _write(self, key: str, value: Any, expected_version: int | None) -> SystemSetting:
         query = update(SystemSetting).where(SystemSetting.key == key)
         if expected_version is not None:
             query = query.where(SystemSetting.version == expected_version)
@@ -434,17 +456,20 @@ class Settings:
             if current is not None or expected_version != 0:
                 raise VersionMismatch(key, expected_version, current)
         elif current is not None:  # created since our UPDATE looked: bump that one
-            return self.put(key, value)
+            return self._write(key, value, None)
         try:
             with self.db.begin_nested():
                 self.db.add(SystemSetting(key=key, value=value, version=1))
         except IntegrityError:  # another writer created it first
             if expected_version == 0:
                 raise VersionMismatch(key, 0, self._version(key)) from None
-            return self.put(key, value)
+            return self._write(key, value, None)
         return self._fresh(key)
 
     def delete(self, key: str) -> None:
+        """Delete a setting and its history: set again, it starts over at version 1. (The
+        database would cascade; deleting here also drops the rows this session holds.)"""
+        self.db.execute(delete(SystemSettingVersion).where(SystemSettingVersion.key == key))
         self.db.execute(delete(SystemSetting).where(SystemSetting.key == key))
 
     def _version(self, key: str) -> int | None:

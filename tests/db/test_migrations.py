@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def _check_constraints(engine: Engine) -> tuple[dict[str, set[str]], dict[str, s
         return in_database, in_models
 
 
-HEAD = "0012"  # the newest revision in migrations/versions
+HEAD = "0013"  # the newest revision in migrations/versions
 
 
 def test_a_database_at_the_previous_revision_upgrades_keeping_its_rows(empty_url: str) -> None:
@@ -268,6 +269,64 @@ def test_0011_adds_model_calls_and_reads_older_records_as_the_clis_usage(empty_u
             assert count.scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_0013_gives_each_setting_its_current_value_as_its_current_version(
+    empty_url: str,
+) -> None:
+    upgrade(empty_url, "0012")
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as connection:  # plain SQL: the models may be ahead of 0012
+            vwm = "" if connection.dialect.name == "sqlite" else "vwm."
+            as_json = "" if connection.dialect.name == "sqlite" else "::jsonb"
+            connection.exec_driver_sql(
+                f"INSERT INTO {vwm}system_settings (key, value, version, updated_at) VALUES "
+                f"('global_instructions', '\"Be brief.\"'{as_json}, 3, "
+                "'2026-01-01 10:00:00.000000'), "
+                f"('repo_url_patterns', '[\"https://x/*\"]'{as_json}, 1, "
+                "'2026-01-02 11:00:00.000000')"
+            )
+        upgrade(empty_url)
+        with engine.connect() as connection:
+            rows = connection.exec_driver_sql(
+                f"SELECT key, version, CAST(value AS TEXT), written_at "
+                f"FROM {vwm}system_setting_versions ORDER BY key"
+            ).all()
+        copied = [
+            (key, version, json.loads(value), _utc_text(when)) for key, version, value, when in rows
+        ]
+        assert copied == [
+            ("global_instructions", 3, "Be brief.", "2026-01-01 10:00:00"),
+            ("repo_url_patterns", 1, ["https://x/*"], "2026-01-02 11:00:00"),
+        ]
+        refused = [  # once per (key, version), only for a setting that exists, from version 1
+            f"INSERT INTO {vwm}system_setting_versions (key, version, value, written_at) "
+            f"VALUES ('global_instructions', 3, '1', '2026-01-03 00:00:00.000000')",
+            f"INSERT INTO {vwm}system_setting_versions (key, version, value, written_at) "
+            f"VALUES ('never_set', 1, '1', '2026-01-03 00:00:00.000000')",
+            f"INSERT INTO {vwm}system_setting_versions (key, version, value, written_at) "
+            f"VALUES ('global_instructions', 0, '1', '2026-01-03 00:00:00.000000')",
+        ]
+        for statement in refused:
+            with pytest.raises(IntegrityError), engine.begin() as connection:
+                connection.exec_driver_sql(statement)
+        downgrade(empty_url, "0012")
+        names = {name.rpartition(".")[2] for name in _table_names(engine)}
+        assert "system_setting_versions" not in names
+        with engine.connect() as connection:
+            count = connection.exec_driver_sql(f"SELECT count(*) FROM {vwm}system_settings")
+            assert count.scalar() == 2
+    finally:
+        engine.dispose()
+
+
+def _utc_text(when: datetime | str) -> str:
+    """A timestamp as read back in plain SQL (PostgreSQL: aware, SQLite: UTC text), to the
+    second in UTC."""
+    if isinstance(when, datetime):
+        return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return when[:19]
 
 
 def _table_names(engine: Engine) -> set[str]:

@@ -266,6 +266,49 @@ def test_settings_optimistic_versions(factory: Factory) -> None:
         assert settings.get("limits") is None
 
 
+def test_each_settings_write_is_kept_as_a_version_newest_first(factory: Factory) -> None:
+    with transaction(factory) as db:
+        settings = Settings(db)
+        assert settings.versions("global_instructions") == []
+        first_written = settings.put("global_instructions", "Be brief.").updated_at
+        settings.put("global_instructions", {"text": "structured"}, expected_version=1)
+    with transaction(factory) as db:
+        third_written = Settings(db).put("global_instructions", "Be kind.").updated_at
+        Settings(db).put("other", 1)
+    with transaction(factory) as db:
+        versions = Settings(db).versions("global_instructions")
+        assert [(v.version, v.value) for v in versions] == [
+            (3, "Be kind."),
+            (2, {"text": "structured"}),
+            (1, "Be brief."),
+        ]
+        assert versions[0].written_at == third_written
+        assert versions[2].written_at == first_written
+        assert [v.version for v in Settings(db).versions("global_instructions", limit=2)] == [3, 2]
+        assert [(v.key, v.value) for v in Settings(db).versions("other")] == [("other", 1)]
+
+
+def test_a_settings_write_and_its_version_commit_or_roll_back_together(factory: Factory) -> None:
+    with transaction(factory) as db:
+        Settings(db).put("global_instructions", "Be brief.")
+    with pytest.raises(RuntimeError), transaction(factory) as db:
+        Settings(db).put("global_instructions", "never committed")
+        raise RuntimeError("the request failed after the write")
+    with transaction(factory) as db:
+        settings = Settings(db)
+        with pytest.raises(VersionMismatch):  # a refused write leaves no version behind
+            settings.put("global_instructions", "stale", expected_version=5)
+        assert [(v.version, v.value) for v in settings.versions("global_instructions")] == [
+            (1, "Be brief.")
+        ]
+        settings.delete("global_instructions")  # its history goes with it...
+        assert settings.versions("global_instructions") == []
+        settings.put("global_instructions", "Again.")  # ...so it starts over at version 1
+        assert [(v.version, v.value) for v in settings.versions("global_instructions")] == [
+            (1, "Again.")
+        ]
+
+
 def test_api_keys_verify_by_hash(factory: Factory) -> None:
     with transaction(factory) as db:
         keys = ApiKeys(db)

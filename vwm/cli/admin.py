@@ -349,6 +349,24 @@ def settings_set(
     stderr().print(f"set {key}" + (f" (version {version})" if version is not None else ""))
 
 
+@settings_app.command("versions")
+def settings_versions(
+    ctx: typer.Context,
+    key: str,
+    limit: Annotated[
+        int | None, typer.Option(min=1, max=500, help="At most this many (default 50).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show the values a setting was given, newest first, e.g. `vwm settings versions
+    global_instructions`. The table shows each value's start; --json shows them whole."""
+    rows = client(ctx).admin.setting_versions(key, limit=limit)
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ("version", "updated_at", "value"), empty=f"no versions of {key}")
+
+
 # Keys.
 
 

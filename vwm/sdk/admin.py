@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from vwm.errors import NotFoundError, ProtocolError, ValidationError
+from vwm.sdk.answers import rows_of
 from vwm.sdk.models import Skill, SkillVersions, UploadedSkill, WorkerSkill
 from vwm.sdk.skill_package import PackageSource, read_package
 
@@ -195,6 +196,13 @@ class AdminAPI:
     def put_setting(self, key: str, value: Any) -> dict[str, Any]:
         """Write a setting; the answer carries its new ``version``."""
         return self._client.request("PUT", f"/v1/admin/settings/{key}", json={"value": value})
+
+    def setting_versions(self, key: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Every value ``key`` was given, newest first, each ``{version, value, updated_at}``;
+        ``limit`` 1 to 500 (the control plane's default: 50). `NotFoundError`
+        ``setting_not_found`` if it was never set."""
+        path = f"/v1/admin/settings/{_segment(key)}/versions"
+        return rows_of(self._client.request("GET", path, params={"limit": limit}))
 
     # API keys.
 
