@@ -6,10 +6,12 @@ const KEY = "vwm.apiKey";
 const SCOPE = "vwm.scope";
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  /** `details` is the error body's own (e.g. a 422's `errors: [{field, problem}]`). */
+  constructor(status, code, message, details = {}) {
     super(message);
     this.status = status;
     this.code = code;
+    this.details = details;
   }
 }
 
@@ -60,17 +62,19 @@ export async function api(path, { method = "GET", body, query, key, signal, raw 
 export async function errorOf(response, key) {
   let code = `http_${response.status}`;
   let message = response.statusText || `HTTP ${response.status}`;
+  let details = {};
   try {
     const body = await response.json();
     code = body.error?.code || body.code || code;
     message = body.error?.message || body.message || message;
+    details = body.error?.details || {};
   } catch {
     // not JSON: keep the status line
   }
   if (response.status === 401 && key === undefined) {
     for (const listener of onUnauthorized) listener(message);
   }
-  return new ApiError(response.status, code, message);
+  return new ApiError(response.status, code, message, details);
 }
 
 /** Check a key and find its scope: any key lists sessions; only an admin key reads settings. */
