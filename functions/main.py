@@ -43,6 +43,8 @@ from functions.errors import FunctionsError
 
 HTTP_FUNCTIONS = ("admin", "sessions", "prompts", "telemetry", "subscriptions")
 FUNCTIONS = (*HTTP_FUNCTIONS, "events")  # every module with ENDPOINTS, served by `vwm up`
+# Targets with no API of their own: the web console's files (functions.console).
+STATIC_FUNCTIONS = ("console",)
 
 
 def _log_as_vwm() -> None:

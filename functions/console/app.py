@@ -18,7 +18,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -94,6 +94,16 @@ def console_routes() -> list[Route | Mount]:
     ]
 
 
+async def health(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
 def create_console_app() -> Starlette:
-    """The console alone (the `console` function): `/` goes to the page."""
-    return Starlette(routes=[Route("/", to_page, methods=["GET", "HEAD"]), *console_routes()])
+    """The console alone (the `console` function): `/` goes to the page; `/healthz` for probes."""
+    return Starlette(
+        routes=[
+            Route("/", to_page, methods=["GET", "HEAD"]),
+            Route("/healthz", health, methods=["GET"]),
+            *console_routes(),
+        ]
+    )

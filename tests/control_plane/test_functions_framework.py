@@ -190,3 +190,22 @@ def test_the_events_function_serves_alone_as_a_cloudevent_target(database):
         proc.terminate()
         proc.wait(timeout=10)
         engine.dispose()
+
+
+def test_the_console_function_serves_its_pages_and_no_api(tmp_path):
+    """The console deploys alone: its page and scripts, no database, nothing of the API's."""
+    proc, url = _serve(
+        "console", tmp_path, env={"VWM_DATABASE_URL": "postgresql+pg8000://x@nowhere/x"}
+    )
+    try:
+        _wait_listening(url)
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+        page = httpx.get(f"{url}/", follow_redirects=True)
+        assert page.status_code == 200 and str(page.url).endswith("/ui/")
+        assert "static/js/app.js" in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert httpx.get(f"{url}/ui/static/console.css").status_code == 200
+        assert httpx.get(f"{url}/v1/sessions").status_code == 404
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -24,7 +24,7 @@ from eventing.events import (
 )
 from eventing.events.payloads import Tick
 from functions.job_log import JOB_TYPES
-from functions.main import FUNCTIONS, HTTP_FUNCTIONS
+from functions.main import FUNCTIONS, HTTP_FUNCTIONS, STATIC_FUNCTIONS
 from functions.runtime.base import HarnessSpec
 from functions.runtime.knative_objects import SessionObjects, build
 from functions.settings import ControlPlaneSettings, KnativeSessionSettings
@@ -109,13 +109,14 @@ def test_every_namespaced_object_is_in_the_vwm_namespace() -> None:
 # -- the functions ------------------------------------------------------------------------------
 
 
-def function_services() -> dict[str, dict[str, Any]]:
-    """FUNCTION_TARGET -> the Service that serves it."""
+def function_services(*, static: bool = False) -> dict[str, dict[str, Any]]:
+    """FUNCTION_TARGET -> the Service that serves it; the static ones (the console, which has no
+    settings, database or secrets) only when `static`."""
     found = {}
     for doc in of_kind("Service"):
         (container,) = doc.body["spec"]["template"]["spec"]["containers"]
         env = {item["name"]: item.get("value") for item in container.get("env", [])}
-        if "FUNCTION_TARGET" in env:
+        if "FUNCTION_TARGET" in env and (static or env["FUNCTION_TARGET"] not in STATIC_FUNCTIONS):
             found[env["FUNCTION_TARGET"]] = doc.body
     return found
 
@@ -125,8 +126,8 @@ def container(service: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_one_service_per_function_target_all_from_the_functions_image() -> None:
-    services = function_services()
-    assert sorted(services) == sorted(FUNCTIONS)
+    services = function_services(static=True)
+    assert sorted(services) == sorted((*FUNCTIONS, *STATIC_FUNCTIONS))
     images = {container(service)["image"] for service in services.values()}
     assert images == {TEMPLATE_VARIABLES["functions_image"]}
 
@@ -139,6 +140,18 @@ def test_only_the_events_function_takes_cloudevents_and_it_is_cluster_local() ->
     assert labels["networking.knative.dev/visibility"] == "cluster-local"
     for name in HTTP_FUNCTIONS:
         assert "args" not in container(services[name]), name
+
+
+def test_the_console_holds_no_secret_and_scales_to_zero() -> None:
+    console = function_services(static=True)["console"]
+    pod = console["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod
+    assert [v for v in pod.get("volumes", []) if "secret" in v] == []
+    assert "envFrom" not in container(console)
+    assert [item["name"] for item in container(console)["env"]] == ["FUNCTION_TARGET"]
+    annotations = console["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["autoscaling.knative.dev/min-scale"] == "0"
 
 
 def test_the_http_functions_scale_to_zero() -> None:
