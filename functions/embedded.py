@@ -267,6 +267,7 @@ def next_steps(url: str, first_key: str | None) -> list[str]:
         "  vwm runtime create … ; vwm worker create … ; vwm session start …  (the README's "
         "Quickstart, or vwm --help)"
     )
+    lines.append(f"or open the web console: {url}/ui/ (sign in with the API key)")
     return lines
 
 

@@ -34,6 +34,7 @@ def test_the_next_step_says_how_to_reach_vwm_when_it_is_not_on_the_path(
     assert "VWM_API_KEY=vwm_abc" in text
     assert "not on your PATH" in text
     assert "vwm runtime create" in text
+    assert "web console: http://127.0.0.1:8000/ui/" in text
 
 
 def test_the_next_step_names_no_path_when_vwm_is_on_it(
