@@ -1,21 +1,30 @@
-"""The `telemetry` function: per-request records and summaries by worker or session."""
+"""The `telemetry` function: per-request records, and totals by worker or session, over a whole
+window (`summary`) or per time bucket (`series`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from functions.api import Endpoint
 from functions.context import db
+from functions.db.columns import utcnow
 from functions.db.models import TelemetryRequest, Worker
-from functions.http import parse_query
+from functions.http import ApiError, parse_query
 from functions.params import Timestamp
+from functions.telemetry_buckets import (
+    MAX_BUCKETS,
+    Bucket,
+    bucket_count,
+    bucket_start,
+    window,
+)
 from functions.telemetry_learnings import ENDPOINTS as LEARNING_ENDPOINTS
 
 T = TelemetryRequest
@@ -31,11 +40,26 @@ class RequestQuery(BaseModel):
     include_raw: bool = False
 
 
+GroupBy = Literal["worker", "session"]
+
+
 class SummaryQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    group_by: Literal["worker", "session"] = "worker"
+    group_by: GroupBy = "worker"
     since: Timestamp | None = None
     until: Timestamp | None = None
+
+
+class SeriesQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    group_by: GroupBy = "worker"
+    bucket: Bucket = "hour"
+    since: Timestamp | None = Field(
+        default=None,
+        description="default: the start of the bucket 24 h (minute, hour) or 90 days (day) "
+        "before until",
+    )
+    until: Timestamp | None = Field(default=None, description="default: now")
 
 
 class Tokens(BaseModel):
@@ -84,6 +108,17 @@ class RequestList(BaseModel):
 class SummaryList(BaseModel):
     group_by: str
     items: list[dict[str, Any]]
+
+
+class SeriesList(BaseModel):
+    group_by: str
+    bucket: str
+    since: datetime = Field(description="the window's start, as given or defaulted")
+    until: datetime = Field(description="the window's end (excluded), as given or defaulted")
+    items: list[dict[str, Any]] = Field(
+        description="{start, worker or session, jobs, tokens, cost_usd} per bucket and group "
+        "with jobs, by start then group; buckets without jobs are left out"
+    )
 
 
 def _window(statement: Any, since: datetime | None, until: datetime | None) -> Any:
@@ -146,43 +181,108 @@ def _record(row: TelemetryRequest, worker: str | None, include_raw: bool) -> dic
     ).model_dump(mode="json")
 
 
+# -- totals: one shape for a group over the window (summary) and per bucket (series) ----------
+
+
+def _group(group_by: GroupBy) -> InstrumentedAttribute[str]:
+    return Worker.name if group_by == "worker" else T.session_id
+
+
+def _usage_columns() -> tuple[ColumnElement[Any], ...]:
+    """Jobs, the five token sums and the summed cost; `_usage` reads them back."""
+    return (
+        func.count(T.id),
+        func.sum(T.input_tokens),
+        func.sum(T.cache_read_tokens),
+        func.sum(T.cache_write_tokens),
+        func.sum(T.output_tokens),
+        func.sum(T.reasoning_tokens),
+        func.sum(T.cost_usd),
+    )
+
+
+def _usage(jobs: int, i: Any, cr: Any, cw: Any, o: Any, r: Any, cost: Any) -> dict[str, Any]:
+    """`jobs`, `tokens` and `cost_usd` (the sum of known costs; null when none is known). The
+    token sums are made ints: PostgreSQL sums BIGINTs as NUMERIC, which arrives as a Decimal."""
+    return {
+        "jobs": jobs,
+        "tokens": {
+            "input": int(i or 0),
+            "cache_read": int(cr or 0),
+            "cache_write": int(cw or 0),
+            "output": int(o or 0),
+            "reasoning": int(r or 0),
+        },
+        "cost_usd": None if cost is None else float(cost),
+    }
+
+
 async def summary(request: Request) -> Response:
     query = parse_query(request, SummaryQuery)
 
     def rows(session: Session) -> list[dict[str, Any]]:
-        key = Worker.name if query.group_by == "worker" else T.session_id
-        statement = select(
-            key,
-            func.count(T.id),
-            func.sum(T.input_tokens),
-            func.sum(T.cache_read_tokens),
-            func.sum(T.cache_write_tokens),
-            func.sum(T.output_tokens),
-            func.sum(T.reasoning_tokens),
-            func.sum(T.cost_usd),
-            func.avg(T.total_ms),
-        ).outerjoin(Worker, Worker.id == T.worker_id)
+        key = _group(query.group_by)
+        statement = select(key, *_usage_columns(), func.avg(T.total_ms)).outerjoin(
+            Worker, Worker.id == T.worker_id
+        )
         statement = _window(statement, query.since, query.until).group_by(key).order_by(key)
         return [
             {
                 query.group_by: group,
-                "jobs": jobs,
-                "tokens": {
-                    "input": i or 0,
-                    "cache_read": cr or 0,
-                    "cache_write": cw or 0,
-                    "output": o or 0,
-                    "reasoning": r or 0,
-                },
-                "cost_usd": cost,
+                **_usage(*totals),
                 "avg_total_ms": float(avg) if avg is not None else None,
             }
-            for group, jobs, i, cr, cw, o, r, cost, avg in session.execute(statement)
+            for group, *totals, avg in session.execute(statement)
         ]
 
     return JSONResponse({"group_by": query.group_by, "items": await db(rows)})
 
 
+async def series(request: Request) -> Response:
+    query = parse_query(request, SeriesQuery)
+    since, until = window(query.bucket, query.since, query.until, utcnow())
+    buckets = bucket_count(query.bucket, since, until)
+    if buckets > MAX_BUCKETS:
+        raise ApiError(
+            422,
+            "too_many_buckets",
+            f"from {_iso(since)} to {_iso(until)} is {buckets} {query.bucket} "
+            f"buckets, more than {MAX_BUCKETS}: narrow since/until or use a larger bucket",
+            buckets=buckets,
+            max_buckets=MAX_BUCKETS,
+            bucket=query.bucket,
+        )
+
+    def rows(session: Session) -> list[dict[str, Any]]:
+        key = _group(query.group_by)
+        start = bucket_start(query.bucket, T.created_at, session.get_bind().dialect.name)
+        statement = select(start, key, *_usage_columns()).outerjoin(
+            Worker, Worker.id == T.worker_id
+        )
+        statement = _window(statement, since, until).group_by(start, key)
+        statement = statement.order_by(start, key.asc().nulls_last())
+        return [
+            {"start": _iso(begins), query.group_by: group, **_usage(*totals)}
+            for begins, group, *totals in session.execute(statement)
+        ]
+
+    return JSONResponse(
+        {
+            "group_by": query.group_by,
+            "bucket": query.bucket,
+            "since": _iso(since),
+            "until": _iso(until),
+            "items": await db(rows),
+        }
+    )
+
+
+def _iso(moment: datetime) -> str:
+    """A UTC time as every answer writes it (pydantic's JSON: ``2026-06-01T10:00:00Z``)."""
+    return str(_TIME.dump_python(moment, mode="json"))
+
+
+_TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 TAGS = ("telemetry",)
 ENDPOINTS = [
     Endpoint(
@@ -201,6 +301,17 @@ ENDPOINTS = [
         "Totals by worker or session",
         query=SummaryQuery,
         response=SummaryList,
+        tags=TAGS,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/telemetry/series",
+        series,
+        "Totals per UTC time bucket (minute, hour, day) and worker or session; without since: "
+        "from the start of the bucket 24 h (minute, hour) or 90 days (day) before until "
+        f"(default: now); at most {MAX_BUCKETS} buckets, else 422 too_many_buckets",
+        query=SeriesQuery,
+        response=SeriesList,
         tags=TAGS,
     ),
 ]

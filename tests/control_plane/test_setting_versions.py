@@ -13,7 +13,7 @@ from datetime import datetime
 import pytest
 from typer.testing import CliRunner
 
-from tests.support.pg_control_plane import PlaneOnPostgres, control_plane_on_postgres
+from tests.support.plane_with_database import PlaneWithDatabase, control_plane_on
 from vwm import Client, NotFoundError
 from vwm.cli import app
 
@@ -21,9 +21,9 @@ VERSIONS = "/v1/admin/settings/{key}/versions"
 
 
 @pytest.fixture(scope="module")
-def on_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlaneOnPostgres]:
+def on_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlaneWithDatabase]:
     data_dir = tmp_path_factory.mktemp("setting-versions") / "data"
-    with control_plane_on_postgres(data_dir, prefix="vwm_settings") as plane:
+    with control_plane_on("postgresql", data_dir, prefix="vwm_settings") as plane:
         yield plane
 
 
@@ -32,13 +32,13 @@ def _key() -> str:
     return f"test.{uuid.uuid4().hex[:12]}"
 
 
-def _put(on_pg: PlaneOnPostgres, key: str, *values: object) -> None:
+def _put(on_pg: PlaneWithDatabase, key: str, *values: object) -> None:
     with on_pg.plane.client() as http:
         for value in values:
             http.put(f"/v1/admin/settings/{key}", json={"value": value}).raise_for_status()
 
 
-def test_every_write_is_listed_newest_first(on_pg: PlaneOnPostgres) -> None:
+def test_every_write_is_listed_newest_first(on_pg: PlaneWithDatabase) -> None:
     key = _key()
     _put(on_pg, key, "Be brief.", {"tone": "kind"}, ["a", 1], "Be brief again.")
 
@@ -64,7 +64,7 @@ def test_every_write_is_listed_newest_first(on_pg: PlaneOnPostgres) -> None:
     assert current["version"] == 4
 
 
-def test_limit_keeps_the_newest_and_is_bounded(on_pg: PlaneOnPostgres) -> None:
+def test_limit_keeps_the_newest_and_is_bounded(on_pg: PlaneWithDatabase) -> None:
     key = _key()
     _put(on_pg, key, *range(1, 8))
 
@@ -86,7 +86,7 @@ def test_limit_keeps_the_newest_and_is_bounded(on_pg: PlaneOnPostgres) -> None:
     assert not_a_number.json()["error"]["code"] == "invalid_parameter"
 
 
-def test_a_key_never_set_is_404_and_a_malformed_one_400(on_pg: PlaneOnPostgres) -> None:
+def test_a_key_never_set_is_404_and_a_malformed_one_400(on_pg: PlaneWithDatabase) -> None:
     key = _key()
     with on_pg.plane.client() as http:
         missing = http.get(VERSIONS.format(key=key))
@@ -100,7 +100,7 @@ def test_a_key_never_set_is_404_and_a_malformed_one_400(on_pg: PlaneOnPostgres) 
     assert malformed.json()["error"]["code"] == "invalid_parameter"
 
 
-def test_only_an_admin_key_reads_versions(on_pg: PlaneOnPostgres) -> None:
+def test_only_an_admin_key_reads_versions(on_pg: PlaneWithDatabase) -> None:
     key = _key()
     _put(on_pg, key, "secret-ish")
     with on_pg.plane.client() as http:
@@ -115,7 +115,7 @@ def test_only_an_admin_key_reads_versions(on_pg: PlaneOnPostgres) -> None:
     assert unknown.status_code == 401
 
 
-def test_the_openapi_document_describes_it(on_pg: PlaneOnPostgres) -> None:
+def test_the_openapi_document_describes_it(on_pg: PlaneWithDatabase) -> None:
     with on_pg.plane.client() as http:
         document = http.get("/openapi.json").json()
 
@@ -130,7 +130,7 @@ def test_the_openapi_document_describes_it(on_pg: PlaneOnPostgres) -> None:
 
 
 def test_the_sdk_and_the_cli_list_the_versions(
-    on_pg: PlaneOnPostgres, monkeypatch: pytest.MonkeyPatch
+    on_pg: PlaneWithDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = _key()
     instructions = "# Rules\n" + "Answer in English. " * 10

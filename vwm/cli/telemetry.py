@@ -1,5 +1,6 @@
-"""The ``vwm telemetry`` command (request records, or totals per worker or session) and ``vwm
-learnings`` (what auto-learning recorded), as tables."""
+"""The ``vwm telemetry`` command (request records, or totals per worker or session), ``vwm
+telemetry series`` (those totals per time bucket) and ``vwm learnings`` (what auto-learning
+recorded), as tables."""
 
 from __future__ import annotations
 
@@ -49,8 +50,26 @@ class LearningStatus(StrEnum):
     failed = "failed"
 
 
+class GroupBy(StrEnum):
+    worker = "worker"
+    session = "session"
+
+
+class Bucket(StrEnum):
+    minute = "minute"
+    hour = "hour"
+    day = "day"
+
+
+# A group: `vwm telemetry [OPTIONS]` shows records or totals as before, `vwm telemetry series`
+# the totals per time bucket.
+telemetry_app = typer.Typer()  # its help: the docstring of `telemetry`, its callback
+
+
 def register(app: typer.Typer) -> None:
-    app.command("telemetry")(telemetry)
+    telemetry_app.callback(invoke_without_command=True)(telemetry)
+    telemetry_app.command("series")(series)
+    app.add_typer(telemetry_app, name="telemetry")
     app.command("learnings")(learnings)
 
 
@@ -65,7 +84,10 @@ def telemetry(
     group_by: Annotated[str, typer.Option(help="With --summary: worker or session.")] = "worker",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Show what jobs cost: one row per job, or totals per worker or session with --summary."""
+    """Show what jobs cost: one row per job, or totals per worker or session with --summary
+    (per minute, hour or day: `vwm telemetry series`)."""
+    if ctx.invoked_subcommand is not None:
+        return
     api = client(ctx).telemetry
     if summary:
         rows = api.summary(group_by, since=since, until=until)
@@ -79,6 +101,39 @@ def telemetry(
         print_json(rows)
     else:
         print_table([_with_money(row) for row in rows], columns, empty="no records")
+
+
+def series(
+    ctx: typer.Context,
+    group_by: Annotated[GroupBy, typer.Option(help="Totals per worker or session.")] = (
+        GroupBy.worker
+    ),
+    bucket: Annotated[Bucket, typer.Option(help="Per UTC minute, hour or day.")] = Bucket.hour,
+    since: Annotated[
+        str | None,
+        typer.Option(help="From this time (ISO 8601; default: 24 h before, 90 days by day)."),
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this time (default: now).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show what jobs cost per time bucket and worker (or session), oldest bucket first;
+    buckets without jobs are left out. At most 2000 buckets: narrow the window or take a
+    larger bucket."""
+    rows = client(ctx).telemetry.series(group_by.value, bucket.value, since=since, until=until)
+    if as_json:
+        print_json(rows)
+        return
+    columns = (
+        "start",
+        group_by.value,
+        "jobs",
+        "tokens.input",
+        "tokens.cache_read",
+        "tokens.cache_write",
+        "tokens.output",
+        "cost_usd",
+    )
+    print_table([_with_money(row) for row in rows], columns, empty="no jobs in this window")
 
 
 def _with_money(row: dict[str, Any]) -> dict[str, Any]:

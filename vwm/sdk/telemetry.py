@@ -1,5 +1,5 @@
-"""Telemetry calls (`client.telemetry`): per-job request records, totals per worker or session,
-and what auto-learning recorded."""
+"""Telemetry calls (`client.telemetry`): per-job request records, totals per worker or session
+(over a window, or per time bucket), and what auto-learning recorded."""
 
 from __future__ import annotations
 
@@ -47,6 +47,27 @@ class TelemetryAPI:
         """Totals per ``worker`` or ``session``: jobs, tokens, cost, durations."""
         params = {"group_by": group_by, "since": _iso(since), "until": _iso(until)}
         return rows_of(self._client.request("GET", "/v1/telemetry/summary", params=params))
+
+    def series(
+        self,
+        group_by: str = "worker",
+        bucket: str = "hour",
+        *,
+        since: TimeBound = None,
+        until: TimeBound = None,
+    ) -> list[dict[str, Any]]:
+        """Totals per UTC ``bucket`` (``minute``, ``hour``, ``day``) and ``worker`` or
+        ``session``, by bucket start then group: ``{start, worker|session, jobs, tokens,
+        cost_usd}``; buckets without jobs are left out. Without ``since``: the last 24 hours
+        (90 days by day) before ``until`` (default now). `ValidationError`
+        ``too_many_buckets`` past 2000 buckets: narrow the window or take a larger bucket."""
+        params = {
+            "group_by": group_by,
+            "bucket": bucket,
+            "since": _iso(since),
+            "until": _iso(until),
+        }
+        return rows_of(self._client.request("GET", "/v1/telemetry/series", params=params))
 
     def learnings(
         self,
