@@ -7,6 +7,7 @@ model key lives (an environment variable locally, a Secret in production), never
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -30,6 +31,7 @@ from functions.budgets import worker_view
 from functions.budgets_api import WORKER_ENDPOINTS as BUDGET_ENDPOINTS
 from functions.budgets_api import WorkerBudgetOut
 from functions.context import db, settings
+from functions.credential_warnings import unset_credentials
 from functions.db.api_keys import ApiKeys
 from functions.db.models import Runtime, SystemSetting, Worker
 from functions.db.repositories import Runtimes, Settings, Workers
@@ -157,6 +159,12 @@ class RuntimeOut(RuntimeIn):
     notes: list[RuntimeNote] = Field(
         default_factory=list,
         description="fields this runtime sets that the configured runtime backend ignores",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what keeps this runtime's sessions from starting that is not the runtime's "
+        "own fault and what to do (its credential_ref variable unset where the local backend "
+        "reads it); empty when none",
     )
 
 
@@ -296,8 +304,19 @@ def runtime_out(row: Runtime) -> dict[str, Any]:
             created_at=row.created_at,
             updated_at=row.updated_at,
             notes=[{"field": name, "note": why} for name, why in unapplied.items()],
+            warnings=_runtime_warnings(row),
         )
     ).model_dump(mode="json")
+
+
+def _runtime_warnings(row: Runtime) -> list[str]:
+    """The local backend hands a harness the variable `credential_ref` names from this process's
+    environment: say so when it is unset (the runtime is still stored; it may be exported
+    before the next start). On Knative nothing is said: this function runs in a pod of its own,
+    and the key is read in the pods that start sessions, whose environment this one cannot see."""
+    if settings().runtime_backend != "local":
+        return []
+    return unset_credentials([(row.credential_ref, row.name)], os.environ)
 
 
 def _check_runtime(cli: str, fields: dict[str, Any]) -> None:

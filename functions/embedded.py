@@ -225,7 +225,9 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
 def missing_credential_warnings(database_url: str, environ: Mapping[str, str]) -> list[str]:
     """One line per environment variable that runtimes name as `credential_ref` and `environ`
     lacks: their sessions cannot start (`credential_missing`) until it is set where `vwm up`
-    runs. Said at start, when it can still be fixed before the first session."""
+    runs. Said at start, when it can still be fixed before the first session; a runtime's
+    create or change says the same of that runtime (`functions.credential_warnings`)."""
+    from functions.credential_warnings import unset_credentials
     from functions.db.engine import make_engine, session_factory, transaction
     from functions.db.repositories import Runtimes
 
@@ -235,17 +237,7 @@ def missing_credential_warnings(database_url: str, environ: Mapping[str, str]) -
             named = [(r.credential_ref, r.name) for r in Runtimes(session).list_all()]
     finally:
         engine.dispose()
-    missing: dict[str, list[str]] = {}
-    for variable, runtime in named:
-        if variable and variable not in environ:
-            missing.setdefault(variable, []).append(runtime)
-    return [
-        f"{variable} is not set, and runtime{'s' if len(runtimes) > 1 else ''} "
-        f"{', '.join(runtimes)} name{'' if len(runtimes) > 1 else 's'} it as credential_ref: "
-        f"their sessions will not start; stop vwm up, export {variable}=<the provider key> "
-        "and start it again"
-        for variable, runtimes in sorted(missing.items())
-    ]
+    return unset_credentials(named, environ)
 
 
 def next_steps(url: str, first_key: str | None) -> list[str]:

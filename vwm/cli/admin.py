@@ -71,7 +71,55 @@ def runtime_create(
         provider_base_url=provider_base_url,
         limits={"job_timeout_s": job_timeout_s} if job_timeout_s is not None else None,
     )
-    print_json(client(ctx).admin.create_runtime(**fields))
+    answer = client(ctx).admin.create_runtime(**fields)
+    print_json(answer)
+    _say_warnings(answer)
+
+
+@runtime_app.command("update")
+def runtime_update(
+    ctx: typer.Context,
+    name: str,
+    cli_version: Annotated[str | None, typer.Option(help="Another CLI version.")] = None,
+    image: Annotated[str | None, typer.Option(help="Container image of the session.")] = None,
+    default_model: Annotated[
+        str | None, typer.Option(help="Model when a worker names none.")
+    ] = None,
+    prices: Annotated[
+        str | None,
+        typer.Option(help='USD per million tokens as JSON: \'{"input": 3, "output": 15, ...}\'.'),
+    ] = None,
+    credential_ref: Annotated[
+        str | None, typer.Option(help="Where the model key lives (an environment variable name).")
+    ] = None,
+    provider_base_url: Annotated[str | None, typer.Option(help="The model endpoint.")] = None,
+    job_timeout_s: Annotated[float | None, typer.Option(help="Wall-clock limit of a job.")] = None,
+) -> None:
+    """Change a runtime: only the options given change. New sessions get the change."""
+    admin = client(ctx).admin
+    fields = _given(
+        cli_version=cli_version,
+        image=image,
+        default_model=default_model,
+        prices=_json_option("--prices", prices),
+        credential_ref=credential_ref,
+        provider_base_url=provider_base_url,
+    )
+    if job_timeout_s is not None:  # the other limits (cpu, memory) stay as they are
+        limits = admin.get_runtime(name).get("limits") or {}
+        fields["limits"] = {**limits, "job_timeout_s": job_timeout_s}
+    if not fields:
+        raise typer.BadParameter("nothing to change: give at least one option")
+    answer = admin.update_runtime(name, **fields)
+    print_json(answer)
+    _say_warnings(answer)
+
+
+def _say_warnings(runtime: Any) -> None:
+    """The runtime's `warnings` on stderr (stdout keeps the JSON document), one line each."""
+    warnings = runtime.get("warnings") if isinstance(runtime, dict) else None
+    for warning in warnings or []:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @runtime_app.command("list")
