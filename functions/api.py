@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventing.errors import ErrorBody
 from eventing.http_metrics import METRICS_PATH, HttpMetrics
+from eventing.http_tracing import HttpTracing
 from eventing.inputs import PATH_SEGMENT_PATTERN
 from functions.http import ApiKeyAuth, ErrorBoundary, InputGuard, KeyLookup, handle_error
 from functions.metrics_scrape import metrics
@@ -135,7 +136,8 @@ def build_app(
     return Starlette(
         routes=routes,
         middleware=[
-            Middleware(HttpMetrics, routes=routes),  # outermost: refusals count too
+            Middleware(HttpTracing, routes=routes),  # outermost: refusals are traced too
+            Middleware(HttpMetrics, routes=routes),  # refusals count too
             # Next: key lookups and error mappers already need the database.
             Middleware(BindServices, fallback=services),
             Middleware(ApiKeyAuth, lookup=lookup),

@@ -33,7 +33,7 @@ from starlette.applications import Starlette
 from functions.api import build_app
 from functions.console.app import console_routes
 from functions.context import backend, db, lookup_key
-from functions.main import FUNCTIONS
+from functions.main import FUNCTIONS, trace_as_vwm
 from functions.private_files import private_dir, secure_data_dir
 from functions.services import Services
 
@@ -173,6 +173,7 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     use_embedded_defaults()
+    trace_as_vwm()  # done when functions.main was imported; says where `vwm up` sets it up
     # Harnesses publish their job events to this process's broker.
     sink_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
     os.environ.setdefault("VWM_HARNESS_EVENT_SINK", f"http://{sink_host}:{port}/v1/broker")

@@ -28,11 +28,13 @@ from __future__ import annotations
 import logging
 from enum import StrEnum
 
+from opentelemetry.trace import SpanKind
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
+from eventing import tracing
 from eventing.codec import MAX_EVENT_BYTES, from_http
 from eventing.events import (
     CONTROL_PLANE_SOURCE,
@@ -54,6 +56,7 @@ from functions.job_log import JOB_TYPES, apply
 from functions.prompt_requests import accept
 
 logger = logging.getLogger(__name__)
+TRACER = "vwm.control_plane"
 
 
 class Outcome(StrEnum):
@@ -76,7 +79,30 @@ class EventsUnavailable(FunctionsError):
 
 async def receive(event: VwmEvent) -> Outcome:
     """Apply one event. Raises `EventError` for one that is never to be accepted,
-    `EventsUnavailable` when a retry may succeed."""
+    `EventsUnavailable` when a retry may succeed. Traced as a CONSUMER span ``process {type}``
+    in the trace the event carries (docs/tracing.md)."""
+    attributes = {
+        "messaging.operation.type": "process",
+        "cloudevents.event_id": event.id,
+        "cloudevents.event_source": event.source,
+        "cloudevents.event_type": event.type,
+    }
+    if event.sessionid:
+        attributes["gen_ai.conversation.id"] = event.sessionid
+    if event.jobid:
+        attributes["vwm.job.id"] = event.jobid
+    with (
+        tracing.continuing(event),
+        tracing.tracer(TRACER).start_as_current_span(
+            f"process {event.type}", kind=SpanKind.CONSUMER, attributes=attributes
+        ) as span,
+    ):
+        outcome = await _receive(event)
+        span.set_attribute("vwm.event.outcome", outcome.value)
+        return outcome
+
+
+async def _receive(event: VwmEvent) -> Outcome:
     context = {"event_type": event.type, "event_id": event.id, "event_source": event.source}
     try:
         if event.type in JOB_TYPES:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sys
 from collections.abc import Mapping
 from importlib import import_module
 from typing import Any
@@ -39,6 +40,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from eventing.logs import configure_logging
+from eventing.tracing import CONTROL_PLANE_SERVICE, TracingSettingsError, configure_tracing
 from functions.errors import FunctionsError
 
 HTTP_FUNCTIONS = ("admin", "sessions", "prompts", "telemetry", "subscriptions")
@@ -56,6 +58,19 @@ def _log_as_vwm() -> None:
 
 
 _log_as_vwm()
+
+
+def trace_as_vwm() -> None:
+    """Traces as the ``OTEL_*`` variables ask (`eventing.tracing`; off without them), set up as
+    the process starts; a setting that cannot work stops it, as the functions' own do."""
+    try:
+        configure_tracing(CONTROL_PLANE_SERVICE)
+    except TracingSettingsError as exc:
+        print(f"vwm: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+trace_as_vwm()
 
 
 @functools.cache

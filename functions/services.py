@@ -286,6 +286,7 @@ class Services:
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
                 trust_env=False,  # the harness is local or in-cluster, never behind a proxy
             )
+            _traced(self._harness_http)
         return self._harness_http
 
     # -- background work ------------------------------------------------------------------------
@@ -332,3 +333,17 @@ class Services:
             await self._harness_http.aclose()
         if self._engine is not None:
             self._engine.dispose()
+
+
+def _traced(client: httpx.AsyncClient) -> None:
+    """While tracing is on (`eventing.tracing`), a CLIENT span per call of `client` and the W3C
+    ``traceparent`` on its requests, so each harness's server span joins the caller's trace
+    (opentelemetry-instrumentation-httpx). Off: the client is left as it is."""
+    from eventing import tracing
+
+    chosen = tracing.provider()
+    if chosen is None:
+        return
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    HTTPXClientInstrumentor.instrument_client(client, tracer_provider=chosen)

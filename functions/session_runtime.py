@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from eventing.cli_versions import EXACT_VERSION_RULE, is_exact_version
+from eventing.tracing import SECRET_OTEL_VARIABLES, harness_tracing_env
 from functions.budgets import charge_url
 from functions.context import backend, db, services, settings, token_key
 from functions.db.errors import ConflictError
@@ -86,6 +87,10 @@ def harness_spec(view: SessionView) -> HarnessSpec:
     if current.harness_event_sink:
         # The harness publishes its job events there, through an outbox on its volume.
         extra["VWM_EVENT_SINK"] = current.harness_event_sink
+    # Traces as the control plane's (docs/tracing.md): its OTEL_* settings but the service
+    # name; the exporter's headers (a collector's credentials) travel as secrets.
+    for name, value in harness_tracing_env(os.environ).items():
+        (credential_env if name in SECRET_OTEL_VARIABLES else extra)[name] = value
     if runtime.prices:
         import json
 

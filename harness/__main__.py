@@ -10,6 +10,7 @@ import uvicorn
 
 from eventing.logs import configure_logging
 from eventing.sockets import listening_tcp_socket
+from eventing.tracing import HARNESS_SERVICE, TracingSettingsError, configure_tracing
 from harness.app import create_app
 from harness.settings import HarnessSettings, SettingsError
 
@@ -19,6 +20,11 @@ def main() -> int:
     try:
         settings = HarnessSettings.from_env()
     except SettingsError as exc:
+        print(f"harness: {exc}", file=sys.stderr)
+        return 2
+    try:  # off unless OTEL_TRACES_EXPORTER names an exporter (docs/tracing.md)
+        configure_tracing(HARNESS_SERVICE)
+    except TracingSettingsError as exc:
         print(f"harness: {exc}", file=sys.stderr)
         return 2
     server = settings.server

@@ -35,6 +35,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -45,6 +46,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventing.harness_api import EventsHealth, HarnessHealth, ShutdownOutcome
 from eventing.http_metrics import METRICS_PATH, HttpMetrics, metrics
+from eventing.http_tracing import HttpTracing
 from harness import routes_files, routes_skills
 from harness.adapters import get_adapter
 from harness.adapters.base import Adapter
@@ -52,7 +54,7 @@ from harness.bootstrap import BootstrapRequest, bootstrap
 from harness.cli_install import PinnedCli
 from harness.errors import HarnessError, JobAlreadyRunning
 from harness.http import EXCEPTION_HANDLERS, InputGuard, TokenAuth, parse_json, read_body
-from harness.jobs import JobRequest, JobRunner
+from harness.jobs import JobObserver, JobRequest, JobRunner
 from harness.learning import LearningCommit, commit_learning
 from harness.meter.service import CLI_APIS, Meter
 from harness.metrics import JobMetrics
@@ -61,6 +63,7 @@ from harness.publishing import EventPublishing
 from harness.settings import HarnessSettings
 from harness.skills import Skills
 from harness.sse import event_stream, resume_point
+from harness.tracing import JobTracing
 from harness.transcript import shutdown_repos
 from harness.workspace import Workspace
 
@@ -255,6 +258,24 @@ def _shutdown_answer(outcome: dict[str, Any], *, events_pending: int) -> Respons
     return JSONResponse(answer.model_dump(mode="json"))
 
 
+def _traced(inner: JobObserver | None, settings: HarnessSettings) -> JobTracing:
+    """The job observer that makes the job and model-call spans (`harness.tracing`)."""
+    provider = settings.cli.provider
+    server = None
+    if provider is not None:
+        url = urlsplit(provider.base_url)
+        if url.hostname:
+            server = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    return JobTracing(
+        inner,
+        agent=settings.worker or settings.cli.kind,
+        session_id=settings.session_id,
+        cli=settings.cli.kind,
+        api=CLI_APIS[settings.cli.kind].value,
+        server=server,
+    )
+
+
 def create_app(settings: HarnessSettings) -> Starlette:
     workspace = Workspace(settings.workspace)
     adapter = get_adapter(settings.cli.kind)
@@ -290,7 +311,8 @@ def create_app(settings: HarnessSettings) -> Starlette:
                 session_id=settings.session_id,
                 session_token=settings.server.session_token,
             )
-        runner.observer = JobMetrics(runner.observer)  # counts, then hands on to publishing
+        # Counts, traces (the job's span, whose context its events carry), then publishes.
+        runner.observer = JobMetrics(_traced(runner.observer, settings))
         turns = PromptTurns(
             runner,
             settings.session_id,
@@ -337,7 +359,8 @@ def create_app(settings: HarnessSettings) -> Starlette:
     return Starlette(
         routes=routes,
         middleware=[
-            Middleware(HttpMetrics, routes=routes),  # outermost: refusals count too
+            Middleware(HttpTracing, routes=routes),  # outermost: refusals are traced too
+            Middleware(HttpMetrics, routes=routes),  # refusals count too
             Middleware(TokenAuthExceptEvents, token=settings.server.session_token),
             Middleware(InputGuard),
         ],

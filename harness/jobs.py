@@ -129,6 +129,9 @@ class Job:
     # so a restart republishes, from the log, every job that did not get that far.
     published: bool = False
     causation_id: str | None = None
+    # The W3C trace context of the job's span (``traceparent``, ``tracestate``: `harness.tracing`),
+    # which every event the job publishes carries; kept in the meta file for a republish.
+    trace_context: dict[str, str] | None = None
 
     def state(self) -> JobState:
         """The job as the API answers it (the shared contract, `eventing.harness_api`)."""
@@ -648,6 +651,7 @@ class JobRunner:
             **job.to_dict(),
             "published": job.published,
             "causation_id": job.causation_id,
+            "trace_context": job.trace_context,
         }
         path = self._ws.jobs_dir / f"{job.id}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -677,9 +681,19 @@ class JobRunner:
             exit_code=meta.get("exit_code"),
             published=meta.get("published") is True,
             causation_id=meta.get("causation_id"),
+            trace_context=_trace_context(meta.get("trace_context")),
         )
         self._jobs[job_id] = job
         return job
+
+
+def _trace_context(value: Any) -> dict[str, str] | None:
+    """A meta file's trace context, if it is one (an older meta file has none)."""
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        return None
+    return value or None
 
 
 def _jsonable(value: Any) -> Any:

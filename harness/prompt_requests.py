@@ -31,7 +31,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from eventing import signatures
+from eventing import signatures, tracing
 from eventing.budgets import JobBudget
 from eventing.codec import from_http
 from eventing.events import PROMPT_REQUESTED, EventError, PromptRequested, VwmEvent, prompt_job_id
@@ -120,7 +120,9 @@ class PromptTurns:
             return await self._runner.wait(known)
         waiting = self._waiting.get(job_id)
         if waiting is None:
-            waiting = asyncio.create_task(self._take_turn(request), name=f"turn-{job_id}")
+            # The job (its task is made inside the turn's) continues the sender's trace.
+            with tracing.continuing(event):
+                waiting = asyncio.create_task(self._take_turn(request), name=f"turn-{job_id}")
             self._waiting[job_id] = waiting
             waiting.add_done_callback(lambda _: self._waiting.pop(job_id, None))
         # Shielded: a delivery that gives up (its connection dropped) leaves the job to run;

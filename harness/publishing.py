@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,9 +85,15 @@ NO_ERROR_RECORDED = "no_error_recorded"
 # -- the job log as events (pure) ----------------------------------------------------------------
 
 
-def started_event(session_id: str, entry: JobEvent, causation_id: str | None = None) -> VwmEvent:
+def started_event(
+    session_id: str,
+    entry: JobEvent,
+    causation_id: str | None = None,
+    trace: Mapping[str, str] | None = None,
+) -> VwmEvent:
     """``dev.vwm.job.started`` for a log's ``job_started`` entry. `causation_id`: the id of the
-    ``dev.vwm.prompt.requested`` the job runs, carried by each of its events (``causationid``)."""
+    ``dev.vwm.prompt.requested`` the job runs, carried by each of its events (``causationid``);
+    `trace`: the job span's trace context (`Job.trace_context`), which each of them carries too."""
     data = entry.data
     started_at = _utc(entry.ts)
     fields = {
@@ -99,7 +105,7 @@ def started_event(session_id: str, entry: JobEvent, causation_id: str | None = N
         "cli_version": data.get("cli_version"),
     }
     payload = _fit(JobStarted, fields, shrink=("prompt",))
-    return _job_event(payload, session_id, entry.job_id, entry.seq, started_at, causation_id)
+    return _job_event(payload, session_id, entry.job_id, entry.seq, started_at, causation_id, trace)
 
 
 def output_event(
@@ -107,6 +113,7 @@ def output_event(
     job_id: str,
     events: Sequence[OutputEvent],
     causation_id: str | None = None,
+    trace: Mapping[str, str] | None = None,
 ) -> VwmEvent:
     """``dev.vwm.job.output`` for consecutive agent entries: id ``<job>.<first>-<last>`` (two
     batchings of the same seqs never share an id: the consumer skips an id it has seen)."""
@@ -121,6 +128,7 @@ def output_event(
         causation_id=causation_id,
         event_id=f"{job_id}.{first}-{last}",
         time=_utc(events[-1].ts),
+        trace=trace,
     )
 
 
@@ -186,7 +194,15 @@ def finished_event(
         )
     payload = _fit(model, fields, shrink=("raw_output", "summary.final_text"))
     payload = _fit_calls(model, payload)
-    return _job_event(payload, session_id, job.id, entry.seq, _utc(entry.ts), job.causation_id)
+    return _job_event(
+        payload,
+        session_id,
+        job.id,
+        entry.seq,
+        _utc(entry.ts),
+        job.causation_id,
+        job.trace_context,
+    )
 
 
 def job_timings(
@@ -254,6 +270,7 @@ def _job_event(
     seq: int,
     at: datetime,
     causation_id: str | None = None,
+    trace: Mapping[str, str] | None = None,
 ) -> VwmEvent:
     return new_event(
         payload,
@@ -264,6 +281,7 @@ def _job_event(
         causation_id=causation_id,
         event_id=job_event_id(job_id, seq),
         time=at,
+        trace=trace,
     )
 
 
@@ -514,7 +532,9 @@ class JobEventPublisher:
                 await self._flush_batch(tracked)
                 await self._append(
                     tracked,
-                    lambda e=entry: started_event(self._session_id, e, tracked.job.causation_id),
+                    lambda e=entry: started_event(
+                        self._session_id, e, tracked.job.causation_id, tracked.job.trace_context
+                    ),
                 )
             elif entry.kind == JobEventKind.JOB_FINISHED:
                 await self._flush_batch(tracked)
@@ -559,7 +579,10 @@ class JobEventPublisher:
         batch, tracked.batch, tracked.batch_bytes = tracked.batch, [], 0
         job = tracked.job
         await self._append(
-            tracked, lambda: output_event(self._session_id, job.id, batch, job.causation_id)
+            tracked,
+            lambda: output_event(
+                self._session_id, job.id, batch, job.causation_id, job.trace_context
+            ),
         )
 
     async def _append(self, tracked: _Tracked, build: Any) -> None:

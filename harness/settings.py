@@ -213,6 +213,8 @@ class HarnessSettings:
     # Where the meter charges the calls of a prompt request's job (VWM_CHARGE_URL, and its token
     # VWM_CHARGE_TOKEN), which comes without one of its own; None: such jobs are not charged.
     charges: JobBudget | None = field(default=None, repr=False)
+    # The worker whose session this is (VWM_WORKER): names the agent in traces.
+    worker: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HarnessSettings:
@@ -278,6 +280,7 @@ class HarnessSettings:
             sandbox=SandboxSettings.from_env(env),
             events=events,
             charges=_charges(env),
+            worker=env.get("VWM_WORKER") or None,
         )
 
 

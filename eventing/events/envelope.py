@@ -2,7 +2,9 @@
 
 A `VwmEvent` is a CloudEvent's attributes (``id``, ``source``, ``type``, ``time``, ``subject``), our
 extension attributes (``sessionid``, ``jobid``, ``seq``: a Trigger filters on them; ``causationid``;
-a prompt request's signature ``vwmauth``, see `eventing.signatures`) and its data as
+a prompt request's signature ``vwmauth``, see `eventing.signatures`; the CloudEvents
+distributed-tracing extension's ``traceparent`` and ``tracestate``, see `eventing.tracing`) and its
+data as
 the payload model the catalogue names for its type. Publishers build events with `new_event`;
 receivers turn attributes + data (what `eventing.codec` read off the wire) into one with
 `decode_event`, which raises `EventError` with a stable code for anything it will never accept.
@@ -36,6 +38,13 @@ CORE_ATTRIBUTES = frozenset(
     {"specversion", "id", "source", "type", "time", "subject", "datacontenttype", "dataschema"}
 )
 EXTENSIONS = ("sessionid", "jobid", "seq", "causationid", "vwmauth")
+# The CloudEvents distributed-tracing extension: W3C Trace Context, allowed on every type. A
+# receiver reads only a well-formed version-00 `traceparent` and drops anything else: trace
+# context is a hint, and an event is never refused for it.
+TRACE_EXTENSIONS = ("traceparent", "tracestate")
+TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+_TRACEPARENT = re.compile(TRACEPARENT_PATTERN)
+MAX_TRACESTATE_CHARS = 512  # what W3C asks every hop to pass on at least
 
 
 class EventError(InputError):
@@ -124,6 +133,10 @@ class VwmEvent(BaseModel):
     vwmauth: str | None = Field(
         default=None, max_length=200, description="the control plane's signature", repr=False
     )
+    traceparent: str | None = Field(
+        default=None, pattern=TRACEPARENT_PATTERN, description="W3C trace context it was sent in"
+    )
+    tracestate: str | None = Field(default=None, max_length=MAX_TRACESTATE_CHARS)
     data: SerializeAsAny[p.Payload]
 
     @property
@@ -144,7 +157,7 @@ class VwmEvent(BaseModel):
             attributes["time"] = format_time(self.time)
         if self.subject is not None:
             attributes["subject"] = self.subject
-        for name in EXTENSIONS:
+        for name in (*EXTENSIONS, *TRACE_EXTENSIONS):
             if (value := getattr(self, name)) is not None:
                 attributes[name] = value
         return attributes
@@ -195,9 +208,12 @@ def new_event(
     subject: str | None = None,
     event_id: str | None = None,
     time: datetime | None = None,
+    trace: Mapping[str, str] | None = None,
 ) -> VwmEvent:
     """The event for `payload`: its type from the catalogue, a fresh id unless given, now (UTC)
-    unless given. Raises `EventError` if the extensions do not fit the type."""
+    unless given. `trace`: its ``traceparent`` and ``tracestate`` (`eventing.tracing.event_trace`
+    of the context it is published in). Raises `EventError` if the extensions do not fit the
+    type."""
     type_ = _TYPE_OF_PAYLOAD.get(type(payload))
     if type_ is None:
         raise TypeError(f"{type(payload).__name__} is not a payload of the event catalogue")
@@ -211,6 +227,7 @@ def new_event(
         jobid=job_id,
         seq=seq,
         causationid=causation_id,
+        **_trace_attributes(trace or {}),
         data=payload,
     )
     _check_extensions(event)
@@ -219,8 +236,9 @@ def new_event(
 
 def decode_event(attributes: Mapping[str, Any], data: Any) -> VwmEvent:
     """An event from its CloudEvent attributes (core and extensions, as strings or JSON values)
-    and its data (the decoded JSON). Unknown extensions (``knativearrivaltime``, ``traceparent``)
-    are ignored; everything else must fit the catalogue or `EventError` says what does not."""
+    and its data (the decoded JSON). Unknown extensions (``knativearrivaltime``) are ignored, and
+    so is a ``traceparent`` or ``tracestate`` that is not well formed; everything else must fit
+    the catalogue or `EventError` says what does not."""
     specversion = attributes.get("specversion")
     if specversion != SPEC_VERSION:
         raise EventError(
@@ -262,6 +280,7 @@ def decode_event(attributes: Mapping[str, Any], data: Any) -> VwmEvent:
             seq=_seq(attributes.get("seq")),
             causationid=attributes.get("causationid"),
             vwmauth=attributes.get("vwmauth"),
+            **_trace_attributes(attributes),
             data=payload,
         )
     except ValidationError as exc:
@@ -272,6 +291,24 @@ def decode_event(attributes: Mapping[str, Any], data: Any) -> VwmEvent:
         ) from None
     _check_extensions(event)
     return event
+
+
+def _trace_attributes(attributes: Mapping[str, Any]) -> dict[str, str]:
+    """The well-formed trace context among `attributes`: a version-00 ``traceparent``, and a
+    ``tracestate`` only beside one."""
+    parent = attributes.get("traceparent")
+    if not isinstance(parent, str) or not _TRACEPARENT.fullmatch(parent):
+        return {}
+    found = {"traceparent": parent}
+    state = attributes.get("tracestate")
+    if (
+        isinstance(state, str)
+        and 0 < len(state) <= MAX_TRACESTATE_CHARS
+        and state.isascii()
+        and state.isprintable()
+    ):
+        found["tracestate"] = state
+    return found
 
 
 def _is_json_media(content_type: Any) -> bool:

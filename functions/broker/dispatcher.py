@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 import httpx
 from sqlalchemy.orm import Session
 
+from eventing import tracing
 from eventing.events import VwmEvent
 from functions.broker.delivery import Outcome
 from functions.broker.queue import (
@@ -331,7 +332,9 @@ class Dispatcher:
 
     async def _attempt(self, subscription: Subscription, event: VwmEvent) -> SinkResult:
         try:
-            return await subscription.sink.deliver(event)
+            # The delivery (its HTTP call, the events function's work) joins the event's trace.
+            with tracing.continuing(event):
+                return await subscription.sink.deliver(event)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a sink's own bug: count it as a failed attempt, retried

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from eventing.events import EventError, VwmEvent
 from eventing.outbox import MAX_ANSWER_CHARS
+from eventing.tracing import with_trace
 from functions.broker.queue import Route, decode, enqueue
 from functions.db.columns import utcnow
 from functions.db.models import OutboxEvent, OutboxState
@@ -34,8 +35,9 @@ from functions.outbox_relay import add_event
 
 
 def add(session: Session, event: VwmEvent) -> None:
-    """Write `event` to the outbox in the caller's transaction (it leaves once that commits)."""
-    add_event(session, event)
+    """Write `event` to the outbox in the caller's transaction (it leaves once that commits),
+    carrying the trace context it is published in unless it carries one already."""
+    add_event(session, with_trace(event))
 
 
 def drain_to_queue(session: Session, routes: Sequence[Route], limit: int = 100) -> int:

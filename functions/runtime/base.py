@@ -151,6 +151,8 @@ def spec_env(spec: HarnessSpec) -> dict[str, str]:
     if spec.git_allow_local:  # harness-side half of the repo URL policy (gitops)
         env["VWM_GIT_ALLOW_LOCAL"] = "1"
     env.update({"VWM_SESSION_ID": spec.session_id, "VWM_CLI": spec.cli})
+    if spec.worker:  # names the agent in the harness's traces
+        env["VWM_WORKER"] = spec.worker
     return env
 
 

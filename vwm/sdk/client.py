@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import httpx
+from opentelemetry.propagate import inject
 
 from vwm.errors import ConfigError, ProtocolError, UnreachableError, VWMError, error_for
 from vwm.sdk.admin import AdminAPI
@@ -64,6 +65,9 @@ class Client:
             timeout=timeout,
             transport=transport,
             verify=_tls_verification(self.base_url),
+            # The caller's trace goes on in the control plane's (docs/tracing.md): the W3C
+            # traceparent of the caller's current span, when its application traces.
+            event_hooks={"request": [_with_trace_context]},
         )
         self.admin = AdminAPI(self)
         self.telemetry = TelemetryAPI(self)
@@ -271,6 +275,12 @@ def error_from_response(response: httpx.Response) -> VWMError:
     return error_for(
         response.status_code, code, str(message), details if isinstance(details, dict) else None
     )
+
+
+def _with_trace_context(request: httpx.Request) -> None:
+    """Put the current span's trace context (OpenTelemetry's propagators: W3C ``traceparent``
+    by default) on `request`. Nothing when the application has no tracing or no span."""
+    inject(request.headers)
 
 
 def _tls_verification(base_url: str) -> ssl.SSLContext | bool:
