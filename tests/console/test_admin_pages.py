@@ -22,6 +22,7 @@ pytestmark = CONSOLE_GROUP
 
 WORKER = "console-edit"
 RUNTIME = "console-rt"
+UNSET_VARIABLE = "VWM_CONSOLE_TEST_UNSET_KEY"
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,8 @@ def test_edit_a_runtime(page, console: Console, editable: None) -> None:
     assert after["limits"]["job_timeout_s"] == 900 and after["limits"]["cpu"] == "500m"
     # The local backend ignores a CPU bound: the API says so and the page shows it.
     assert any(note["field"] == "limits.cpu" for note in after["notes"])
-    expect(page.locator("#runtime-warnings")).to_contain_text("limits.cpu")
+    expect(page.locator("#runtime-notes")).to_contain_text("limits.cpu")
+    expect(page.locator("#runtime-warnings")).to_have_count(0)
 
     # A rule over two fields (a provider URL needs a credential for claude): the API's message
     # beside both, and nothing changed.
@@ -145,13 +147,22 @@ def test_edit_a_runtime(page, console: Console, editable: None) -> None:
     expect(form.locator("[data-error-for=provider_base_url]")).to_contain_text("refuses to start")
     assert api_get(console, f"/v1/admin/runtimes/{RUNTIME}") == after
 
+    # A credential variable this control plane lacks is stored, with the API's warning shown.
+    form.locator("#runtime-form-credential_ref").fill(UNSET_VARIABLE)
+    form.locator("button[type=submit]").click()
+    saved(page, f"Saved runtime {RUNTIME}")
+    expect(page.locator("#runtime-warnings")).to_contain_text(f"{UNSET_VARIABLE} is not set")
+    assert api_get(console, f"/v1/admin/runtimes/{RUNTIME}")["credential_ref"] == UNSET_VARIABLE
+
     # Prices are all four or none: clearing them all removes them.
     form.locator("#runtime-form-credential_ref").fill(after["credential_ref"])
     for name in ("input", "cache_read", "cache_write", "output"):
         form.locator(f"#runtime-form-prices-{name}").fill("")
     form.locator("button[type=submit]").click()
     saved(page, f"Saved runtime {RUNTIME}")
-    assert api_get(console, f"/v1/admin/runtimes/{RUNTIME}")["prices"] is None
+    restored = api_get(console, f"/v1/admin/runtimes/{RUNTIME}")
+    assert restored["prices"] is None and restored["warnings"] == []
+    expect(page.locator("#runtime-warnings")).to_have_count(0)
 
 
 def test_instructions_history_and_restore(page, console: Console) -> None:

@@ -48,6 +48,7 @@ export function stackedBars(container, { xs, step, groups, axis, value, height =
     running = running.map((sum, i) => sum + (group.values[i] || 0));
     totals.push(running);
   }
+  const sums = groups.map((group) => group.values.reduce((sum, v) => sum + (v || 0), 0));
   // Top of the stack first: each drawn later (lower) part covers the previous bar's lower end.
   const order = groups.map((_, i) => i).reverse();
   const bars = uPlot.paths.bars({ size: [0.8, 48], gap: 1 });
@@ -68,7 +69,8 @@ export function stackedBars(container, { xs, step, groups, axis, value, height =
       },
     ],
     series: [
-      { label: "Time", value: (_, t) => (t == null ? "–" : new Date(t * 1000).toLocaleString()) },
+      // Off the plot the legend shows each group's total over the window; on it, one bucket's.
+      { label: "Time", value: (_, t) => (t == null ? "whole window" : new Date(t * 1000).toLocaleString()) },
       ...order.map((i) => ({
         label: groups[i].label,
         stroke: groups[i].color,
@@ -76,8 +78,8 @@ export function stackedBars(container, { xs, step, groups, axis, value, height =
         width: 0,
         paths: bars,
         points: { show: false },
-        // The legend shows this group's own amount, not the running total it is drawn at.
-        value: (_, __, ___, idx) => (idx == null ? "–" : value(groups[i].values[idx] || 0)),
+        // The group's own amount, not the running total it is drawn at.
+        value: (_, __, ___, idx) => value(idx == null ? sums[i] : groups[i].values[idx] || 0),
       })),
     ],
   };

@@ -7,7 +7,6 @@ import { fill, h } from "../dom.js";
 import { when } from "../format.js";
 import { banner } from "../app.js";
 import { editForm, facts } from "../forms.js";
-import { notesOf } from "./runtimes.js";
 
 export async function render(main, name) {
   show(main, await api(`/v1/admin/runtimes/${encodeURIComponent(name)}`));
@@ -26,15 +25,13 @@ function show(main, runtime) {
       banner(`Saved runtime ${saved.name} (${Object.keys(patch).join(", ")}).`, "info");
     },
   });
-  const notes = notesOf(runtime);
   fill(
     main,
     h("p", { class: "crumbs" }, h("a", { href: "#/runtimes" }, "Runtimes"), " / "),
     h("h1", {}, runtime.name),
-    notes.length
-      ? h("div", { class: "panel warnings", id: "runtime-warnings" }, h("strong", {}, "Not applied here"),
-        h("ul", {}, notes.map((note) => h("li", {}, note))))
-      : null,
+    remarks("runtime-warnings", "warnings", "Warnings", runtime.warnings || []),
+    remarks("runtime-notes", "notes", "Not applied by this installation's runtime backend",
+      (runtime.notes || []).map((n) => `${n.field}: ${n.note}`)),
     h("div", { class: "panel" }, facts([
       ["Id", h("span", { class: "mono" }, runtime.id)],
       ["CLI", runtime.cli],
@@ -45,6 +42,14 @@ function show(main, runtime) {
     h("h2", {}, "Edit"),
     h("div", { class: "panel" }, form),
   );
+}
+
+/** What the API says beside the runtime's fields: `warnings` (what keeps its sessions from
+ * starting, and what to do) and `notes` (fields the backend ignores); nothing when empty. */
+function remarks(id, kind, title, lines) {
+  if (!lines.length) return null;
+  return h("div", { class: `panel remarks ${kind}`, id }, h("strong", {}, title),
+    h("ul", {}, lines.map((line) => h("li", {}, line))));
 }
 
 /** RuntimePatch's fields (functions/admin.py). */

@@ -19,7 +19,7 @@ export async function render(main) {
         ["Credential", (r) => (r.credential_ref ? h("span", { class: "mono" }, r.credential_ref) : "–")],
         ["Prices (USD / M in, out)", (r) => prices(r.prices)],
         ["Image", (r) => (r.image ? h("span", { class: "mono" }, r.image) : h("span", { class: "muted" }, "default"))],
-        ["Notes", (r) => notesOf(r).length ? h("span", { class: "warn" }, `${notesOf(r).length} not applied`) : ""],
+        ["Notes", remarks],
       ],
       items,
       { empty: "No runtimes yet. Create one with `vwm runtime create`.", rowAttrs: (r) => ({ "data-runtime": r.name }) },
@@ -31,11 +31,12 @@ function prices(p) {
   return p ? `${p.input} / ${p.output}` : h("span", { class: "muted" }, "none (cost from the CLI, if it says)");
 }
 
-/** What the API says about a runtime beside its fields: `notes` (fields the backend ignores)
- * and `warnings` where an answer has them. */
-export function notesOf(runtime) {
+function remarks(runtime) {
+  const warnings = runtime.warnings || [];
+  const notes = runtime.notes || [];
   return [
-    ...(runtime.notes || []).map((n) => `${n.field}: ${n.note}`),
-    ...(runtime.warnings || []).map((w) => (typeof w === "string" ? w : w.message || JSON.stringify(w))),
+    warnings.length ? h("span", { class: "warn", title: warnings.join("\n") }, `${warnings.length} warning${warnings.length > 1 ? "s" : ""}`) : null,
+    warnings.length && notes.length ? ", " : null,
+    notes.length ? h("span", { class: "muted", title: notes.map((n) => n.field).join(", ") }, `${notes.length} not applied`) : null,
   ];
 }

@@ -182,19 +182,23 @@ function groupLink(name, groupBy) {
     : h("a", { href: `#/sessions?worker=${encodeURIComponent(name)}` }, name);
 }
 
+/** A cell (or heading) that lines up right, as numbers do. */
+function num(value) {
+  return h("span", { class: "num" }, value);
+}
+
 function totalsTable(items, groupBy) {
-  const num = (value) => h("span", { class: "num" }, value);
   return table(
     [
       [GROUPINGS[groupBy], (row) => groupLink(row[groupBy], groupBy)],
-      ["Requests", (row) => num(count(row.jobs))],
-      ["Input", (row) => num(count(row.tokens.input))],
-      ["Cache read", (row) => num(count(row.tokens.cache_read))],
-      ["Cache write", (row) => num(count(row.tokens.cache_write))],
-      ["Output", (row) => num(count(row.tokens.output))],
-      ["Total tokens", (row) => h("span", { class: "num", "data-total-tokens": totalTokens(row.tokens) }, count(totalTokens(row.tokens)))],
-      ["Cost", (row) => num(usd(row.cost_usd))],
-      ["Avg duration", (row) => num(ms(row.avg_total_ms))],
+      [num("Requests"), (row) => num(count(row.jobs))],
+      [num("Input"), (row) => num(count(row.tokens.input))],
+      [num("Cache read"), (row) => num(count(row.tokens.cache_read))],
+      [num("Cache write"), (row) => num(count(row.tokens.cache_write))],
+      [num("Output"), (row) => num(count(row.tokens.output))],
+      [num("Total tokens"), (row) => h("span", { class: "num", "data-total-tokens": totalTokens(row.tokens) }, count(totalTokens(row.tokens)))],
+      [num("Cost"), (row) => num(usd(row.cost_usd))],
+      [num("Avg duration"), (row) => num(ms(row.avg_total_ms))],
     ],
     [...items].sort((a, b) => totalTokens(b.tokens) - totalTokens(a.tokens)),
     { empty: "No requests in this window.", rowAttrs: (row) => ({ "data-group": row[groupBy] ?? "" }) },
@@ -210,11 +214,11 @@ function requestsTable(items) {
       ["Job", (r) => h("a", { href: `#/jobs/${encodeURIComponent(r.job_id)}`, class: "mono" }, short(r.job_id))],
       ["Model", (r) => r.model ?? "–"],
       ["Status", (r) => statusBadge(r.status)],
-      ["In", (r) => h("span", { class: "num" }, count(r.tokens.input))],
-      ["Out", (r) => h("span", { class: "num" }, count(r.tokens.output))],
-      ["Cache r/w", (r) => h("span", { class: "num" }, `${count(r.tokens.cache_read)} / ${count(r.tokens.cache_write)}`)],
-      ["Cost", (r) => h("span", { class: "num" }, usd(r.cost_usd))],
-      ["Duration", (r) => h("span", { class: "num" }, ms(r.durations_ms?.total))],
+      [num("In"), (r) => num(count(r.tokens.input))],
+      [num("Out"), (r) => num(count(r.tokens.output))],
+      [num("Cache r/w"), (r) => num(`${count(r.tokens.cache_read)} / ${count(r.tokens.cache_write)}`)],
+      [num("Cost"), (r) => num(usd(r.cost_usd))],
+      [num("Duration"), (r) => num(ms(r.durations_ms?.total))],
       ["", (r) => h("button", { type: "button", class: "small", "data-raw-for": r.job_id }, "Raw output")],
     ],
     items,
