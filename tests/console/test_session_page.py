@@ -13,6 +13,7 @@ import pytest
 from tests.console.conftest import CONSOLE_GROUP, Console, screenshot, sign_in
 from tests.console.live_sessions import (
     JOB_TIMEOUT_MS,
+    end_session,
     job,
     prompt,
     refusing_tab,
@@ -84,6 +85,26 @@ def test_the_page_shows_the_session_runs_a_sync_prompt_and_lists_its_jobs(
         page.wait_for_selector(f"#jobs tr[data-job='{second}']")
         page.fill("#prompt", "write notes.md")
         screenshot(page, "session-page")
+
+
+def test_a_starting_session_is_followed_until_it_is_ready(page, console: Console) -> None:
+    sign_in(page, console)  # first: the page opens while the harness still starts
+    with console.plane.client() as admin:
+        made = admin.post("/v1/sessions", json={"worker": "w", "wait": False})
+        made.raise_for_status()
+    session = made.json()
+    try:
+        assert session["status"] == "provisioning"
+        open_session(page, console, session["id"])
+        page.evaluate("window.stillTheSamePage = true")
+        assert page.inner_text("#session-status") == "provisioning"
+        assert page.is_hidden("#prompt-form") and page.is_disabled("#end-session")
+        page.wait_for_selector("#session-status [data-status=ready]", timeout=JOB_TIMEOUT_MS)
+        page.wait_for_selector("#prompt-form:not([hidden])")
+        assert page.is_enabled("#end-session")
+        assert page.evaluate("window.stillTheSamePage") is True  # refreshed, not reloaded
+    finally:
+        end_session(console, session["id"])
 
 
 def test_a_refused_prompt_shows_the_apis_message_and_code(

@@ -98,7 +98,11 @@ export function eventsView({ fileLink = () => null } = {}) {
 
   function toolResult(d) {
     const output = typeof d.output === "string" ? capped(d.output) : pretty(d.output);
-    const firstLine = typeof d.output === "string" ? d.output.split("\n", 1)[0] : "";
+    // The one-line preview names workspace files from their repository on (the CLI's absolute
+    // paths say where the session's volume is, not where in it); the output itself is whole.
+    const firstLine = typeof d.output === "string"
+      ? d.output.split("\n", 1)[0].replace(/\/(?:[^\s/]+\/)*?((?:session_repo|worker_repo)\/)/g, "$1")
+      : "";
     const el = h(
       "div", { class: `tool-result${d.is_error ? " error" : ""}` },
       h("details", { open: Boolean(d.is_error) },
