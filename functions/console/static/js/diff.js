@@ -105,10 +105,29 @@ function splitLines(text) {
   return lines;
 }
 
-/** The lines of `before` and `after` as kept, removed and added (a longest common subsequence). */
+/** The lines of `before` and `after` as kept (" "), removed ("-") and added ("+"): the common
+ * start and end are cut first, the middle is a longest common subsequence; past MAX_LCS_CELLS it
+ * is shown as replaced whole, so a huge edit cannot freeze the tab. */
 export function lineDiff(before, after) {
   const a = before === "" ? [] : splitLines(before);
   const b = after === "" ? [] : splitLines(after);
+  let start = 0;
+  while (start < a.length && start < b.length && a[start] === b[start]) start++;
+  let endA = a.length;
+  let endB = b.length;
+  while (endA > start && endB > start && a[endA - 1] === b[endB - 1]) {
+    endA--;
+    endB--;
+  }
+  const kept = (lines) => lines.map((text) => ({ op: " ", text }));
+  return [
+    ...kept(a.slice(0, start)),
+    ...middle(a.slice(start, endA), b.slice(start, endB)),
+    ...kept(a.slice(endA)),
+  ];
+}
+
+function middle(a, b) {
   if (a.length * b.length > MAX_LCS_CELLS) {
     return [...a.map((text) => ({ op: "-", text })), ...b.map((text) => ({ op: "+", text }))];
   }
