@@ -9,11 +9,14 @@ out). Screenshots go to ``$VWM_TEST_ARTIFACTS/console`` (default ``.artifacts/co
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,38 +95,54 @@ def browser() -> Iterator[object]:
         launched.close()
 
 
-@pytest.fixture
-def page(browser) -> Iterator[object]:
-    """A fresh, signed-out tab (its own context: cookies and sessionStorage of its own). Console
-    errors and failed scripts fail the test."""
+# The browser's own log line for a load the server refused ("Failed to load resource: the server
+# responded with a status of 404 (Not Found)").
+REFUSED_LOAD = re.compile(r"status of (\d{3})")
+
+
+@contextlib.contextmanager
+def open_tab(browser, allowed: Iterable[int] = (401, 403)) -> Iterator[Any]:
+    """A fresh, signed-out tab (a context of its own: its own sessionStorage). A page error or a
+    console error fails the test when the tab closes, except the browser's line for a load
+    refused with an `allowed` status (see `allow_http_errors`); `tab.refused` lists the
+    statuses of every refused load, for tests that provoke them."""
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     tab = context.new_page()
     tab.set_default_timeout(15_000)
+    tab.refused = []
+    tab.allowed = set(allowed)
     problems: list[str] = []
-    allowed = _ALLOWED_STATUSES.setdefault(tab, {"401", "403"})
+
+    def on_console(message: Any) -> None:
+        if message.type != "error":
+            return
+        if refused := REFUSED_LOAD.search(message.text):
+            tab.refused.append(int(refused.group(1)))
+            if int(refused.group(1)) in tab.allowed:
+                return
+        problems.append(f"console {message.type}: {message.text}")
+
     tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    tab.on(
-        "console",
-        lambda message: (
-            problems.append(f"console {message.type}: {message.text}")
-            if message.type == "error" and not any(code in message.text for code in allowed)
-            else None
-        ),
-    )
-    yield tab
-    context.close()
-    del _ALLOWED_STATUSES[tab]
+    tab.on("console", on_console)
+    try:
+        yield tab
+    finally:
+        context.close()
     assert not problems, problems
 
 
-# Per tab, the HTTP statuses the browser may log as failed loads without failing the test.
-_ALLOWED_STATUSES: dict[object, set[str]] = {}
+@pytest.fixture
+def page(browser) -> Iterator[Any]:
+    """A fresh, signed-out tab (`open_tab`): a key refused (401, 403) is expected by sign-in
+    tests; anything else refused fails the test unless it says `allow_http_errors`."""
+    with open_tab(browser) as tab:
+        yield tab
 
 
-def allow_http_errors(page, *statuses: int) -> None:
+def allow_http_errors(page: Any, *statuses: int) -> None:
     """Let `page` log failed API calls with these statuses: a test that provokes them on
     purpose (a 422 an edit form shows) says so."""
-    _ALLOWED_STATUSES[page].update(f"status of {status}" for status in statuses)
+    page.allowed.update(statuses)
 
 
 def sign_in(page, console: Console, key: str | None = None) -> None:

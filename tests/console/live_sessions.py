@@ -12,12 +12,9 @@ from typing import Any
 
 import httpx
 
-from tests.console.conftest import Console
+from tests.console.conftest import Console, open_tab
 
 JOB_TIMEOUT_MS = 90_000  # a job's CLI run on a loaded machine; the fake model answers at once
-# The browser's own log line for a request the API refused ("Failed to load resource: the server
-# responded with a status of 409 (Conflict)"): expected where a test makes the API refuse.
-REFUSED_REQUEST = re.compile(r"status of (4\d\d)")
 
 
 def start_session(console: Console, **body: Any) -> dict[str, Any]:
@@ -91,26 +88,6 @@ def rendered_seqs(page) -> list[int]:
 @contextlib.contextmanager
 def refusing_tab(browser) -> Iterator[Any]:
     """A fresh signed-out tab like the `page` fixture's, for tests that make the API refuse:
-    the browser's log line for each refused request is collected in `tab.refused` (statuses)
-    instead of failing the test; any other console error or page error still fails it."""
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    tab = context.new_page()
-    tab.set_default_timeout(15_000)
-    tab.refused = []
-    problems: list[str] = []
-
-    def on_console(message) -> None:
-        if message.type != "error":
-            return
-        if refused := REFUSED_REQUEST.search(message.text):
-            tab.refused.append(int(refused.group(1)))
-        else:
-            problems.append(f"console {message.type}: {message.text}")
-
-    tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    tab.on("console", on_console)
-    try:
+    every 4xx load is allowed and listed in `tab.refused`."""
+    with open_tab(browser, allowed=range(400, 500)) as tab:
         yield tab
-    finally:
-        context.close()
-    assert not problems, problems

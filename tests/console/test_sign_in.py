@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.console.conftest import CONSOLE_GROUP, Console, screenshot, sign_in
+from tests.console.conftest import CONSOLE_GROUP, Console, sign_in
 
 pytestmark = CONSOLE_GROUP
 
@@ -46,7 +46,6 @@ def test_an_admin_key_sees_everything_and_stays_out_of_urls(page, console: Conso
     assert page.evaluate("sessionStorage.getItem('vwm.apiKey')") == console.plane.admin_key
     page.reload()  # the tab keeps its key
     page.wait_for_selector("#sessions")
-    screenshot(page, "sessions-empty")
     page.click("#sign-out")
     page.wait_for_selector("#api-key")
     assert page.evaluate("sessionStorage.length") == 0
