@@ -45,6 +45,7 @@ from eventing.events import (
     VwmEvent,
     harness_source,
 )
+from eventing.tracing import with_trace
 from functions.api import Endpoint
 from functions.context import db, lookup_key, token_key
 from functions.http import ApiError, read_body
@@ -74,6 +75,9 @@ async def post_broker(request: Request) -> Response:
     except EventError as exc:
         raise ApiError(exc.status, exc.code, exc.message, **exc.details) from None
     _authorize(caller, event)
+    # An event without the tracing extension goes on in the trace of the request that posted
+    # it (its server span continues the poster's traceparent header).
+    event = with_trace(event)
     broker = getattr(request.app.state, "broker", None)
     try:
         if broker is not None:

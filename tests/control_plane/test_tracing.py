@@ -3,13 +3,19 @@
 to a receiver in the test) continues it and hands it to the session's harness, over HTTP for a
 sync prompt and inside the prompt request's CloudEvent for an async one; the harness (started
 with the control plane's OTEL_* settings) exports the job's span and its model calls' spans
-into the same trace."""
+into the same trace. A prompt request another service posts to the broker as a CloudEvent
+continues the trace its traceparent attribute names, else the one its HTTP request was in."""
 
 from __future__ import annotations
 
+import uuid
+
+import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from eventing import codec
+from eventing.events import PromptRequested, new_event, prompt_job_id
 from tests.e2e.conftest import make_bare_repo
 from tests.support.control_plane import ControlPlane, add_claude_workers, kill_harnesses
 from tests.support.otlp_receiver import ReceivedSpan, children, otlp_receiver
@@ -118,6 +124,39 @@ def test_a_prompt_is_one_trace_from_the_caller_to_the_model_calls(tmp_path, fake
                 assert job.attributes["vwm.job.id"] == handle.id
                 (server,) = [s for s in spans if s.span_id == job.parent_span_id]
                 assert (server.service, server.name) == ("vwm-harness", "POST /v1/events")
+
+                # Another service's prompt request, posted to the broker: its own traceparent
+                # attribute wins; without one, the trace of the HTTP request that posted it.
+                for extension in (True, False):
+                    header_trace, event_trace = uuid.uuid4().hex, uuid.uuid4().hex
+                    request = new_event(
+                        PromptRequested(prompt="say hi"),
+                        source="/tests/another-service",
+                        session_id=session.id,
+                        trace={"traceparent": f"00-{event_trace}-{'1' * 16}-01"}
+                        if extension
+                        else None,
+                    )
+                    headers, body = codec.to_binary(request)
+                    headers["traceparent"] = f"00-{header_trace}-{'2' * 16}-01"
+                    posted = httpx.post(
+                        f"{plane.url}/v1/broker",
+                        content=body,
+                        headers={**headers, "Authorization": f"Bearer {plane.admin_key}"},
+                    )
+                    assert posted.status_code == 202, posted.text
+                    trace_id = event_trace if extension else header_trace
+                    spans = receiver.wait_for(
+                        lambda spans, t=trace_id: (
+                            (job := agent_span(spans, t)) is not None and children(spans, job)
+                        )
+                    )
+                    job = agent_span(spans, trace_id)
+                    assert job is not None
+                    assert job.attributes["vwm.job.id"] == prompt_job_id(request.source, request.id)
+                    assert job.attributes["vwm.job.causation_id"] == request.id
+                    other = header_trace if extension else event_trace
+                    assert agent_span(spans, other) is None
         finally:
             plane.stop()
             kill_harnesses(plane.data_dir)
