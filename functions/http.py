@@ -51,9 +51,7 @@ def is_self_authenticated(path: str) -> bool:
 
 
 def is_public(path: str) -> bool:
-    return (
-        path in PUBLIC_PATHS or path == PUBLIC_PREFIX or path.startswith(PUBLIC_PREFIX + "/")
-    )
+    return path in PUBLIC_PATHS or path == PUBLIC_PREFIX or path.startswith(PUBLIC_PREFIX + "/")
 
 
 class ApiError(FunctionsError):
