@@ -81,8 +81,12 @@ def console(tmp_path_factory: pytest.TempPathFactory, console_provider) -> Itera
         kill_harnesses(plane.data_dir)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Chromium, for one test module at a time. Not longer: Playwright's sync API keeps an
+    asyncio loop running in this thread while it is started, and an async test that this xdist
+    worker runs in between (pytest-asyncio) could not start its own. Module scope ends it before
+    the worker moves to another module's tests."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

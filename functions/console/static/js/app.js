@@ -78,7 +78,10 @@ function chrome() {
   }
 }
 
+let navigation = 0; // which route() call is the newest
+
 async function route() {
+  const mine = ++navigation;
   if (leave) {
     leave();
     leave = null;
@@ -104,13 +107,18 @@ async function route() {
     fill(main, h("p", { class: "empty" }, "This page needs an admin key."));
     return;
   }
-  fill(main, h("p", { class: "loading" }, "Loading…"));
+  // Each navigation renders into a view of its own: a page still loading when the user moves on
+  // fills its own, detached view, never the newer page's.
+  const view = h("div", { class: "view", "data-page": page }, h("p", { class: "loading" }, "Loading…"));
+  fill(main, view);
   try {
     const module = await import(`./pages/${page}.js`);
     const params = match.slice(1).map(decodeURIComponent);
-    leave = (await module.render(main, ...params)) || null;
+    const cleanup = (await module.render(view, ...params)) || null;
+    if (mine === navigation) leave = cleanup;
+    else if (cleanup) cleanup(); // moved on meanwhile: stop what it started
   } catch (error) {
-    fill(main, h("p", { class: "error" }, explain(error)));
+    if (mine === navigation) fill(view, h("p", { class: "error" }, explain(error)));
   }
 }
 
