@@ -227,7 +227,12 @@ def test_a_harness_that_falls_silent_mid_job_fails_it_and_is_replaced(
                 assert time.monotonic() - started < ANSWER_WITHIN_S, plane.log()
                 time.sleep(0.1)
             assert row["status"] == "failed", row
-            assert row["error"]["code"] == "harness_unavailable"
+            # Two honest ends race here: the relay finds the stream silent and fails the job
+            # (harness_unavailable), or the reconciler's tick (1 s in this plane) finds the
+            # stopped process first and relaunches it, and the new harness reports the job it
+            # found cut short (harness_restarted). A loaded machine decides which; both tell
+            # the caller to send the prompt again.
+            assert row["error"]["code"] in ("harness_unavailable", "harness_restarted"), row
             assert "send the prompt again" in row["error"]["message"]
             # The job fails first, then its harness is replaced (job_recording.lose_with_harness):
             # the stopped harness must be gone before anyone could wake it to finish the job.
