@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from functions.db.models import Job, TelemetryRequest
+from functions.usage_totals import usage_columns, usage_totals
 
 
 class SessionTokens(BaseModel):
@@ -48,21 +49,13 @@ def activity_of(db: Session, session_ids: Sequence[str]) -> dict[str, dict[str, 
     for sid, count, last_end, last_start in db.execute(jobs.group_by(Job.session_id)):
         found[sid].jobs = count
         found[sid].last_activity_at = latest(last_end, last_start)
-    T = TelemetryRequest
-    usage = select(
-        T.session_id,
-        func.sum(T.input_tokens),
-        func.sum(T.cache_read_tokens),
-        func.sum(T.cache_write_tokens),
-        func.sum(T.output_tokens),
-        func.sum(T.reasoning_tokens),
-        func.sum(T.cost_usd),
-    ).where(T.session_id.in_(session_ids))
-    for sid, i, cr, cw, o, r, cost in db.execute(usage.group_by(T.session_id)):
-        found[sid].tokens = SessionTokens(
-            input=i or 0, cache_read=cr or 0, cache_write=cw or 0, output=o or 0, reasoning=r or 0
-        )
-        found[sid].cost_usd = float(cost) if cost is not None else None
+    usage = select(TelemetryRequest.session_id, *usage_columns()).where(
+        TelemetryRequest.session_id.in_(session_ids)
+    )
+    for sid, *totals in db.execute(usage.group_by(TelemetryRequest.session_id)):
+        recorded = usage_totals(*totals)  # its job count is of recorded jobs: the jobs' is kept
+        found[sid].tokens = SessionTokens(**recorded["tokens"])
+        found[sid].cost_usd = recorded["cost_usd"]
     return {sid: item.model_dump(mode="json") for sid, item in found.items()}
 
 

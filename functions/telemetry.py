@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,6 +26,7 @@ from functions.telemetry_buckets import (
     window,
 )
 from functions.telemetry_learnings import ENDPOINTS as LEARNING_ENDPOINTS
+from functions.usage_totals import usage_columns, usage_totals
 
 T = TelemetryRequest
 
@@ -188,48 +189,19 @@ def _group(group_by: GroupBy) -> InstrumentedAttribute[str]:
     return Worker.name if group_by == "worker" else T.session_id
 
 
-def _usage_columns() -> tuple[ColumnElement[Any], ...]:
-    """Jobs, the five token sums and the summed cost; `_usage` reads them back."""
-    return (
-        func.count(T.id),
-        func.sum(T.input_tokens),
-        func.sum(T.cache_read_tokens),
-        func.sum(T.cache_write_tokens),
-        func.sum(T.output_tokens),
-        func.sum(T.reasoning_tokens),
-        func.sum(T.cost_usd),
-    )
-
-
-def _usage(jobs: int, i: Any, cr: Any, cw: Any, o: Any, r: Any, cost: Any) -> dict[str, Any]:
-    """`jobs`, `tokens` and `cost_usd` (the sum of known costs; null when none is known). The
-    token sums are made ints: PostgreSQL sums BIGINTs as NUMERIC, which arrives as a Decimal."""
-    return {
-        "jobs": jobs,
-        "tokens": {
-            "input": int(i or 0),
-            "cache_read": int(cr or 0),
-            "cache_write": int(cw or 0),
-            "output": int(o or 0),
-            "reasoning": int(r or 0),
-        },
-        "cost_usd": None if cost is None else float(cost),
-    }
-
-
 async def summary(request: Request) -> Response:
     query = parse_query(request, SummaryQuery)
 
     def rows(session: Session) -> list[dict[str, Any]]:
         key = _group(query.group_by)
-        statement = select(key, *_usage_columns(), func.avg(T.total_ms)).outerjoin(
+        statement = select(key, *usage_columns(), func.avg(T.total_ms)).outerjoin(
             Worker, Worker.id == T.worker_id
         )
         statement = _window(statement, query.since, query.until).group_by(key).order_by(key)
         return [
             {
                 query.group_by: group,
-                **_usage(*totals),
+                **usage_totals(*totals),
                 "avg_total_ms": float(avg) if avg is not None else None,
             }
             for group, *totals, avg in session.execute(statement)
@@ -256,13 +228,11 @@ async def series(request: Request) -> Response:
     def rows(session: Session) -> list[dict[str, Any]]:
         key = _group(query.group_by)
         start = bucket_start(query.bucket, T.created_at, session.get_bind().dialect.name)
-        statement = select(start, key, *_usage_columns()).outerjoin(
-            Worker, Worker.id == T.worker_id
-        )
+        statement = select(start, key, *usage_columns()).outerjoin(Worker, Worker.id == T.worker_id)
         statement = _window(statement, since, until).group_by(start, key)
         statement = statement.order_by(start, key.asc().nulls_last())
         return [
-            {"start": _iso(begins), query.group_by: group, **_usage(*totals)}
+            {"start": _iso(begins), query.group_by: group, **usage_totals(*totals)}
             for begins, group, *totals in session.execute(statement)
         ]
 

@@ -143,6 +143,23 @@ def page(browser) -> Iterator[Any]:
         yield tab
 
 
+@pytest.fixture
+def refusing_page(browser) -> Iterator[Any]:
+    """A fresh tab for a test that makes the API refuse: every 4xx is allowed and listed in
+    `refusing_page.refused`."""
+    with open_tab(browser, allowed=range(400, 500)) as tab:
+        yield tab
+
+
+@pytest.fixture
+def live_session(console: Console) -> Iterator[dict[str, Any]]:
+    """A ready session of worker `w`, ended after the test."""
+    from tests.console.live_sessions import running_session
+
+    with running_session(console) as session:
+        yield session
+
+
 def allow_http_errors(page: Any, *statuses: int) -> None:
     """Let `page` log failed API calls with these statuses: a test that provokes them on
     purpose (a 422 an edit form shows) says so."""

@@ -1,6 +1,5 @@
 """What the session, job and file browser tests share: a live session of worker `w` (ended after
-the test), prompts sent through the API, a job's event stream read with the admin key, and a tab
-for tests that make the API refuse on purpose."""
+the test), prompts sent through the API, a job's event stream read with the admin key."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.console.conftest import Console, open_tab
+from tests.console.conftest import Console
 
 JOB_TIMEOUT_MS = 90_000  # a job's CLI run on a loaded machine; the fake model answers at once
 
@@ -83,11 +82,3 @@ def rendered_seqs(page) -> list[int]:
             "#events [data-seq]", "els => els.map(e => Number(e.dataset.seq))"
         )
     )
-
-
-@contextlib.contextmanager
-def refusing_tab(browser) -> Iterator[Any]:
-    """A fresh signed-out tab like the `page` fixture's, for tests that make the API refuse:
-    every 4xx load is allowed and listed in `tab.refused`."""
-    with open_tab(browser, allowed=range(400, 500)) as tab:
-        yield tab

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.console.conftest import CONSOLE_GROUP, Console, screenshot, sign_in
-from tests.console.live_sessions import JOB_TIMEOUT_MS, prompt, refusing_tab, running_session
+from tests.console.live_sessions import JOB_TIMEOUT_MS, prompt, running_session
 
 pytestmark = CONSOLE_GROUP
 
@@ -23,18 +23,6 @@ def written_session(console: Console) -> Iterator[dict[str, Any]]:
         written = prompt(console, session["id"], "write notes.md")
         assert written["status"] == "succeeded", written
         yield {**session, "job_id": written["id"]}
-
-
-@pytest.fixture
-def live_session(console: Console) -> Iterator[dict[str, Any]]:
-    with running_session(console) as session:
-        yield session
-
-
-@pytest.fixture
-def refusing_page(browser) -> Iterator[Any]:
-    with refusing_tab(browser) as tab:
-        yield tab
 
 
 def put_file(console: Console, session_id: str, path: str, data: bytes) -> None:

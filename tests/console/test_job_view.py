@@ -4,10 +4,6 @@ resumed without losing or repeating an event, cancelling, and a finished job rep
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from typing import Any
-
-import pytest
 
 from tests.console.conftest import CONSOLE_GROUP, Console, screenshot, sign_in
 from tests.console.live_sessions import (
@@ -16,26 +12,12 @@ from tests.console.live_sessions import (
     event_stream,
     job,
     prompt,
-    refusing_tab,
     rendered_seqs,
-    running_session,
     start_session,
     stream_events,
 )
 
 pytestmark = CONSOLE_GROUP
-
-
-@pytest.fixture
-def live_session(console: Console) -> Iterator[dict[str, Any]]:
-    with running_session(console) as session:
-        yield session
-
-
-@pytest.fixture
-def refusing_page(browser) -> Iterator[Any]:
-    with refusing_tab(browser) as tab:
-        yield tab
 
 
 USAGE_LABELS = {

@@ -5,10 +5,6 @@ session after a confirm step."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from typing import Any
-
-import pytest
 
 from tests.console.conftest import CONSOLE_GROUP, Console, screenshot, sign_in
 from tests.console.live_sessions import (
@@ -16,23 +12,10 @@ from tests.console.live_sessions import (
     end_session,
     job,
     prompt,
-    refusing_tab,
     running_session,
 )
 
 pytestmark = CONSOLE_GROUP
-
-
-@pytest.fixture
-def live_session(console: Console) -> Iterator[dict[str, Any]]:
-    with running_session(console) as session:
-        yield session
-
-
-@pytest.fixture
-def refusing_page(browser) -> Iterator[Any]:
-    with refusing_tab(browser) as tab:
-        yield tab
 
 
 def open_session(page, console: Console, session_id: str) -> None:
