@@ -8,7 +8,8 @@ what to do, where none is (a script calling them outside an app should build a `
 bind it, or use its methods).
 
 Handlers call `db(fn, ...)`: the synchronous SQLAlchemy unit of work runs in a worker thread (pg8000
-has no asyncio driver), inside one transaction that commits when `fn` returns.
+has no asyncio driver), inside one transaction that commits when `fn` returns; `read(fn, ...)`
+when `fn` only reads, so that on SQLite it runs beside the writers instead of after them.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "db",
     "harness_http",
     "lookup_key",
+    "read",
     "services",
     "settings",
     "token_key",
@@ -56,6 +58,11 @@ def settings() -> ControlPlaneSettings:
 
 async def db(fn: Callable[..., T], *args: Any) -> T:
     return await current().db(fn, *args)
+
+
+async def read(fn: Callable[..., T], *args: Any) -> T:
+    """`db` for an `fn` that only reads (`Services.read`)."""
+    return await current().read(fn, *args)
 
 
 def token_key() -> TokenKey:
@@ -78,13 +85,23 @@ def harness_http() -> httpx.AsyncClient:
 
 
 async def lookup_key(presented: str) -> str | None:
+    """The scope of the live key `presented`, or None. Read-only (every request asks), with the
+    once-a-minute note of its use written apart when due."""
     if not presented:
         return None
 
-    def find(session: Session) -> str | None:
+    def find(session: Session) -> tuple[str, str, bool] | None:
+        from functions.db.api_keys import ApiKeys, due_for_touch
+
+        key = ApiKeys(session).authenticate(presented, touch=False)
+        return (str(key.scope), key.id, due_for_touch(key)) if key is not None else None
+
+    found = await read(find)
+    if found is None:
+        return None
+    scope, key_id, due = found
+    if due:
         from functions.db.api_keys import ApiKeys
 
-        key = ApiKeys(session).authenticate(presented)
-        return str(key.scope) if key is not None else None
-
-    return await db(find)
+        await db(lambda session: ApiKeys(session).touch(key_id))
+    return scope

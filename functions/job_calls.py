@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from eventing.agent_events import Usage
 from eventing.model_calls import CallOutcome
 from functions.api import Endpoint
-from functions.context import db
+from functions.context import read
 from functions.db.errors import InvalidCursor
 from functions.db.models import ModelCallRecord
 from functions.db.repositories import Jobs
@@ -102,7 +102,7 @@ async def list_calls(request: Request) -> Response:
             "next_cursor": str(rows[-1].seq) if more else None,
         }
 
-    return JSONResponse(await db(page))
+    return JSONResponse(await read(page))
 
 
 def _after(cursor: str | None) -> int:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from eventing.job_events import JobEvent
-from functions.context import db, settings
+from functions.context import read, settings
 from functions.db.models import (
     ACTIVE_JOB_STATUSES,
     Job,
@@ -71,7 +71,7 @@ def relay(
             except Exception:  # the harness is gone or hung: go on from the stored record
                 logger.info("relaying from the stored record", extra={"job_id": job_id})
                 await lose_with_harness(job_id, session_id)
-        for event in await db(_stored_events, job_id, sent):
+        for event in await read(_stored_events, job_id, sent):
             yield _sse(event)
 
     return EventSourceResponse(
@@ -88,7 +88,7 @@ async def _until_started(job_id: str) -> None:
     sends its heartbeats meanwhile). A job that never starts is failed by the reconciler
     (`job_dispatch.expire_if_stale`), which ends the wait."""
     pause = 0.05
-    while await db(_is_queued, job_id):
+    while await read(_is_queued, job_id):
         await asyncio.sleep(pause)
         pause = min(pause * 2, 1.0)
 

@@ -36,7 +36,7 @@ from eventing.events import (
     utc_now,
 )
 from functions.api import Endpoint
-from functions.context import db, settings
+from functions.context import db, read, settings
 from functions.db.errors import ConflictError, SessionBusy
 from functions.db.models import ACTIVE_JOB_STATUSES, Job, JobStatus, WorkerSession
 from functions.db.repositories import Jobs, Sessions
@@ -115,7 +115,7 @@ async def create_prompt(request: Request) -> Response:
     if body.mode == "async":
         return await _request_prompt(body)
     view, endpoint = await reach(body.session_id)
-    want = await db(wanted, view)
+    want = await read(wanted, view)
 
     def queue(session: Session) -> StartedJob:
         started = _start(session, body)
@@ -226,13 +226,13 @@ async def list_jobs(request: Request) -> Response:
         found = Jobs(session).page(session_id, limit=query.limit, cursor=query.cursor)
         return {"items": [job_out(row) for row in found.items], "next_cursor": found.next_cursor}
 
-    return JSONResponse(await db(page))
+    return JSONResponse(await read(page))
 
 
 async def job_events(request: Request) -> Response:
     job_id = request.path_params["job_id"]
     after = resume_point(request)  # ASCII digits only, else 400 invalid_parameter
-    job, session_status = await db(lambda s: _job_and_session_status(s, job_id))
+    job, session_status = await read(lambda s: _job_and_session_status(s, job_id))
     if job.status in ACTIVE_JOB_STATUSES or session_status == "ready":
         return relay(job_id, job.session_id, after, harness=lambda: _endpoint_of(job.session_id))
     return relay(job_id, job.session_id, after, harness=None)

@@ -185,12 +185,22 @@ class Services:
         """``fn(session, *args)`` in a worker thread (pg8000 has no asyncio driver), inside one
         transaction that commits when `fn` returns. `fn` sees these services bound, whoever
         calls (the broker's loop calls this directly)."""
+        return await self._unit_of_work(fn, args, read_only=False)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """As `db`, for an `fn` that only reads: on SQLite it neither waits for a writer nor
+        holds one up (`functions.db.engine.transaction`); a write in it is refused."""
+        return await self._unit_of_work(fn, args, read_only=True)
+
+    async def _unit_of_work(
+        self, fn: Callable[..., T], args: tuple[Any, ...], read_only: bool
+    ) -> T:
         factory = self.session_factory
 
         def unit_of_work() -> T:
             from functions.db.engine import transaction
 
-            with bound(self), transaction(factory) as session:
+            with bound(self), transaction(factory, read_only=read_only) as session:
                 return fn(session, *args)
 
         return await anyio.to_thread.run_sync(unit_of_work)

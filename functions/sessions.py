@@ -31,7 +31,7 @@ from functions.budgets_api import (
     session_budget,
     set_session_limits,
 )
-from functions.context import backend, db, services, settings
+from functions.context import backend, db, read, services, settings
 from functions.db.models import ACTIVE_JOB_STATUSES, Job, SessionStatus, WorkerSession
 from functions.db.repositories import Runtimes, Sessions, Workers
 from functions.db.transitions import transition_session
@@ -276,7 +276,7 @@ def _out(session: Session, session_id: str) -> dict[str, Any]:
 
 async def get_session(request: Request) -> Response:
     session_id = request.path_params["session_id"]
-    return JSONResponse(await db(lambda s: _out(s, session_id)))
+    return JSONResponse(await read(lambda s: _out(s, session_id)))
 
 
 async def list_sessions(request: Request) -> Response:
@@ -301,7 +301,7 @@ async def list_sessions(request: Request) -> Response:
             "next_cursor": found.next_cursor,
         }
 
-    return JSONResponse(await db(page))
+    return JSONResponse(await read(page))
 
 
 async def end_session(request: Request) -> Response:

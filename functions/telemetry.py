@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from functions.api import Endpoint
-from functions.context import db
+from functions.context import read
 from functions.db.columns import utcnow
 from functions.db.models import TelemetryRequest, Worker
 from functions.http import ApiError, parse_query
@@ -143,7 +143,7 @@ async def list_requests(request: Request) -> Response:
         statement = statement.order_by(T.created_at.desc()).limit(query.limit)
         return [_record(row, name, query.include_raw) for row, name in session.execute(statement)]
 
-    return JSONResponse({"items": await db(rows)})
+    return JSONResponse({"items": await read(rows)})
 
 
 def _record(row: TelemetryRequest, worker: str | None, include_raw: bool) -> dict[str, Any]:
@@ -207,7 +207,7 @@ async def summary(request: Request) -> Response:
             for group, *totals, avg in session.execute(statement)
         ]
 
-    return JSONResponse({"group_by": query.group_by, "items": await db(rows)})
+    return JSONResponse({"group_by": query.group_by, "items": await read(rows)})
 
 
 async def series(request: Request) -> Response:
@@ -242,7 +242,7 @@ async def series(request: Request) -> Response:
             "bucket": query.bucket,
             "since": _iso(since),
             "until": _iso(until),
-            "items": await db(rows),
+            "items": await read(rows),
         }
     )
 

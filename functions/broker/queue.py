@@ -30,6 +30,7 @@ from eventing import codec
 from eventing.events import VwmEvent
 from functions.broker.filters import TriggerFilter
 from functions.db.columns import utcnow
+from functions.db.engine import transaction
 from functions.db.models import BrokerDelivery, BrokerDeliveryState, BrokerEvent
 
 # What a delivery row keeps of the last answer: enough to see why, bounded.
@@ -51,7 +52,7 @@ def run_in(factory: sessionmaker[Session]) -> Run:
 
     async def run(fn: Callable[..., T], *args: Any) -> T:
         def unit_of_work() -> T:
-            with factory() as session, session.begin():
+            with transaction(factory) as session:
                 return fn(session, *args)
 
         return await anyio.to_thread.run_sync(unit_of_work)

@@ -23,6 +23,11 @@ KEY_PREFIX = "vwm"
 _TOUCH_EVERY = timedelta(minutes=1)
 
 
+def due_for_touch(key: ApiKey) -> bool:
+    """Whether a use of `key` now should be noted in `last_used_at`."""
+    return key.last_used_at is None or utcnow() - key.last_used_at > _TOUCH_EVERY
+
+
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -43,8 +48,9 @@ class ApiKeys:
         self.db.flush()
         return row, f"{KEY_PREFIX}_{key_id}_{secret}"
 
-    def authenticate(self, key: str) -> ApiKey | None:
-        """The live key `key` names, or None. Notes the use at most once a minute."""
+    def authenticate(self, key: str, *, touch: bool = True) -> ApiKey | None:
+        """The live key `key` names, or None. Notes the use at most once a minute, unless
+        `touch` is off (a read-only caller notes it with `touch` when `due_for_touch`)."""
         prefix, _, rest = key.partition("_")
         key_id, _, secret = rest.partition("_")
         if prefix != KEY_PREFIX or not key_id or not secret:
@@ -54,10 +60,15 @@ class ApiKeys:
             return None
         if not hmac.compare_digest(row.secret_hash, hash_secret(secret)):
             return None
-        now = utcnow()
-        if row.last_used_at is None or now - row.last_used_at > _TOUCH_EVERY:
-            row.last_used_at = now
+        if touch and due_for_touch(row):
+            row.last_used_at = utcnow()
         return row
+
+    def touch(self, key_id: str) -> None:
+        """Note that key `key_id` was used now (at most once a minute, whoever asks)."""
+        row = self.db.get(ApiKey, key_id)
+        if row is not None and due_for_touch(row):
+            row.last_used_at = utcnow()
 
     def revoke(self, key_id: str) -> ApiKey:
         row = self.db.get(ApiKey, key_id)

@@ -1,16 +1,29 @@
 """Engines, sessions and the transaction boundary. The functions' services call `make_engine`
 once per process, `session_factory` once per engine, and `transaction` once per unit of work.
 
-PostgreSQL (production) goes through pg8000. SQLite (the embedded default) gets three fixes:
-no schemas (mapped away), foreign keys on, and real transactions: SQLAlchemy emits
-`BEGIN IMMEDIATE` itself, so SAVEPOINTs work and a transaction that reads and then writes cannot
-fail on a stale snapshot. The price is that SQLite runs one transaction at a time (others wait up
-to `SQLITE_BUSY_TIMEOUT_S`): keep transactions short and never hold one across a harness call.
+PostgreSQL (production) goes through pg8000, with a pool as large as the worker threads that
+use it (`POSTGRES_POOL`), so a burst of requests queues in the database, not for a connection.
+
+SQLite (the embedded default) gets three fixes: no schemas (mapped away), foreign keys on, and
+real transactions: SQLAlchemy emits `BEGIN IMMEDIATE` itself, so SAVEPOINTs work and a
+transaction that reads and then writes cannot fail on a stale snapshot. SQLite runs one writer
+at a time, so:
+
+- writers of this process take turns on a lock of their own before `BEGIN IMMEDIATE`: the next
+  one starts the moment the last one commits. (Left to SQLite, waiters poll the file lock with
+  sleeps of up to 100 ms, and a burst of writes turns into seconds of latency.) Writers in
+  other processes (a `vwm` command, a migration) still wait up to `SQLITE_BUSY_TIMEOUT_S`;
+- a unit of work that only reads (`transaction(..., read_only=True)`) begins a deferred
+  transaction: in WAL mode it reads a snapshot while a writer writes, and waits for nobody.
+
+Keep transactions short and never hold one across a harness call.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +38,14 @@ from functions.private_files import create_private_file
 
 SCHEMA_TRANSLATE_MAP: dict[str | None, str | None] = dict.fromkeys(SCHEMAS)
 SQLITE_BUSY_TIMEOUT_S = 30.0
+# Worker threads run database work (anyio's default limit is 40): room for all of them, with the
+# overflow closed again when a burst is over.
+POSTGRES_POOL = {"pool_size": 10, "max_overflow": 30}
+# The execution option a read-only unit of work sets on its connection before it begins.
+READ_ONLY = "vwm_read_only"
+# One writer at a time per SQLite database in this process (keyed by engine: each engine is
+# one database).
+_sqlite_writers: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -39,7 +60,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+pg8000")
         # Pooled connections go stale while a scale-to-zero function sleeps.
-        engine = create_engine(parsed, pool_pre_ping=True, **kwargs)
+        engine = create_engine(parsed, pool_pre_ping=True, **{**POSTGRES_POOL, **kwargs})
         event.listen(engine, "handle_error", _integrity_errors_as_such)
         return engine
     if backend == "sqlite":
@@ -69,7 +90,9 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "do_connect", lambda *_: _create_private(path))
     event.listen(engine, "connect", _on_sqlite_connect)
     event.listen(engine, "begin", _on_sqlite_begin)
-    return engine.execution_options(schema_translate_map=SCHEMA_TRANSLATE_MAP)
+    mapped = engine.execution_options(schema_translate_map=SCHEMA_TRANSLATE_MAP)
+    _sqlite_writers[mapped] = threading.Lock()
+    return mapped
 
 
 def _create_private(path: Path) -> None:
@@ -94,7 +117,8 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) ->
 
 
 def _on_sqlite_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    read_only = connection.get_execution_options().get(READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -103,7 +127,41 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commits when the block ends, rolls back if it raises."""
-    with factory() as db, db.begin():
+def transaction(factory: sessionmaker[Session], *, read_only: bool = False) -> Iterator[Session]:
+    """One unit of work: commits when the block ends, rolls back if it raises.
+
+    `read_only`: the block only reads. On SQLite it then neither waits for writers nor holds
+    them up; anything it would write is refused (`ReadOnlyTransaction`) rather than written."""
+    engine = factory.kw.get("bind")
+    writers = _sqlite_writers.get(engine) if engine is not None and not read_only else None
+    with _turn(writers), factory() as db, db.begin():
+        if read_only:
+            db.connection(execution_options={READ_ONLY: True})
+            db.info[READ_ONLY] = True
         yield db
+
+
+@contextmanager
+def _turn(writers: threading.Lock | None) -> Iterator[None]:
+    """This thread's turn to write, waiting as long as SQLite would have."""
+    if writers is None:
+        yield
+        return
+    if not writers.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
+        raise exc.OperationalError(
+            "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
+        )
+    try:
+        yield
+    finally:
+        writers.release()
+
+
+class ReadOnlyTransaction(RuntimeError):
+    """A unit of work marked read-only tried to write: mark it a writer instead."""
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_writes_when_read_only(db: Session, *_: object) -> None:
+    if db.info.get(READ_ONLY) and (db.new or db.dirty or db.deleted):
+        raise ReadOnlyTransaction("a read-only unit of work tried to write; run it as a writer")
