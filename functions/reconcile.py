@@ -14,6 +14,8 @@ It compares the database with the harnesses and fixes what a process that died l
 - a ready session whose harness is gone (its process died; its Knative Service vanished or
   failed) gets it back on the same workspace (`session_runtime.relaunch`), which resumes its CLI
   session from the state on the volume; one whose workspace is gone fails (`workspace_lost`);
+- a ready session's harness idle (no job) past ``VWM_HARNESS_IDLE_S`` is stopped, its workspace
+  kept, where the backend does not scale to zero itself (`session_runtime.stop_if_idle`);
 - harnesses (and on Knative their Triggers and Secrets) that no session owns are removed
   (`RuntimeBackend.sweep`); on Knative, so are the volumes of sessions that have no row or have
   ended (`VolumeKeeper`: what a teardown cut short left), unless volumes are retained.
@@ -41,7 +43,7 @@ from sqlalchemy.orm import Session
 
 from eventing.events import EndReason
 from functions import lifecycle_events
-from functions.context import backend, db, settings
+from functions.context import backend, db, read, settings
 from functions.db.errors import ConflictError, DbError, NotFoundError
 from functions.db.models import (
     ACTIVE_JOB_STATUSES,
@@ -61,9 +63,9 @@ from functions.job_recording import (
     lost_error,
     record_from_harness,
 )
-from functions.runtime.base import RuntimeHandle, VolumeKeeper
+from functions.runtime.base import IdleStopper, RuntimeHandle, VolumeKeeper, idle_stopped
 from functions.runtime.errors import RuntimeBackendError
-from functions.session_runtime import load, relaunch
+from functions.session_runtime import load, relaunch, stop_if_idle
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class Report:
     sessions_ended: dict[str, str] = field(default_factory=dict)  # id -> reason
     harnesses_stopped: list[str] = field(default_factory=list)
     harnesses_relaunched: list[str] = field(default_factory=list)
+    harnesses_idled: list[str] = field(default_factory=list)  # stopped for being idle
     volumes_removed: list[str] = field(default_factory=list)
     events_forgotten: int = 0  # processed-event ids past their retention, deleted
 
@@ -93,6 +96,7 @@ class Report:
                 self.sessions_ended,
                 self.harnesses_stopped,
                 self.harnesses_relaunched,
+                self.harnesses_idled,
                 self.volumes_removed,
                 self.events_forgotten,
             )
@@ -108,6 +112,7 @@ async def reconcile(*, interrupted_before: datetime | None = None) -> Report:
     await _stuck_sessions(report, now, interrupted_before)
     await _expired_sessions(report, now)
     await _vanished_harnesses(report, now)
+    await _idle_harnesses(report)
     await _orphans(report)
     await _orphan_volumes(report)
     report.events_forgotten = await db(_forget_processed_events, now)
@@ -335,6 +340,8 @@ async def _vanished_harnesses(report: Report, now: datetime) -> None:
         async with turns:
             try:
                 handle = RuntimeHandle.from_dict(state)
+                if idle_stopped(handle):
+                    return  # down on purpose: the next call that needs it wakes it
                 status = await backend().status(handle)
                 if status == "running":
                     return
@@ -355,6 +362,47 @@ async def _vanished_harnesses(report: Report, now: datetime) -> None:
 
     ready = await db(_ready, now - grace)
     await asyncio.gather(*(check(session_id, state) for session_id, state in ready))
+
+
+async def _idle_harnesses(report: Report) -> None:
+    """Stop the harnesses of sessions idle past ``VWM_HARNESS_IDLE_S``, where the backend does
+    not scale them to zero itself (`IdleStopper`)."""
+    idle_s = settings().harness_idle_s
+    if not idle_s or not isinstance(backend(), IdleStopper):
+        return
+    turns = asyncio.Semaphore(STATUS_CONCURRENCY)
+
+    async def stop(session_id: str) -> None:
+        async with turns:
+            try:
+                if await stop_if_idle(session_id, idle_s):
+                    report.harnesses_idled.append(session_id)
+            except (RuntimeBackendError, DbError) as exc:
+                logger.warning(
+                    "could not stop an idle harness",
+                    extra={"session_id": session_id, "error": str(exc)},
+                )
+
+    idle = await read(_idle_candidates, datetime.now(UTC) - timedelta(seconds=idle_s))
+    await asyncio.gather(*(stop(session_id) for session_id in idle))
+
+
+def _idle_candidates(session: Session, before: datetime) -> list[str]:
+    """Ready sessions with no job since `before` whose harness is not stopped already
+    (`stop_if_idle` checks each again, under its lock)."""
+    busy = select(Job.session_id).where(Job.status.in_(ACTIVE_JOB_STATUSES))
+    rows = session.execute(
+        select(WorkerSession.id, WorkerSession.runtime_state).where(
+            WorkerSession.status == SessionStatus.READY,
+            WorkerSession.last_activity_at < before,
+            WorkerSession.id.not_in(busy),
+        )
+    )
+    return [
+        row.id
+        for row in rows
+        if row.runtime_state and not idle_stopped(RuntimeHandle.from_dict(row.runtime_state))
+    ]
 
 
 def _fail_lost(session: Session, session_id: str) -> None:

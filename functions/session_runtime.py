@@ -6,25 +6,42 @@ Used by the `sessions` and `prompts` functions.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from eventing.cli_versions import EXACT_VERSION_RULE, is_exact_version
 from eventing.tracing import SECRET_OTEL_VARIABLES, harness_tracing_env
 from functions.budgets import charge_url
-from functions.context import backend, db, services, settings, token_key
+from functions.context import backend, db, read, services, settings, token_key
 from functions.db.errors import ConflictError
-from functions.db.models import Runtime, SessionStatus, Worker, WorkerSession
+from functions.db.models import (
+    ACTIVE_JOB_STATUSES,
+    Job,
+    Runtime,
+    SessionStatus,
+    Worker,
+    WorkerSession,
+)
 from functions.db.repositories import Runtimes, Sessions, Settings, Workers
 from functions.harness_client import HarnessClient, HarnessUnavailable
 from functions.repo_policy import allow_local_repos
-from functions.runtime.base import HarnessEndpoint, HarnessSpec, RuntimeHandle
+from functions.runtime.base import (
+    HarnessEndpoint,
+    HarnessSpec,
+    IdleStopper,
+    RuntimeHandle,
+    idle_stopped,
+    marked_idle,
+)
 from functions.runtime.errors import HarnessNotReady, HarnessStartFailed
 
 logger = logging.getLogger(__name__)
@@ -145,7 +162,7 @@ def job_timeout_s(view: SessionView) -> float | None:
 
 async def reach(session_id: str, *, probe: bool = False) -> tuple[SessionView, HarnessEndpoint]:
     """The harness of a ready session (a session in any other state takes no prompts)."""
-    view = await db(load, session_id)
+    view = await read(load, session_id)
     if view.session.status != SessionStatus.READY:
         raise ConflictError(
             f"session {session_id} is {view.session.status}; only a ready session takes prompts",
@@ -167,7 +184,8 @@ async def harness_of(
     handle = RuntimeHandle.from_dict(view.session.runtime_state)
     runtime = backend()
     timeout_s = settings().harness_ready_timeout_s
-    if await runtime.status(handle) == "running" and not probe:
+    # One stopped for being idle (or being stopped now) is woken, as Knative's activator would.
+    if not (probe or idle_stopped(handle)) and await runtime.status(handle) == "running":
         return handle, runtime.endpoint(handle)
     handle = await relaunch(view, handle)
     try:
@@ -188,10 +206,71 @@ async def relaunch(view: SessionView, handle: RuntimeHandle) -> RuntimeHandle:
     async with services().relaunch_locks.hold(view.session.id):
         stored = await db(_stored_handle, view.session.id)
         if stored and stored != handle.to_dict():
-            return RuntimeHandle.from_dict(stored)
+            handle = RuntimeHandle.from_dict(stored)
+            if not idle_stopped(handle):
+                return handle
         handle = await backend().ensure_running(handle, harness_spec(view))
         await db(_save_handle, view.session.id, handle.to_dict())
         return handle
+
+
+async def stop_if_idle(session_id: str, idle_s: float) -> bool:
+    """Stop the harness of a ready session that has run no job for `idle_s` and has been up at
+    least that long, keeping its workspace (`IdleStopper`); the next call that needs it
+    relaunches it (`harness_of`). True when it was stopped.
+
+    The handle is marked first, so that a call reading the session from then on waits for
+    the stop (`relaunch` holds the same lock) and relaunches it; a prompt that read it before
+    the mark and is about to queue its job gets `IDLE_SETTLE_S` to do so, and the harness is
+    stopped only if the session is still idle after that. (A prompt dispatched later still finds
+    the harness gone and relaunches it: `job_dispatch.dispatch` retries a refused connection.)"""
+    runtime = backend()
+    if not isinstance(runtime, IdleStopper):
+        return False
+    async with services().relaunch_locks.hold(session_id):
+        marked = await db(_mark_if_idle, session_id, idle_s)
+        if marked is None:
+            return False
+        uptime = await asyncio.to_thread(runtime.uptime_s, marked)
+        if uptime is None or uptime < idle_s:
+            await db(_save_handle, session_id, marked_idle(marked, False).to_dict())
+            return False
+        await asyncio.sleep(IDLE_SETTLE_S)
+        if await read(_idle_for, session_id, idle_s) is None:
+            await db(_save_handle, session_id, marked_idle(marked, False).to_dict())
+            return False
+        stopped = await runtime.stop_idle(marked)
+        await db(_save_handle, session_id, stopped.to_dict())
+        logger.info("stopped an idle harness", extra={"session_id": session_id})
+        return True
+
+
+# How long an idle stop waits after marking the handle before it looks at the session again.
+IDLE_SETTLE_S = 0.5
+
+
+def _idle_for(session: Session, session_id: str, idle_s: float) -> WorkerSession | None:
+    """The row of `session_id` if it is ready, runs no job and its last one (or its start) is
+    older than `idle_s`."""
+    busy = select(Job.id).where(Job.session_id == session_id, Job.status.in_(ACTIVE_JOB_STATUSES))
+    row = session.get(WorkerSession, session_id)
+    if row is None or row.status != SessionStatus.READY or not row.runtime_state:
+        return None
+    last = row.last_activity_at or row.ready_at or row.created_at
+    if last.tzinfo is None:
+        last = last.replace(tzinfo=UTC)
+    if last > datetime.now(UTC) - timedelta(seconds=idle_s) or session.scalar(busy) is not None:
+        return None
+    return row
+
+
+def _mark_if_idle(session: Session, session_id: str, idle_s: float) -> RuntimeHandle | None:
+    row = _idle_for(session, session_id, idle_s)
+    if row is None or idle_stopped(RuntimeHandle.from_dict(row.runtime_state)):
+        return None
+    marked = marked_idle(RuntimeHandle.from_dict(row.runtime_state))
+    row.runtime_state = marked.to_dict()
+    return marked
 
 
 def _stored_handle(session: Session, session_id: str) -> dict[str, Any] | None:

@@ -299,6 +299,10 @@ class ControlPlaneSettings:
     # (no job) this long, or older than this. None: never.
     session_idle_s: float | None = None
     session_max_age_s: float | None = None
+    # A ready session's harness idle (no job) this long is stopped, its workspace kept, and the
+    # next call that needs it relaunches it: the embedded default's scale to zero (Knative
+    # Services do it themselves, `KnativeSessionSettings.idle_pod_s`). 0: never.
+    harness_idle_s: float = 300.0
     # The reconciler leaves alone what changed more recently than this (a job just dispatched,
     # a session just created): the process doing it is most likely still at work.
     reconcile_grace_s: float = 10.0
@@ -339,6 +343,7 @@ class ControlPlaneSettings:
             harness_control_url=env.get("VWM_HARNESS_CONTROL_URL", "").strip() or None,
             session_idle_s=_optional_seconds(env, "VWM_SESSION_IDLE_S"),
             session_max_age_s=_optional_seconds(env, "VWM_SESSION_MAX_AGE_S"),
+            harness_idle_s=_seconds(env, "VWM_HARNESS_IDLE_S", 300.0, zero=True),
             reconcile_grace_s=_seconds(env, "VWM_RECONCILE_GRACE_S", 10.0, zero=True),
             processed_events_retention_s=_seconds(
                 env, "VWM_PROCESSED_EVENTS_RETENTION_S", 7 * 86_400, high=365 * 86_400

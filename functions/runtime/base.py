@@ -226,3 +226,38 @@ class VolumeKeeper(Protocol):
         """Delete the volumes of these sessions, as the volume retention setting allows;
         returns the ids whose volume was deleted."""
         ...
+
+
+# The mark of a harness stopped for being idle (`IdleStopper.stop_idle`), in its handle's state:
+# it is meant to be down, so nothing takes it for a harness that died (the reconciler leaves it
+# alone) and the next call that needs it relaunches it (`session_runtime.harness_of`).
+IDLE_STOPPED = "idle_stopped"
+
+
+def idle_stopped(handle: RuntimeHandle) -> bool:
+    return bool(handle.state.get(IDLE_STOPPED))
+
+
+def marked_idle(handle: RuntimeHandle, mark: bool = True) -> RuntimeHandle:
+    """`handle` with the idle mark set (or taken off)."""
+    state = {key: value for key, value in handle.state.items() if key != IDLE_STOPPED}
+    if mark:
+        state[IDLE_STOPPED] = True
+    return RuntimeHandle(session_id=handle.session_id, backend=handle.backend, state=state)
+
+
+@runtime_checkable
+class IdleStopper(Protocol):
+    """A backend whose harnesses do not scale to zero by themselves (local processes; Knative's
+    autoscaler does it for its Services). The reconciler stops a harness idle past
+    ``VWM_HARNESS_IDLE_S``, keeping its workspace, as Knative would scale its pod to zero."""
+
+    def uptime_s(self, handle: RuntimeHandle) -> float | None:
+        """How long the harness has been up (None: it is not running): one relaunched a moment
+        ago for a files call is not idle yet, however old the session's last job."""
+        ...
+
+    async def stop_idle(self, handle: RuntimeHandle) -> RuntimeHandle:
+        """Stop the harness (SIGTERM, grace, SIGKILL), keep its workspace, and return the handle
+        to persist: `idle_stopped`, so that `ensure_running` brings it back."""
+        ...

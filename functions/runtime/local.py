@@ -44,6 +44,7 @@ from functions.runtime.base import (
     RuntimeHandle,
     StillOwned,
     checked_session_id,
+    marked_idle,
     spec_env,
 )
 from functions.runtime.errors import (
@@ -209,7 +210,7 @@ class LocalBackend:
                 and not _stopped(handle)
                 and await self._answers_within(handle, self._grace_left(handle))
             ):
-                return _without_token(handle)
+                return marked_idle(_without_token(handle), False)
             # Dead, stopped, or alive but mute: stop what is left of it (its CLI may still be
             # writing into the workspace), then start afresh on a new port (the old one may be
             # taken now). A hung harness gets no SIGCONT nor SIGTERM grace: woken, it would first
@@ -231,6 +232,15 @@ class LocalBackend:
                         f"could not remove {session_dir}: {exc}; tear down again",
                         session_id=handle.session_id,
                     ) from exc
+
+    def uptime_s(self, handle: RuntimeHandle) -> float | None:
+        self._check_handle(handle)
+        pid = handle.state.get("pid")
+        return procs.age_s(pid) if isinstance(pid, int) and _running(handle) else None
+
+    async def stop_idle(self, handle: RuntimeHandle) -> RuntimeHandle:
+        await self.teardown(handle, keep_workspace=True)
+        return marked_idle(_without_token(handle))
 
     async def sweep(self, still_owned: StillOwned) -> list[str]:
         """Stop the processes of every session that may no longer run: harnesses and CLIs

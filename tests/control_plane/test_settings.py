@@ -20,9 +20,12 @@ BASE = {"VWM_DATA_DIR": "/nonexistent"}
         ("VWM_HARNESS_CLOCK_SKEW_S", "0", lambda s: s.harness.clock_skew_s),
         ("VWM_RECONCILE_GRACE_S", "0", lambda s: s.reconcile_grace_s),
         ("VWM_PROCESSED_EVENTS_RETENTION_S", "2592000", lambda s: s.processed_events_retention_s),
+        ("VWM_HARNESS_IDLE_S", "0", lambda s: s.harness_idle_s),
+        ("VWM_HARNESS_IDLE_S", "45", lambda s: s.harness_idle_s),
     ],
 )
 def test_durations_are_read(name: str, value: str, read) -> None:
+    assert ControlPlaneSettings.from_env(BASE).harness_idle_s == 300  # the default
     assert read(ControlPlaneSettings.from_env({**BASE, name: value})) == float(value)
 
 
@@ -40,6 +43,8 @@ def test_durations_are_read(name: str, value: str, read) -> None:
         ("VWM_RECONCILE_GRACE_S", "ten"),
         ("VWM_PROCESSED_EVENTS_RETENTION_S", "0"),
         ("VWM_PROMPT_WAIT_S", "100000"),
+        ("VWM_HARNESS_IDLE_S", "-1"),
+        ("VWM_HARNESS_IDLE_S", "an hour"),
     ],
 )
 def test_a_duration_that_cannot_work_is_refused_naming_it(name: str, value: str) -> None:

@@ -54,10 +54,10 @@ def test_a_read_only_unit_reads_while_a_writer_holds_its_transaction(
 def test_a_read_only_unit_that_writes_is_refused_and_writes_nothing(
     factory: sessionmaker[Session],
 ) -> None:
-    with pytest.raises(ReadOnlyTransaction, match="run it as a writer"):
-        with transaction(factory, read_only=True) as db:
-            Settings(db).put("txn.refused", "x")
-            db.flush()
+    refused = pytest.raises(ReadOnlyTransaction, match="run it as a writer")
+    with refused, transaction(factory, read_only=True) as db:
+        Settings(db).put("txn.refused", "x")
+        db.flush()
     assert _setting(factory, "txn.refused") is None
 
 

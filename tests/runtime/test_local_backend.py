@@ -24,6 +24,7 @@ from functions.runtime import (
     RuntimeHandle,
     procs,
 )
+from functions.runtime.base import idle_stopped, marked_idle
 from functions.runtime.local import LocalBackend
 from tests.runtime.conftest import CLAUDE_BIN, REPO_ROOT, environ, processes_mentioning
 from tests.runtime.contract import READY_S, Sessions, eventually
@@ -209,6 +210,7 @@ import asyncio, json, sys
 from pathlib import Path
 from functions.runtime.base import HarnessSpec
 from functions.runtime import procs
+from functions.runtime.base import idle_stopped, marked_idle
 from functions.runtime.local import LocalBackend
 
 async def main():
@@ -310,6 +312,37 @@ async def test_a_harness_that_stops_answering_is_replaced(
     assert local_backend.endpoint(replaced).token == local_backend.endpoint(handle).token
     await local_backend.wait_ready(replaced, READY_S)
     assert gone(handle.state["pid"])
+
+
+async def test_an_idle_stop_keeps_the_workspace_and_ensure_running_brings_it_back(
+    local_backend: LocalBackend, sessions: Sessions, make_spec, spawn: Spawn
+) -> None:
+    spec = make_spec("s-idle")
+    handle, _ = await sessions.ready(spec)
+    uptime = local_backend.uptime_s(handle)
+    assert uptime is not None and 0 <= uptime < 60
+    workspace = Path(handle.state["workspace"])
+    (workspace / "notes.txt").write_text("kept")
+    cli_home = workspace / ".cli-home"
+    cli = spawn(["sleep", "300"], env={"HOME": str(cli_home), "PATH": os.environ["PATH"]})
+
+    stopped = await local_backend.stop_idle(handle)
+
+    assert idle_stopped(stopped) and not idle_stopped(handle)
+    assert gone(handle.state["pid"])
+    assert await asyncio.to_thread(cli.wait, 10) == -signal.SIGKILL  # nothing left running
+    assert await local_backend.status(stopped) == "stopped"
+    assert local_backend.uptime_s(stopped) is None
+    assert (workspace / "notes.txt").read_text() == "kept"
+
+    back = sessions.track(await local_backend.ensure_running(stopped, spec))
+    assert not idle_stopped(back) and back.state["pid"] != handle.state["pid"]
+    await local_backend.wait_ready(back, READY_S)
+    assert await local_backend.status(back) == "running"
+    # A handle marked while its harness still runs (the mark comes before the stop) loses the
+    # mark when that harness is found answering.
+    kept = await local_backend.ensure_running(marked_idle(back), spec)
+    assert kept.state["pid"] == back.state["pid"] and not idle_stopped(kept)
 
 
 async def test_a_reused_pid_is_never_taken_for_the_harness(
