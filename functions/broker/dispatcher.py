@@ -42,6 +42,7 @@ from functions.broker.queue import (
     Run,
     claim_due,
     enqueue,
+    filter_view,
     mark_dead,
     mark_delivered,
     prune,
@@ -126,6 +127,18 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        # The last claim filled every free slot: more may be due, so a slot freed by a finished
+        # delivery is worth another claim. Otherwise it is not (the claim got all that was due;
+        # what comes due later wakes the loop itself), and waking for it would cost an empty
+        # claim per delivery.
+        self._saturated = False
+        # The fixed subscriptions this loop claims for; with no subscriptions that come and go,
+        # an event none of them takes does not wake it (`notify`).
+        self._claims_for = [
+            s
+            for s in self.subscriptions
+            if (self._only is None or s.name in self._only) and s.name not in self._exclude
+        ]
         self._due: list[float] = []  # monotonic times of the retries this loop scheduled (a heap)
         self._db_down = False
 
@@ -141,8 +154,13 @@ class Dispatcher:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def notify(self) -> None:
-        """Something was enqueued: claim now rather than at the next poll."""
+    def notify(self, event: VwmEvent | None = None) -> None:
+        """Something was enqueued (`event`, when one is known): claim now rather than at the
+        next poll, unless it is an event none of this loop's subscriptions takes."""
+        if event is not None and self._more is None:
+            view = filter_view(event)
+            if not any(s.filter.matches(view) for s in self._claims_for):
+                return
         self._wake.set()
 
     async def stop(self, grace_s: float = 5.0, *, release_leases: bool = True) -> None:
@@ -187,6 +205,7 @@ class Dispatcher:
             claimed: list[tuple[Claimed, Subscription | None]] = []
             if free > 0:
                 claimed = await self._claim(free)
+                self._saturated = len(claimed) == free
             for item, subscription in claimed:
                 self._spawn(item, subscription)
             if self._prunes and time.monotonic() - last_prune >= self.settings.prune_every_s:
@@ -241,9 +260,13 @@ class Dispatcher:
         )
         self._inflight[item.delivery_id] = task
 
+        # An ordered subscription's next delivery becomes claimable only now.
+        unblocks = subscription is None or subscription.ordered
+
         def done(_: asyncio.Task[None]) -> None:
             self._inflight.pop(item.delivery_id, None)
-            self._wake.set()  # a slot is free
+            if self._saturated or unblocks:
+                self._wake.set()  # a slot is free, and something may be waiting for it
 
         task.add_done_callback(done)
 

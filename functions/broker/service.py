@@ -232,7 +232,8 @@ class BrokerService:
         """Queue `event` for its subscriptions (False: already queued) and wake the loop."""
         queued = await self._run(self._enqueue, event, self.subscriptions)
         if queued:
-            self._wake_dispatchers()
+            for dispatcher in self._dispatchers:
+                dispatcher.notify(event)
         return queued
 
     async def publish(self, event: VwmEvent) -> None:
