@@ -3,10 +3,11 @@
 1. session create → ready, with a worker repo and a session repo (p50, p99);
 2. sync prompt through the control plane vs. the same prompt sent to the session's harness
    directly (median overhead);
-3. each function's cold start under functions-framework: process start → first 200;
-4. N concurrent sessions each streaming a prompt: errors, time to first byte and total (p50, p99).
+3. N concurrent sessions each streaming a prompt: errors, time to first byte and total (p50, p99).
 
     python bench/control_plane.py [--sessions 20] [--prompts 10] [--concurrent 50] [--cli claude]
+
+Each function's cold start is bench/cold_start.py's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import argparse
 import concurrent.futures
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,7 +30,6 @@ sys.path.insert(0, str(REPO))
 from fake_provider.testing import serve_in_thread  # noqa: E402
 from tests.e2e.conftest import MODELS, make_bare_repo  # noqa: E402
 from tests.support.control_plane import ControlPlane, kill_harnesses  # noqa: E402
-from tests.support.harness_process import free_port  # noqa: E402
 from vwm.local.clis import pinned_version  # noqa: E402
 
 
@@ -127,60 +126,6 @@ def prompt_overhead(plane: ControlPlane, client: httpx.Client, session_id: str, 
     )
 
 
-def cold_starts(plane: ControlPlane) -> None:
-    paths = {
-        "admin": "/v1/admin/runtimes",
-        "sessions": "/v1/sessions",
-        "prompts": "/v1/jobs/none",
-        "telemetry": "/v1/telemetry/summary",
-    }
-    binary = Path(sys.executable).parent / "functions-framework"
-    for target, path in paths.items():
-        times = []
-        for _ in range(3):
-            port = free_port()
-            started = time.perf_counter()
-            proc = subprocess.Popen(
-                [
-                    str(binary),
-                    "--source",
-                    str(REPO / "functions" / "main.py"),
-                    "--target",
-                    target,
-                    "--asgi",
-                    "--port",
-                    str(port),
-                    "--host",
-                    "127.0.0.1",
-                ],
-                cwd=REPO,
-                env={**plane.env},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                while True:
-                    try:
-                        answer = httpx.get(
-                            f"http://127.0.0.1:{port}{path}",
-                            timeout=5,
-                            headers={"Authorization": f"Bearer {plane.admin_key}"},
-                        )
-                        if answer.status_code in (200, 404):
-                            break
-                    except httpx.TransportError:
-                        time.sleep(0.02)
-                times.append(time.perf_counter() - started)
-            finally:
-                proc.terminate()
-                proc.wait()
-        print(
-            f"cold start {target:<9}: median {statistics.median(times) * 1000:.0f} ms "
-            f"(process start → first answer of {path})",
-            flush=True,
-        )
-
-
 def concurrent_streams(client: httpx.Client, root: Path, count: int) -> None:
     task_repo = make_bare_repo(root / "task-many.git", {"README.md": "# task\n"})
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
@@ -266,7 +211,7 @@ def main() -> None:
                 prompt_overhead(plane, client, ids[0], args.prompts)
                 for session_id in ids:
                     client.delete(f"/v1/sessions/{session_id}")
-                cold_starts(plane)
+                # Each function's cold start: bench/cold_start.py.
                 concurrent_streams(client, root, args.concurrent)
         finally:
             plane.stop()

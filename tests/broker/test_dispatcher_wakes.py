@@ -59,7 +59,7 @@ async def test_one_claim_per_event_when_events_come_one_at_a_time(
             event = job_started(n + 1)
             await run(queue.enqueue, event, subscriptions)
             dispatcher.notify(event)
-            await wait_for(lambda: _true(len(seen) == n + 1), within=5)
+            await wait_for(lambda n=n: _true(len(seen) == n + 1), within=5)
         await asyncio.sleep(0.2)
     finally:
         await dispatcher.stop(grace_s=1)

@@ -167,6 +167,21 @@ def test_each_image_copies_exactly_the_packages_its_processes_import(image: Imag
     assert data == set(image.data)
 
 
+@pytest.mark.parametrize("image", IMAGES, ids=lambda image: image.dockerfile.stem)
+def test_each_image_compiles_the_packages_it_copies_after_copying_them(image: Image) -> None:
+    """The images write no bytecode at run time (PYTHONDONTWRITEBYTECODE, and a non-root user
+    in a root-owned folder): a package left uncompiled is compiled again at every cold start."""
+    lines = final_stage(image.dockerfile)
+    packages = first_party_packages(closure(image.roots))
+    last_copy = max(i for i, line in enumerate(lines) if line.upper().startswith("COPY "))
+    compiled: set[str] = set()
+    for line in lines[last_copy + 1 :]:
+        words = shlex.split(line)
+        if words[:4] == ["RUN", "python", "-m", "compileall"]:
+            compiled |= {Path(word).name for word in words[4:] if not word.startswith("-")}
+    assert packages <= compiled, f"not compiled after the last COPY: {packages - compiled}"
+
+
 def test_the_functions_image_never_holds_the_harness_or_the_cli() -> None:
     copied = copied_from_context(FUNCTIONS_IMAGE.dockerfile)
     assert not copied & {"harness", "vwm", "fake_provider", "tests"}

@@ -1,0 +1,163 @@
+"""Each function's cold start under functions-framework, as Knative scales it from zero: a new
+process (`functions-framework --target T --asgi`) until its first answer, on the database of a
+`vwm up` (SQLite). For each target it prints the median of `--runs` starts, and how much of it
+the import of `functions/main.py` alone takes in a fresh interpreter (the rest is the server's
+own start and the first request: the app built, its services made, the database reached).
+
+    python bench/cold_start.py [--runs 5] [--imports]
+
+`--imports` also lists the slowest modules the first request of `prompts` imports
+(``python -X importtime``), to see what to make lazy next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from eventing import codec  # noqa: E402
+from tests.broker.events import job_started  # noqa: E402
+from tests.support.control_plane import ControlPlane  # noqa: E402
+from tests.support.harness_process import free_port  # noqa: E402
+
+# The first request each target gets: one that reads the database where the target has any.
+FIRST_REQUESTS = {
+    "admin": ("GET", "/v1/admin/runtimes"),
+    "sessions": ("GET", "/v1/sessions"),
+    "prompts": ("GET", "/v1/jobs/none"),
+    "telemetry": ("GET", "/v1/telemetry/summary"),
+    "subscriptions": ("GET", "/v1/subscriptions"),
+    "console": ("GET", "/ui/"),
+    "events": ("POST", "/"),  # a harness's job.started, of a job this database does not have
+}
+ANSWERED = (200, 202, 204, 404)
+
+
+def start_to_first_answer(plane: ControlPlane, target: str, env_extra: dict[str, str]) -> float:
+    method, path = FIRST_REQUESTS[target]
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "functions-framework"),
+        *("--source", str(REPO / "functions" / "main.py"), "--target", target, "--asgi"),
+        *("--port", str(port), "--host", "127.0.0.1"),
+    ]
+    if target == "events":
+        command += ["--signature-type", "cloudevent"]
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env={**image_env(plane), **env_extra},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    headers = {"Authorization": f"Bearer {plane.admin_key}"}
+    body = b""
+    if target == "events":
+        event_headers, body = codec.to_binary(job_started())
+        headers.update(event_headers)
+    try:
+        while True:
+            try:
+                answer = httpx.request(
+                    method,
+                    f"http://127.0.0.1:{port}{path}",
+                    timeout=10,
+                    headers=headers,
+                    content=body,
+                )
+            except httpx.TransportError:
+                time.sleep(0.005)
+                continue
+            if answer.status_code not in ANSWERED:
+                raise SystemExit(f"{target}: {answer.status_code} {answer.text[:300]}")
+            return time.perf_counter() - started
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def image_env(plane: ControlPlane) -> dict[str, str]:
+    """The plane's environment as the functions' image runs them: with the bytecode its build
+    compiled (`compile_sources`), whatever this shell says about writing bytecode."""
+    return {k: v for k, v in plane.env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def compile_sources() -> None:
+    """What the image's build does (`python -m compileall`, infra/docker/functions.Dockerfile):
+    without it every start compiles the project's modules again."""
+    for package in ("functions", "eventing"):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / package)], check=True)
+
+
+def import_s(plane: ControlPlane) -> float:
+    """`import functions.main` in a fresh interpreter, less the interpreter's own start."""
+
+    def run(code: str) -> float:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], cwd=REPO, env=image_env(plane), check=True)
+        return time.perf_counter() - started
+
+    bare = statistics.median(run("pass") for _ in range(3))
+    return statistics.median(run("import functions.main") for _ in range(3)) - bare
+
+
+def slowest_imports(plane: ControlPlane, top: int = 25) -> None:
+    code = (
+        "import asyncio, functions.main as m\n"
+        "from starlette.requests import Request\n"
+        "app = m.function_app('prompts')\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        cwd=REPO,
+        env=image_env(plane),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+    rows = []
+    for line in found.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            rows.append((int(parts[1]), parts[2].rstrip()))
+    for cumulative, name in sorted(rows, reverse=True)[:top]:
+        print(f"  {cumulative / 1000:6.1f} ms {name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--imports", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        plane = ControlPlane(Path(tmp) / "data", {})
+        plane.start()  # makes the database and the admin key, then steps aside
+        plane.stop()
+        compile_sources()
+        print(f"import functions.main: {import_s(plane) * 1000:.0f} ms", flush=True)
+        for target in FIRST_REQUESTS:
+            times = [start_to_first_answer(plane, target, {}) for _ in range(args.runs)]
+            print(
+                f"cold start {target:<13}: median {statistics.median(times) * 1000:.0f} ms, "
+                f"best {min(times) * 1000:.0f} ms (process start → first answer of "
+                f"{' '.join(FIRST_REQUESTS[target])})",
+                flush=True,
+            )
+        if args.imports:
+            print("slowest imports of functions.main and the prompts app (cumulative):")
+            slowest_imports(plane)
+
+
+if __name__ == "__main__":
+    main()
