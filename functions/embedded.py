@@ -101,8 +101,12 @@ async def start_up(started_at: datetime) -> None:
     """Relaunch the harnesses of ready sessions, then reconcile once: whatever was provisioning
     or ending when the previous process stopped died with it (this is the only control plane on
     its database), and the jobs it was following are recorded from their harnesses."""
+    from functions.context import backend
     from functions.reconcile import reconcile
 
+    start_pool = getattr(backend(), "start_pool", None)
+    if start_pool is not None:  # the local backend's warm harnesses
+        start_pool()
     await recover_sessions()
     try:
         await reconcile(interrupted_before=started_at)

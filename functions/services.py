@@ -263,6 +263,7 @@ class Services:
             # The CLIs never see the token key file either.
             sandbox=choose(current.sandbox, current.sandbox_bwrap, show=current.sandbox_show),
             sandbox_hide=[current.token_key_file] if current.token_key_file else [],
+            warm_harnesses=current.warm_harnesses,
         )
 
     def _knative_backend(self, token_key: TokenKey) -> RuntimeBackend:
@@ -341,6 +342,9 @@ class Services:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._harness_http is not None:
             await self._harness_http.aclose()
+        close_backend = getattr(self._backend, "close", None)
+        if close_backend is not None:  # the local backend's warm pool
+            await asyncio.to_thread(close_backend)
         if self._engine is not None:
             self._engine.dispose()
 

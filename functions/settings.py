@@ -303,6 +303,10 @@ class ControlPlaneSettings:
     # next call that needs it relaunches it: the embedded default's scale to zero (Knative
     # Services do it themselves, `KnativeSessionSettings.idle_pod_s`). 0: never.
     harness_idle_s: float = 300.0
+    # Harness processes `vwm up` keeps started ahead of any session (VWM_WARM_HARNESSES): a
+    # session's harness is one of them, configured at the claim, and skips a process start.
+    # 0: every harness starts cold. (Knative sessions: docs/runtime.md.)
+    warm_harnesses: int = 2
     # The reconciler leaves alone what changed more recently than this (a job just dispatched,
     # a session just created): the process doing it is most likely still at work.
     reconcile_grace_s: float = 10.0
@@ -344,6 +348,7 @@ class ControlPlaneSettings:
             session_idle_s=_optional_seconds(env, "VWM_SESSION_IDLE_S"),
             session_max_age_s=_optional_seconds(env, "VWM_SESSION_MAX_AGE_S"),
             harness_idle_s=_seconds(env, "VWM_HARNESS_IDLE_S", 300.0, zero=True),
+            warm_harnesses=_count(env, "VWM_WARM_HARNESSES", 2, high=64),
             reconcile_grace_s=_seconds(env, "VWM_RECONCILE_GRACE_S", 10.0, zero=True),
             processed_events_retention_s=_seconds(
                 env, "VWM_PROCESSED_EVENTS_RETENTION_S", 7 * 86_400, high=365 * 86_400
@@ -370,6 +375,16 @@ def _optional_seconds(env: Mapping[str, str], name: str) -> float | None:
     if not seconds > 0:
         raise SettingError(f"{name}={value!r}: use a number of seconds above 0 (0 or unset: never)")
     return seconds
+
+
+def _count(env: Mapping[str, str], name: str, default: int, *, high: int) -> int:
+    """A whole number from 0 to `high`."""
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) > high:
+        raise SettingError(f"{name}={value!r}: use a whole number from 0 to {high}")
+    return int(value)
 
 
 def _seconds(

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -59,6 +60,7 @@ from functions.runtime.errors import (
 from functions.runtime.rules import unapplied_fields
 from functions.runtime.sandbox import SandboxChoice
 from functions.runtime.tokens import TokenKey
+from functions.runtime.warm_pool import WarmPool, pool_environment
 
 # Not secrets, and what the harness passes on to the CLI. Nothing else of this process's
 # environment reaches a harness but npm's own settings (`_is_npm_setting`): the control plane's
@@ -90,13 +92,16 @@ class LocalBackend:
         token_key: TokenKey | None = None,
         sandbox: SandboxChoice | None = None,
         sandbox_hide: Sequence[Path] = (),
+        warm_harnesses: int = 0,
     ) -> None:
         """`stop_grace_s`: SIGTERM → SIGKILL grace at teardown (the harness itself allows 10 s
         to finish requests). `startup_grace_s`: how long `ensure_running` lets a live harness
         come up before it counts as hung and is replaced. `token_key`: what the harness tokens
         are derived from; by default the key file in `data_dir`, made on first use. `sandbox`:
         whether harnesses confine their CLI in bubblewrap (`functions.runtime.sandbox`; default
-        unconfined); the CLI never sees `data_dir`, `log_dir` nor `sandbox_hide`."""
+        unconfined); the CLI never sees `data_dir`, `log_dir` nor `sandbox_hide`.
+        `warm_harnesses`: how many harness processes to keep started ahead of any session
+        (`functions.runtime.warm_pool`); `start_pool` starts them, `close` stops them."""
         self.data_dir = Path(data_dir).resolve()
         self.log_dir = Path(log_dir).resolve() if log_dir else self.data_dir / "logs"
         self._python = python
@@ -115,6 +120,27 @@ class LocalBackend:
         self._token_key = token_key
         self.sandbox = sandbox or SandboxChoice.off()
         self._sandbox_hide = (self.data_dir, self.log_dir, *map(Path, sandbox_hide))
+        self.pool = (
+            WarmPool(
+                warm_harnesses,
+                self.data_dir / "pool",
+                [*self._launcher, self._python, "-m", f"{self._module}.pooled"],
+                pool_environment(self._inherit_env),
+                self.log_dir / "pool.log",
+            )
+            if warm_harnesses > 0
+            else None
+        )
+
+    def start_pool(self) -> None:
+        """Start the warm pool's members (in the background: a session never waits for it)."""
+        if self.pool is not None:
+            self.pool.fill_in_background()
+
+    def close(self) -> None:
+        """Stop the warm pool's unclaimed members. Harnesses of sessions go on running."""
+        if self.pool is not None:
+            self.pool.close()
 
     # -- where things are ----------------------------------------------------------------------
 
@@ -236,7 +262,12 @@ class LocalBackend:
     def uptime_s(self, handle: RuntimeHandle) -> float | None:
         self._check_handle(handle)
         pid = handle.state.get("pid")
-        return procs.age_s(pid) if isinstance(pid, int) and _running(handle) else None
+        if not isinstance(pid, int) or not _running(handle):
+            return None
+        launched_at = handle.state.get("launched_at")
+        if isinstance(launched_at, (int, float)):
+            return max(0.0, time.time() - launched_at)
+        return procs.age_s(pid)  # a handle stored before launches were stamped
 
     async def stop_idle(self, handle: RuntimeHandle) -> RuntimeHandle:
         await self.teardown(handle, keep_workspace=True)
@@ -247,6 +278,11 @@ class LocalBackend:
         that no live session owns (left by a control plane that died between a launch and the
         session's end, or whose row is gone). Workspaces stay; removing them is the session's
         end. Returns the ids of the sessions whose processes were stopped."""
+        if self.pool is not None:  # the folders of members that are gone
+            pool = self.pool
+            await asyncio.to_thread(
+                lambda: pool.forget_claimed(set(procs.pool_members(pool.folder)))
+            )
         found = await asyncio.to_thread(procs.processes_by_session, self.data_dir / "sessions")
         if not found:
             return []
@@ -282,29 +318,11 @@ class LocalBackend:
             log.write(f"\n=== vwm: harness launch {stamp} on port {port} ===\n".encode())
             log.flush()
             log_offset = log.tell()
-            try:
-                proc = subprocess.Popen(
-                    [*self._launcher, self._python, "-m", self._module],
-                    cwd=workspace.parent,
-                    env=self._harness_env(spec, workspace, port, token, listener.fileno()),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    # The harness's only inherited descriptor but stdio; it keeps its number.
-                    pass_fds=(listener.fileno(),),
-                    start_new_session=True,
-                    # What the harness makes (its state, the CLI's home) is private by default;
-                    # the agent may still loosen what it means to share.
-                    umask=0o077,
-                )
-            except OSError as exc:
-                raise HarnessStartFailed(
-                    f"could not run {self._python} -m {self._module}: {exc}",
-                    session_id=spec.session_id,
-                    log_tail="",
-                ) from exc
+            env = self._harness_env(spec, workspace, port, token, listener.fileno())
+            proc = self._from_pool(workspace, env, listener, log.fileno())
+            if proc is None:
+                proc = self._start_cold(spec, workspace, env, listener, log.fileno())
         self._children[proc.pid] = proc
-        threading.Thread(target=proc.wait, name=f"reap-harness-{proc.pid}", daemon=True).start()
         state: dict[str, Any] = {
             "workspace": str(workspace),
             "log": str(log_path),
@@ -313,9 +331,60 @@ class LocalBackend:
             "port": port,
             "pid": proc.pid,
             "pid_start": procs.start_ticks(proc.pid),
+            # When it became this session's harness: a warm pool member's process is older.
+            "launched_at": time.time(),
             "cli": spec.cli,
         }
         return RuntimeHandle(session_id=spec.session_id, backend=self.kind, state=state)
+
+    def _from_pool(
+        self, workspace: Path, env: dict[str, str], listener: socket.socket, log_fd: int
+    ) -> subprocess.Popen[bytes] | None:
+        """A warm pool member made this session's harness (None: the pool has none left), and
+        a replacement started."""
+        if self.pool is None:
+            return None
+        member = self.pool.take()
+        self.pool.fill_in_background()
+        if member is None:
+            return None
+        try:
+            self.pool.hand_over(member, workspace, env, workspace.parent, listener, log_fd)
+        except OSError:
+            return None  # it died a moment ago: launch cold
+        return member.proc
+
+    def _start_cold(
+        self,
+        spec: HarnessSpec,
+        workspace: Path,
+        env: dict[str, str],
+        listener: socket.socket,
+        log_fd: int,
+    ) -> subprocess.Popen[bytes]:
+        try:
+            proc = subprocess.Popen(
+                [*self._launcher, self._python, "-m", self._module],
+                cwd=workspace.parent,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=subprocess.STDOUT,
+                # The harness's only inherited descriptor but stdio; it keeps its number.
+                pass_fds=(listener.fileno(),),
+                start_new_session=True,
+                # What the harness makes (its state, the CLI's home) is private by default;
+                # the agent may still loosen what it means to share.
+                umask=0o077,
+            )
+        except OSError as exc:
+            raise HarnessStartFailed(
+                f"could not run {self._python} -m {self._module}: {exc}",
+                session_id=spec.session_id,
+                log_tail="",
+            ) from exc
+        threading.Thread(target=proc.wait, name=f"reap-harness-{proc.pid}", daemon=True).start()
+        return proc
 
     def _harness_env(
         self, spec: HarnessSpec, workspace: Path, port: int, token: str, listen_fd: int

@@ -87,8 +87,37 @@ def processes_in(workspace: Path) -> list[int]:
     return [
         pid
         for pid, env in _own_processes()
-        if harness_marker in env or any(var.startswith(home_prefix) for var in env)
+        if harness_marker in env
+        or any(var.startswith(home_prefix) or _claimed_by(var) == root for var in env)
     ]
+
+
+# A warm pool member's mark (`functions.runtime.warm_pool`): its folder, where its claim names the
+# workspace it serves. Its environment on /proc is the one it started with, before any session.
+_POOL_MEMBER = b"VWM_POOL_MEMBER="
+
+
+def _claimed_by(var: bytes) -> str | None:
+    """The workspace a pool member's claim names, if `var` is its mark and it was claimed."""
+    if not var.startswith(_POOL_MEMBER):
+        return None
+    folder = var[len(_POOL_MEMBER) :].decode(errors="replace")
+    try:
+        return Path(folder, "workspace").read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
+def pool_members(pool_dir: Path) -> dict[str, int]:
+    """Live pool members under `pool_dir` (claimed or not), by member folder."""
+    root = f"{pool_dir}{os.sep}".encode()
+    found: dict[str, int] = {}
+    for pid, env in _own_processes():
+        for var in env:
+            if var.startswith(_POOL_MEMBER + root):
+                found[var[len(_POOL_MEMBER) :].decode(errors="replace")] = pid
+                break
+    return found
 
 
 def processes_by_session(sessions_dir: Path) -> dict[str, list[int]]:
@@ -100,8 +129,10 @@ def processes_by_session(sessions_dir: Path) -> dict[str, list[int]]:
     found: dict[str, list[int]] = {}
     for pid, env in _own_processes():
         for var in env:
-            if var.startswith(markers):
-                rest = var.split(b"=", 1)[1][len(root) :].decode(errors="replace")
+            claimed = _claimed_by(var)  # a pool member's mark stands for the workspace it serves
+            mark = var if claimed is None else b"VWM_WORKSPACE=" + claimed.encode()
+            if mark.startswith(markers):
+                rest = mark.split(b"=", 1)[1][len(root) :].decode(errors="replace")
                 session_id, _, below = rest.partition(os.sep)
                 if below == "workspace" or below.startswith(f"workspace{os.sep}"):
                     found.setdefault(session_id, []).append(pid)

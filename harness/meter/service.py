@@ -47,16 +47,25 @@ class Meter:
         # The calls' own connections. No read timeout: a model may think for minutes between
         # two chunks, and the job's own timeout bounds the wait. Connecting must fail fast.
         self._pool = ProviderPool(connect_timeout_s=connect_timeout_s, environ=environ)
-        # The provider check's and the budget's: off the hot path, where a client library's
-        # conveniences cost nothing that matters.
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(None, connect=connect_timeout_s, pool=connect_timeout_s),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-            follow_redirects=False,
-        )
+        self._connect_timeout_s = connect_timeout_s
+        self._http: httpx.AsyncClient | None = None
         self._server = MeterServer(
             MeterProxy(self._upstreams, KeySwap(self._placeholder), self.ledger, self._pool)
         )
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        """The provider check's and the budget's client: off the hot path, where a client
+        library's conveniences cost nothing that matters. Made on first use: making it (its TLS
+        trust store) is a sixth of a harness's start, and many sessions never need it."""
+        if self._http is None:
+            timeout_s = self._connect_timeout_s
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(None, connect=timeout_s, pool=timeout_s),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+                follow_redirects=False,
+            )
+        return self._http
 
     @property
     def url(self) -> str:
@@ -120,7 +129,8 @@ class Meter:
     async def close(self) -> None:
         await self._server.close()
         await self._pool.close()
-        await self._client.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
 
 # The wire API each CLI speaks to a configured provider.

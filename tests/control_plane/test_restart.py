@@ -151,6 +151,12 @@ def only_harnesses_of(plane: ControlPlane, *session_ids: str) -> None:
             found += [
                 v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"VWM_SESSION_ID=")
             ]
+            # A warm pool member shows only its mark; its claim names the workspace it serves.
+            found += [
+                Path(Path(v.split(b"=", 1)[1].decode(), "workspace").read_text()).parent.name
+                for v in environ
+                if v.startswith(b"VWM_POOL_MEMBER=")
+            ]
         return sorted(found)
 
     until(lambda: owners() == sorted(session_ids), f"harnesses only of {session_ids}", plane)

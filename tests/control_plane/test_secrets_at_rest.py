@@ -20,6 +20,11 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+# These tests read each harness's token from its environment on /proc, where a harness started
+# cold has it; a warm pool member has nothing of its session there (tests/runtime/test_warm_pool).
+COLD = {"VWM_WARM_HARNESSES": "0"}
+
+
 def session_token(pid: int) -> str:
     for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
         if item.startswith(b"VWM_SESSION_TOKEN="):
@@ -36,7 +41,7 @@ def test_the_data_folder_is_private_and_holds_no_harness_token(tmp_path: Path) -
         path.chmod(loose)
     worker_repo = make_bare_repo(tmp_path / "worker.git", {"README.md": "# knowledge\n"})
     task_repo = make_bare_repo(tmp_path / "task.git", {"README.md": "# task\n"})
-    plane = ControlPlane(data_dir, {})
+    plane = ControlPlane(data_dir, COLD)
     plane.start()
     try:
         assert "made it 0700 and its files 0600" in plane.log()
@@ -97,14 +102,14 @@ def test_an_operator_key_file_is_used_and_a_short_one_stops_the_start(tmp_path: 
     key_file.parent.mkdir()
     key_file.write_text("too short\n")
     data_dir = tmp_path / "data"
-    plane = ControlPlane(data_dir, {"VWM_TOKEN_KEY_FILE": str(key_file)})
+    plane = ControlPlane(data_dir, {**COLD, "VWM_TOKEN_KEY_FILE": str(key_file)})
     with pytest.raises(RuntimeError, match="needs at least 32"):
         plane.start()
     assert plane.proc is not None and plane.proc.wait(timeout=10) == 2
     assert "Traceback" not in plane.log()
 
     key_file.write_text("k" * 48 + "\n")
-    plane = ControlPlane(data_dir, {"VWM_TOKEN_KEY_FILE": str(key_file)})
+    plane = ControlPlane(data_dir, {**COLD, "VWM_TOKEN_KEY_FILE": str(key_file)})
     plane.start()
     try:
         with plane.client() as client:

@@ -28,3 +28,16 @@ class TestLocalBackendContract(RuntimeBackendContract):
             os.killpg(handle.state["pid"], signal.SIGKILL)
 
         return kill_group
+
+
+class TestLocalBackendWithWarmPoolContract(TestLocalBackendContract):
+    """The same contract when each harness is a warm pool member (functions.runtime.warm_pool):
+    found, relaunched, swept and torn down as a harness started cold."""
+
+    @pytest.fixture
+    def backend(self, data_dir: Path):
+        backend = LocalBackend(data_dir, stop_grace_s=10.0, startup_grace_s=3.0, warm_harnesses=2)
+        assert backend.pool is not None
+        backend.pool.fill()  # full before the first provision (start_pool fills in the background)
+        yield backend
+        backend.close()

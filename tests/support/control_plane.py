@@ -100,9 +100,20 @@ def harness_pids(data_dir: Path) -> list[int]:
             environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if b"harness" in cmdline and str(data_dir).encode() in environ:
+        is_harness = b"harness" in cmdline or b"harness.pooled" in cmdline
+        ours = is_harness and str(data_dir).encode() in environ
+        if ours and not _unclaimed_pool_member(environ):
             pids.append(int(entry.name))
     return pids
+
+
+def _unclaimed_pool_member(environ: bytes) -> bool:
+    """A warm pool member no session has claimed yet (functions.runtime.warm_pool): not a
+    session's harness."""
+    for var in environ.split(b"\0"):
+        if var.startswith(b"VWM_POOL_MEMBER="):
+            return not Path(var.split(b"=", 1)[1].decode(), "workspace").exists()
+    return False
 
 
 def kill_harnesses(data_dir: Path) -> None:

@@ -1,0 +1,54 @@
+"""`python -m harness.pooled`: a harness started before its session exists, for the embedded
+default's warm pool (`functions.runtime.warm_pool`).
+
+It does now what takes a harness longest to start, importing what it runs, and then waits on the
+socket the pool gave it (``VWM_POOL_SOCKET_FD``) for the one session it will serve: that
+session's environment and working directory, with its listening socket and log file as
+descriptors. From then on it is that session's harness, exactly as ``python -m harness`` started
+with that environment would be (bootstrap, repos and instructions, comes after, as for any
+harness). A member serves one session and ends with it; it is never given back to the pool. If
+the pool closes the socket instead (the control plane stopped, or died), it exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+
+# What a harness imports, imported before any session asks for one.
+from harness import __main__ as harness_entry
+
+# Far above what a session's environment takes (a few KiB; prices, instructions stay in files).
+MAX_ASSIGNMENT_BYTES = 1 << 20
+
+
+def main() -> int:
+    channel = socket.socket(fileno=int(os.environ["VWM_POOL_SOCKET_FD"]))
+    try:
+        message, fds, _flags, _address = socket.recv_fds(channel, MAX_ASSIGNMENT_BYTES, 2)
+    except OSError:
+        return 0
+    finally:
+        channel.close()
+    if not message or len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        return 0  # the pool closed: no session for this one
+    assignment = json.loads(message)
+    listener, log = fds
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.chdir(assignment["cwd"])
+    os.environ.clear()
+    os.environ.update(assignment["env"])
+    os.environ["VWM_HARNESS_LISTEN_FD"] = str(listener)
+    return harness_entry.main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
