@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.scale import create_sessions, ms, pct, rss_bytes, setup, stream_prompt  # noqa: E402
-from bench.standin_cli import make_launchers  # noqa: E402
+from bench.standin_cli import standin_env  # noqa: E402
 from fake_provider.testing import serve_in_thread  # noqa: E402
 from tests.e2e.conftest import MODELS  # noqa: E402
 from tests.support.control_plane import ControlPlane, harness_pids, kill_harnesses  # noqa: E402
@@ -53,12 +53,11 @@ def main() -> None:
     args = parser.parse_args()
     with serve_in_thread() as provider, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        launchers = make_launchers(root / "standin", case=args.case, pace_s=args.pace)
         env = {
             "BENCH_KEY": "bench-key",
             "VWM_TICK_S": "1",
             "VWM_HARNESS_IDLE_S": str(IDLE_S),
-            **{f"VWM_{cli.upper()}_BIN": str(path) for cli, path in launchers.items()},
+            **standin_env(root / "standin", case=args.case, pace_s=args.pace),
         }
         plane = ControlPlane(root / "data", env)
         plane.start()

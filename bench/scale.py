@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.standin_cli import cpu_seconds as standin_cpu  # noqa: E402
-from bench.standin_cli import make_launchers  # noqa: E402
+from bench.standin_cli import standin_env  # noqa: E402
 from fake_provider.testing import serve_in_thread  # noqa: E402
 from tests.e2e.conftest import MODELS, make_bare_repo  # noqa: E402
 from tests.support.control_plane import ControlPlane, harness_pids, kill_harnesses  # noqa: E402
@@ -203,11 +203,10 @@ def run_load(plane: ControlPlane, client: httpx.Client, ids: list[str]) -> None:
 def one_run(kind: str, count: int, args: argparse.Namespace, provider_url: str) -> None:
     with tempfile.TemporaryDirectory() as tmp, database(kind) as db_env:
         root = Path(tmp)
-        launchers = make_launchers(root / "standin", case=args.case, pace_s=args.pace)
         env = {
             "BENCH_KEY": "bench-key",
             **db_env,
-            **{f"VWM_{cli.upper()}_BIN": str(path) for cli, path in launchers.items()},
+            **standin_env(root / "standin", case=args.case, pace_s=args.pace),
         }
         plane = ControlPlane(root / "data", env)
         plane.start()

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.scale import ms, setup  # noqa: E402
-from bench.standin_cli import make_launchers  # noqa: E402
+from bench.standin_cli import standin_env  # noqa: E402
 from fake_provider.testing import serve_in_thread  # noqa: E402
 from tests.support.control_plane import ControlPlane, kill_harnesses  # noqa: E402
 
@@ -28,11 +28,10 @@ from tests.support.control_plane import ControlPlane, kill_harnesses  # noqa: E4
 def starts(provider_url: str, count: int, pool: int, pause_s: float) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        launchers = make_launchers(root / "standin", case="text", pace_s=0.1)
         env = {
             "BENCH_KEY": "bench-key",
             "VWM_WARM_HARNESSES": str(pool),
-            **{f"VWM_{cli.upper()}_BIN": str(path) for cli, path in launchers.items()},
+            **standin_env(root / "standin", case="text", pace_s=0.1),
         }
         plane = ControlPlane(root / "data", env)
         plane.start()

@@ -95,6 +95,12 @@ def cpu_seconds(folder: Path) -> float:
     return sum(float(n) for log in folder.rglob(CPU_LOG) for n in log.read_text().split())
 
 
+def standin_env(folder: Path, *, case: str = "tool", pace_s: float = 1.0) -> dict[str, str]:
+    """`VWM_<CLI>_BIN` for each CLI, pointing at its stand-in (`make_launchers`), for `vwm up`."""
+    launchers = make_launchers(folder, case=case, pace_s=pace_s)
+    return {f"VWM_{cli.upper()}_BIN": str(path) for cli, path in launchers.items()}
+
+
 def make_launchers(folder: Path, *, case: str = "tool", pace_s: float = 1.0) -> dict[str, Path]:
     """One executable per CLI in `folder`, each running this script with `case` and `pace_s`;
     point `VWM_<CLI>_BIN` at them. Each run adds its CPU seconds to `CPU_LOG` in its home (the

@@ -33,6 +33,7 @@ from sqlalchemy import Engine, create_engine, event, exc, make_url
 from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
 
+from functions.db.errors import DbError
 from functions.db.models import SCHEMAS
 from functions.private_files import create_private_file
 
@@ -157,8 +158,9 @@ def _turn(writers: threading.Lock | None) -> Iterator[None]:
         writers.release()
 
 
-class ReadOnlyTransaction(RuntimeError):
-    """A unit of work marked read-only tried to write: mark it a writer instead."""
+class ReadOnlyTransaction(DbError):
+    """A unit of work marked read-only tried to write: a bug in the caller, answered as a 500
+    ``internal`` (nothing was written); mark it a writer instead."""
 
 
 @event.listens_for(Session, "before_flush")

@@ -26,7 +26,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -363,19 +362,12 @@ class LocalBackend:
         log_fd: int,
     ) -> subprocess.Popen[bytes]:
         try:
-            proc = subprocess.Popen(
+            return procs.start_harness_process(
                 [*self._launcher, self._python, "-m", self._module],
                 cwd=workspace.parent,
                 env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=subprocess.STDOUT,
-                # The harness's only inherited descriptor but stdio; it keeps its number.
-                pass_fds=(listener.fileno(),),
-                start_new_session=True,
-                # What the harness makes (its state, the CLI's home) is private by default;
-                # the agent may still loosen what it means to share.
-                umask=0o077,
+                log_fd=log_fd,
+                keep_fd=listener.fileno(),
             )
         except OSError as exc:
             raise HarnessStartFailed(
@@ -383,8 +375,6 @@ class LocalBackend:
                 session_id=spec.session_id,
                 log_tail="",
             ) from exc
-        threading.Thread(target=proc.wait, name=f"reap-harness-{proc.pid}", daemon=True).start()
-        return proc
 
     def _harness_env(
         self, spec: HarnessSpec, workspace: Path, port: int, token: str, listen_fd: int

@@ -14,7 +14,9 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import Iterator
+import subprocess
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from eventing.sockets import listening_tcp_socket
@@ -138,6 +140,30 @@ def processes_by_session(sessions_dir: Path) -> dict[str, list[int]]:
                     found.setdefault(session_id, []).append(pid)
                 break
     return found
+
+
+def start_harness_process(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_fd: int, keep_fd: int
+) -> subprocess.Popen[bytes]:
+    """A harness process (or a warm pool member, one to be) as the local backend starts them:
+    in a session of its own (its own process group, out of reach of the terminal's Ctrl-C),
+    stdin from /dev/null, stdout and stderr to `log_fd`, `keep_fd` its only other descriptor
+    (it keeps its number), umask 077 (what the harness makes, its state and the CLI's home, is
+    private by default; the agent may still loosen what it means to share). A thread waits for
+    it, so it never lingers as a zombie while this process is its parent."""
+    proc = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=log_fd,
+        stderr=subprocess.STDOUT,
+        pass_fds=(keep_fd,),
+        start_new_session=True,
+        umask=0o077,
+    )
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+    return proc
 
 
 def _own_processes() -> Iterator[tuple[int, list[bytes]]]:

@@ -173,23 +173,13 @@ class WarmPool:
         env = {**self._env, POOL_MEMBER: str(folder), POOL_SOCKET_FD: str(theirs.fileno())}
         try:
             with theirs, open_private_append(self._log_path) as log:
-                proc = subprocess.Popen(
-                    self._command,
-                    cwd=folder,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    pass_fds=(theirs.fileno(),),
-                    start_new_session=True,
-                    umask=0o077,
+                proc = procs.start_harness_process(
+                    self._command, cwd=folder, env=env, log_fd=log.fileno(), keep_fd=theirs.fileno()
                 )
         except OSError:
             ours.close()
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        # Waited for by a thread of its own, as every harness of the local backend: no zombie.
-        threading.Thread(target=proc.wait, name=f"reap-pooled-{proc.pid}", daemon=True).start()
         return Member(proc, procs.start_ticks(proc.pid), ours, folder)
 
 

@@ -120,7 +120,11 @@ def test_a_job_continues_the_callers_trace_and_its_model_calls_are_children(
                 )
                 assert started.json()["status"] == "succeeded", started.text
                 job = check_job_trace(receiver, started.json()["job_id"], caller_trace)
-                spans = receiver.wait_for(lambda spans: True)
+                # The job's span may be exported before its parent's (the request's server span,
+                # ended once the answer is sent): wait for that one.
+                spans = receiver.wait_for(
+                    lambda spans: any(s.span_id == job.parent_span_id for s in spans)
+                )
                 (server,) = [s for s in spans if s.span_id == job.parent_span_id]
                 assert (server.kind, server.name) == ("SERVER", "POST /v1/jobs")
                 assert server.parent_span_id == caller_span
