@@ -10,13 +10,14 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.control_plane.conftest import ControlPlane, harness_pids, kill_harnesses
+from tests.control_plane.test_reconcile import until
 from tests.e2e.conftest import make_bare_repo
 from tests.support.control_plane import add_claude_workers
 
@@ -37,14 +38,6 @@ def plane(tmp_path: Path, fake_provider) -> Iterator[ControlPlane]:
     yield plane
     plane.stop()
     kill_harnesses(plane.data_dir)
-
-
-def until(check: Callable[[], Any], what: str, plane: ControlPlane, within: float = 30) -> Any:
-    deadline = time.monotonic() + within
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"{what} within {within} s\n{plane.log()[-4000:]}"
-        time.sleep(0.2)
-    return result
 
 
 def handle(plane: ControlPlane, session_id: str) -> dict[str, Any]:
