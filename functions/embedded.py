@@ -117,8 +117,10 @@ async def start_up(started_at: datetime) -> None:
 async def recover_sessions() -> None:
     """Every ready session goes through `ensure_running`: a dead harness is relaunched, a live
     one that refuses the session's token (started before tokens were derived, or under another
-    key) is replaced, a healthy one is kept (and its stored handle loses any old token)."""
-    from functions.runtime.base import RuntimeHandle
+    key) is replaced, a healthy one is kept (and its stored handle loses any old token). One
+    stopped for being idle stays down until a call needs it; if the last process exited in the
+    middle of that stop, the stop is finished."""
+    from functions.runtime.base import IdleStopper, RuntimeHandle, idle_stopped
     from functions.session_runtime import load, relaunch
 
     def live(session: Session) -> list[str]:
@@ -135,6 +137,11 @@ async def recover_sessions() -> None:
                 view = await db(load, session_id)
                 handle = RuntimeHandle.from_dict(view.session.runtime_state)
                 was_running = await backend().status(handle) == "running"
+                if idle_stopped(handle):
+                    runtime = backend()
+                    if was_running and isinstance(runtime, IdleStopper):
+                        await runtime.stop_idle(handle)
+                    return
                 after = await relaunch(view, handle)
                 if after.state.get("pid") != handle.state.get("pid") or not was_running:
                     logger.info("session harness relaunched", extra={"session_id": session_id})

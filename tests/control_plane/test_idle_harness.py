@@ -133,3 +133,17 @@ def test_files_and_the_end_wake_an_idle_harness(plane) -> None:
         assert ended.json()["status"] == "ended", ended.json()
         assert ended.json()["result"]["repos"], ended.json()  # its work saved, as any end
         assert harness_pids(plane.data_dir) == []
+
+
+def test_a_restart_leaves_an_idle_harness_down_until_a_prompt_needs_it(plane) -> None:
+    with plane.client() as client:
+        session_id = start(client)
+        prompt(client, session_id, "say hi")
+    until(lambda: idled(plane, session_id), "the harness stops", plane)
+    plane.stop()  # vwm up restarts: it relaunches the harnesses of ready sessions, not this one
+    plane.start()
+    with plane.client() as client:
+        assert client.get(f"/v1/sessions/{session_id}").json()["status"] == "ready"
+        assert idled(plane, session_id) and harness_pids(plane.data_dir) == []
+        prompt(client, session_id, "say hi")
+    assert not handle(plane, session_id).get("idle_stopped")
