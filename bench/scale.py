@@ -88,6 +88,22 @@ def database(kind: str) -> Iterator[dict[str, str]]:
             yield {"VWM_DATABASE_URL": url}
 
 
+@contextlib.contextmanager
+def bench_plane(
+    root: Path, env: dict[str, str], *, case: str, pace_s: float
+) -> Iterator[ControlPlane]:
+    """`vwm up` on a data folder in `root`, its CLIs the stand-in (`standin_env`) and `env` on
+    top; stopped, and every harness it left killed, at the end."""
+    standins = standin_env(root / "standin", case=case, pace_s=pace_s)
+    plane = ControlPlane(root / "data", {"BENCH_KEY": "bench-key", **standins, **env})
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+        kill_harnesses(plane.data_dir)
+
+
 def setup(client: httpx.Client, cli: str, provider_url: str, root: Path) -> Path:
     worker_repo = make_bare_repo(root / "worker.git", {"README.md": "# knowledge\n"})
     runtime = {
@@ -201,24 +217,16 @@ def run_load(plane: ControlPlane, client: httpx.Client, ids: list[str]) -> None:
 
 
 def one_run(kind: str, count: int, args: argparse.Namespace, provider_url: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp, database(kind) as db_env:
-        root = Path(tmp)
-        env = {
-            "BENCH_KEY": "bench-key",
-            **db_env,
-            **standin_env(root / "standin", case=args.case, pace_s=args.pace),
-        }
-        plane = ControlPlane(root / "data", env)
-        plane.start()
-        try:
-            with plane.client(timeout=600) as client:
-                task_repo = setup(client, args.cli, provider_url, root)
-                ids, ready = create_sessions(client, task_repo, count)
-                print(f"{kind}, {count} sessions: create → ready p50/p99 {ms(ready)}", flush=True)
-                run_load(plane, client, ids)
-        finally:
-            plane.stop()
-            kill_harnesses(plane.data_dir)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        database(kind) as db_env,
+        bench_plane(Path(tmp), db_env, case=args.case, pace_s=args.pace) as plane,
+        plane.client(timeout=600) as client,
+    ):
+        task_repo = setup(client, args.cli, provider_url, Path(tmp))
+        ids, ready = create_sessions(client, task_repo, count)
+        print(f"{kind}, {count} sessions: create → ready p50/p99 {ms(ready)}", flush=True)
+        run_load(plane, client, ids)
 
 
 def main() -> None:

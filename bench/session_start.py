@@ -19,39 +19,27 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.scale import ms, setup  # noqa: E402
-from bench.standin_cli import standin_env  # noqa: E402
+from bench.scale import bench_plane, ms, setup  # noqa: E402
 from fake_provider.testing import serve_in_thread  # noqa: E402
-from tests.support.control_plane import ControlPlane, kill_harnesses  # noqa: E402
 
 
 def starts(provider_url: str, count: int, pool: int, pause_s: float) -> list[float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        env = {
-            "BENCH_KEY": "bench-key",
-            "VWM_WARM_HARNESSES": str(pool),
-            **standin_env(root / "standin", case="text", pace_s=0.1),
-        }
-        plane = ControlPlane(root / "data", env)
-        plane.start()
-        try:
-            with plane.client(timeout=600) as client:
-                task_repo = setup(client, "claude", provider_url, root)
-                took = []
-                for _ in range(count):
-                    time.sleep(pause_s)  # the pool refills meanwhile
-                    started = time.perf_counter()
-                    made = client.post(
-                        "/v1/sessions",
-                        json={"worker": "bench", "session_repo": {"url": str(task_repo)}},
-                    )
-                    made.raise_for_status()
-                    took.append(time.perf_counter() - started)
-                return took
-        finally:
-            plane.stop()
-            kill_harnesses(plane.data_dir)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        bench_plane(Path(tmp), {"VWM_WARM_HARNESSES": str(pool)}, case="text", pace_s=0.1) as plane,
+        plane.client(timeout=600) as client,
+    ):
+        task_repo = setup(client, "claude", provider_url, Path(tmp))
+        took = []
+        for _ in range(count):
+            time.sleep(pause_s)  # the pool refills meanwhile
+            started = time.perf_counter()
+            made = client.post(
+                "/v1/sessions", json={"worker": "bench", "session_repo": {"url": str(task_repo)}}
+            )
+            made.raise_for_status()
+            took.append(time.perf_counter() - started)
+        return took
 
 
 def main() -> None:

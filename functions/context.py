@@ -93,7 +93,7 @@ async def lookup_key(presented: str) -> str | None:
     def find(session: Session) -> tuple[str, str, bool] | None:
         from functions.db.api_keys import ApiKeys, due_for_touch
 
-        key = ApiKeys(session).authenticate(presented, touch=False)
+        key = ApiKeys(session).authenticate(presented)
         return (str(key.scope), key.id, due_for_touch(key)) if key is not None else None
 
     found = await read(find)

@@ -103,10 +103,10 @@ async def start_up(started_at: datetime) -> None:
     its database), and the jobs it was following are recorded from their harnesses."""
     from functions.context import backend
     from functions.reconcile import reconcile
+    from functions.runtime.base import WarmPooling
 
-    start_pool = getattr(backend(), "start_pool", None)
-    if start_pool is not None:  # the local backend's warm harnesses
-        start_pool()
+    if isinstance(runtime := backend(), WarmPooling):
+        runtime.start_pool()
     await recover_sessions()
     try:
         await reconcile(interrupted_before=started_at)
@@ -138,8 +138,7 @@ async def recover_sessions() -> None:
                 handle = RuntimeHandle.from_dict(view.session.runtime_state)
                 was_running = await backend().status(handle) == "running"
                 if idle_stopped(handle):
-                    runtime = backend()
-                    if was_running and isinstance(runtime, IdleStopper):
+                    if was_running and isinstance(runtime := backend(), IdleStopper):
                         await runtime.stop_idle(handle)
                     return
                 after = await relaunch(view, handle)

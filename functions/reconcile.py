@@ -65,7 +65,7 @@ from functions.job_recording import (
 )
 from functions.runtime.base import IdleStopper, RuntimeHandle, VolumeKeeper, idle_stopped
 from functions.runtime.errors import RuntimeBackendError
-from functions.session_runtime import load, relaunch, stop_if_idle
+from functions.session_runtime import idle_sessions, load, relaunch, stop_if_idle
 
 logger = logging.getLogger(__name__)
 
@@ -383,26 +383,12 @@ async def _idle_harnesses(report: Report) -> None:
                     extra={"session_id": session_id, "error": str(exc)},
                 )
 
-    idle = await read(_idle_candidates, datetime.now(UTC) - timedelta(seconds=idle_s))
-    await asyncio.gather(*(stop(session_id) for session_id in idle))
-
-
-def _idle_candidates(session: Session, before: datetime) -> list[str]:
-    """Ready sessions with no job since `before` whose harness is not stopped already
-    (`stop_if_idle` checks each again, under its lock)."""
-    busy = select(Job.session_id).where(Job.status.in_(ACTIVE_JOB_STATUSES))
-    rows = session.execute(
-        select(WorkerSession.id, WorkerSession.runtime_state).where(
-            WorkerSession.status == SessionStatus.READY,
-            WorkerSession.last_activity_at < before,
-            WorkerSession.id.not_in(busy),
-        )
-    )
-    return [
-        row.id
-        for row in rows
-        if row.runtime_state and not idle_stopped(RuntimeHandle.from_dict(row.runtime_state))
+    idle = [
+        session_id
+        for session_id, handle in await read(idle_sessions, idle_s)
+        if not idle_stopped(handle)  # stopped already
     ]
+    await asyncio.gather(*(stop(session_id) for session_id in idle))
 
 
 def _fail_lost(session: Session, session_id: str) -> None:

@@ -342,9 +342,10 @@ class Services:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._harness_http is not None:
             await self._harness_http.aclose()
-        close_backend = getattr(self._backend, "close", None)
-        if close_backend is not None:  # the local backend's warm pool
-            await asyncio.to_thread(close_backend)
+        from functions.runtime.base import WarmPooling
+
+        if isinstance(self._backend, WarmPooling):  # its unclaimed warm harnesses
+            await asyncio.to_thread(self._backend.close)
         if self._engine is not None:
             self._engine.dispose()
 

@@ -214,6 +214,10 @@ async def relaunch(view: SessionView, handle: RuntimeHandle) -> RuntimeHandle:
         return handle
 
 
+# How long an idle stop waits after marking the handle before it looks at the session again.
+IDLE_SETTLE_S = 0.5
+
+
 async def stop_if_idle(session_id: str, idle_s: float) -> bool:
     """Stop the harness of a ready session that has run no job for `idle_s` and has been up at
     least that long, keeping its workspace (`IdleStopper`); the next call that needs it
@@ -228,16 +232,17 @@ async def stop_if_idle(session_id: str, idle_s: float) -> bool:
     if not isinstance(runtime, IdleStopper):
         return False
     async with services().relaunch_locks.hold(session_id):
-        marked = await db(_mark_if_idle, session_id, idle_s)
-        if marked is None:
+        found = await read(idle_sessions, idle_s, session_id)
+        if not found or idle_stopped(handle := found[0][1]):
             return False
-        uptime = await asyncio.to_thread(runtime.uptime_s, marked)
-        if uptime is None or uptime < idle_s:
-            await db(_save_handle, session_id, marked_idle(marked, False).to_dict())
+        uptime = await asyncio.to_thread(runtime.uptime_s, handle)
+        if uptime is None or uptime < idle_s:  # gone (the reconciler relaunches it), or woken
             return False
+        marked = marked_idle(handle)
+        await db(_save_handle, session_id, marked.to_dict())
         await asyncio.sleep(IDLE_SETTLE_S)
-        if await read(_idle_for, session_id, idle_s) is None:
-            await db(_save_handle, session_id, marked_idle(marked, False).to_dict())
+        if not await read(idle_sessions, idle_s, session_id):  # a prompt came meanwhile
+            await db(_save_handle, session_id, handle.to_dict())
             return False
         stopped = await runtime.stop_idle(marked)
         await db(_save_handle, session_id, stopped.to_dict())
@@ -245,32 +250,26 @@ async def stop_if_idle(session_id: str, idle_s: float) -> bool:
         return True
 
 
-# How long an idle stop waits after marking the handle before it looks at the session again.
-IDLE_SETTLE_S = 0.5
-
-
-def _idle_for(session: Session, session_id: str, idle_s: float) -> WorkerSession | None:
-    """The row of `session_id` if it is ready, runs no job and its last one (or its start) is
-    older than `idle_s`."""
-    busy = select(Job.id).where(Job.session_id == session_id, Job.status.in_(ACTIVE_JOB_STATUSES))
-    row = session.get(WorkerSession, session_id)
-    if row is None or row.status != SessionStatus.READY or not row.runtime_state:
-        return None
-    last = row.last_activity_at or row.ready_at or row.created_at
-    if last.tzinfo is None:
-        last = last.replace(tzinfo=UTC)
-    if last > datetime.now(UTC) - timedelta(seconds=idle_s) or session.scalar(busy) is not None:
-        return None
-    return row
-
-
-def _mark_if_idle(session: Session, session_id: str, idle_s: float) -> RuntimeHandle | None:
-    row = _idle_for(session, session_id, idle_s)
-    if row is None or idle_stopped(RuntimeHandle.from_dict(row.runtime_state)):
-        return None
-    marked = marked_idle(RuntimeHandle.from_dict(row.runtime_state))
-    row.runtime_state = marked.to_dict()
-    return marked
+def idle_sessions(
+    session: Session, idle_s: float, session_id: str | None = None
+) -> list[tuple[str, RuntimeHandle]]:
+    """Ready sessions (or the one `session_id`) that run no job and whose last job ended, or
+    that became ready, more than `idle_s` ago, with their handles (marked `idle_stopped` or
+    not: callers tell)."""
+    before = datetime.now(UTC) - timedelta(seconds=idle_s)
+    busy = select(Job.session_id).where(Job.status.in_(ACTIVE_JOB_STATUSES))
+    query = select(WorkerSession.id, WorkerSession.runtime_state).where(
+        WorkerSession.status == SessionStatus.READY,
+        WorkerSession.last_activity_at < before,
+        WorkerSession.id.not_in(busy),
+    )
+    if session_id is not None:
+        query = query.where(WorkerSession.id == session_id)
+    return [
+        (row.id, RuntimeHandle.from_dict(row.runtime_state))
+        for row in session.execute(query)
+        if row.runtime_state
+    ]
 
 
 def _stored_handle(session: Session, session_id: str) -> dict[str, Any] | None:

@@ -107,12 +107,7 @@ class KnativeSessionSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> KnativeSessionSettings:
         def whole_seconds(name: str, default: int, low: int, high: int) -> int:
-            value = env.get(name, "").strip()
-            if not value:
-                return default
-            if not value.isdigit() or not low <= int(value) <= high:
-                raise SettingError(f"{name}={value!r}: use whole seconds from {low} to {high}")
-            return int(value)
+            return _whole(env, name, default, low=low, high=high, what="whole seconds")
 
         run_as_user = env.get("VWM_SESSION_RUN_AS_USER", "").strip() or "1000"
         if not run_as_user.isdigit() or int(run_as_user) == 0:
@@ -348,7 +343,7 @@ class ControlPlaneSettings:
             session_idle_s=_optional_seconds(env, "VWM_SESSION_IDLE_S"),
             session_max_age_s=_optional_seconds(env, "VWM_SESSION_MAX_AGE_S"),
             harness_idle_s=_seconds(env, "VWM_HARNESS_IDLE_S", 300.0, zero=True),
-            warm_harnesses=_count(env, "VWM_WARM_HARNESSES", 2, high=64),
+            warm_harnesses=_whole(env, "VWM_WARM_HARNESSES", 2, high=64),
             reconcile_grace_s=_seconds(env, "VWM_RECONCILE_GRACE_S", 10.0, zero=True),
             processed_events_retention_s=_seconds(
                 env, "VWM_PROCESSED_EVENTS_RETENTION_S", 7 * 86_400, high=365 * 86_400
@@ -377,13 +372,21 @@ def _optional_seconds(env: Mapping[str, str], name: str) -> float | None:
     return seconds
 
 
-def _count(env: Mapping[str, str], name: str, default: int, *, high: int) -> int:
-    """A whole number from 0 to `high`."""
+def _whole(
+    env: Mapping[str, str],
+    name: str,
+    default: int,
+    *,
+    low: int = 0,
+    high: int,
+    what: str = "a whole number",
+) -> int:
+    """A whole number from `low` to `high` (`what` names it in the refusal)."""
     value = env.get(name, "").strip()
     if not value:
         return default
-    if not value.isdigit() or int(value) > high:
-        raise SettingError(f"{name}={value!r}: use a whole number from 0 to {high}")
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise SettingError(f"{name}={value!r}: use {what} from {low} to {high}")
     return int(value)
 
 

@@ -48,9 +48,8 @@ class ApiKeys:
         self.db.flush()
         return row, f"{KEY_PREFIX}_{key_id}_{secret}"
 
-    def authenticate(self, key: str, *, touch: bool = True) -> ApiKey | None:
-        """The live key `key` names, or None. Notes the use at most once a minute, unless
-        `touch` is off (a read-only caller notes it with `touch` when `due_for_touch`)."""
+    def authenticate(self, key: str) -> ApiKey | None:
+        """The live key `key` names, or None. Reads only: `touch` notes the use."""
         prefix, _, rest = key.partition("_")
         key_id, _, secret = rest.partition("_")
         if prefix != KEY_PREFIX or not key_id or not secret:
@@ -60,8 +59,6 @@ class ApiKeys:
             return None
         if not hmac.compare_digest(row.secret_hash, hash_secret(secret)):
             return None
-        if touch and due_for_touch(row):
-            row.last_used_at = utcnow()
         return row
 
     def touch(self, key_id: str) -> None:

@@ -261,3 +261,13 @@ class IdleStopper(Protocol):
         """Stop the harness (SIGTERM, grace, SIGKILL), keep its workspace, and return the handle
         to persist: `idle_stopped`, so that `ensure_running` brings it back."""
         ...
+
+
+@runtime_checkable
+class WarmPooling(Protocol):
+    """A backend that keeps harnesses started ahead of any session (the local backend's warm
+    pool). `vwm up` starts them; the services' shutdown stops the ones no session claimed."""
+
+    def start_pool(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from functions.metrics import HARNESS_RESTARTS
 from functions.private_files import open_private_append, private_dir
@@ -59,7 +59,7 @@ from functions.runtime.errors import (
 from functions.runtime.rules import unapplied_fields
 from functions.runtime.sandbox import SandboxChoice
 from functions.runtime.tokens import TokenKey
-from functions.runtime.warm_pool import WarmPool, pool_environment
+from functions.runtime.warm_pool import Member, WarmPool
 
 # Not secrets, and what the harness passes on to the CLI. Nothing else of this process's
 # environment reaches a harness but npm's own settings (`_is_npm_setting`): the control plane's
@@ -124,7 +124,7 @@ class LocalBackend:
                 warm_harnesses,
                 self.data_dir / "pool",
                 [*self._launcher, self._python, "-m", f"{self._module}.pooled"],
-                pool_environment(self._inherit_env),
+                procs.inherited_environment(self._inherit_env),
                 self.log_dir / "pool.log",
             )
             if warm_harnesses > 0
@@ -134,7 +134,7 @@ class LocalBackend:
     def start_pool(self) -> None:
         """Start the warm pool's members (in the background: a session never waits for it)."""
         if self.pool is not None:
-            self.pool.fill_in_background()
+            self.pool.start()
 
     def close(self) -> None:
         """Stop the warm pool's unclaimed members. Harnesses of sessions go on running."""
@@ -277,11 +277,6 @@ class LocalBackend:
         that no live session owns (left by a control plane that died between a launch and the
         session's end, or whose row is gone). Workspaces stay; removing them is the session's
         end. Returns the ids of the sessions whose processes were stopped."""
-        if self.pool is not None:  # the folders of members that are gone
-            pool = self.pool
-            await asyncio.to_thread(
-                lambda: pool.forget_claimed(set(procs.pool_members(pool.folder)))
-            )
         found = await asyncio.to_thread(procs.processes_by_session, self.data_dir / "sessions")
         if not found:
             return []
@@ -318,9 +313,8 @@ class LocalBackend:
             log.flush()
             log_offset = log.tell()
             env = self._harness_env(spec, workspace, port, token, listener.fileno())
-            proc = self._from_pool(workspace, env, listener, log.fileno())
-            if proc is None:
-                proc = self._start_cold(spec, workspace, env, listener, log.fileno())
+            member = self._from_pool(workspace, env, listener, log.fileno())
+            proc = member.proc if member else self._start_cold(spec, workspace, env, listener, log)
         self._children[proc.pid] = proc
         state: dict[str, Any] = {
             "workspace": str(workspace),
@@ -334,11 +328,13 @@ class LocalBackend:
             "launched_at": time.time(),
             "cli": spec.cli,
         }
+        if member is not None:  # its folder goes when this harness stops (`_stop`)
+            state["pool_member"] = str(member.folder)
         return RuntimeHandle(session_id=spec.session_id, backend=self.kind, state=state)
 
     def _from_pool(
         self, workspace: Path, env: dict[str, str], listener: socket.socket, log_fd: int
-    ) -> subprocess.Popen[bytes] | None:
+    ) -> Member | None:
         """A warm pool member made this session's harness (None: the pool has none left), and
         a replacement started."""
         if self.pool is None:
@@ -351,7 +347,7 @@ class LocalBackend:
             self.pool.hand_over(member, workspace, env, workspace.parent, listener, log_fd)
         except OSError:
             return None  # it died a moment ago: launch cold
-        return member.proc
+        return member
 
     def _start_cold(
         self,
@@ -359,14 +355,14 @@ class LocalBackend:
         workspace: Path,
         env: dict[str, str],
         listener: socket.socket,
-        log_fd: int,
+        log: BinaryIO,
     ) -> subprocess.Popen[bytes]:
         try:
             return procs.start_harness_process(
                 [*self._launcher, self._python, "-m", self._module],
                 cwd=workspace.parent,
                 env=env,
-                log_fd=log_fd,
+                log_fd=log.fileno(),
                 keep_fd=listener.fileno(),
             )
         except OSError as exc:
@@ -379,9 +375,7 @@ class LocalBackend:
     def _harness_env(
         self, spec: HarnessSpec, workspace: Path, port: int, token: str, listen_fd: int
     ) -> dict[str, str]:
-        env = {name: os.environ[name] for name in self._inherit_env if name in os.environ}
-        env.setdefault("LANG", "C.UTF-8")
-        env["PYTHONUNBUFFERED"] = "1"
+        env = procs.inherited_environment(self._inherit_env)
         # npm's own settings (a private registry, its CA, its credentials): the harness installs
         # the runtime's pinned CLI version with npm when the machine's CLI is another version.
         env.update({name: v for name, v in os.environ.items() if _is_npm_setting(name)})
@@ -444,6 +438,8 @@ class LocalBackend:
             )
         if isinstance(pid, int):
             self._children.pop(pid, None)
+        if member_folder := handle.state.get("pool_member"):
+            await asyncio.to_thread(shutil.rmtree, member_folder, True)
 
     # -- helpers -------------------------------------------------------------------------------
 

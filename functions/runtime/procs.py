@@ -94,9 +94,12 @@ def processes_in(workspace: Path) -> list[int]:
     ]
 
 
-# A warm pool member's mark (`functions.runtime.warm_pool`): its folder, where its claim names the
-# workspace it serves. Its environment on /proc is the one it started with, before any session.
-_POOL_MEMBER = b"VWM_POOL_MEMBER="
+# A warm pool member's mark (`functions.runtime.warm_pool`): the variable naming its folder, where
+# its claim (`CLAIM_FILE`) names the workspace it serves. Its environment on /proc is the one it
+# started with, before any session.
+POOL_MEMBER = "VWM_POOL_MEMBER"
+CLAIM_FILE = "workspace"
+_POOL_MEMBER = f"{POOL_MEMBER}=".encode()
 
 
 def _claimed_by(var: bytes) -> str | None:
@@ -105,7 +108,7 @@ def _claimed_by(var: bytes) -> str | None:
         return None
     folder = var[len(_POOL_MEMBER) :].decode(errors="replace")
     try:
-        return Path(folder, "workspace").read_text(encoding="utf-8")
+        return Path(folder, CLAIM_FILE).read_text(encoding="utf-8")
     except OSError:
         return None
 
@@ -140,6 +143,15 @@ def processes_by_session(sessions_dir: Path) -> dict[str, list[int]]:
                     found.setdefault(session_id, []).append(pid)
                 break
     return found
+
+
+def inherited_environment(inherit: Sequence[str]) -> dict[str, str]:
+    """What every harness process starts with, of this process's environment: the `inherit`
+    variables that are set, a UTF-8 `LANG` by default, unbuffered output."""
+    env = {name: os.environ[name] for name in inherit if name in os.environ}
+    env.setdefault("LANG", "C.UTF-8")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 def start_harness_process(

@@ -14,8 +14,10 @@ leftovers. The pool starts a replacement for each member taken.
 Members are found on `/proc` by ``VWM_POOL_MEMBER=<pool dir>/<member id>`` in their environment,
 which is all they have there: the claim writes the session's workspace into
 ``<pool dir>/<member id>/workspace``, which is how `procs.processes_in` and
-`procs.processes_by_session` find a claimed member as they find any harness. An unclaimed member
-exits when the pool closes its end of the socket, or when the process holding it dies.
+`procs.processes_by_session` find a claimed member as they find any harness. The local backend
+removes a claimed member's folder when it stops that harness (`pool_member` in its handle); `start`
+removes those an earlier process left. An unclaimed member exits when the pool closes its end of
+the socket, or when the process holding it dies.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -40,10 +41,7 @@ from functions.runtime import procs
 
 logger = logging.getLogger(__name__)
 
-POOL_MEMBER = "VWM_POOL_MEMBER"
 POOL_SOCKET_FD = "VWM_POOL_SOCKET_FD"
-# The file in a member's folder that names the workspace it was handed.
-CLAIM_FILE = "workspace"
 
 
 @dataclass
@@ -105,7 +103,7 @@ class WarmPool:
         """Make `member` the harness of `workspace`: its claim written first (so it is found
         as the session's from the moment it acts), then its environment and descriptors sent.
         Raises OSError when the member is gone (the caller launches cold)."""
-        claim = member.folder / CLAIM_FILE
+        claim = member.folder / procs.CLAIM_FILE
         with open_private_append(claim) as written:
             written.write(str(workspace).encode())
         message = json.dumps({"env": dict(env), "cwd": str(cwd)}).encode()
@@ -138,6 +136,17 @@ class WarmPool:
     def fill_in_background(self) -> None:
         threading.Thread(target=self.fill, name="warm-pool-fill", daemon=True).start()
 
+    def start(self) -> None:
+        """Remove what earlier runs left (the folders of members that are gone: a claimed
+        member's is removed when its harness stops, unless this process died first), then fill,
+        in the background."""
+
+        def start() -> None:
+            self._remove_gone(set(procs.pool_members(self.folder)))
+            self.fill()
+
+        threading.Thread(target=start, name="warm-pool-start", daemon=True).start()
+
     def close(self) -> None:
         """Unclaimed members exit (their socket closes); they are waited for, then killed."""
         with self._lock:
@@ -153,15 +162,13 @@ class WarmPool:
                 procs.signal_group(member.proc.pid, signal.SIGKILL)
             shutil.rmtree(member.folder, ignore_errors=True)
 
-    def forget_claimed(self, alive: set[str]) -> None:
+    def _remove_gone(self, alive: set[str]) -> None:
         """Remove the folders of members no process is left of (`alive`: the member folders of
-        live processes, from `procs.pool_members`), this pool's unclaimed ones aside."""
-        with self._lock:
-            mine = {str(member.folder) for member in self._members}
+        live processes, from `procs.pool_members`)."""
         if not self.folder.is_dir():
             return
         for entry in self.folder.iterdir():
-            if entry.is_dir() and str(entry) not in alive and str(entry) not in mine:
+            if entry.is_dir() and str(entry) not in alive:
                 shutil.rmtree(entry, ignore_errors=True)
 
     def _start(self) -> Member:
@@ -170,7 +177,7 @@ class WarmPool:
         folder = self.folder / uuid.uuid4().hex
         private_dir(folder)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {**self._env, POOL_MEMBER: str(folder), POOL_SOCKET_FD: str(theirs.fileno())}
+        env = {**self._env, procs.POOL_MEMBER: str(folder), POOL_SOCKET_FD: str(theirs.fileno())}
         try:
             with theirs, open_private_append(self._log_path) as log:
                 proc = procs.start_harness_process(
@@ -187,11 +194,3 @@ def _discard(member: Member) -> None:
     with contextlib.suppress(OSError):
         member.channel.close()
     shutil.rmtree(member.folder, ignore_errors=True)
-
-
-def pool_environment(inherit: Sequence[str]) -> dict[str, str]:
-    """A member's environment before its claim: what a harness inherits, nothing of a session."""
-    env = {name: os.environ[name] for name in inherit if name in os.environ}
-    env.setdefault("LANG", "C.UTF-8")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env

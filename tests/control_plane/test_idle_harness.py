@@ -73,6 +73,14 @@ def prompt(client, session_id: str, text: str) -> dict[str, Any]:
     return job
 
 
+def an_idle_session(plane: ControlPlane, client) -> str:
+    """A session that ran one prompt and whose harness has since stopped for being idle."""
+    session_id = start(client)
+    prompt(client, session_id, "say hi")
+    until(lambda: idled(plane, session_id), "the harness stops", plane)
+    return session_id
+
+
 def test_an_idle_harness_stops_and_the_next_prompt_brings_it_back(plane) -> None:
     with plane.client() as client:
         idle, busy = start(client), start(client)
@@ -87,7 +95,7 @@ def test_an_idle_harness_stops_and_the_next_prompt_brings_it_back(plane) -> None
         # The busy one runs its job past the idle setting: never stopped while it runs.
         assert not handle(plane, busy).get("idle_stopped")
         assert client.get(f"/v1/jobs/{long_job['id']}").json()["status"] == "running"
-        [busy_pid] = [pid for pid in harness_pids(plane.data_dir)]
+        [busy_pid] = harness_pids(plane.data_dir)
         assert busy_pid == handle(plane, busy)["pid"]
 
         again = prompt(client, idle, "say hi")
@@ -114,10 +122,7 @@ def test_an_idle_harness_stops_and_the_next_prompt_brings_it_back(plane) -> None
 
 def test_files_and_the_end_wake_an_idle_harness(plane) -> None:
     with plane.client() as client:
-        session_id = start(client)
-        prompt(client, session_id, "say hi")
-        until(lambda: idled(plane, session_id), "the harness stops", plane)
-
+        session_id = an_idle_session(plane, client)
         listing = client.get(f"/v1/sessions/{session_id}/files", params={"path": "worker_repo"})
         assert listing.status_code == 200, listing.text
         assert "README.md" in json.dumps(listing.json())
@@ -137,9 +142,7 @@ def test_files_and_the_end_wake_an_idle_harness(plane) -> None:
 
 def test_a_restart_leaves_an_idle_harness_down_until_a_prompt_needs_it(plane) -> None:
     with plane.client() as client:
-        session_id = start(client)
-        prompt(client, session_id, "say hi")
-    until(lambda: idled(plane, session_id), "the harness stops", plane)
+        session_id = an_idle_session(plane, client)
     plane.stop()  # vwm up restarts: it relaunches the harnesses of ready sessions, not this one
     plane.start()
     with plane.client() as client:

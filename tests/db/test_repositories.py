@@ -322,7 +322,12 @@ def test_api_keys_verify_by_hash(factory: Factory) -> None:
         assert stored is not None and stored.secret_hash == hash_secret(secret)
         assert secret not in {stored.id, stored.name, stored.secret_hash}
         found = ApiKeys(db).authenticate(key)
-        assert found is not None and found.scope == "admin" and found.last_used_at is not None
+        assert found is not None and found.scope == "admin" and found.last_used_at is None
+        ApiKeys(db).touch(found.id)  # a use is noted apart, at most once a minute
+        first_use = found.last_used_at
+        assert first_use is not None
+        ApiKeys(db).touch(found.id)
+        assert found.last_used_at == first_use
         for wrong in (key + "x", f"vwm_{row.id}_", "bearer", f"xyz_{row.id}_{secret}"):
             assert ApiKeys(db).authenticate(wrong) is None
     with transaction(factory) as db:

@@ -9,6 +9,7 @@ import asyncio
 import os
 import signal
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,6 +102,8 @@ async def test_a_session_gets_a_warm_member_configured_at_the_claim(
     finally:
         await pooled.teardown(handle)
     assert not procs.is_running(pid, handle.state["pid_start"])
+    member_folder = Path(handle.state["pool_member"])
+    assert not await asyncio.to_thread(member_folder.exists), "its folder goes with it"
 
 
 async def test_each_member_serves_one_session_only(
@@ -180,3 +183,18 @@ def test_without_a_pool_nothing_is_started(data_dir: Path) -> None:
     backend.start_pool()
     backend.close()
     assert backend.pool is None and not (data_dir / "pool").exists()
+
+
+def test_starting_the_pool_removes_the_folders_earlier_runs_left(data_dir: Path) -> None:
+    left = data_dir / "pool" / "gone-member"
+    left.mkdir(parents=True)
+    (left / "workspace").write_text(str(data_dir / "sessions" / "s-old" / "workspace"))
+    backend = LocalBackend(data_dir, warm_harnesses=1)
+    backend.start_pool()
+    try:
+        deadline = time.monotonic() + 10
+        while (left.exists() or not _unclaimed(backend)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not left.exists() and len(_unclaimed(backend)) == 1
+    finally:
+        backend.close()
