@@ -10,31 +10,42 @@ process died is sent again, with the same CloudEvents `id`, and the consumer ded
 `FileOutbox` layout in its directory (docs/events.md, "Publishing"):
 
 - ``events.<segment>.jsonl``: one structured-mode CloudEvent per line (exactly the JSON body
-  ``eventing.codec.to_structured`` gives), appended and fsynced before `append` returns.
-- ``cursor.json``: ``{"segment": n, "offset": bytes}``, the first byte not yet sent; replaced
-  atomically (write a temporary file, fsync, rename, fsync the directory).
+  ``eventing.codec.to_structured`` gives), appended and synced before `append` returns.
+- ``cursor.json``: ``{"segment": n, "offset": bytes}``, the first byte not yet sent (as of the
+  last checkpoint); replaced atomically (write a temporary file, fsync, rename, fsync the
+  directory).
 - ``dead-letters.jsonl``: events the sink refused for good, each with the answer.
 
+What costs what, and why (docs/performance.md): the append's sync is the promise made to the
+caller, so it stays; but the cursor only saves repeats, so it is written at most every
+`checkpoint_s` seconds (and at compaction and `close`), not after every event: a crash repeats
+the events marked sent since the last checkpoint, which at-least-once delivery allows (the
+consumer deduplicates on source and id). Pending entries appended by this process are kept in
+memory (up to `MEMORY_BYTES`), so the relay's peeks neither re-read nor re-decode them.
+
 A line cut short by a crash during `append` (no newline at the end of the file) was never
-acknowledged to its caller: it is cut off when the outbox opens. When everything is sent, the
-next append starts a new segment and the old one is deleted (compaction); the cursor moves to
-the new segment before the old file goes, so a crash in between loses and repeats nothing.
-One process owns a directory at a time (the harness's volume is ReadWriteOnce).
+acknowledged to its caller: it is cut off when the outbox opens. When everything is sent and the
+segment has grown past `compact_bytes`, the next append starts a new segment and the old one is
+deleted (compaction); the cursor moves to the new segment before the old file goes, so a crash
+in between loses and repeats nothing. One process owns a directory at a time (the harness's
+volume is ReadWriteOnce).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
 import re
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from eventing import codec
 from eventing.events import EventError, VwmEvent
@@ -48,6 +59,15 @@ _SEGMENT = re.compile(r"events\.([0-9]{1,18})\.jsonl")
 _STRUCTURED = {"content-type": codec.STRUCTURED_CONTENT_TYPE}
 # What a dead letter keeps of the sink's answer: enough to see why, bounded.
 MAX_ANSWER_CHARS = 4096
+# A fully sent segment is replaced by a new one once it is this long: compaction costs a cursor
+# write, a deletion and a directory sync, too much to pay each time a burst has been sent.
+COMPACT_BYTES = 1 << 20
+# The longest a sent event waits for its cursor write; a crash repeats at most that much.
+CHECKPOINT_S = 1.0
+# Pending events kept in memory beside the file (beyond that, peeks read the file).
+MEMORY_BYTES = 8 << 20
+# fdatasync skips the inode's times, which nothing here reads; not every platform has it.
+_sync_data = getattr(os, "fdatasync", os.fsync)
 
 
 class OutboxError(InputError):
@@ -98,26 +118,51 @@ class Outbox(Protocol):
 
 class FileOutbox:
     """An `Outbox` in a directory: append-only JSON lines plus a cursor file. Open with
-    `FileOutbox.open(directory)`; the blocking file work runs in a worker thread, one operation
-    at a time, in the order the calls were made."""
+    `FileOutbox.open(directory)` and `close()` it (which writes the cursor); the blocking file
+    work runs in a worker thread, one operation at a time, in the order the calls were made.
+    `compact_bytes` and `checkpoint_s` trade disk for syncs (0 and 0: compact whenever all is
+    sent, write the cursor after every event)."""
 
-    def __init__(self, directory: Path, segment: int, offset: int, size: int, pending: int):
+    def __init__(
+        self,
+        directory: Path,
+        segment: int,
+        offset: int,
+        size: int,
+        *,
+        compact_bytes: int = COMPACT_BYTES,
+        checkpoint_s: float = CHECKPOINT_S,
+    ):
         self.directory = directory
         self._segment = segment
         self._offset = offset  # first byte not yet sent, in the current segment
+        self._saved_offset = offset  # what cursor.json says
+        self._saved_at = time.monotonic()
         self._size = size  # the segment's length: where the next line goes
-        self._pending = pending
-        # Where the pending lines end, from the head on, as the last peek read them: so that
-        # checking an entry is the oldest costs no read.
+        self._pending = 0
+        self._compact_bytes = compact_bytes
+        self._checkpoint_s = checkpoint_s
+        self._file: BinaryIO | None = None  # the segment, open for appends
+        # The pending entries, oldest first, while they all are here (None: read the file).
+        self._memory: deque[OutboxEntry] | None = deque()
+        self._memory_bytes = 0
+        # Where the pending lines end, from the head on, as the last file read found them: so
+        # that checking an entry is the oldest costs no read.
         self._ends: deque[int] = deque()
         self._lock = asyncio.Lock()  # FIFO: appends keep the order of the calls
 
     @classmethod
-    async def open(cls, directory: Path) -> FileOutbox:
-        return await asyncio.to_thread(cls._open, Path(directory))
+    async def open(
+        cls,
+        directory: Path,
+        *,
+        compact_bytes: int = COMPACT_BYTES,
+        checkpoint_s: float = CHECKPOINT_S,
+    ) -> FileOutbox:
+        return await asyncio.to_thread(cls._open, Path(directory), compact_bytes, checkpoint_s)
 
     @classmethod
-    def _open(cls, directory: Path) -> FileOutbox:
+    def _open(cls, directory: Path, compact_bytes: int, checkpoint_s: float) -> FileOutbox:
         directory.mkdir(parents=True, exist_ok=True)
         segment, offset = _read_cursor(directory)
         for path in directory.iterdir():
@@ -135,22 +180,32 @@ class FileOutbox:
                 "changed by something else; move the directory aside to start a new outbox",
                 path=str(directory),
             )
-        outbox = cls(directory, segment, offset, size, 0)
-        outbox._pending = len(outbox._read(offset, None))
+        outbox = cls(
+            directory, segment, offset, size, compact_bytes=compact_bytes, checkpoint_s=checkpoint_s
+        )
+        pending = outbox._read(offset, None)
+        outbox._pending = len(pending)
+        outbox._memory = None if pending else deque()
         return outbox
 
     async def append(self, event: VwmEvent) -> None:
         _, body = codec.to_structured(event)
         async with self._lock:
             await asyncio.to_thread(self._append, body + b"\n")
+            self._remember(OutboxEntry(event, self._size), len(body) + 1)
 
     async def peek(self, limit: int) -> list[OutboxEntry]:
         async with self._lock:
+            if self._memory is not None:
+                return list(itertools.islice(self._memory, limit))
             return await asyncio.to_thread(self._read, self._offset, limit)
 
     async def mark_sent(self, entry: OutboxEntry) -> None:
         async with self._lock:
-            await asyncio.to_thread(self._advance, entry)
+            self._check_head(entry)
+            if self._checkpoint_due():
+                await asyncio.to_thread(self._write_cursor, entry.position)
+            self._forget_head(entry.position)
 
     async def dead_letter(self, entry: OutboxEntry, *, status: int | None, answer: str) -> None:
         record = {
@@ -161,7 +216,12 @@ class FileOutbox:
         }
         line = json.dumps(record, ensure_ascii=False).encode() + b"\n"
         async with self._lock:
-            await asyncio.to_thread(self._dead_letter, entry, line)
+            self._check_head(entry)
+            # Recorded before the cursor moves: a crash in between keeps it twice, never zero.
+            await asyncio.to_thread(_append_synced, self.directory / DEAD_LETTER_FILE, line)
+            if self._checkpoint_due():
+                await asyncio.to_thread(self._write_cursor, entry.position)
+            self._forget_head(entry.position)
 
     async def pending(self) -> int:
         return self._pending
@@ -170,42 +230,86 @@ class FileOutbox:
         """Every dead letter kept, oldest first (for operators and tests)."""
         return await asyncio.to_thread(read_dead_letters, self.directory)
 
+    async def close(self) -> None:
+        """Write the cursor (so a restart repeats nothing) and close the segment. The outbox
+        can still be used after: the next append opens the segment again."""
+        async with self._lock:
+            await asyncio.to_thread(self._close)
+
+    # -- the in-memory side ---------------------------------------------------------------------
+
+    def _checkpoint_due(self) -> bool:
+        return time.monotonic() - self._saved_at >= self._checkpoint_s
+
+    def _remember(self, entry: OutboxEntry, length: int) -> None:
+        if self._memory is None:
+            return
+        if self._memory_bytes + length > MEMORY_BYTES:  # a long outage: the file holds them
+            self._memory, self._memory_bytes = None, 0
+            return
+        self._memory.append(entry)
+        self._memory_bytes += length
+
+    def _check_head(self, entry: OutboxEntry) -> None:
+        if self._memory is not None:
+            head_end = self._memory[0].position if self._memory else self._offset
+        else:
+            head_end = self._ends[0] if self._ends else self._offset + self._head_length()
+        if entry.position != head_end or head_end == self._offset:
+            raise ValueError("that entry is not the oldest pending one: peek again")
+
+    def _forget_head(self, position: int) -> None:
+        length = position - self._offset
+        self._offset = position
+        self._pending -= 1
+        if self._ends:
+            self._ends.popleft()
+        if self._memory is not None:
+            self._memory.popleft()
+            self._memory_bytes -= length
+        elif self._pending == 0:  # nothing pending: from here on memory holds all of it again
+            self._memory, self._memory_bytes = deque(), 0
+
     # -- blocking parts, run in a worker thread under the lock ----------------------------------
 
     def _append(self, line: bytes) -> None:
-        if self._pending == 0 and self._size > 0:
+        if self._pending == 0 and self._size > 0 and self._compact_bytes <= self._size:
             self._compact()
-        _append_synced(self.directory / _segment_name(self._segment), line)
+        if self._file is None:
+            path = self.directory / _segment_name(self._segment)
+            created = not path.exists()
+            self._file = path.open("ab")
+            if created:  # the new name must survive a crash too
+                _fsync_directory(self.directory)
+        self._file.write(line)
+        self._file.flush()
+        _sync_data(self._file.fileno())
         self._size += len(line)
         self._pending += 1
 
     def _compact(self) -> None:
         """Everything is sent: move the cursor to a new, empty segment, then delete the old one."""
+        self._close_file()
         old = self.directory / _segment_name(self._segment)
-        _write_cursor(self.directory, self._segment + 1, 0)
         self._segment, self._offset, self._size = self._segment + 1, 0, 0
+        self._write_cursor(0)
         self._ends.clear()
         old.unlink(missing_ok=True)
         _fsync_directory(self.directory)
 
-    def _dead_letter(self, entry: OutboxEntry, line: bytes) -> None:
-        self._check_head(entry)
-        # Recorded before the cursor moves: a crash in between keeps it twice, never zero.
-        _append_synced(self.directory / DEAD_LETTER_FILE, line)
-        self._advance(entry)
+    def _write_cursor(self, offset: int) -> None:
+        _write_cursor(self.directory, self._segment, offset)
+        self._saved_offset, self._saved_at = offset, time.monotonic()
 
-    def _check_head(self, entry: OutboxEntry) -> None:
-        head_end = self._ends[0] if self._ends else self._offset + self._head_length()
-        if entry.position != head_end or head_end == self._offset:
-            raise ValueError("that entry is not the oldest pending one: peek again")
+    def _close(self) -> None:
+        if self._saved_offset != self._offset:
+            self._write_cursor(self._offset)
+        self._close_file()
 
-    def _advance(self, entry: OutboxEntry) -> None:
-        self._check_head(entry)
-        _write_cursor(self.directory, self._segment, entry.position)
-        self._offset = entry.position
-        self._pending -= 1
-        if self._ends:
-            self._ends.popleft()
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def _head_length(self) -> int:
         """The length of the oldest pending line (0 if none): entries leave strictly in order."""

@@ -176,6 +176,7 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
     """Run the embedded control plane until interrupted (`vwm up`)."""
     import uvicorn
 
+    from eventing.quiet_server import QuietServer
     from functions.runtime.errors import TokenKeyUnavailable
 
     # Set-up noise: alembic's INFO lines (its plugins log as they are imported, which happens
@@ -223,7 +224,7 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
     app = create_app(services, close_services=True)
     # On SIGTERM, requests in flight get this long to finish; a stream that follows a job may
     # last hours, and is cut (its caller reconnects with Last-Event-ID; nothing is lost).
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -231,6 +232,10 @@ def serve(host: str, port: int, *, announce: bool = True) -> None:
         log_level="warning",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
+    server = QuietServer(config)
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # as uvicorn.run: it could not start (the port is taken)
 
 
 def missing_credential_warnings(database_url: str, environ: Mapping[str, str]) -> list[str]:

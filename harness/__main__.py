@@ -9,6 +9,7 @@ import sys
 import uvicorn
 
 from eventing.logs import configure_logging
+from eventing.quiet_server import QuietServer
 from eventing.sockets import listening_tcp_socket
 from eventing.tracing import HARNESS_SERVICE, TracingSettingsError, configure_tracing
 from harness.app import create_app
@@ -56,7 +57,7 @@ def main() -> int:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    QuietServer(config).run(sockets=[sock])
     return 0
 
 

@@ -713,6 +713,7 @@ class EventPublishing:
         pending = await self.settle()
         await self.writer.stop(grace_s=1.0)
         await self.relay.stop()
+        await self.outbox.close()  # its cursor: the next start repeats nothing already sent
         await self._client.aclose()
         if pending:
             logger.warning(

@@ -1,6 +1,8 @@
 """The file outbox (`eventing.outbox.FileOutbox`): events leave in the order they were appended,
-survive reopening (a crash at any point), a torn last line is cut, a fully sent outbox compacts,
-concurrent appends keep the order of the calls, and files it did not write are refused."""
+survive reopening (a crash at any point: what was marked sent since the last checkpoint comes
+again, nothing is lost), a torn last line is cut, a fully sent outbox compacts once its segment
+is long enough, concurrent appends keep the order of the calls, pending events beyond what it
+keeps in memory are read back from the file, and files it did not write are refused."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from eventing import outbox as outbox_module
 from eventing.events import JobStarted, VwmEvent, harness_source, job_event_id, new_event
 from eventing.outbox import CURSOR_FILE, DEAD_LETTER_FILE, FileOutbox, OutboxError
 
@@ -52,12 +55,44 @@ async def test_events_leave_in_append_order_and_the_cursor_survives_reopening(tm
     first, second = await outbox.peek(2)
     assert (first.event, second.event) == (events[0], events[1])  # the whole event round-trips
     await outbox.mark_sent(first)
+    await outbox.close()
 
     reopened = await FileOutbox.open(tmp_path)
     assert await reopened.pending() == 4
+    [read_back] = await reopened.peek(1)
+    assert read_back.event == events[1]  # from the file this time, not from memory
     assert await drain(reopened) == [event.id for event in events[1:]]
     assert await reopened.pending() == 0
+    await reopened.close()
     assert await (await FileOutbox.open(tmp_path)).peek(10) == []
+
+
+async def test_a_crash_repeats_what_was_sent_since_the_checkpoint_and_loses_nothing(tmp_path):
+    outbox = await FileOutbox.open(tmp_path, checkpoint_s=3600)
+    events = [job_event(seq) for seq in range(1, 6)]
+    for event in events:
+        await outbox.append(event)
+    for entry in await outbox.peek(2):
+        await outbox.mark_sent(entry)
+    # No close: as if the process died. No checkpoint was due, so both come again.
+    assert await drain(await FileOutbox.open(tmp_path)) == [event.id for event in events]
+
+    eager = await FileOutbox.open(tmp_path, checkpoint_s=0)  # a cursor write after each event
+    for entry in await eager.peek(2):
+        await eager.mark_sent(entry)
+    assert await drain(await FileOutbox.open(tmp_path)) == [event.id for event in events[2:]]
+
+
+async def test_pending_events_beyond_the_memory_bound_are_read_from_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(outbox_module, "MEMORY_BYTES", 2_000)  # room for a few events only
+    outbox = await FileOutbox.open(tmp_path)
+    events = [job_event(seq) for seq in range(1, 41)]
+    for event in events:
+        await outbox.append(event)
+    assert await drain(outbox) == [event.id for event in events]
+    await outbox.append(job_event(41))  # all sent: memory holds the pending ones again
+    [entry] = await outbox.peek(5)
+    assert entry.event.id == job_event_id(JOB, 41)
 
 
 async def test_only_the_oldest_pending_entry_can_leave(tmp_path):
@@ -92,21 +127,26 @@ async def test_a_torn_last_line_is_cut_and_appends_go_on(tmp_path):
 
 
 async def test_a_fully_sent_outbox_starts_a_new_segment_and_deletes_the_old(tmp_path):
-    outbox = await FileOutbox.open(tmp_path)
+    outbox = await FileOutbox.open(tmp_path, compact_bytes=1_000)
     await outbox.append(job_event(1))
-    await outbox.append(job_event(2))
+    await drain(outbox)
+    await outbox.append(job_event(2))  # all sent, but the segment is still short: kept
     await drain(outbox)
     assert segments(tmp_path) == ["events.0.jsonl"]
-    await outbox.append(job_event(3))
+    for seq in range(3, 8):  # past 1,000 bytes, but not all sent yet: no compaction
+        await outbox.append(job_event(seq))
+    assert segments(tmp_path) == ["events.0.jsonl"]
+    await drain(outbox)
+    await outbox.append(job_event(8))
     assert segments(tmp_path) == ["events.1.jsonl"]
     assert json.loads((tmp_path / CURSOR_FILE).read_text()) == {"segment": 1, "offset": 0}
-    assert [entry.event.id for entry in await outbox.peek(10)] == [job_event_id(JOB, 3)]
+    assert [entry.event.id for entry in await outbox.peek(10)] == [job_event_id(JOB, 8)]
     reopened = await FileOutbox.open(tmp_path)
-    assert await drain(reopened) == [job_event_id(JOB, 3)]
+    assert await drain(reopened) == [job_event_id(JOB, 8)]
 
 
 async def test_a_crash_during_compaction_or_a_cursor_write_repeats_and_loses_nothing(tmp_path):
-    outbox = await FileOutbox.open(tmp_path)
+    outbox = await FileOutbox.open(tmp_path, compact_bytes=0)
     await outbox.append(job_event(1))
     await drain(outbox)
     await outbox.append(job_event(2))  # compacts: segment 0 → 1
@@ -133,6 +173,7 @@ async def test_concurrent_appends_keep_the_order_of_the_calls(tmp_path):
             await outbox.append(job_event(seq, job=job))
 
     await asyncio.gather(*(producer(f"p{n}") for n in range(4)))
+    await outbox.close()
     left = await drain(await FileOutbox.open(tmp_path))
     assert len(left) == 120
     for n in range(4):  # each producer's events in its own order, none torn or lost

@@ -316,12 +316,14 @@ async def test_a_harness_killed_with_events_in_its_outbox_sends_the_rest_same_id
     finally:
         await stop(second)
 
-    # What was in the outbox arrives with the same ids, in order; only the POST the kill cut
-    # off arrives twice (the consumer deduplicates it on its id).
+    # What was in the outbox arrives with the same ids, in order; what arrives twice is only
+    # what the sink had before the kill (the outbox repeats what was sent since its last
+    # checkpoint; the consumer deduplicates on the id).
     total = [i for n, i in enumerate(held.ids) if i not in held.ids[:n]]
     assert len(total) > len(set(sent_before))
     assert total[len(total) - len(in_outbox) :] == in_outbox
-    assert len(held.ids) - len(total) <= 1
+    repeated = [i for n, i in enumerate(held.ids) if i in held.ids[:n]]
+    assert set(repeated) <= set(sent_before) and len(repeated) <= len(sent_before)
     expected_ids(held.of_job("job_c"), "job_c")
     assert_same_log(stored(held.of_job("job_c")), job_log(second.workspace, "job_c"))
     assert health["pending"] == 0
@@ -413,7 +415,9 @@ async def test_a_job_cut_off_by_a_crash_is_finished_by_recover_and_republished(
     finally:
         await stop(second)
     events = recording(sink).of_job("job_e")
-    assert "job_e.1" in before and [e.id for e in events].count("job_e.1") == 2  # same id again
+    # The same id again: republished from the log (and maybe repeated by the outbox, whose
+    # cursor the kill caught before a checkpoint).
+    assert "job_e.1" in before and [e.id for e in events].count("job_e.1") in (2, 3)
     assert events[-1].type == JOB_FAILED and final_error(events[-1]) == "harness_restarted"
     assert_same_log(stored(events), job_log(second.workspace, "job_e"))
     assert meta(second.workspace, "job_e")["published"] is True
