@@ -24,6 +24,7 @@ import httpx
 from eventing import codec
 from eventing.events import VwmEvent
 from eventing.inputs import InputError
+from eventing.tls import verified_context
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,9 @@ class Publisher:
         self.settings = settings
         self._owns_client = client is None
         # No proxy from the environment: the sink is the cluster's broker or a local process.
-        self._client = client or httpx.AsyncClient(trust_env=False)
+        self._client = client or httpx.AsyncClient(
+            trust_env=False, verify=verified_context(trust_env=False)
+        )
 
     async def __aenter__(self) -> Self:
         return self

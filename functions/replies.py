@@ -19,6 +19,7 @@ import httpx
 from sqlalchemy.orm import Session
 
 from eventing.events import VwmEvent
+from eventing.tls import verified_context
 from functions.broker.delivery import Outcome
 from functions.broker.subscriptions import HttpSink, SinkResult
 from functions.context import db, settings
@@ -60,7 +61,9 @@ class ReplySink:
                 extra={"job_id": event.jobid, "code": refused.code},
             )
             return SinkResult(Outcome.FAILED, 422, refused.message)
-        async with httpx.AsyncClient(trust_env=False) as client:
+        async with httpx.AsyncClient(
+            trust_env=False, verify=verified_context(trust_env=False)
+        ) as client:
             return await HttpSink(reply_to, client, timeout=REPLY_TIMEOUT).deliver(event)
 
 

@@ -292,10 +292,13 @@ class Services:
         if self._harness_http is None:
             import httpx
 
+            from eventing.tls import verified_context
+
             self._harness_http = httpx.AsyncClient(
                 timeout=httpx.Timeout(30.0),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
                 trust_env=False,  # the harness is local or in-cluster, never behind a proxy
+                verify=verified_context(trust_env=False),
             )
             _traced(self._harness_http)
         return self._harness_http

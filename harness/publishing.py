@@ -60,6 +60,7 @@ from eventing.job_events import JobEvent, JobEventKind, JobStatus
 from eventing.outbox import DEAD_LETTER_FILE, FileOutbox, OutboxError
 from eventing.publisher import Publisher
 from eventing.relay import Relay
+from eventing.tls import verified_context
 from harness.jobs import Job, JobRunner
 from harness.settings import EventSettings
 from harness.workspace import Workspace
@@ -653,7 +654,9 @@ class EventPublishing:
         # logs what matters (a sink that stays down, a refusal) itself.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         client = httpx.AsyncClient(
-            trust_env=False, headers={"Authorization": f"Bearer {session_token}"}
+            trust_env=False,
+            verify=verified_context(trust_env=False),
+            headers={"Authorization": f"Bearer {session_token}"},
         )
         relay = Relay(outbox, Publisher(settings.publisher, client=client))
         writer = JobEventPublisher(

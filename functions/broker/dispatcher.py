@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from eventing import tracing
 from eventing.events import VwmEvent
+from eventing.tls import verified_context
 from functions.broker.delivery import Outcome
 from functions.broker.queue import (
     Claimed,
@@ -117,7 +118,9 @@ class Dispatcher:
         self.settings = settings or DispatcherSettings()
         self._owns_client = client is None
         # For dead-letter sinks; no proxy from the environment (local or cluster URLs).
-        self._client = client or httpx.AsyncClient(trust_env=False)
+        self._client = client or httpx.AsyncClient(
+            trust_env=False, verify=verified_context(trust_env=False)
+        )
         self._clock = clock
         self._only = frozenset(only) if only is not None else None
         self._exclude = frozenset(exclude)

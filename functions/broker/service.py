@@ -33,6 +33,7 @@ import httpx
 from sqlalchemy.orm import Session
 
 from eventing.events import CONTROL_PLANE_SOURCE, Tick, VwmEvent, new_event
+from eventing.tls import verified_context
 from functions.broker.dispatcher import Dispatcher, DispatcherSettings
 from functions.broker.outbox import drain_to_queue
 from functions.broker.queue import DeadDelivery, Route, Run, counts, dead_letters, enqueue
@@ -137,7 +138,7 @@ class BrokerService:
             list(subscriptions) if subscriptions is not None else builtin_subscriptions()
         )
         # One pool for every HTTP subscriber and dead-letter sink; no proxy from the environment.
-        self._client = httpx.AsyncClient(trust_env=False)
+        self._client = httpx.AsyncClient(trust_env=False, verify=verified_context(trust_env=False))
         self.with_user_subscriptions = with_user_subscriptions
         long_running = [s.name for s in self.subscriptions if s.long_running]
         self.dispatcher = Dispatcher(

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import httpx
 
 from eventing.budgets import JobBudget
+from eventing.tls import verified_context
 from harness.adapters.base import Prices, ProviderConfig
 from harness.meter.budget import BudgetGuard
 from harness.meter.calls import PROVIDER_AUTH_FAILED, PROVIDER_UNREACHABLE, CallLedger, JobCalls
@@ -64,6 +65,7 @@ class Meter:
                 timeout=httpx.Timeout(None, connect=timeout_s, pool=timeout_s),
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
                 follow_redirects=False,
+                verify=verified_context(),
             )
         return self._http
 
