@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import logging
 from enum import StrEnum
+from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
 
 from opentelemetry.trace import SpanKind
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -47,13 +49,17 @@ from eventing.events import (
     VwmEvent,
 )
 from functions.api import Endpoint
-from functions.context import db, settings
+from functions.context import db, services, settings
 from functions.db.errors import ConflictError, NotFoundError
+from functions.db.group_commit import GroupCommit
 from functions.db.models import ProcessedEvent, WorkerSession
 from functions.errors import FunctionsError
 from functions.http import ApiError, read_body
 from functions.job_log import JOB_TYPES, apply
 from functions.prompt_requests import accept
+
+if TYPE_CHECKING:
+    from functions.services import Services
 
 logger = logging.getLogger(__name__)
 TRACER = "vwm.control_plane"
@@ -106,7 +112,7 @@ async def _receive(event: VwmEvent) -> Outcome:
     context = {"event_type": event.type, "event_id": event.id, "event_source": event.source}
     try:
         if event.type in JOB_TYPES:
-            outcome = await db(_apply_job_event, event)
+            outcome = await _recorder().submit(event)
         elif event.type == PROMPT_REQUESTED:
             outcome = await db(_accept_prompt, event)
         elif event.type == SESSION_END_REQUESTED:
@@ -132,6 +138,19 @@ async def _receive(event: VwmEvent) -> Outcome:
     elif outcome is Outcome.NOT_HANDLED:
         logger.info("event type not handled yet: acknowledged", extra=context)
     return outcome
+
+
+# Job events delivered at once (every streaming harness's) are recorded in shared transactions:
+# one group commit per app's `Services`, so an app never writes into another's database.
+_recorders: WeakKeyDictionary[Services, GroupCommit[VwmEvent, Outcome]] = WeakKeyDictionary()
+
+
+def _recorder() -> GroupCommit[VwmEvent, Outcome]:
+    bound_services = services()
+    recorder = _recorders.get(bound_services)
+    if recorder is None:
+        recorder = _recorders[bound_services] = GroupCommit(bound_services.db, _apply_job_event)
+    return recorder
 
 
 def _apply_job_event(session: Session, event: VwmEvent) -> Outcome:

@@ -53,6 +53,7 @@ from functions.broker.queue import (
 )
 from functions.broker.subscriptions import HttpSink, SinkResult, Subscription
 from functions.db.columns import utcnow
+from functions.db.group_commit import GroupCommit
 from functions.metrics import DEAD_LETTERS, DELIVERY_RETRIES
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,9 @@ class Dispatcher:
         those it leaves to another loop; `prunes`: this loop prunes settled deliveries (one
         loop of a process does)."""
         self._run_db = run
+        self._settling: GroupCommit[tuple[int, int | None], None] = GroupCommit(
+            run, _mark_delivered
+        )
         self.subscriptions = list(subscriptions)
         self._more = more_subscriptions
         self._by_name = {subscription.name: subscription for subscription in self.subscriptions}
@@ -377,6 +381,9 @@ class Dispatcher:
                 extra={"subscription": item.subscription, "event_id": reply.id},
             )
             reply = None
+        if reply is None:  # the common case: deliveries answered together settle together
+            await self._settling.submit((item.delivery_id, result.status))
+            return
         routes: Sequence[Route] = self.subscriptions
         queued = await self._run_db(
             _settle_with_reply,
@@ -424,6 +431,11 @@ class Dispatcher:
             },
         )
         return f"failed ({answer.status})"
+
+
+def _mark_delivered(session: Session, delivery: tuple[int, int | None]) -> None:
+    delivery_id, status = delivery
+    mark_delivered(session, delivery_id, status)
 
 
 def _settle_with_reply(

@@ -43,6 +43,7 @@ from functions.broker.user_subscriptions import (
     enqueue_routed,
     user_subscriptions,
 )
+from functions.db.group_commit import GroupCommit
 from functions.errors import FunctionsError
 from functions.outbox_relay import TableOutbox, watch_commits
 
@@ -163,6 +164,8 @@ class BrokerService:
             else None
         )
         self.outbox = TableOutbox(run)
+        # Events posted at once (harnesses streaming) are queued in shared transactions.
+        self._queueing: GroupCommit[VwmEvent, bool] = GroupCommit(run, self._enqueue_one)
         self._outbox_wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -231,7 +234,7 @@ class BrokerService:
 
     async def enqueue(self, event: VwmEvent) -> bool:
         """Queue `event` for its subscriptions (False: already queued) and wake the loop."""
-        queued = await self._run(self._enqueue, event, self.subscriptions)
+        queued = await self._queueing.submit(event)
         if queued:
             for dispatcher in self._dispatchers:
                 dispatcher.notify(event)
@@ -255,6 +258,9 @@ class BrokerService:
     @property
     def _enqueue(self) -> Callable[[Session, VwmEvent, Sequence[Route]], bool]:
         return enqueue_routed if self.with_user_subscriptions else enqueue
+
+    def _enqueue_one(self, session: Session, event: VwmEvent) -> bool:
+        return self._enqueue(session, event, self.subscriptions)
 
     @property
     def _drain(self) -> Callable[[Session, Sequence[Route], int], int]:
