@@ -1,10 +1,12 @@
-"""Each function's cold start under functions-framework, as Knative scales it from zero: a new
-process (`functions-framework --target T --asgi`) until its first answer, on the database of a
-`vwm up` (SQLite). For each target it prints the median of `--runs` starts, and how much of it
-the import of `functions/main.py` alone takes in a fresh interpreter (the rest is the server's
-own start and the first request: the app built, its services made, the database reached).
+"""Each function's cold start, as Knative scales it from zero: a new process with the functions
+image's command (`python -m functions.serve --target T`, functions-framework's app served in
+the process) until its first answer, on the database of a `vwm up` (SQLite). For each target it
+prints the median of `--runs` starts, and how much of it the import of `functions/main.py` alone
+takes in a fresh interpreter (the rest is the server's own start and the first request: the app
+built, its services made, the database reached). `--command functions-framework` times the plain
+`functions-framework --target T --asgi` instead (gunicorn forking one uvicorn worker).
 
-    python bench/cold_start.py [--runs 5] [--imports]
+    python bench/cold_start.py [--runs 5] [--imports] [--command image|functions-framework]
 
 `--imports` also lists the slowest modules the first request of `prompts` imports
 (``python -X importtime``), to see what to make lazy next.
@@ -43,11 +45,20 @@ FIRST_REQUESTS = {
 ANSWERED = (200, 202, 204, 404)
 
 
-def start_to_first_answer(plane: ControlPlane, target: str, env_extra: dict[str, str]) -> float:
+# The program each `--command` starts, before the options both take.
+COMMANDS = {
+    "image": [sys.executable, "-m", "functions.serve"],  # infra/docker/functions.Dockerfile
+    "functions-framework": [str(Path(sys.executable).parent / "functions-framework")],
+}
+
+
+def start_to_first_answer(
+    plane: ControlPlane, target: str, env_extra: dict[str, str], program: list[str]
+) -> float:
     method, path = FIRST_REQUESTS[target]
     port = free_port()
     command = [
-        str(Path(sys.executable).parent / "functions-framework"),
+        *program,
         *("--source", str(REPO / "functions" / "main.py"), "--target", target, "--asgi"),
         *("--port", str(port), "--host", "127.0.0.1"),
     ]
@@ -114,6 +125,7 @@ def import_s(plane: ControlPlane) -> float:
 
 def slowest_imports(plane: ControlPlane, top: int = 25) -> None:
     code = (
+        "import gc; gc.disable()\n"  # as functions.serve starts, so no collection is counted
         "import asyncio, functions.main as m\n"
         "from starlette.requests import Request\n"
         "app = m.function_app('prompts')\n"
@@ -139,6 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--imports", action="store_true")
+    parser.add_argument("--command", choices=sorted(COMMANDS), default="image")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         plane = ControlPlane(Path(tmp) / "data", {})
@@ -147,7 +160,10 @@ def main() -> None:
         compile_sources()
         print(f"import functions.main: {import_s(plane) * 1000:.0f} ms", flush=True)
         for target in FIRST_REQUESTS:
-            times = [start_to_first_answer(plane, target, {}) for _ in range(args.runs)]
+            times = [
+                start_to_first_answer(plane, target, {}, COMMANDS[args.command])
+                for _ in range(args.runs)
+            ]
             print(
                 f"cold start {target:<13}: median {statistics.median(times) * 1000:.0f} ms, "
                 f"best {min(times) * 1000:.0f} ms (process start → first answer of "

@@ -18,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 from pydantic import BaseModel, ValidationError
 
 from eventing.errors import ErrorBody
@@ -39,6 +38,12 @@ from eventing.job_events import JobEvent
 from eventing.sse import SseFrame, aparse_lines
 from functions.errors import FunctionsError
 from functions.settings import HarnessCallSettings
+
+if TYPE_CHECKING:
+    # Imported by the first call instead (about 25 ms of a cold start, with the command-line
+    # extras httpx loads): a function whose first requests only read the database (a session's
+    # or a job's state) need not pay for it.
+    import httpx
 
 
 class HarnessCallError(FunctionsError):
@@ -214,6 +219,8 @@ class HarnessClient:
     async def events(self, job_id: str, after: int = 0) -> AsyncIterator[SseFrame]:
         """The job's events after `after`, as they come, until the job's log ends. Every read
         must bring something (an event or a heartbeat comment) within `stream_idle_s`."""
+        import httpx
+
         headers = {**self._headers, "Last-Event-ID": str(after)}
         idle = self.bounds.stream_idle_s
         timeout = httpx.Timeout(idle, connect=self.bounds.connect_s)
@@ -248,6 +255,8 @@ class HarnessClient:
     ) -> httpx.Response:
         """One call, answered in full within `connect_s` + `bound` (default `call_s`); an error
         answer raises `HarnessRefused`, no answer in time `HarnessUnavailable`."""
+        import httpx
+
         bound = self.bounds.call_s if bound is None else bound
         total = self.bounds.connect_s + bound
         timeout = httpx.Timeout(bound, connect=self.bounds.connect_s)

@@ -25,6 +25,10 @@ Where the API server is, in this order (`KubeApi.from_environment`):
 3. Otherwise the kubeconfig (``KUBECONFIG``, else ``~/.kube/config``), its current context.
 
 Tests may also pass a `kubernetes.client.Configuration` of their own to `KubeApi`.
+
+The `kubernetes` client is imported by the first call that needs it, never with this module:
+it costs a cold start about 80 ms, and a function that imports this module (subscriptions, for
+its Triggers) may serve many requests without one call to the API server.
 """
 
 from __future__ import annotations
@@ -36,16 +40,15 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import urllib3
-from kubernetes import client as kube_client
-from kubernetes import config as kube_config
-from kubernetes.client.exceptions import ApiException
 
 from eventing.errors import CONFLICT, NOT_FOUND
 from functions.errors import FunctionsError
+
+if TYPE_CHECKING:
+    from kubernetes import client as kube_client
+    from kubernetes.client.exceptions import ApiException
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,9 @@ class KubernetesUnavailable(KubeError):
 def load_configuration(env: Mapping[str, str] | None = None) -> kube_client.Configuration:
     """Where the API server is and how to authenticate, by the order in the module docstring.
     Raises `KubernetesUnavailable` when none of them is there."""
+    from kubernetes import client as kube_client
+    from kubernetes import config as kube_config
+
     env = os.environ if env is None else env
     url = env.get(API_URL_ENV, "").strip()
     if url:
@@ -259,6 +265,9 @@ class KubeApi:
     ) -> dict[str, Any]:
         """The answer (a JSON object) to one request, tried `attempts` times while the failure
         is one a later try may get past. A 429's ``Retry-After`` (capped) replaces the wait."""
+        import urllib3
+        from kubernetes.client.exceptions import ApiException
+
         problem = ""
         wait_s = 0.0
         for attempt in range(1, self.attempts + 1):
@@ -300,6 +309,8 @@ class KubeApi:
         content_type: str,
     ) -> object:
         """One request through the client's own serialization, authentication and TLS."""
+        from kubernetes import client as kube_client
+
         with kube_client.ApiClient(self.configuration) as api_client:
             headers = {"Accept": "application/json"}
             if body is not None:

@@ -1,5 +1,7 @@
-"""Each function deploys alone: `functions-framework --target NAME --asgi` serves its own routes
-(with auth and its own OpenAPI part) and nothing of the others'."""
+"""Each function deploys alone: the image's command (`python -m functions.serve --target NAME`,
+functions-framework's app served in its own process) serves its own routes (with auth and its own
+OpenAPI part) and nothing of the others'; so does the plain `functions-framework --target NAME
+--asgi`, the same function behind gunicorn."""
 
 from __future__ import annotations
 
@@ -39,14 +41,22 @@ def database(tmp_path_factory) -> tuple[Path, str]:
     return data_dir, key
 
 
+# The program each way of serving a target starts, before the options both take.
+IMAGE_COMMAND = [sys.executable, "-m", "functions.serve"]  # infra/docker/functions.Dockerfile
+FUNCTIONS_FRAMEWORK = [str(Path(sys.executable).parent / "functions-framework")]
+
+
 def _serve(
-    target: str, data_dir: Path, *extra: str, env: dict[str, str] | None = None
+    target: str,
+    data_dir: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    program: list[str] = IMAGE_COMMAND,
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    binary = Path(sys.executable).parent / "functions-framework"
     proc = subprocess.Popen(
         [
-            str(binary),
+            *program,
             "--source",
             str(REPO_ROOT / "functions" / "main.py"),
             "--target",
@@ -76,10 +86,17 @@ def _wait_listening(url: str, path: str = "/healthz") -> None:
             time.sleep(0.1)
 
 
-@pytest.mark.parametrize("target", sorted(OWN_PATH))
-def test_function_serves_only_its_own_routes(target, database):
+@pytest.mark.parametrize(
+    ("target", "program"),
+    [
+        *((target, IMAGE_COMMAND) for target in sorted(OWN_PATH)),
+        ("prompts", FUNCTIONS_FRAMEWORK),
+    ],
+    ids=lambda value: value if isinstance(value, str) else Path(value[-1]).name,
+)
+def test_function_serves_only_its_own_routes(target, program, database):
     data_dir, key = database
-    proc, url = _serve(target, data_dir)
+    proc, url = _serve(target, data_dir, program=program)
     headers = {"Authorization": f"Bearer {key}"}
     try:
         _wait_listening(url)
@@ -164,13 +181,16 @@ def test_the_events_function_answers_503_while_its_database_is_down(tmp_path):
             server.dispose()
 
 
-def test_the_events_function_serves_alone_as_a_cloudevent_target(database):
+@pytest.mark.parametrize(
+    "program", [IMAGE_COMMAND, FUNCTIONS_FRAMEWORK], ids=["image", "functions-framework"]
+)
+def test_the_events_function_serves_alone_as_a_cloudevent_target(program, database):
     """What a Knative Trigger delivers: a job event is applied (2xx, the job runs), a malformed
     one is refused with a 4xx and changes nothing."""
     data_dir, _ = database
     engine = make_engine(f"sqlite:///{data_dir / 'vwm.sqlite3'}")
     started = _started_event(engine)
-    proc, url = _serve("events", data_dir, "--signature-type", "cloudevent")
+    proc, url = _serve("events", data_dir, "--signature-type", "cloudevent", program=program)
 
     def status() -> str:
         return _job_status(engine, str(started.jobid))

@@ -54,9 +54,15 @@ class Image:
 FUNCTIONS_IMAGE = Image(
     DOCKER / "functions.Dockerfile",
     DOCKER / "functions.requirements.txt",
-    # functions-framework loads functions/main.py; main imports each target's module by name;
-    # the migration job runs functions.db.migrate, which runs migrations/ (data, read by path).
-    roots=("functions.main", *(f"functions.{name}" for name in FUNCTIONS), "functions.db.migrate"),
+    # functions.serve (the entry point) has functions-framework load functions/main.py; main
+    # imports each target's module by name; the migration job runs functions.db.migrate, which
+    # runs migrations/ (data, read by path).
+    roots=(
+        "functions.serve",
+        "functions.main",
+        *(f"functions.{name}" for name in FUNCTIONS),
+        "functions.db.migrate",
+    ),
     data=("migrations",),
     loaded_by_name=frozenset({"pg8000"}),
 )
@@ -224,8 +230,7 @@ def test_the_functions_entry_point_is_the_copied_main_module() -> None:
         line for line in final_stage(FUNCTIONS_IMAGE.dockerfile) if line.startswith("ENTRYPOINT")
     )
     command = json.loads(entrypoint.removeprefix("ENTRYPOINT"))
-    assert command[:3] == ["functions-framework", "--source", "functions/main.py"]
-    assert "--asgi" in command
+    assert command == ["python", "-m", "functions.serve", "--source", "functions/main.py"]
     harness = next(
         line for line in final_stage(HARNESS_IMAGE.dockerfile) if line.startswith("ENTRYPOINT")
     )
