@@ -145,9 +145,7 @@ class Publisher:
         self.settings = settings
         self._owns_client = client is None
         # No proxy from the environment: the sink is the cluster's broker or a local process.
-        self._client = client or httpx.AsyncClient(
-            trust_env=False, verify=verified_context(trust_env=False)
-        )
+        self._client = client or httpx.AsyncClient(trust_env=False, verify=verified_context())
 
     async def __aenter__(self) -> Self:
         return self

@@ -1,9 +1,14 @@
 """One TLS context per process, shared by every HTTP client.
 
-httpx makes a new `ssl.SSLContext` for each client it builds, loading certifi's CA bundle each
-time: about 20 ms of CPU per client, paid when a harness starts (its publisher), on its first
-prompt (its meter's client), and by the control plane for each broker loop or reply. A context
-is safe to share once made, so it is made once (docs/performance.md).
+httpx makes a new `ssl.SSLContext` for each client it builds, loading a CA bundle each time:
+about 20 ms of CPU per client, paid when a harness starts (its publisher), on its first prompt
+(its meter's client), and by the control plane for each broker loop or reply. A context is safe
+to share once made, so it is made once (docs/performance.md).
+
+Which CAs: those the environment names (``SSL_CERT_FILE``, else ``SSL_CERT_DIR``, as httpx and
+OpenSSL read them), else certifi's bundle. Every client trusts the same CAs, also those that
+take no proxy from the environment (``trust_env=False``): a platform with a private CA sets it
+once for all of VWM's connections.
 """
 
 from __future__ import annotations
@@ -18,11 +23,9 @@ import httpx
 CA_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
-def verified_context(*, trust_env: bool = True) -> ssl.SSLContext:
-    """What ``httpx.AsyncClient(trust_env=trust_env)`` would make by default: certifi's CAs,
-    certificates and host names verified (`trust_env`: honour SSL_CERT_FILE / SSL_CERT_DIR).
-    Without those variables both kinds of client get the same context."""
-    return _context(trust_env and any(os.environ.get(name) for name in CA_VARIABLES))
+def verified_context() -> ssl.SSLContext:
+    """Certificates and host names verified, against the CAs above."""
+    return _context(any(os.environ.get(name) for name in CA_VARIABLES))
 
 
 @functools.cache

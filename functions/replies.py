@@ -61,9 +61,7 @@ class ReplySink:
                 extra={"job_id": event.jobid, "code": refused.code},
             )
             return SinkResult(Outcome.FAILED, 422, refused.message)
-        async with httpx.AsyncClient(
-            trust_env=False, verify=verified_context(trust_env=False)
-        ) as client:
+        async with httpx.AsyncClient(trust_env=False, verify=verified_context()) as client:
             return await HttpSink(reply_to, client, timeout=REPLY_TIMEOUT).deliver(event)
 
 

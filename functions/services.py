@@ -298,7 +298,7 @@ class Services:
                 timeout=httpx.Timeout(30.0),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
                 trust_env=False,  # the harness is local or in-cluster, never behind a proxy
-                verify=verified_context(trust_env=False),
+                verify=verified_context(),
             )
             _traced(self._harness_http)
         return self._harness_http

@@ -655,7 +655,7 @@ class EventPublishing:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         client = httpx.AsyncClient(
             trust_env=False,
-            verify=verified_context(trust_env=False),
+            verify=verified_context(),
             headers={"Authorization": f"Bearer {session_token}"},
         )
         relay = Relay(outbox, Publisher(settings.publisher, client=client))

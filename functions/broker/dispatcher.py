@@ -122,9 +122,7 @@ class Dispatcher:
         self.settings = settings or DispatcherSettings()
         self._owns_client = client is None
         # For dead-letter sinks; no proxy from the environment (local or cluster URLs).
-        self._client = client or httpx.AsyncClient(
-            trust_env=False, verify=verified_context(trust_env=False)
-        )
+        self._client = client or httpx.AsyncClient(trust_env=False, verify=verified_context())
         self._clock = clock
         self._only = frozenset(only) if only is not None else None
         self._exclude = frozenset(exclude)

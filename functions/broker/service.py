@@ -139,7 +139,7 @@ class BrokerService:
             list(subscriptions) if subscriptions is not None else builtin_subscriptions()
         )
         # One pool for every HTTP subscriber and dead-letter sink; no proxy from the environment.
-        self._client = httpx.AsyncClient(trust_env=False, verify=verified_context(trust_env=False))
+        self._client = httpx.AsyncClient(trust_env=False, verify=verified_context())
         self.with_user_subscriptions = with_user_subscriptions
         long_running = [s.name for s in self.subscriptions if s.long_running]
         self.dispatcher = Dispatcher(

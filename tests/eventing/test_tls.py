@@ -5,6 +5,7 @@ shared context still verifies certificates and host names."""
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import pytest
 
@@ -28,28 +29,27 @@ def ca_loads(monkeypatch):
     tls._context.cache_clear()
 
 
-async def test_many_clients_load_the_ca_bundle_once(ca_loads, monkeypatch):
-    for name in tls.CA_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+async def test_many_clients_load_the_ca_bundle_once(ca_loads):
     publishers = [Publisher(PublisherSettings(sink="https://broker.example/")) for _ in range(3)]
     for publisher in publishers:
         await publisher.aclose()
-    # A client that trusts the environment shares it too while no CA variable is set.
-    assert tls.verified_context() is tls.verified_context(trust_env=False)
     assert len(ca_loads) == 1
 
 
-def test_a_ca_file_from_the_environment_is_honoured_where_the_client_trusts_it(
-    ca_loads, monkeypatch
-):
+def test_the_ca_file_the_environment_names_is_used(ca_loads, monkeypatch, tmp_path):
     import certifi
 
-    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
-    assert tls.verified_context() is not tls.verified_context(trust_env=False)
-    assert len(ca_loads) == 2  # one from certifi, one from the file the variable names
+    private_ca = tmp_path / "ca.pem"
+    private_ca.write_bytes(Path(certifi.where()).read_bytes())
+    monkeypatch.setenv("SSL_CERT_FILE", str(private_ca))
+    assert tls.verified_context() is tls.verified_context()
+    monkeypatch.delenv("SSL_CERT_FILE")
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    tls.verified_context()
+    assert ca_loads == [str(private_ca), certifi.where()]  # each read once
 
 
 def test_the_shared_context_verifies():
-    context = tls.verified_context(trust_env=False)
-    assert context is tls.verified_context(trust_env=False)
+    context = tls.verified_context()
+    assert context is tls.verified_context()
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
