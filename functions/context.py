@@ -86,9 +86,13 @@ def harness_http() -> httpx.AsyncClient:
 
 async def lookup_key(presented: str) -> str | None:
     """The scope of the live key `presented`, or None. Read-only (every request asks), with the
-    once-a-minute note of its use written apart when due."""
+    once-a-minute note of its use written apart when due; a key found live is remembered for a
+    few seconds (`functions.recent_keys`)."""
     if not presented:
         return None
+    recent = current().recent_keys
+    if (scope := recent.scope(presented)) is not None:
+        return scope
 
     def find(session: Session) -> tuple[str, str, bool] | None:
         from functions.db.api_keys import ApiKeys, due_for_touch
@@ -100,6 +104,7 @@ async def lookup_key(presented: str) -> str | None:
     if found is None:
         return None
     scope, key_id, due = found
+    recent.remember(presented, scope)
     if due:
         from functions.db.api_keys import ApiKeys
 

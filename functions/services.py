@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio.to_thread
 
 from functions.errors import FunctionsError
+from functions.recent_keys import RecentKeys
 from functions.settings import ControlPlaneSettings
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ class Services:
     - `backend`: the runtime backend (`LocalBackend`, or `KnativeBackend` in production);
     - `harness_http`: the `httpx.AsyncClient` every harness call goes through;
     - `relaunch_locks`: one harness relaunch at a time per session (`KeyedLocks`);
+    - `recent_keys`: the API keys authenticated in the last seconds (`RecentKeys`);
     - `spawn(coroutine)`: background work that outlives its request (a `wait: false` session
       start), cancelled and awaited by `aclose`.
     """
@@ -132,6 +134,7 @@ class Services:
     def __init__(self, settings: ControlPlaneSettings) -> None:
         self.settings = settings
         self.relaunch_locks = KeyedLocks()
+        self.recent_keys = RecentKeys()  # API keys found live a moment ago (`lookup_key`)
         # The lazy parts: made at most once, whichever thread asks first (`db`'s units of work
         # run in worker threads).
         self._build_lock = threading.Lock()
