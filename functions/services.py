@@ -27,6 +27,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 import anyio.to_thread
 
 from functions.errors import FunctionsError
@@ -46,6 +47,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Worker threads for units of work (`Services._threads`). Together they stay within
+# PostgreSQL's pool (`functions.db.engine.POSTGRES_POOL`, 40 connections), so no thread waits
+# for a connection; on SQLite one writer writes at a time, so a few threads hold the queue.
+READ_THREADS = 24
+POSTGRES_WRITE_THREADS = 16
+SQLITE_WRITE_THREADS = 4
 
 # Which `Services` the running request or task belongs to. A context variable, not state: each
 # request and task sees the value bound where it started, never another app's.
@@ -145,6 +153,7 @@ class Services:
         self._harness_http: httpx.AsyncClient | None = None
         self._blobs: BlobStore | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._limiters: tuple[asyncio.AbstractEventLoop, Any, Any] | None = None
         self._closing = False
         # The app's outbox relay while its lifespan runs one (`functions.outbox_relay`): the
         # events function's tick drains through it. None: nothing relays here.
@@ -206,7 +215,26 @@ class Services:
             with bound(self), transaction(factory, read_only=read_only) as session:
                 return fn(session, *args)
 
-        return await anyio.to_thread.run_sync(unit_of_work)
+        return await anyio.to_thread.run_sync(unit_of_work, limiter=self._threads(read_only))
+
+    def _threads(self, read_only: bool) -> anyio.CapacityLimiter:
+        """The worker threads units of work run in: readers and writers apart. On SQLite the
+        writers take turns anyway, and while they all shared anyio's default 40 threads, a burst
+        of writers waiting for their turn held every thread, and the lightest read (a
+        ``GET /v1/sessions/{id}``) queued behind them for seconds. Made per event loop (a
+        limiter belongs to the loop it was made in)."""
+        loop = asyncio.get_running_loop()
+        if self._limiters is None or self._limiters[0] is not loop:
+            writers = SQLITE_WRITE_THREADS if self._on_sqlite() else POSTGRES_WRITE_THREADS
+            self._limiters = (
+                loop,
+                anyio.CapacityLimiter(READ_THREADS),
+                anyio.CapacityLimiter(writers),
+            )
+        return self._limiters[1] if read_only else self._limiters[2]
+
+    def _on_sqlite(self) -> bool:
+        return self.settings.database_url.startswith("sqlite")
 
     # -- the runtime ----------------------------------------------------------------------------
 
