@@ -24,10 +24,12 @@ CA_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
 def verified_context() -> ssl.SSLContext:
-    """Certificates and host names verified, against the CAs above."""
-    return _context(any(os.environ.get(name) for name in CA_VARIABLES))
+    """Certificates and host names verified, against the CAs above. Keyed by what the variables
+    say now: a process whose environment changes (a warm pool member handed its session's)
+    never uses a context made for other CAs."""
+    return _context(tuple(os.environ.get(name) or None for name in CA_VARIABLES))
 
 
 @functools.cache
-def _context(from_environment: bool) -> ssl.SSLContext:
-    return httpx.create_ssl_context(trust_env=from_environment)
+def _context(named: tuple[str | None, ...]) -> ssl.SSLContext:
+    return httpx.create_ssl_context(trust_env=any(named))

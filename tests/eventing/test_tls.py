@@ -41,12 +41,16 @@ def test_the_ca_file_the_environment_names_is_used(ca_loads, monkeypatch, tmp_pa
 
     private_ca = tmp_path / "ca.pem"
     private_ca.write_bytes(Path(certifi.where()).read_bytes())
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     monkeypatch.setenv("SSL_CERT_FILE", str(private_ca))
     assert tls.verified_context() is tls.verified_context()
-    monkeypatch.delenv("SSL_CERT_FILE")
-    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    other_ca = tmp_path / "other.pem"
+    other_ca.write_bytes(private_ca.read_bytes())
+    monkeypatch.setenv("SSL_CERT_FILE", str(other_ca))  # another file named: another context
     tls.verified_context()
-    assert ca_loads == [str(private_ca), certifi.where()]  # each read once
+    monkeypatch.delenv("SSL_CERT_FILE")
+    tls.verified_context()
+    assert ca_loads == [str(private_ca), str(other_ca), certifi.where()]  # each read once
 
 
 def test_the_shared_context_verifies():
