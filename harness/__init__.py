@@ -5,3 +5,7 @@ Layers, each unaware of the ones above it: `transport` (process → JSON objects
 event logs), and the HTTP edge (`app`, `http`, `sse`, `routes_files`). It never imports
 `functions`; both sides share only `eventing`.
 """
+
+from eventing.lean_httpx import skip_httpx_cli
+
+skip_httpx_cli()  # before anything here imports httpx: its CLI's packages are not needed
