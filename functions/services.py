@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Worker threads for units of work (`Services._threads`). Together they stay within
-# PostgreSQL's pool (`functions.db.engine.POSTGRES_POOL`, 40 connections), so no thread waits
+# PostgreSQL's pool (`functions.db.postgres.POSTGRES_POOL`, 40 connections), so no thread waits
 # for a connection; on SQLite one writer writes at a time, so a few threads hold the queue.
 READ_THREADS = 24
 POSTGRES_WRITE_THREADS = 16

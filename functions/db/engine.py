@@ -1,8 +1,8 @@
 """Engines, sessions and the transaction boundary. The functions' services call `make_engine`
 once per process, `session_factory` once per engine, and `transaction` once per unit of work.
 
-PostgreSQL (production) goes through pg8000, with a pool as large as the worker threads that
-use it (`POSTGRES_POOL`), so a burst of requests queues in the database, not for a connection.
+PostgreSQL (production) goes through pg8000: its engine, built to spare that pure-Python
+driver round trips and new connections, is `functions.db.postgres`.
 
 SQLite (the embedded default) gets three fixes: no schemas (mapped away), foreign keys on, and
 real transactions: SQLAlchemy emits `BEGIN IMMEDIATE` itself, so SAVEPOINTs work and a
@@ -30,18 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, exc, make_url
-from sqlalchemy.engine import Connection, ExceptionContext
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from functions.db.errors import DbError
 from functions.db.models import SCHEMAS
+from functions.db.postgres import postgres_engine
 from functions.private_files import create_private_file
 
 SCHEMA_TRANSLATE_MAP: dict[str | None, str | None] = dict.fromkeys(SCHEMAS)
 SQLITE_BUSY_TIMEOUT_S = 30.0
-# Worker threads run database work (anyio's default limit is 40): room for all of them, with the
-# overflow closed again when a burst is over.
-POSTGRES_POOL = {"pool_size": 10, "max_overflow": 30}
 # The execution option a read-only unit of work sets on its connection before it begins.
 READ_ONLY = "vwm_read_only"
 # One writer at a time per SQLite database in this process (keyed by engine: each engine is
@@ -60,26 +58,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+pg8000")
-        # Pooled connections go stale while a scale-to-zero function sleeps.
-        engine = create_engine(parsed, pool_pre_ping=True, **{**POSTGRES_POOL, **kwargs})
-        event.listen(engine, "handle_error", _integrity_errors_as_such)
-        return engine
+        return postgres_engine(parsed, **kwargs)
     if backend == "sqlite":
         return _sqlite_engine(url, **kwargs)
     raise ValueError(f"unsupported database URL {parsed!r}: use postgresql+pg8000:// or sqlite:///")
-
-
-def _integrity_errors_as_such(context: ExceptionContext) -> BaseException | None:
-    """pg8000 raises IntegrityError only for unique violations; CHECK, FOREIGN KEY and NOT NULL
-    violations (SQLSTATE class 23) arrive as ProgrammingError. Make them all IntegrityError, as
-    they are on SQLite, so callers handle one exception on both backends."""
-    if isinstance(context.sqlalchemy_exception, exc.IntegrityError):
-        return None
-    original = context.original_exception
-    detail = original.args[0] if original.args else None
-    if isinstance(detail, dict) and str(detail.get("C", "")).startswith("23"):
-        return exc.IntegrityError(context.statement, context.parameters, original)
-    return None
 
 
 def _sqlite_engine(url: str, **kwargs: Any) -> Engine:

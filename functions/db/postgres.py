@@ -1,0 +1,81 @@
+"""The PostgreSQL engine (production), through pg8000: a pure-Python driver, so every round trip
+and every new connection costs the control plane's own CPU. Hence:
+
+- a fixed pool, as large as the worker threads that use it (`POSTGRES_POOL`), filled on demand
+  and kept: a burst queues in the database, not for a connection, and does not open and close
+  connections as it goes (each one costs pg8000 a new SSL context, a TLS handshake when the
+  server offers it, and the authentication exchange). Last in, first out: a quiet process keeps
+  reusing the same few connections, and the rest stay idle;
+- a connection is pinged before use only when it sat idle in the pool for `PING_AFTER_IDLE_S`
+  (`_ping_if_idle`): that is when it can have gone stale (a scale-to-zero function slept, a
+  proxy or the server dropped it), and a busy process pays no round trip per unit of work. A
+  connection that breaks while in use (the server restarted mid-burst) fails that unit of work;
+  SQLAlchemy then invalidates the whole pool, so the next ones reconnect;
+- rows added together go in one multi-row INSERT, not one round trip per row (pg8000's
+  `executemany` runs the statement once per row);
+- CHECK, FOREIGN KEY and NOT NULL violations raise IntegrityError, as on SQLite.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import URL, Engine, create_engine, event, exc
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+
+# One connection for each worker thread that runs units of work (`functions.services`: 24
+# readers and 16 writers), so none waits for a connection.
+POSTGRES_POOL: dict[str, Any] = {"pool_size": 40, "max_overflow": 0, "pool_use_lifo": True}
+# Longer than a busy process leaves a connection unused, far shorter than anything that drops
+# idle connections (scale to zero, proxies' and servers' idle timeouts: minutes).
+PING_AFTER_IDLE_S = 10.0
+# Where a pooled connection's record keeps the monotonic time it was last returned to the pool.
+_RETURNED_AT = "vwm_returned_at"
+
+
+def postgres_engine(url: URL, **kwargs: Any) -> Engine:
+    """An engine on `url` (pg8000); `kwargs` go to `create_engine` over `POSTGRES_POOL`."""
+    engine = create_engine(url, **{**POSTGRES_POOL, **kwargs})
+    engine.dialect.use_insertmanyvalues_wo_returning = True
+    event.listen(engine, "checkin", _note_return)
+    event.listen(engine, "checkout", _ping_if_idle)
+    event.listen(engine, "handle_error", _integrity_errors_as_such)
+    return engine
+
+
+def _note_return(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info[_RETURNED_AT] = time.monotonic()
+
+
+def _ping_if_idle(
+    dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+) -> None:
+    """Ping a connection that sat idle long enough to have gone stale; a failed ping makes the
+    pool replace it (DisconnectionError: the pool reconnects and checks out again). A new
+    connection has no return time and needs none."""
+    returned_at = record.info.get(_RETURNED_AT)
+    if returned_at is None or time.monotonic() - returned_at < PING_AFTER_IDLE_S:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+    except Exception as error:
+        raise exc.DisconnectionError(f"stale pooled connection: {error}") from error
+
+
+def _integrity_errors_as_such(context: ExceptionContext) -> BaseException | None:
+    """pg8000 raises IntegrityError only for unique violations; CHECK, FOREIGN KEY and NOT NULL
+    violations (SQLSTATE class 23) arrive as ProgrammingError. Make them all IntegrityError, as
+    they are on SQLite, so callers handle one exception on both backends."""
+    if isinstance(context.sqlalchemy_exception, exc.IntegrityError):
+        return None
+    original = context.original_exception
+    detail = original.args[0] if original.args else None
+    if isinstance(detail, dict) and str(detail.get("C", "")).startswith("23"):
+        return exc.IntegrityError(context.statement, context.parameters, original)
+    return None

@@ -1,0 +1,110 @@
+"""The PostgreSQL engine's economies (functions/db/postgres.py) keep their promises: the pool
+keeps the connections a burst opened, a connection that sat idle is pinged and replaced if the
+server dropped it (a busy one is not pinged: its breakage fails one unit of work, then the pool
+reconnects), and rows added together go in one INSERT."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import Engine, create_engine, event, exc, text
+
+from functions.db import postgres
+from functions.db.engine import make_engine, session_factory, transaction
+from functions.db.migrate import upgrade
+from functions.db.models import SystemSetting
+from tests.db.conftest import PG_SERVER_URL, NewDatabase
+
+
+@pytest.fixture(scope="module")
+def pg_url(new_database: NewDatabase) -> str:
+    url = new_database("postgresql")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def engine(pg_url: str) -> Iterator[Engine]:
+    engine = make_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+def _backend_pid(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _terminate(pid: int) -> None:
+    """Have the server drop a connection, and wait until it has (the signal is asynchronous)."""
+    server = create_engine(PG_SERVER_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with server.connect() as connection:
+            # Its timeout (ms) makes it wait for the backend to exit.
+            connection.execute(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid})
+    finally:
+        server.dispose()
+
+
+def test_the_pool_keeps_the_connections_a_burst_opened(engine: Engine) -> None:
+    burst = 15  # more than the 10 a pool with overflow kept, fewer than the pool's 40
+    all_in = threading.Barrier(burst)
+
+    def hold_one(_: int) -> None:
+        with engine.connect():
+            all_in.wait(10)
+
+    with ThreadPoolExecutor(burst) as pool:
+        list(pool.map(hold_one, range(burst)))
+
+    assert engine.pool.checkedin() == burst  # type: ignore[attr-defined]
+
+
+def test_an_idle_connection_the_server_dropped_is_replaced_before_use(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dropped = _backend_pid(engine)
+    _terminate(dropped)
+    monkeypatch.setattr(postgres, "PING_AFTER_IDLE_S", 0.0)  # the pooled one counts as idle
+
+    assert _backend_pid(engine) != dropped
+
+
+def test_a_recently_used_connection_is_not_pinged_and_the_pool_recovers(
+    engine: Engine,
+) -> None:
+    _terminate(_backend_pid(engine))
+
+    # No ping: the unit of work that meets the dropped connection fails...
+    with pytest.raises(exc.DBAPIError) as failed:
+        _backend_pid(engine)
+    assert failed.value.connection_invalidated
+    # ...and the next one gets a new connection.
+    assert _backend_pid(engine) > 0
+
+
+def test_rows_added_together_go_in_one_insert(engine: Engine) -> None:
+    # How many rows each INSERT sent to the server carries (one each: pg8000's executemany).
+    inserts: list[int] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("INSERT"):
+            inserts.append(statement.count("), (") + 1)
+
+    factory = session_factory(engine)
+    keys = [f"engine.rows.{n}" for n in range(5)]
+    try:
+        with transaction(factory) as db:
+            db.add_all(SystemSetting(key=key, value=n) for n, key in enumerate(keys))
+
+        assert inserts == [5]
+        with transaction(factory, read_only=True) as db:
+            assert [db.get(SystemSetting, key).value for key in keys] == [0, 1, 2, 3, 4]  # type: ignore[union-attr]
+    finally:
+        with transaction(factory) as db:
+            for key in keys:
+                db.delete(db.get(SystemSetting, key))
