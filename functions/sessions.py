@@ -44,6 +44,7 @@ from functions.runtime.base import HarnessEndpoint, RuntimeHandle
 from functions.runtime.errors import RuntimeBackendError
 from functions.session_activity import SessionActivity, activity_of
 from functions.session_runtime import (
+    SessionView,
     bootstrap_body,
     client_for,
     harness_of,
@@ -51,7 +52,7 @@ from functions.session_runtime import (
     load,
     require_credential,
 )
-from functions.session_sync import sync_skills, wanted
+from functions.session_sync import Wanted, sync_skills, wanted
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +176,9 @@ async def create_session(request: Request) -> Response:
         # reconciler then fails the session, as after a crash).
         services().spawn(_provision(created["id"]), name=f"provision-{created['id']}")
         return JSONResponse(created, status_code=202)
-    await _provision(created["id"])
-    current = await db(lambda s: _out(s, created["id"]))
+    current = await _provision(created["id"])
+    if current is None:  # failed: read again, with the reason why
+        current = await db(lambda s: _out(s, created["id"]))
     if current["status"] != "ready":
         error = current["error"] or {}
         code = error.get("code", "session_failed")
@@ -192,11 +194,15 @@ async def create_session(request: Request) -> Response:
     return JSONResponse(current, status_code=201)
 
 
-async def _provision(session_id: str) -> None:
-    """Start and bootstrap the harness; the session ends `ready` or `failed` with a reason."""
+async def _provision(session_id: str) -> dict[str, Any] | None:
+    """Start and bootstrap the harness; the session ends `ready` or `failed` with a reason.
+    Returns the session as `GET` shows it once it is ready, None when it failed."""
     handle: RuntimeHandle | None = None
     try:
-        view = await db(load, session_id)
+        # What the harness is given is read with the rest, before it starts: one transaction
+        # less on the way to ready (a change meanwhile reaches it before its first prompt,
+        # `session_sync`, as any later change does).
+        view, want = await read(_starting, session_id)
         spec = harness_spec(view)
         runtime = backend()
         handle = await runtime.provision(spec)
@@ -209,18 +215,19 @@ async def _provision(session_id: str) -> None:
             },
         )
         endpoint = await runtime.wait_ready(handle, settings().harness_ready_timeout_s)
-        want = await db(wanted, view)
         async with client_for(endpoint) as harness:
             await harness.bootstrap(bootstrap_body(view, want.instructions))
-            await sync_skills(harness, want.skills)
+            if want.skills:  # a new workspace has none: with none wanted, nothing to ask
+                await sync_skills(harness, want.skills)
         ready = {
             "endpoint": endpoint.url,
             "instructions_version": want.instructions_version,
             "worker_revision": want.worker_revision,
             "skills_digest": want.skills_digest,
         }
-        await db(_become_ready, session_id, ready)
+        shown = await db(_become_ready, session_id, view.worker.name, ready)
         logger.info("session ready", extra={"session_id": session_id})
+        return shown
     except Exception as exc:  # any failure must leave the session `failed` with a reason
         if handle is not None:
             with contextlib.suppress(RuntimeBackendError):
@@ -229,6 +236,12 @@ async def _provision(session_id: str) -> None:
         message = (exc.message if isinstance(exc, VwmError) else "") or str(exc)
         logger.warning("session failed to start", extra={"session_id": session_id, "code": code})
         await db(_fail_if_starting, session_id, {"code": str(code), "message": message})
+        return None
+
+
+def _starting(session: Session, session_id: str) -> tuple[SessionView, Wanted]:
+    view = load(session, session_id)
+    return view, wanted(session, view)
 
 
 def _fail_if_starting(session: Session, session_id: str, error: dict[str, Any]) -> None:
@@ -249,11 +262,17 @@ def _save_provisioned(session: Session, session_id: str, fields: dict[str, Any])
     lifecycle_events.session_created(session, row)
 
 
-def _become_ready(session: Session, session_id: str, fields: dict[str, Any]) -> None:
+def _become_ready(
+    session: Session, session_id: str, worker_name: str, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """The session made ready; returned as `GET` shows it, read in the same transaction."""
     row = session.get(WorkerSession, session_id)
     assert row is not None
     row = transition_session(session, row, SessionStatus.READY, **fields)
     lifecycle_events.session_ready(session, row)
+    return session_out(
+        row, worker_name, session_budget(session, row), activity_of(session, [row.id])[row.id]
+    )
 
 
 def _transition(

@@ -292,7 +292,10 @@ def create_app(settings: HarnessSettings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         workspace.ensure_dirs()
         # A restart finds the pinned CLI its volume already holds; an install waits for bootstrap.
-        await cli.find()
+        # Not awaited here: the image CLI's `--version` (a process of its own, tens of ms) runs
+        # while the harness starts and the control plane's bootstrap clones. What needs the CLI
+        # (bootstrap, a job: `JobRunner.ready_cli`) waits for it on the CLI's lock.
+        finding = asyncio.create_task(cli.find(), name="find-cli")
         meter = Meter(
             settings.cli.provider,
             os.environ,
@@ -334,6 +337,7 @@ def create_app(settings: HarnessSettings) -> Starlette:
         try:
             yield
         finally:
+            finding.cancel()  # a harness stopped at once need not wait for the CLI's answer
             await runner.close()
             await meter.close()
             if publishing is not None:

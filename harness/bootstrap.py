@@ -13,6 +13,7 @@ instruction file is rewritten only when its content changes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -108,16 +109,25 @@ async def bootstrap(
     for spec in (request.worker_repo, request.session_repo):
         if spec is not None:  # both checked before anything is cloned
             gitops.check_url(spec.url, allow_local=allow_local)
-    for label, dest, spec in (
-        ("worker_repo", ws.worker_repo, request.worker_repo),
-        ("session_repo", ws.session_repo, request.session_repo),
-    ):
-        if spec is not None:
-            did_clone, note = await _ensure_clone(label, dest, spec, allow_local)
-        elif label == "session_repo":
-            did_clone, note = await _ensure_empty_repo(dest), None
-        else:
-            continue  # no knowledge base for this worker
+    repos = [
+        (label, dest, spec)
+        for label, dest, spec in (
+            ("worker_repo", ws.worker_repo, request.worker_repo),
+            ("session_repo", ws.session_repo, request.session_repo),
+        )
+        if spec is not None or label == "session_repo"  # a worker may have no knowledge base
+    ]
+    # Both at once: each clone waits on git processes most of its time, and a session waits
+    # for both. Each one runs to its end even when the other fails (a finished clone is what a
+    # bootstrap again would keep), and the first failure in this order is the one raised.
+    outcomes = await asyncio.gather(
+        *(_ensure_repo(label, dest, spec, allow_local) for label, dest, spec in repos),
+        return_exceptions=True,
+    )
+    for (label, _, _), outcome in zip(repos, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
+        did_clone, note = outcome
         (changed if did_clone else unchanged).append(label)
         if note:
             notes.append(note)
@@ -216,6 +226,16 @@ def _knowledge_section(files: Sequence[str]) -> str:
     if len(files) > KNOWLEDGE_LISTED:
         lines.append(f"- and {len(files) - KNOWLEDGE_LISTED} more")
     return "\n".join(lines)
+
+
+async def _ensure_repo(
+    label: str, dest: Path, spec: RepoSpec | None, allow_local: bool
+) -> tuple[bool, str | None]:
+    """A clone of `spec`, or without one an empty repository; whether it was made now, and a
+    note for the report."""
+    if spec is None:
+        return await _ensure_empty_repo(dest), None
+    return await _ensure_clone(label, dest, spec, allow_local)
 
 
 async def _ensure_clone(

@@ -2,7 +2,8 @@
 that version, else a copy installed from npm once per volume.
 
 `PinnedCli` decides which executable runs the CLI. The app asks it at start-up (`find`, which
-never installs: a restarted harness picks up the copy already on the volume), at every bootstrap
+never installs: a restarted harness picks up the copy already on the volume; the start does not
+wait for its answer, what asks next waits on the lock), at every bootstrap
 and before every job of a bootstrapped workspace (`ensure`, which installs when nothing fits: a
 harness restarted after its runtime's version changed is not bootstrapped again); the job runner
 reads `binary`. Without a pinned version the image's CLI runs and nothing is asked.

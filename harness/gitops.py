@@ -36,6 +36,10 @@ _URL_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 _SCP_LIKE = re.compile(r"^[^/]+:")
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 _NETWORK_SCHEMES = frozenset({"https", "http", "ssh", "git"})
+# Branch names every git accepts: words of letters, digits and "_" joined by single "-" or "/"
+# ("main", "feature/task-7"); none of what git refuses (".", "..", "@{", "//", ".lock", a
+# leading "-") fits. Only "HEAD" fits and is refused.
+_PLAIN_BRANCH = re.compile(r"[A-Za-z0-9_]+(?:[-/][A-Za-z0-9_]+)*")
 
 
 @dataclass(frozen=True)
@@ -182,13 +186,19 @@ async def init(dest: Path, branch: str = "main") -> None:
 
 
 async def check_branch_name(branch: str) -> None:
-    """Refuse a name git would not accept as a branch, or would read as an option."""
-    ok = (
+    """Refuse a name git would not accept as a branch, or would read as an option. A plain name
+    (`_PLAIN_BRANCH`) is accepted without asking git: a session's start checks two."""
+    ok = is_plain_branch(branch) or (
         not branch.startswith("-")
         and (await run_git("check-ref-format", "--branch", branch, check=False)).exit_code == 0
     )
     if not ok:
         raise BadRequest(f"{branch!r} is not a valid git branch name", branch=branch)
+
+
+def is_plain_branch(branch: str) -> bool:
+    """Whether `branch` is a name git accepts as a branch, known without asking it."""
+    return branch != "HEAD" and _PLAIN_BRANCH.fullmatch(branch) is not None
 
 
 async def is_clone_of(dest: Path, url: str) -> bool:

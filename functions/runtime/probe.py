@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import httpx
 
+from eventing.tls import verified_context
 from functions.runtime.base import HarnessEndpoint
 
 
 def client(timeout_s: float) -> httpx.AsyncClient:
     """A probe client: short timeouts, and no proxy from the environment (the harness is local or
     in-cluster, never behind the caller's HTTP proxy)."""
-    return httpx.AsyncClient(timeout=timeout_s, trust_env=False)
+    # The process's one TLS context: a client is made for every readiness wait, and a context
+    # of its own would load the CA bundle each time (eventing.tls).
+    return httpx.AsyncClient(timeout=timeout_s, trust_env=False, verify=verified_context())
 
 
 async def answers(

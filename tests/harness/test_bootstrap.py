@@ -3,6 +3,7 @@ and push), against real local bare repositories."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -252,6 +253,46 @@ async def test_a_failed_clone_raises_git_error_and_can_be_retried(ws, request_fo
         await bootstrap(ws, request, "CLAUDE.md", allow_local=True)
     report = await bootstrap(ws, request_for(), "CLAUDE.md", allow_local=True)
     assert "session_repo" in report.changed
+
+
+async def test_both_repos_are_cloned_at_once(ws, request_for, monkeypatch):
+    """Neither clone finishes until the other has started: one after the other, this bootstrap
+    would never end."""
+    started = {ws.worker_repo: asyncio.Event(), ws.session_repo: asyncio.Event()}
+    real_clone = gitops.clone
+
+    async def clone_once_both_started(url, branch, dest, **options):
+        started[dest].set()
+        for event in started.values():
+            await event.wait()
+        return await real_clone(url, branch, dest, **options)
+
+    monkeypatch.setattr(gitops, "clone", clone_once_both_started)
+    async with asyncio.timeout(60):
+        report = await bootstrap(ws, request_for(), "CLAUDE.md", allow_local=True)
+    assert report.changed == ["worker_repo", "session_repo", "CLAUDE.md"]
+    assert (ws.worker_repo / "knowledge" / "conventions.md").exists()
+    assert (ws.session_repo / "app.py").exists()
+
+
+async def test_a_failed_clone_lets_the_other_finish_and_the_first_failure_is_raised(
+    ws, request_for, tmp_path
+):
+    request = request_for(worker_repo={"url": str(tmp_path / "missing-worker.git")})
+    with pytest.raises(GitError) as caught:
+        await bootstrap(ws, request, "CLAUDE.md", allow_local=True)
+    assert "missing-worker.git" in caught.value.message
+    assert (ws.session_repo / "app.py").exists()  # a whole clone, which a retry keeps
+    both_fail = request_for(
+        worker_repo={"url": str(tmp_path / "missing-worker.git")},
+        session_repo={"url": str(tmp_path / "missing-session.git")},
+    )
+    with pytest.raises(GitError) as caught:
+        await bootstrap(Workspace(tmp_path / "other-ws"), both_fail, "CLAUDE.md", allow_local=True)
+    assert "missing-worker.git" in caught.value.message  # worker_repo's: it comes first
+    report = await bootstrap(ws, request_for(), "CLAUDE.md", allow_local=True)
+    assert report.changed == ["worker_repo", "CLAUDE.md"]
+    assert report.unchanged == ["session_repo"]
 
 
 @pytest.mark.parametrize(

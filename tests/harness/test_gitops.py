@@ -186,6 +186,25 @@ async def test_branch_names_git_would_misread_are_refused(tmp_path, branch):
         await gitops.clone(str(tmp_path / "any"), branch, tmp_path / "dest", allow_local=True)
 
 
+@pytest.mark.parametrize(
+    "branch",
+    ["main", "task-7", "feature/task_7", "a/b/c", "0", "HEAD", "head", "a/HEAD", "ORIG_HEAD",
+     "refs/heads/x", "-x", "a--b", "a//b", "a/", "/a", "a.b", "x.lock", "a@{1}", "é"],
+)  # fmt: skip
+async def test_a_plain_branch_name_is_one_git_accepts(branch):
+    """The names judged without git (`is_plain_branch`) are ones git accepts; all others are
+    still asked of git, which has the last word."""
+    done = await gitops.run_git("check-ref-format", "--branch", branch, check=False)
+    if gitops.is_plain_branch(branch):
+        assert done.exit_code == 0
+    try:
+        await gitops.check_branch_name(branch)
+        accepted = True
+    except BadRequest:
+        accepted = False
+    assert accepted == (done.exit_code == 0 and not branch.startswith("-"))
+
+
 def test_mask_credentials():
     assert gitops.mask_credentials("https://u:p@h/r.git and ssh://git@h/r") == (
         "https://***@h/r.git and ssh://***@h/r"

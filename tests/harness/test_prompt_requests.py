@@ -75,7 +75,10 @@ async def test_deliveries_of_one_request_run_one_job_and_share_its_end(
             again = await deliver(http, "ticket-1", "emit 5 100")
         assert (again.json()["job_id"], again.json()["status"]) == (job_id, "succeeded")
         await asyncio.sleep(0.3)
-        assert [e.type for e in recording(sink).of_job(job_id)].count(JOB_STARTED) == 1
+        # One start: the outbox may send that same event again after the kill (at least once,
+        # same id), but no second run makes a start of its own.
+        started = {e.id for e in recording(sink).of_job(job_id) if e.type == JOB_STARTED}
+        assert len(started) == 1
     finally:
         await stop(process)
 

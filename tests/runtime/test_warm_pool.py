@@ -9,6 +9,8 @@ import asyncio
 import os
 import signal
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,3 +200,25 @@ def test_starting_the_pool_removes_the_folders_earlier_runs_left(data_dir: Path)
         assert not left.exists() and len(_unclaimed(backend)) == 1
     finally:
         backend.close()
+
+
+# What a harness's start does the same way for any session: with it done before the claim, the
+# claim imports no module and loads no CA bundle for it (a warm-up that misses one shows here).
+_CLAIMED_START = """
+import sys
+import httpx, uvicorn
+from eventing import tls
+from harness import pooled
+pooled.warm_up()
+before, contexts = set(sys.modules), tls._context.cache_info().misses
+uvicorn.Config(pooled._no_app, log_level="info", access_log=False, timeout_graceful_shutdown=10).load()
+httpx.AsyncClient(trust_env=False, verify=tls.verified_context())
+print(sorted(set(sys.modules) - before), tls._context.cache_info().misses - contexts)
+"""
+
+
+def test_a_member_does_before_its_claim_what_a_harness_start_does_late() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _CLAIMED_START], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[] 0", done.stdout
