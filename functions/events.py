@@ -51,7 +51,7 @@ from eventing.events import (
 from functions.api import Endpoint
 from functions.context import db, services, settings
 from functions.db.errors import ConflictError, NotFoundError
-from functions.db.group_commit import GroupCommit
+from functions.db.group_commit import GroupCommit, each
 from functions.db.models import ProcessedEvent, WorkerSession
 from functions.errors import FunctionsError
 from functions.http import ApiError, read_body
@@ -149,7 +149,9 @@ def _recorder() -> GroupCommit[VwmEvent, Outcome]:
     bound_services = services()
     recorder = _recorders.get(bound_services)
     if recorder is None:
-        recorder = _recorders[bound_services] = GroupCommit(bound_services.db, _apply_job_event)
+        recorder = _recorders[bound_services] = GroupCommit(
+            bound_services.db, each(_apply_job_event)
+        )
     return recorder
 
 

@@ -177,7 +177,7 @@ class Services:
                     from functions.db.engine import make_engine
                     from functions.private_files import private_dir
 
-                    if self.settings.database_url.startswith("sqlite"):
+                    if self._on_sqlite():
                         private_dir(self.settings.data_dir)
                     self._engine = make_engine(self.settings.database_url)
         return self._engine

@@ -53,7 +53,7 @@ from functions.broker.queue import (
 )
 from functions.broker.subscriptions import HttpSink, SinkResult, Subscription
 from functions.db.columns import utcnow
-from functions.db.group_commit import GroupCommit
+from functions.db.group_commit import GroupCommit, each
 from functions.metrics import DEAD_LETTERS, DELIVERY_RETRIES
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class Dispatcher:
         loop of a process does)."""
         self._run_db = run
         self._settling: GroupCommit[tuple[int, int | None], None] = GroupCommit(
-            run, _mark_delivered
+            run, each(_mark_delivered)
         )
         self.subscriptions = list(subscriptions)
         self._more = more_subscriptions

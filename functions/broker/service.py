@@ -39,8 +39,8 @@ from functions.broker.outbox import drain_to_queue
 from functions.broker.queue import DeadDelivery, Route, Run, counts, dead_letters, enqueue
 from functions.broker.subscriptions import Subscription, builtin_subscriptions
 from functions.broker.user_subscriptions import (
+    all_routes,
     drain_routed,
-    enqueue_routed,
     user_subscriptions,
 )
 from functions.db.group_commit import GroupCommit
@@ -165,7 +165,7 @@ class BrokerService:
         )
         self.outbox = TableOutbox(run)
         # Events posted at once (harnesses streaming) are queued in shared transactions.
-        self._queueing: GroupCommit[VwmEvent, bool] = GroupCommit(run, self._enqueue_one)
+        self._queueing: GroupCommit[VwmEvent, bool] = GroupCommit(run, self._enqueue_batch)
         self._outbox_wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -255,12 +255,12 @@ class BrokerService:
         """The newest dead deliveries first, with their events and last answers."""
         return await self._run(dead_letters, limit)
 
-    @property
-    def _enqueue(self) -> Callable[[Session, VwmEvent, Sequence[Route]], bool]:
-        return enqueue_routed if self.with_user_subscriptions else enqueue
-
-    def _enqueue_one(self, session: Session, event: VwmEvent) -> bool:
-        return self._enqueue(session, event, self.subscriptions)
+    def _enqueue_batch(self, session: Session, events: list[VwmEvent]) -> list[bool]:
+        """Each event queued for its subscriptions, the user subscriptions read once for all."""
+        routes: Sequence[Route] = self.subscriptions
+        if self.with_user_subscriptions:
+            routes = all_routes(session, routes)
+        return [enqueue(session, event, routes) for event in events]
 
     @property
     def _drain(self) -> Callable[[Session, Sequence[Route], int], int]:

@@ -36,9 +36,6 @@ from functions.db.models import BrokerDelivery, BrokerDeliveryState, UserSubscri
 
 log = logging.getLogger(__name__)
 
-# Where `all_routes` keeps what it read, for the rest of the transaction (`Session.info`).
-_ROUTES_READ = "vwm.user_routes"
-
 # What a user subscription without a ``delivery`` spec gets (docs/events.md, "Subscribing").
 USER_DEFAULT = DeliveryPolicy(
     retry=10, backoff_policy="exponential", backoff_delay=timedelta(milliseconds=500)
@@ -97,17 +94,8 @@ def user_subscriptions(session: Session, client: httpx.AsyncClient) -> list[Subs
 
 
 def all_routes(session: Session, builtins: Sequence[Route]) -> list[Route]:
-    """`builtins`, then the user subscriptions as they are in this transaction (read once per
-    transaction: a group commit queues many events in one)."""
-    routes = session.info.get(_ROUTES_READ)
-    if routes is None:
-        routes = session.info[_ROUTES_READ] = user_routes(session)
-    return [*builtins, *routes]
-
-
-def _forget_routes(session: Session) -> None:
-    """The table changed in this transaction: the next `all_routes` reads it again."""
-    session.info.pop(_ROUTES_READ, None)
+    """`builtins`, then the user subscriptions as they are in this transaction."""
+    return [*builtins, *user_routes(session)]
 
 
 def enqueue_routed(session: Session, event: VwmEvent, builtins: Sequence[Route]) -> bool:
@@ -127,7 +115,6 @@ def remove(session: Session, name: str) -> bool:
     if row is None:
         return False
     session.delete(row)
-    _forget_routes(session)
     session.execute(
         delete(BrokerDelivery).where(
             BrokerDelivery.subscription == name,

@@ -7,7 +7,9 @@ the row it writes, and on SQLite they queue behind each other anyway. `GroupComm
 transaction at a time; the items submitted while it runs wait for the next, which takes them
 all (up to `max_items`). An item alone is written at once, as before; nobody waits for a timer.
 
-Each submitter gets its own item's result, after the transaction holding it committed. If a
+`apply` takes a transaction's whole batch (what it reads for all of them, such as the broker's
+user subscriptions, it reads once); `each(fn)` makes one of a function of a single item. Each
+submitter gets its own item's result, after the transaction holding it committed. If a
 batch fails, nothing of it was written: each of its items is then tried again in a transaction
 of its own, so one bad item fails only its own submitter (with its own exception).
 """
@@ -28,14 +30,27 @@ RunBatch = Callable[..., Awaitable[Any]]  # `functions.broker.queue.Run`: fn(ses
 MAX_ITEMS = 100
 
 
+ApplyBatch = Callable[[Session, list[Item]], list[Result]]
+
+
+def each(fn: Callable[[Session, Item], Result]) -> ApplyBatch[Item, Result]:
+    """A batch function that applies `fn` to each item in turn."""
+
+    def apply_all(session: Session, items: list[Item]) -> list[Result]:
+        return [fn(session, item) for item in items]
+
+    return apply_all
+
+
 class GroupCommit(Generic[Item, Result]):
-    """`await commit.submit(item)`: `apply(session, item)` done and committed, its result.
-    `run` runs ``fn(session, *args)`` in one write transaction (in a worker thread)."""
+    """`await commit.submit(item)`: the item applied (`apply(session, batch)`, one result per
+    item, in order) and committed; its result. `run` runs ``fn(session, *args)`` in one write
+    transaction (in a worker thread)."""
 
     def __init__(
         self,
         run: RunBatch,
-        apply: Callable[[Session, Item], Result],
+        apply: ApplyBatch[Item, Result],
         *,
         max_items: int = MAX_ITEMS,
     ) -> None:
@@ -86,9 +101,4 @@ class GroupCommit(Generic[Item, Result]):
 
     async def _transaction(self, items: list[Item]) -> list[Result]:
         self.transactions += 1
-        apply = self._apply
-
-        def apply_all(session: Session, batch: list[Item]) -> list[Result]:
-            return [apply(session, item) for item in batch]
-
-        return await self._run(apply_all, items)
+        return await self._run(self._apply, items)

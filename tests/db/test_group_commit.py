@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from functions.broker.queue import run_in
 from functions.db.engine import transaction
-from functions.db.group_commit import GroupCommit
+from functions.db.group_commit import GroupCommit, each
 from functions.db.models import SystemSetting
 from functions.db.repositories import Settings
 
@@ -35,7 +35,7 @@ def stored(factory: sessionmaker[Session], prefix: str) -> dict[str, object]:
 
 
 async def test_items_submitted_together_share_transactions(factory: sessionmaker[Session]):
-    commit = GroupCommit(run_in(factory), put)
+    commit = GroupCommit(run_in(factory), each(put))
     items = [(f"gc.many.{n:03}", str(n)) for n in range(60)]
     results = await asyncio.gather(*(commit.submit(item) for item in items))
     assert results == [f"{key}={value}" for key, value in items]  # each its own, in order
@@ -44,7 +44,7 @@ async def test_items_submitted_together_share_transactions(factory: sessionmaker
 
 
 async def test_an_item_alone_is_written_at_once(factory: sessionmaker[Session]):
-    commit = GroupCommit(run_in(factory), put)
+    commit = GroupCommit(run_in(factory), each(put))
     assert await commit.submit(("gc.alone", "1")) == "gc.alone=1"
     assert stored(factory, "gc.alone") == {"gc.alone": "1"}  # committed when submit returned
     assert await commit.submit(("gc.alone", "2")) == "gc.alone=2"
@@ -52,7 +52,7 @@ async def test_an_item_alone_is_written_at_once(factory: sessionmaker[Session]):
 
 
 async def test_a_bad_item_fails_only_its_submitter(factory: sessionmaker[Session]):
-    commit = GroupCommit(run_in(factory), put, max_items=10)
+    commit = GroupCommit(run_in(factory), each(put), max_items=10)
     items = [(f"gc.bad.{n:02}", "bad" if n == 7 else str(n)) for n in range(20)]
     results = await asyncio.gather(*(commit.submit(item) for item in items), return_exceptions=True)
     failed = [result for result in results if isinstance(result, Exception)]
@@ -62,4 +62,4 @@ async def test_a_bad_item_fails_only_its_submitter(factory: sessionmaker[Session
 
 def test_a_batch_needs_room_for_an_item():
     with pytest.raises(ValueError, match="at least 1"):
-        GroupCommit(run_in(None), put, max_items=0)  # type: ignore[arg-type]
+        GroupCommit(run_in(None), each(put), max_items=0)  # type: ignore[arg-type]
