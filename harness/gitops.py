@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 60.0
 NETWORK_TIMEOUT_S = 600.0  # clone and push move whole repositories
 _STDERR_TAIL_CHARS = 4000
+# What `git clone --branch=X` says when the remote has no branch X (LC_ALL=C, git_room).
+_MISSING_BRANCH = "Remote branch {branch} not found in upstream origin"
 
 # "scheme://user:token@host" -> "scheme://***@host"
 _URL_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
@@ -152,16 +154,18 @@ async def clone(
     remote has none of that name (an empty repository, or a new task branch)."""
     check_url(url, allow_local=allow_local)
     await check_branch_name(branch)
+    # The branch is asked for in the clone itself rather than looked up first (`ls-remote`):
+    # the usual case, a branch that exists, then costs one trip to the remote, not two. Git
+    # removes what a failed clone made, so a missing branch is cloned again without one.
+    exists = True
     try:
-        listing = await run_git(
-            "ls-remote", "--heads", "--", url, timeout_s=timeout_s, allow_local=allow_local
-        )
-        exists = f"refs/heads/{branch}" in _listed_refs(listing.stdout)
-        # --no-local: a local source is copied, never hard-linked into the workspace.
-        clone_args = ["--no-local", *([f"--branch={branch}"] if exists else [])]
-        await run_git(
-            "clone", *clone_args, "--", url, str(dest), timeout_s=timeout_s, allow_local=allow_local
-        )
+        try:
+            await _clone(url, dest, [f"--branch={branch}"], timeout_s, allow_local)
+        except GitError as exc:
+            if _MISSING_BRANCH.format(branch=branch) not in exc.details.get("stderr", ""):
+                raise
+            exists = False
+            await _clone(url, dest, [], timeout_s, allow_local)
     except GitError as exc:
         stderr = exc.details.get("stderr", "")
         raise GitError(
@@ -177,6 +181,25 @@ async def clone(
         else:
             await run_git("checkout", "-b", branch, cwd=dest)
     return CloneResult(branch=branch, created_branch=not exists, head=await head_sha(dest))
+
+
+async def _clone(
+    url: str, dest: Path, options: list[str], timeout_s: float, allow_local: bool
+) -> None:
+    # --no-local: a local source is copied, never hard-linked into the workspace.
+    # --template=: no sample hooks copied in (the harness's git reads no global configuration,
+    # so there is no configured template to honour either).
+    await run_git(
+        "clone",
+        "--no-local",
+        "--template=",
+        *options,
+        "--",
+        url,
+        str(dest),
+        timeout_s=timeout_s,
+        allow_local=allow_local,
+    )
 
 
 async def init(dest: Path, branch: str = "main") -> None:

@@ -99,7 +99,9 @@ async def test_hostile_repository_config_runs_nothing_and_the_work_is_saved(
     with (ws.session_repo / ".git" / "config").open("a") as config:
         config.write(hostile_configs(evil, tmp_path)[case])
     (ws.session_repo / ".gitattributes").write_text("* filter=lfs diff=lfs merge=lfs\n")
-    for hook in HOOKS:  # the default hooks folder too
+    # The default hooks folder too (a clone has none: an agent can make it).
+    (ws.session_repo / ".git" / "hooks").mkdir(exist_ok=True)
+    for hook in HOOKS:
         (ws.session_repo / ".git" / "hooks" / hook).symlink_to(evil)
 
     outcome = await shutdown_repos(ws, git=LOCAL_GIT, session_id=SESSION)

@@ -48,6 +48,36 @@ async def test_a_branch_missing_on_the_remote_starts_from_its_default_branch(
     assert (dest / "README.md").exists()
 
 
+async def test_clone_checks_out_an_existing_branch_other_than_the_default(
+    bare_repo_factory, tmp_path, git
+):
+    bare = bare_repo_factory()
+    seed = bare.parent / "origin-seed"
+    git("checkout", "--quiet", "-b", "task/7", cwd=seed)
+    (seed / "task.txt").write_text("on the task branch")
+    git("add", "--all", cwd=seed)
+    git("commit", "--quiet", "-m", "task work", cwd=seed)
+    git("push", "--quiet", str(bare), "task/7:task/7", cwd=seed)
+    # A branch whose name starts the wanted one's is not taken for it.
+    git("push", "--quiet", str(bare), "task/7:task/7-old", cwd=seed)
+
+    dest = tmp_path / "clone"
+    result = await gitops.clone(str(bare), "task/7", dest, allow_local=True)
+    assert result.created_branch is False
+    assert result.head == git("--git-dir", str(bare), "rev-parse", "refs/heads/task/7")
+    assert (dest / "task.txt").read_text() == "on the task branch"
+    missing = await gitops.clone(str(bare), "task", tmp_path / "other", allow_local=True)
+    assert missing.created_branch is True
+    assert missing.head == git("--git-dir", str(bare), "rev-parse", "refs/heads/main")
+
+
+async def test_a_clone_holds_no_sample_hooks(bare_repo_factory, tmp_path):
+    dest = tmp_path / "clone"
+    await gitops.clone(str(bare_repo_factory()), "main", dest, allow_local=True)
+    hooks = dest / ".git" / "hooks"
+    assert not hooks.exists() or not any(hooks.iterdir())
+
+
 async def test_commit_all_stages_everything_and_returns_none_when_clean(
     bare_repo_factory, tmp_path, git
 ):
@@ -129,9 +159,10 @@ async def test_cloning_a_bad_url_fails_with_a_clear_message(tmp_path):
         )
     error = caught.value
     assert error.message.startswith(f"cannot clone {tmp_path / 'no-such-repo'}:")
-    assert "does not appear to be a git repository" in error.message
+    assert "does not exist" in error.message
+    assert "check the URL" in error.message
     assert error.details["exit_code"] not in (0, None)
-    assert "ls-remote" in error.details["command"]
+    assert error.details["command"].startswith("git clone")
     assert not (tmp_path / "dest").exists()
 
 
