@@ -52,6 +52,7 @@ from harness.adapters import get_adapter
 from harness.adapters.base import Adapter
 from harness.bootstrap import BootstrapRequest, bootstrap
 from harness.cli_install import PinnedCli
+from harness.cli_version_memo import VersionMemo
 from harness.errors import HarnessError, JobAlreadyRunning
 from harness.http import EXCEPTION_HANDLERS, InputGuard, TokenAuth, parse_json, read_body
 from harness.jobs import JobObserver, JobRequest, JobRunner
@@ -285,6 +286,7 @@ def create_app(settings: HarnessSettings) -> Starlette:
         settings.cli.version,
         workspace,
         install_timeout_s=settings.cli.install_timeout_s,
+        memo=VersionMemo(settings.cli.version_memo) if settings.cli.version_memo else None,
     )
     skills = Skills(workspace, adapter.skills_dir(workspace.cli_home))
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Literal
 
 from eventing.cli_versions import NPM_PACKAGES, reported_version
+from harness.cli_version_memo import VersionMemo
 from harness.errors import Conflict, HarnessError
 from harness.npm import mask, npm_environment, npm_error, readable_stderr, run
 from harness.workspace import Workspace, fsync_dir
@@ -98,6 +99,7 @@ class PinnedCli:
         *,
         install_timeout_s: float,
         env: Mapping[str, str] | None = None,
+        memo: VersionMemo | None = None,
     ) -> None:
         self.kind = kind
         self.version = version
@@ -110,6 +112,7 @@ class PinnedCli:
         self._lock = asyncio.Lock()
         self._image_version: str | None = None
         self._image_asked = False  # the image's CLI is asked once per process: it cannot change
+        self._memo = memo or VersionMemo(workspace.state_dir / "cli-versions.json")
         self.resolved = None if version else ResolvedCli(image_binary, None, "image")
 
     @property
@@ -180,7 +183,7 @@ class PinnedCli:
             return self.resolved
         assert self.version is not None
         if not self._image_asked:
-            self._image_version = await _reported_version(self._image_binary, self._env)
+            self._image_version = await self._image_reports()
             self._image_asked = True
         if self._image_version == self.version:
             self.resolved = ResolvedCli(self._image_binary, self.version, "image")
@@ -203,6 +206,16 @@ class PinnedCli:
             },
         )
         return self.resolved
+
+    async def _image_reports(self) -> str | None:
+        """The image CLI's version: remembered from an earlier answer of the same file, else
+        asked (and remembered when it names one)."""
+        if (known := self._memo.recall(self._image_binary, self._env)) is not None:
+            return known
+        version = await _reported_version(self._image_binary, self._env)
+        if version is not None:
+            await asyncio.to_thread(self._memo.remember, self._image_binary, self._env, version)
+        return version
 
     @property
     def _folder(self) -> Path:

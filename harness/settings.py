@@ -66,6 +66,9 @@ class CliSettings:
     # long installing it may take (VWM_CLI_INSTALL_TIMEOUT_S): `harness.cli_install`.
     version: str | None = None
     install_timeout_s: float = 480.0
+    # Where the image CLI's answer to --version is remembered (VWM_CLI_VERSION_MEMO; None: in
+    # the workspace's state folder): `harness.cli_version_memo`.
+    version_memo: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,9 @@ class HarnessSettings:
             system_prompt=env.get("VWM_SYSTEM_PROMPT") or None,
             version=_cli_version(env),
             install_timeout_s=_float(env, "VWM_CLI_INSTALL_TIMEOUT_S", 480.0),
+            version_memo=Path(env["VWM_CLI_VERSION_MEMO"]).resolve()
+            if env.get("VWM_CLI_VERSION_MEMO")
+            else None,
         )
         limits = LimitSettings(
             job_timeout_s=_float(env, "VWM_JOB_TIMEOUT_S", 1800.0),

@@ -59,7 +59,7 @@ from functions.runtime.errors import (
 from functions.runtime.rules import unapplied_fields
 from functions.runtime.sandbox import SandboxChoice
 from functions.runtime.tokens import TokenKey
-from functions.runtime.warm_pool import Member, WarmPool
+from functions.runtime.warm_pool import REFILL_DELAY_S, Member, WarmPool
 
 # Not secrets, and what the harness passes on to the CLI. Nothing else of this process's
 # environment reaches a harness but npm's own settings (`_is_npm_setting`): the control plane's
@@ -340,7 +340,8 @@ class LocalBackend:
         if self.pool is None:
             return None
         member = self.pool.take()
-        self.pool.fill_in_background()
+        # Later, not now: the claimed harness starts and bootstraps meanwhile (`REFILL_DELAY_S`).
+        self.pool.fill_in_background(REFILL_DELAY_S if member is not None else 0.0)
         if member is None:
             return None
         try:
@@ -389,6 +390,9 @@ class LocalBackend:
                 "VWM_HARNESS_PORT": str(port),
                 "VWM_HARNESS_LISTEN_FD": str(listen_fd),
                 "VWM_SESSION_TOKEN": token,
+                # One memo for every harness here: a CLI's --version is asked once per
+                # executable, not once per session (`harness.cli_version_memo`).
+                "VWM_CLI_VERSION_MEMO": str(self.data_dir / "cli-versions.json"),
             }
         )
         return env
