@@ -11,11 +11,8 @@ gains nothing from. The function stays functions-framework's (its routes, its Cl
 answers), so `functions-framework --target T --asgi` still serves it the same
 (bench/cold_start.py compares the two).
 
-The garbage collector is paused from the start until the first answer begins: a cold start
-allocates hundreds of thousands of objects that all live (modules, classes, the app) and the
-collections that scan them again and again cost about a tenth of it. Once the first answer has
-begun everything the function needs is loaded; those objects are then frozen (never scanned
-again) and collection resumes for what requests allocate.
+The garbage collector is paused from the start until the first answer begins
+(`eventing.start_gc`).
 """
 
 from __future__ import annotations
@@ -23,14 +20,8 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from eventing.start_gc import CollectAfterFirstAnswer
 
 SIGNATURE_TYPES = ("http", "event", "cloudevent", "typed")
 # Gunicorn's defaults, which the functions-framework command served with: an idle connection
@@ -59,36 +50,6 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     if not arguments.target:
         parser.error("--target (or FUNCTION_TARGET) is required")
     return arguments
-
-
-class CollectAfterFirstAnswer:
-    """Resumes the garbage collector, paused for the start, once the first HTTP answer begins
-    (or its request fails): the objects made so far are frozen, never scanned again."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.resumed = False
-
-    def resume(self) -> None:
-        if not self.resumed:
-            self.resumed = True
-            gc.freeze()
-            gc.enable()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.resumed or scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_resuming(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                self.resume()
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_resuming)
-        finally:
-            self.resume()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 # What a harness imports, imported before any session asks for one.
-from harness import __main__ as harness_entry
+from harness import serve as harness_entry
 
 # Far above what a session's environment takes (a few KiB; prices, instructions stay in files).
 MAX_ASSIGNMENT_BYTES = 1 << 20
@@ -48,7 +48,7 @@ def warm_up() -> None:
     verified_context()
     # uvicorn imports its HTTP protocol and lifespan modules when a server is configured, and
     # its first configuration sets up its loggers; the harness configures its own server
-    # again, its way, at the claim (`harness.__main__`).
+    # again, its way, at the claim (`harness.serve`).
     uvicorn.Config(_no_app, access_log=False).load()
 
 
@@ -80,7 +80,7 @@ def main() -> int:
     os.environ.clear()
     os.environ.update(assignment["env"])
     os.environ["VWM_HARNESS_LISTEN_FD"] = str(listener)
-    return harness_entry.main()
+    return harness_entry.serve()
 
 
 if __name__ == "__main__":

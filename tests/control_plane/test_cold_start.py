@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from functions.serve import CollectAfterFirstAnswer, parse_arguments
+from eventing.start_gc import CollectAfterFirstAnswer
+from functions.serve import parse_arguments
 from tests.support.harness_process import REPO_ROOT
 
 # --- the entry point's options ---------------------------------------------------------------

@@ -22,7 +22,7 @@ print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in ("
 """
 
 
-@pytest.mark.parametrize("module", ["harness.__main__", "harness.pooled", "functions.embedded"])
+@pytest.mark.parametrize("module", ["harness.serve", "harness.pooled", "functions.embedded"])
 def test_the_entry_points_leave_httpx_cli_out(module):
     found = subprocess.run(
         [sys.executable, "-c", PROBE.format(module=module)],

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.__main__ import _inherited
+from harness.serve import _inherited
 
 
 def harness_env(workspace: Path, **settings: str) -> dict[str, str]:

@@ -1,0 +1,88 @@
+"""Serve the harness for one session workspace, configured from VWM_* variables: what
+`python -m harness` runs (`harness.__main__`), and a warm pool member once claimed
+(`harness.pooled`)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+
+import uvicorn
+
+from eventing.logs import configure_logging
+from eventing.quiet_server import QuietServer
+from eventing.sockets import listening_tcp_socket
+from eventing.start_gc import CollectAfterFirstAnswer
+from eventing.tracing import HARNESS_SERVICE, TracingSettingsError, configure_tracing
+from harness.app import create_app
+from harness.settings import HarnessSettings, SettingsError
+
+
+def serve() -> int:
+    configure_logging()
+    try:
+        settings = HarnessSettings.from_env()
+    except SettingsError as exc:
+        print(f"harness: {exc}", file=sys.stderr)
+        return 2
+    try:  # off unless OTEL_TRACES_EXPORTER names an exporter (docs/tracing.md)
+        configure_tracing(HARNESS_SERVICE)
+    except TracingSettingsError as exc:
+        print(f"harness: {exc}", file=sys.stderr)
+        return 2
+    server = settings.server
+    # Bound (or taken over) before the app starts: its lifespan opens the model meter on a port
+    # the kernel picks, which could otherwise be this very port, not yet taken by the server.
+    try:
+        if server.listen_fd is None:
+            sock = listening_tcp_socket(server.host, server.port)
+        else:
+            sock = _inherited(server.listen_fd)
+    except OSError as exc:
+        where = (
+            f"{server.host}:{server.port}"
+            if server.listen_fd is None
+            else f"the socket VWM_HARNESS_LISTEN_FD={server.listen_fd} names"
+        )
+        print(f"harness: cannot listen on {where}: {exc}", file=sys.stderr)
+        return 3  # what uvicorn exits with when it cannot bind
+    print(
+        f"harness: {settings.cli.kind} on {_url(sock)}, workspace {settings.workspace}",
+        flush=True,
+    )
+    if server.token_generated:
+        # Shown once, on the terminal only: the token is a secret and never goes to the log.
+        print(f"harness: session token (generated): {server.session_token}", flush=True)
+    config = uvicorn.Config(
+        # The first answer is the control plane's readiness probe: the start is over by then.
+        CollectAfterFirstAnswer(create_app(settings)),
+        log_level=logging.getLevelName(logging.getLogger().level).lower(),
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    QuietServer(config).run(sockets=[sock])
+    return 0
+
+
+def _inherited(fd: int) -> socket.socket:
+    """The listening TCP socket the launcher passed as descriptor `fd` (the local backend binds
+    the port itself, so nothing can take it before this process starts). A descriptor that is
+    not one is left open as it was, and an OSError says what it is instead."""
+    sock = socket.socket(fileno=fd)  # OSError if `fd` is not open, or not a socket
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+        what = f"{sock.family!s}, {sock.type!s}"
+        sock.detach()
+        raise OSError(f"descriptor {fd} is a socket ({what}), but not a TCP one")
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.detach()
+        raise OSError(f"descriptor {fd} is a TCP socket that does not listen")
+    # Inherited on purpose, but it goes no further: a CLI holding it could accept the
+    # connections meant for the harness.
+    sock.set_inheritable(False)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
