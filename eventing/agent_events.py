@@ -23,7 +23,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from eventing.lazy_models import LazyModel
 
 
 class EventKind(StrEnum):
@@ -46,7 +48,7 @@ CostSource = Literal["reported", "estimated"]
 UsageSource = Literal["metered", "cli"]
 
 
-class Usage(BaseModel):
+class Usage(LazyModel):
     """Token counts of one run, normalized across CLIs.
 
     ``input`` never includes cached tokens: ``input + cache_read + cache_write`` is the whole prompt.
@@ -75,7 +77,7 @@ class Usage(BaseModel):
 _USAGE_FIELDS = tuple(Usage.model_fields)
 
 
-class AgentEvent(BaseModel):
+class AgentEvent(LazyModel):
     """One normalized event as an adapter produces it, before the harness numbers it."""
 
     model_config = ConfigDict(frozen=True)
@@ -84,7 +86,7 @@ class AgentEvent(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class RunSummary(BaseModel):
+class RunSummary(LazyModel):
     """What one CLI run came to. Also the ``data`` of the terminal ``result`` event."""
 
     cli_session_id: str | None = None

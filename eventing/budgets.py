@@ -15,14 +15,15 @@ and the CLI's own reported cost is charged when its job ends (`Charge.seq` 0).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from eventing.agent_events import Usage
+from eventing.lazy_models import LazyModel
 
 BUDGET_EXCEEDED = "budget_exceeded"
 
 
-class JobBudget(BaseModel):
+class JobBudget(LazyModel):
     """In a job's start: the meter charges each call there (`POST`, ``Authorization: Bearer``
     `charge_token`)."""
 
@@ -32,7 +33,7 @@ class JobBudget(BaseModel):
     charge_token: str = Field(min_length=1, max_length=200, repr=False)
 
 
-class Charge(BaseModel):
+class Charge(LazyModel):
     model_config = ConfigDict(extra="forbid")
 
     job_id: str = Field(min_length=1, max_length=64)
@@ -47,7 +48,7 @@ def billed_tokens(usage: Usage) -> int:
     return usage.input + usage.cache_read + usage.cache_write + usage.output
 
 
-class BudgetState(BaseModel):
+class BudgetState(LazyModel):
     """What is left for a session: closed when any budget over it is spent."""
 
     model_config = ConfigDict(extra="ignore")

@@ -22,7 +22,9 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from eventing.lazy_models import LazyModel
 
 # Codes one side sends and the other branches on. Named here, in the shared contract, so the
 # control plane compares against the same constant the harness raises with, not a retyped string.
@@ -76,7 +78,7 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-class ErrorObject(BaseModel):
+class ErrorObject(LazyModel):
     """The inside of an error body. (`eventing.events.ErrorInfo` is its twin inside events, with
     the bounds an event's payload has.)"""
 
@@ -87,7 +89,7 @@ class ErrorObject(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict, description="data for machines")
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(LazyModel):
     """``{"error": {"code", "message", "details"}}``: every error answer of both HTTP edges."""
 
     model_config = ConfigDict(extra="ignore")

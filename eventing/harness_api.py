@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from eventing.agent_events import RunSummary
 from eventing.job_events import JobEvent, JobStatus
+from eventing.lazy_models import LazyModel
 
 __all__ = [
     "BootstrapReport",
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 
-class HarnessAnswer(BaseModel):
+class HarnessAnswer(LazyModel):
     """Base of every answer: unknown fields ignored, known ones strictly typed."""
 
     model_config = ConfigDict(extra="ignore", strict=True)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
+
+from eventing.lazy_models import LazyModel
 
 
 class JobEventKind(StrEnum):
@@ -45,7 +47,7 @@ ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 FINISHED = frozenset(JobStatus) - ACTIVE
 
 
-class JobEvent(BaseModel):
+class JobEvent(LazyModel):
     """One entry of a job's log: a line of the harness's log file, a frame of its event stream
     (parsed by the control plane with `functions.harness_client.decode`), a row of the control
     plane's stored log. Strict on types (a seq sent as a string is refused, not coerced); fields

@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import ConfigDict, field_validator
 
 from eventing.agent_events import Usage
+from eventing.lazy_models import LazyModel
 
 CallOutcome = Literal["ok", "http_error", "incomplete", "unreachable", "refused"]
 """How a call ended: ``ok`` (an answer with its final usage), ``http_error`` (the provider
@@ -32,7 +33,7 @@ MAX_CALL_ERROR_CHARS = 2000
 """A provider's error message is cut to this: an HTML error page must not fill the job's event."""
 
 
-class ModelCall(BaseModel):
+class ModelCall(LazyModel):
     """One request to the model provider and what it cost, as the meter measured it."""
 
     model_config = ConfigDict(extra="ignore")

@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
@@ -25,6 +25,7 @@ from eventing.cli_versions import (
     is_exact_version,
 )
 from eventing.inputs import bad_parameter
+from eventing.lazy_models import LazyModel
 from eventing.provider_urls import MAX_URL_CHARS, ProviderUrlError, provider_root
 from functions.api import Endpoint
 from functions.budgets import worker_view
@@ -69,7 +70,7 @@ CliVersion = Annotated[
 ]
 
 
-class Strict(BaseModel):
+class Strict(LazyModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -147,7 +148,7 @@ class RuntimePatch(Strict):
     limits: RuntimeLimits = None  # type: ignore[assignment]
 
 
-class RuntimeNote(BaseModel):
+class RuntimeNote(LazyModel):
     field: str
     note: str
 
@@ -236,7 +237,7 @@ class SettingIn(Strict):
     value: str | int | float | bool | list[Any] | dict[str, Any]
 
 
-class SettingOut(BaseModel):
+class SettingOut(LazyModel):
     key: str
     value: Any
     version: int
@@ -250,13 +251,13 @@ class SettingVersionsQuery(Strict):
     limit: int = Field(default=50, ge=1, le=MAX_SETTING_VERSIONS)
 
 
-class SettingVersionOut(BaseModel):
+class SettingVersionOut(LazyModel):
     version: int
     value: Any
     updated_at: datetime = Field(description="when this version was written")
 
 
-class SettingVersions(BaseModel):
+class SettingVersions(LazyModel):
     key: str
     items: list[SettingVersionOut] = Field(description="newest first")
 
@@ -266,7 +267,7 @@ class KeyIn(Strict):
     scope: Literal["admin", "client"]
 
 
-class KeyOut(BaseModel):
+class KeyOut(LazyModel):
     id: str
     name: str
     scope: str
@@ -274,7 +275,7 @@ class KeyOut(BaseModel):
     key: str | None = Field(default=None, description="the key itself; shown only at creation")
 
 
-class ListOf(BaseModel):
+class ListOf(LazyModel):
     items: list[dict[str, Any]]
 
 

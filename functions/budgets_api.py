@@ -11,12 +11,13 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from eventing.budgets import BudgetState, Charge
+from eventing.lazy_models import LazyModel
 from functions import budgets
 from functions.api import Endpoint
 from functions.context import db, settings, token_key
@@ -29,7 +30,7 @@ MAX_USD = 1e12
 CHARGE_BODY_BYTES = 64 << 10
 
 
-class WorkerBudgetIn(BaseModel):
+class WorkerBudgetIn(LazyModel):
     """Fields left out keep their value; null removes the limit."""
 
     model_config = ConfigDict(extra="forbid")
@@ -39,7 +40,7 @@ class WorkerBudgetIn(BaseModel):
     usd_total: float | None = Field(default=None, ge=0, le=MAX_USD)
 
 
-class SessionBudgetIn(BaseModel):
+class SessionBudgetIn(LazyModel):
     """Over the session's life. Fields left out keep their value; null removes the limit."""
 
     model_config = ConfigDict(extra="forbid")
@@ -47,13 +48,13 @@ class SessionBudgetIn(BaseModel):
     usd: float | None = Field(default=None, ge=0, le=MAX_USD)
 
 
-class WorkerBudgetOut(BaseModel):
+class WorkerBudgetOut(LazyModel):
     limits: dict[str, int | float | None]
     used: dict[str, int | float] = Field(description="today (UTC) and in total")
     left: dict[str, int | float | None] = Field(description="null: no limit")
 
 
-class SessionBudgetOut(BaseModel):
+class SessionBudgetOut(LazyModel):
     limits: dict[str, int | float | None]
     used: dict[str, int | float]
     left: dict[str, int | float | None] = Field(description="null: no limit")

@@ -11,13 +11,14 @@ import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from eventing.agent_events import Usage
+from eventing.lazy_models import LazyModel
 from eventing.model_calls import CallOutcome
 from functions.api import Endpoint
 from functions.context import read
@@ -29,13 +30,13 @@ from functions.http import parse_query
 _SEQ_CURSOR = re.compile(r"[0-9]{1,10}")  # the seq of the last call on the page before
 
 
-class CallQuery(BaseModel):
+class CallQuery(LazyModel):
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(default=100, ge=1, le=500)
     cursor: str | None = Field(default=None, max_length=500)
 
 
-class CallOut(BaseModel):
+class CallOut(LazyModel):
     """A `eventing.model_calls.ModelCall` as stored; `started_at` as an ISO 8601 time."""
 
     seq: int
@@ -52,7 +53,7 @@ class CallOut(BaseModel):
     error: str | None
 
 
-class CallList(BaseModel):
+class CallList(LazyModel):
     items: list[CallOut]
     next_cursor: str | None
 

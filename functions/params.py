@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BeforeValidator, Field
 from starlette.requests import Request
 
 from eventing.inputs import ascii_uint, timestamp
+from eventing.lazy_models import LazyModel
 
 MAX_SEQUENCE = 10**18 - 1  # 18 ASCII digits, what `ascii_uint` reads
 
@@ -39,7 +40,7 @@ def resume_point(request: Request) -> int:
     return 0
 
 
-class ResumeQuery(BaseModel):
+class ResumeQuery(LazyModel):
     """`?after=` as the OpenAPI document describes it (read by `resume_point`)."""
 
     after: int = Field(default=0, ge=0, le=MAX_SEQUENCE)

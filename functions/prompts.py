@@ -23,7 +23,7 @@ import logging
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -35,6 +35,7 @@ from eventing.events import (
     prompt_job_id,
     utc_now,
 )
+from eventing.lazy_models import LazyModel
 from functions.api import Endpoint
 from functions.context import db, read, settings
 from functions.db.errors import ConflictError, SessionBusy
@@ -56,7 +57,7 @@ from functions.session_sync import wanted
 logger = logging.getLogger(__name__)
 
 
-class PromptIn(BaseModel):
+class PromptIn(LazyModel):
     model_config = ConfigDict(extra="forbid")
     session_id: str = Field(min_length=1, max_length=64)
     prompt: str = Field(min_length=1, max_length=512_000)
@@ -65,7 +66,7 @@ class PromptIn(BaseModel):
     timeout_s: int | None = Field(default=None, gt=0, le=86_400)
 
 
-class JobOut(BaseModel):
+class JobOut(LazyModel):
     id: str
     session_id: str
     status: JobStatus
@@ -78,12 +79,12 @@ class JobOut(BaseModel):
     finished_at: datetime | None
 
 
-class JobList(BaseModel):
+class JobList(LazyModel):
     items: list[JobOut]
     next_cursor: str | None
 
 
-class JobQuery(BaseModel):
+class JobQuery(LazyModel):
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, max_length=500)

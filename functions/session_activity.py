@@ -10,15 +10,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from eventing.lazy_models import LazyModel
 from functions.db.models import Job, TelemetryRequest
 from functions.usage_totals import usage_columns, usage_totals
 
 
-class SessionTokens(BaseModel):
+class SessionTokens(LazyModel):
     input: int = 0
     cache_read: int = 0
     cache_write: int = 0
@@ -26,7 +26,7 @@ class SessionTokens(BaseModel):
     reasoning: int = 0
 
 
-class SessionActivity(BaseModel):
+class SessionActivity(LazyModel):
     jobs: int = 0
     # The newest job's start or end, whichever is later; null: no job yet.
     last_activity_at: datetime | None = None

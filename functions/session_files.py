@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from eventing.lazy_models import LazyModel
 from functions.api import Endpoint
 from functions.harness_client import HarnessFiles
 from functions.http import ApiError, parse_query, read_body
@@ -23,7 +24,7 @@ from functions.session_runtime import client_for, reach, recovering
 MAX_FILE_BYTES = 32 << 20
 
 
-class FileQuery(BaseModel):
+class FileQuery(LazyModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(default=".", min_length=1, max_length=4096)
 
@@ -32,7 +33,7 @@ class DeleteQuery(FileQuery):
     recursive: bool = False
 
 
-class FileEntry(BaseModel):
+class FileEntry(LazyModel):
     name: str
     path: str
     type: str
@@ -40,7 +41,7 @@ class FileEntry(BaseModel):
     mtime: float
 
 
-class FileList(BaseModel):
+class FileList(LazyModel):
     entries: list[FileEntry]
 
 

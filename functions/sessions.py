@@ -13,7 +13,7 @@ import logging
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from eventing.errors import VwmError
 from eventing.events import EndReason
 from eventing.harness_api import ShutdownOutcome
+from eventing.lazy_models import LazyModel
 from functions import learning, lifecycle_events, session_files
 from functions.api import Endpoint
 from functions.budgets_api import SESSION_ENDPOINTS as BUDGET_ENDPOINTS
@@ -59,13 +60,13 @@ logger = logging.getLogger(__name__)
 _CALLER_FIXABLE = {"git_failed", "bad_request", "invalid_request", "conflict", "credential_missing"}
 
 
-class RepoRef(BaseModel):
+class RepoRef(LazyModel):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(min_length=1, max_length=2000)
     branch: str = Field(default="main", min_length=1, max_length=200)
 
 
-class SessionIn(BaseModel):
+class SessionIn(LazyModel):
     model_config = ConfigDict(extra="forbid")
     worker: str = Field(min_length=1, max_length=100)
     session_repo: RepoRef | None = None
@@ -75,7 +76,7 @@ class SessionIn(BaseModel):
     )
 
 
-class SessionOut(BaseModel):
+class SessionOut(LazyModel):
     id: str
     worker: str
     status: Literal["provisioning", "ready", "ending", "ended", "failed"]
@@ -94,12 +95,12 @@ class SessionOut(BaseModel):
     activity: SessionActivity | None = None
 
 
-class SessionList(BaseModel):
+class SessionList(LazyModel):
     items: list[SessionOut]
     next_cursor: str | None
 
 
-class SessionQuery(BaseModel):
+class SessionQuery(LazyModel):
     model_config = ConfigDict(extra="forbid")
     worker: str | None = Field(default=None, max_length=100)
     status: Literal["provisioning", "ready", "ending", "ended", "failed"] | None = None
@@ -107,7 +108,7 @@ class SessionQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=500)
 
 
-class EndQuery(BaseModel):
+class EndQuery(LazyModel):
     model_config = ConfigDict(extra="forbid")
     learn: bool = Field(
         default=True,

@@ -16,11 +16,12 @@ import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from eventing.lazy_models import LazyModel
 from eventing.semver import is_semver
 from eventing.skill_archive import ArchiveLimits, SkillArchive, read_skill_archive
 from functions.api import Endpoint
@@ -38,7 +39,7 @@ LIMITS = ArchiveLimits()
 LATEST = "latest"
 
 
-class SkillOut(BaseModel):
+class SkillOut(LazyModel):
     name: str
     version: str
     description: str
@@ -49,17 +50,17 @@ class SkillOut(BaseModel):
     created_at: datetime
 
 
-class SkillVersions(BaseModel):
+class SkillVersions(LazyModel):
     name: str
     latest: str
     versions: list[SkillOut]
 
 
-class SkillList(BaseModel):
+class SkillList(LazyModel):
     items: list[SkillOut]
 
 
-class WorkerSkillIn(BaseModel):
+class WorkerSkillIn(LazyModel):
     """`version` pins one version; null (or absent) follows the highest uploaded."""
 
     model_config = {"extra": "forbid"}
@@ -67,7 +68,7 @@ class WorkerSkillIn(BaseModel):
     version: str | None = Field(default=None, min_length=1, max_length=64)
 
 
-class WorkerSkillOut(BaseModel):
+class WorkerSkillOut(LazyModel):
     name: str
     pinned: str | None = Field(description="the pinned version; null: follows the latest")
     version: str | None = Field(description="the version the worker's sessions get now")
@@ -75,7 +76,7 @@ class WorkerSkillOut(BaseModel):
     description: str | None
 
 
-class WorkerSkillList(BaseModel):
+class WorkerSkillList(LazyModel):
     items: list[WorkerSkillOut]
 
 

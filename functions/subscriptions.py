@@ -21,13 +21,14 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from eventing.lazy_models import LazyModel
 from functions.api import Endpoint
 from functions.broker import knative_triggers
 from functions.broker.subscriptions import CONTROL_PLANE
@@ -48,7 +49,7 @@ RESERVED_NAMES = frozenset({CONTROL_PLANE})
 MAX_SPEC_CHARS = 65_536
 
 
-class SubscriptionIn(BaseModel):
+class SubscriptionIn(LazyModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME, max_length=63)
@@ -57,7 +58,7 @@ class SubscriptionIn(BaseModel):
     delivery: dict[str, Any] | None = None
 
 
-class SubscriptionOut(BaseModel):
+class SubscriptionOut(LazyModel):
     name: str
     filters: list[dict[str, Any]]
     sink: str
@@ -66,7 +67,7 @@ class SubscriptionOut(BaseModel):
     created_at: datetime
 
 
-class SubscriptionList(BaseModel):
+class SubscriptionList(LazyModel):
     items: list[SubscriptionOut]
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import ConfigDict, Field, TypeAdapter
 from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from eventing.lazy_models import LazyModel
 from functions.api import Endpoint
 from functions.context import read
 from functions.db.columns import utcnow
@@ -31,7 +32,7 @@ from functions.usage_totals import usage_columns, usage_totals
 T = TelemetryRequest
 
 
-class RequestQuery(BaseModel):
+class RequestQuery(LazyModel):
     model_config = ConfigDict(extra="forbid")
     worker: str | None = Field(default=None, max_length=100)
     session_id: str | None = Field(default=None, max_length=64)
@@ -44,14 +45,14 @@ class RequestQuery(BaseModel):
 GroupBy = Literal["worker", "session"]
 
 
-class SummaryQuery(BaseModel):
+class SummaryQuery(LazyModel):
     model_config = ConfigDict(extra="forbid")
     group_by: GroupBy = "worker"
     since: Timestamp | None = None
     until: Timestamp | None = None
 
 
-class SeriesQuery(BaseModel):
+class SeriesQuery(LazyModel):
     model_config = ConfigDict(extra="forbid")
     group_by: GroupBy = "worker"
     bucket: Bucket = "hour"
@@ -63,7 +64,7 @@ class SeriesQuery(BaseModel):
     until: Timestamp | None = Field(default=None, description="default: now")
 
 
-class Tokens(BaseModel):
+class Tokens(LazyModel):
     input: int
     cache_read: int
     cache_write: int
@@ -71,7 +72,7 @@ class Tokens(BaseModel):
     reasoning: int
 
 
-class RequestRecord(BaseModel):
+class RequestRecord(LazyModel):
     job_id: str
     session_id: str
     worker: str | None
@@ -102,16 +103,16 @@ class RequestRecord(BaseModel):
     raw_output: str | None = None
 
 
-class RequestList(BaseModel):
+class RequestList(LazyModel):
     items: list[RequestRecord]
 
 
-class SummaryList(BaseModel):
+class SummaryList(LazyModel):
     group_by: str
     items: list[dict[str, Any]]
 
 
-class SeriesList(BaseModel):
+class SeriesList(LazyModel):
     group_by: str
     bucket: str
     since: datetime = Field(description="the window's start, as given or defaulted")

@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from eventing.lazy_models import LazyModel
 from functions.api import Endpoint
 from functions.context import db
 from functions.db.models import Learning, Worker
@@ -19,7 +20,7 @@ from functions.http import parse_query
 from functions.params import Timestamp
 
 
-class LearningQuery(BaseModel):
+class LearningQuery(LazyModel):
     model_config = ConfigDict(extra="forbid")
     worker: str | None = Field(default=None, max_length=100)
     session_id: str | None = Field(default=None, max_length=64)
@@ -29,14 +30,14 @@ class LearningQuery(BaseModel):
     limit: int = Field(default=100, ge=1, le=1000)
 
 
-class LearningTokens(BaseModel):
+class LearningTokens(LazyModel):
     input: int
     cache_read: int
     cache_write: int
     output: int
 
 
-class LearningRecord(BaseModel):
+class LearningRecord(LazyModel):
     id: str
     session_id: str
     job_id: str | None
@@ -54,7 +55,7 @@ class LearningRecord(BaseModel):
     created_at: datetime
 
 
-class LearningList(BaseModel):
+class LearningList(LazyModel):
     items: list[LearningRecord]
 
 

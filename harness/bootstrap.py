@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass as model_dataclass
 
 from eventing.harness_api import BootstrapReport as BootstrapAnswer
+from eventing.lazy_models import LazyModel
 from harness import gitops
 from harness.cli_install import PinnedCli
 from harness.errors import Conflict
@@ -57,7 +58,7 @@ class RepoSpec:
         return value
 
 
-class BootstrapRequest(BaseModel):
+class BootstrapRequest(LazyModel):
     model_config = ConfigDict(extra="forbid")
 
     worker_repo: RepoSpec | None = None

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from eventing.agent_events import AgentEvent, EventKind, RunSummary, Usage
 from eventing.budgets import JobBudget
 from eventing.harness_api import JobState
 from eventing.job_events import JobEvent, JobEventKind, JobStatus
+from eventing.lazy_models import LazyModel
 from eventing.model_calls import ModelCall
 from harness import sandbox
 from harness.adapters.base import Adapter, Invocation, Parser, RunSpec
@@ -81,7 +82,7 @@ _JOB_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 _JOB_ID = re.compile(_JOB_ID_PATTERN)
 
 
-class JobRequest(BaseModel):
+class JobRequest(LazyModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=1, max_length=512_000)

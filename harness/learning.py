@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from eventing.harness_api import LearningCommitOutcome
+from eventing.lazy_models import LazyModel
 from harness import gitops
 from harness.errors import Conflict, GitError, PushRejected
 from harness.saving import SaveOutcome, SavePlan, make_safe, push_branch, push_to_free_branch
@@ -76,7 +77,7 @@ class SessionMismatch(Conflict):
     code = "session_mismatch"
 
 
-class LearningCommit(BaseModel):
+class LearningCommit(LazyModel):
     """The request: how to publish the notes, and where they came from."""
 
     model_config = ConfigDict(extra="forbid")

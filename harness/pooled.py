@@ -21,6 +21,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 # What a harness imports, imported before any session asks for one.
+from eventing.lazy_models import build_all
 from harness import serve as harness_entry
 
 # Far above what a session's environment takes (a few KiB; prices, instructions stay in files).
@@ -50,6 +51,9 @@ def warm_up() -> None:
     # its first configuration sets up its loggers; the harness configures its own server
     # again, its way, at the claim (`harness.serve`).
     uvicorn.Config(_no_app, access_log=False).load()
+    # Models are built on first use (`eventing.lazy_models`): a member builds them all now,
+    # so that its session's first requests and events do not.
+    build_all()
 
 
 async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+from pydantic import AwareDatetime, ConfigDict, Field, SerializeAsAny, ValidationError
 
 from eventing.events import payloads as p
 from eventing.inputs import InputError, ascii_uint, timestamp
+from eventing.lazy_models import LazyModel
 
 SPEC_VERSION = "1.0"
 JSON_CONTENT_TYPE = "application/json"
@@ -113,7 +114,7 @@ CATALOGUE: dict[str, EventSpec] = {
 _TYPE_OF_PAYLOAD = {spec.payload: spec.type for spec in CATALOGUE.values()}
 
 
-class VwmEvent(BaseModel):
+class VwmEvent(LazyModel):
     """One CloudEvent of the catalogue, decoded. Build with `new_event`, read with `decode_event`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

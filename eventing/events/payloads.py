@@ -14,10 +14,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 
 from eventing.agent_events import AgentEvent, CostSource, EventKind, RunSummary, Usage
 from eventing.job_events import JobEvent, JobStatus
+from eventing.lazy_models import LazyModel
 from eventing.model_calls import MAX_CALLS_PER_JOB
 
 # Ids travel in URLs, file names and Trigger filters: the harness's job id alphabet for all of them.
@@ -26,7 +27,7 @@ MAX_PROMPT_CHARS = 512_000  # the harness's own limit on a prompt
 MAX_BATCH_EVENTS = 1000
 
 
-class Payload(BaseModel):
+class Payload(LazyModel):
     """The base of every event's data: strict, closed, immutable."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
