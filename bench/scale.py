@@ -8,7 +8,8 @@ model's or a CLI's. For each database and each N it prints:
   were not 1, 2, 3, ... without a hole);
 - GET /v1/sessions/{id} during the load, p50 / p99 (one call every 200 ms);
 - CPU per prompt, by process: the control plane and the harnesses (read from /proc before and
-  after the load), and the stand-in CLI (as its runs log it);
+  after the load), the stand-in CLI (as its runs log it), and this process (the streams' one
+  client and the model stand-in, which share the two cores with VWM);
 - the memory (RSS) the N idle harnesses hold before the load.
 
     python bench/scale.py [--sessions 50 100 200] [--database sqlite postgresql]
@@ -25,6 +26,7 @@ import concurrent.futures
 import contextlib
 import os
 import re
+import resource
 import sys
 import tempfile
 import threading
@@ -69,6 +71,11 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
     # After the command: state is field 3, utime 14, stime 15.
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_bytes(pid: int) -> int:
@@ -144,15 +151,14 @@ class Stream:
     gap: bool
 
 
-def stream_prompt(base_url: str, headers: dict[str, str], session_id: str) -> Stream:
+def stream_prompt(client: httpx.Client, session_id: str) -> Stream:
     started = time.perf_counter()
     first = None
     ok = False
     ids: list[int] = []
     try:
         with (
-            httpx.Client(base_url=base_url, headers=headers, timeout=600) as own,
-            own.stream(
+            client.stream(
                 "POST",
                 "/v1/prompts",
                 json={"session_id": session_id, "prompt": "say hi", "mode": "stream"},
@@ -189,11 +195,21 @@ def run_load(plane: ControlPlane, client: httpx.Client, ids: list[str]) -> None:
 
     prober = threading.Thread(target=probe)
     prober.start()
-    base_url, headers = str(client.base_url), dict(client.headers)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(ids)) as pool:
-        streams = list(pool.map(lambda sid: stream_prompt(base_url, headers, sid), ids))
+    # One client for every stream, a connection each: a client per stream made an SSL context
+    # each (tens of ms of CPU), which the load generator spent on the same two cores as VWM
+    # just as the prompts started.
+    streaming = httpx.Client(
+        base_url=client.base_url,
+        headers=client.headers,
+        timeout=600,
+        limits=httpx.Limits(max_connections=len(ids), max_keepalive_connections=len(ids)),
+    )
+    generator_before = own_cpu_seconds()
+    with streaming, concurrent.futures.ThreadPoolExecutor(max_workers=len(ids)) as pool:
+        streams = list(pool.map(lambda sid: stream_prompt(streaming, sid), ids))
     done.set()
     prober.join()
+    generator = own_cpu_seconds() - generator_before
 
     spent = {pid: cpu_seconds(pid) - before[pid] for pid in before}
     count = len(ids)
@@ -210,7 +226,9 @@ def run_load(plane: ControlPlane, client: httpx.Client, ids: list[str]) -> None:
     )
     print(
         f"  CPU per prompt: control plane {control_plane / count * 1000:.0f} ms, harness "
-        f"{harness_own / count * 1000:.0f} ms, stand-in CLI {cli / count * 1000:.0f} ms; idle harnesses held {idle_rss / 2**20:.0f} MiB RSS "
+        f"{harness_own / count * 1000:.0f} ms, stand-in CLI {cli / count * 1000:.0f} ms, this "
+        f"process (the streams' client, the model stand-in) {generator / count * 1000:.0f} ms; "
+        f"idle harnesses held {idle_rss / 2**20:.0f} MiB RSS "
         f"({idle_rss / max(1, len(harnesses)) / 2**20:.0f} MiB each)",
         flush=True,
     )
