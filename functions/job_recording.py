@@ -105,7 +105,7 @@ async def lose_with_harness(job_id: str, session_id: str) -> bool:
     is lost with it and fails (`harness_unavailable`), and the harness is replaced. True when
     the job was failed. The job fails first: a harness launched in its place reports the jobs
     it finds cut short (`harness_restarted`), and the control plane's reason must win."""
-    if await _answers_about(job_id, session_id):
+    if await answers_about(job_id, session_id):
         return False
     unavailable = {
         "code": "harness_unavailable",
@@ -117,7 +117,7 @@ async def lose_with_harness(job_id: str, session_id: str) -> bool:
     return failed
 
 
-async def _answers_about(job_id: str, session_id: str) -> bool:
+async def answers_about(job_id: str, session_id: str) -> bool:
     """Whether the session's harness is up and answers a call about the job within its bound
     (an authenticated call: a harness that refuses the token counts as not answering)."""
     try:

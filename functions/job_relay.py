@@ -33,13 +33,21 @@ from functions.db.models import (
 )
 from functions.harness_client import decode
 from functions.job_log import stored_log
-from functions.job_recording import lose_with_harness, record_followed, record_from_harness
+from functions.job_recording import (
+    answers_about,
+    lose_with_harness,
+    record_followed,
+    record_from_harness,
+)
 from functions.runtime.base import HarnessEndpoint
 from functions.session_runtime import client_for
 
 logger = logging.getLogger(__name__)
 
 EndpointSource = Callable[[], Awaitable[HarnessEndpoint]]
+# How many times a relay follows a harness's stream again after it broke while the harness still
+# answers about the job; then it waits for the stored record instead (`_follow_stored`).
+REATTACH_LIMIT = 3
 
 
 def relay(
@@ -54,24 +62,40 @@ def relay(
         if harness is not None:
             await _until_started(job_id)
             followed: list[JobEvent] | None = [] if after == 0 else None
-            try:
-                endpoint = await harness()
-                async with client_for(endpoint) as client:
-                    async for message in client.events(job_id, after=after):
-                        yield ServerSentEvent(id=message.id, event=message.event, data=message.data)
-                        if message.id and message.id.isascii() and message.id.isdigit():
-                            sent = int(message.id)
+            for attempt in range(1, REATTACH_LIMIT + 2):
+                try:
+                    endpoint = await harness()
+                    async with client_for(endpoint) as client:
+                        async for message in client.events(job_id, after=sent):
+                            yield ServerSentEvent(
+                                id=message.id, event=message.event, data=message.data
+                            )
+                            if message.id and message.id.isascii() and message.id.isdigit():
+                                sent = int(message.id)
+                            if followed is not None:
+                                followed.append(decode(message))
                         if followed is not None:
-                            followed.append(decode(message))
-                    if followed is not None:
-                        await record_followed(job_id, followed, client)
-                if followed is None:
-                    await record_from_harness(job_id, endpoint)
-                return
-            except Exception:  # the harness is gone or hung: go on from the stored record
-                logger.info("relaying from the stored record", extra={"job_id": job_id})
-                await lose_with_harness(job_id, session_id)
-        for event in await read(_stored_events, job_id, sent):
+                            await record_followed(job_id, followed, client)
+                    if followed is None:
+                        await record_from_harness(job_id, endpoint)
+                    return
+                except Exception as exc:  # the harness is gone, hung, or only slow to answer
+                    reason = str(exc) or type(exc).__name__
+                    # Up and answering about the job (a stream broken by a saturated machine, a
+                    # proxy's idle cut): follow it again from the last event sent.
+                    if attempt <= REATTACH_LIMIT and await answers_about(job_id, session_id):
+                        logger.info(
+                            "re-attaching to the harness's stream",
+                            extra={"job_id": job_id, "after": sent, "reason": reason},
+                        )
+                        continue
+                    logger.info(
+                        "relaying from the stored record",
+                        extra={"job_id": job_id, "after": sent, "reason": reason},
+                    )
+                    await lose_with_harness(job_id, session_id)
+                    break
+        async for event in _follow_stored(job_id, sent):
             yield _sse(event)
 
     return EventSourceResponse(
@@ -91,6 +115,31 @@ async def _until_started(job_id: str) -> None:
     while await read(_is_queued, job_id):
         await asyncio.sleep(pause)
         pause = min(pause * 2, 1.0)
+
+
+async def _follow_stored(job_id: str, after: int) -> AsyncIterator[dict[str, Any]]:
+    """The job's stored events after `after`, until its ending. A job still running when its
+    harness's stream could not be followed (it answers, yet its stream broke more than
+    `REATTACH_LIMIT` times) is recorded as it ends, from the harness's CloudEvents or by the
+    reconciler: the reader waits for that, with heartbeats, rather than getting a stream that
+    ends without saying how the job did."""
+    pause = 0.2
+    while True:
+        events = await read(_stored_events, job_id, after)
+        for event in events:
+            yield event
+            after = event["seq"]
+            if event["kind"] == "job_finished":
+                return
+        if await read(_is_final, job_id):
+            return  # no log and no ending to make: nothing more will come
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 2.0)
+
+
+def _is_final(session: Session, job_id: str) -> bool:
+    row = session.get(Job, job_id)
+    return row is None or row.status not in ACTIVE_JOB_STATUSES
 
 
 def _is_queued(session: Session, job_id: str) -> bool:

@@ -10,7 +10,9 @@ harnesses, claude and the fake provider, and short bounds set through the settin
   keep its stream alive;
 - cancelling a job or ending the session on a mute harness answers in time;
 - a job left `queued` by a request that died mid-dispatch (the control plane was killed) is
-  failed once its dispatch bound passed, and never runs.
+  failed once its dispatch bound passed, and never runs;
+- a job's stream broken on the way while the harness runs on is followed again from the last
+  event sent: no gap, no double, the job not failed.
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
+import socket
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from functions.job_relay import REATTACH_LIMIT
 from tests.control_plane.conftest import ControlPlane, harness_pids, kill_harnesses
 from tests.e2e.conftest import make_bare_repo
 from tests.support.control_plane import add_claude_workers
@@ -396,3 +401,88 @@ def test_a_harness_that_refuses_the_token_is_replaced_and_its_401_never_reaches_
         assert client.get(f"/v1/sessions/{other}/files").status_code == 200
         after = set(harness_pids(plane.data_dir))
         assert len(after) == 2 and len(after & pids) == 1
+
+
+EVENTS_REQUEST = re.compile(rb"^GET /v1/jobs/[^/ ]+/events ", re.MULTILINE)
+
+
+def cutting_streams(harness_port: int, cuts: int) -> Callable[[socket.socket, bytearray], None]:
+    """A raw_server handler that passes every connection through to the harness, but cuts the
+    first `cuts` job event streams right after their first event: a stream broken on the way
+    (a saturated machine, a proxy's idle cut) while the harness runs on, unharmed. The control
+    plane keeps its connections to a harness open, so a stream's request may come on a
+    connection that carried others before it."""
+    left = [cuts]
+    lock = threading.Lock()
+
+    def wants_cut(request: bytes) -> bool:
+        if not EVENTS_REQUEST.search(request):
+            return False
+        with lock:
+            left[0] -= 1
+            return left[0] >= 0
+
+    def handle(conn: socket.socket, head: bytearray) -> None:
+        cutting = threading.Event()
+        if wants_cut(bytes(head)):
+            cutting.set()
+        with socket.create_connection(("127.0.0.1", harness_port)) as upstream:
+            upstream.sendall(head)
+
+            def requests() -> None:
+                with contextlib.suppress(OSError):
+                    while chunk := conn.recv(65536):
+                        if wants_cut(chunk):
+                            cutting.set()
+                        upstream.sendall(chunk)
+                with contextlib.suppress(OSError):
+                    upstream.shutdown(socket.SHUT_WR)
+
+            threading.Thread(target=requests, daemon=True).start()
+            with contextlib.suppress(OSError):
+                while chunk := upstream.recv(65536):
+                    conn.sendall(chunk)
+                    if cutting.is_set() and b"id:" in chunk:
+                        break  # one event through, then the connection drops
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("cuts", "reattached", "from_the_record"),
+    [(2, 2, False), (10, REATTACH_LIMIT, True)],
+    ids=["followed-again", "then-from-the-stored-record"],
+)
+def test_a_stream_broken_while_the_harness_runs_on_is_followed_again_without_a_gap(
+    plane, fake_provider, tmp_path, cuts: int, reattached: int, from_the_record: bool
+) -> None:
+    """Followed again from the last event sent, up to `REATTACH_LIMIT` times; past that, the
+    rest comes from the job's record once the harness's events have stored it."""
+    with plane.client(timeout=60) as client:
+        sid = start_session(plane, client, fake_provider, tmp_path)
+        pid = harness_pid(plane)
+        port = send_harness_calls_to(plane, sid, 0)  # the harness's own port, kept for the proxy
+        with raw_server(cutting_streams(port, cuts)) as proxy:
+            send_harness_calls_to(plane, sid, proxy.port)
+            # Words 2 s apart: each cut stream is followed again while the CLI is still answering.
+            with client.stream(
+                "POST",
+                "/v1/prompts",
+                json={"session_id": sid, "prompt": "sleep 4", "mode": "stream"},
+            ) as stream:
+                events = list(iter_sse(stream))
+
+        ids = [int(event.id) for event in events if event.id]
+        assert ids == list(range(1, len(ids) + 1)), ids  # every event once, none missing
+        assert events[-1].event == "job_finished", (events, plane.log())
+        assert events[-1].json["data"]["status"] == "succeeded"
+        assert "hello from fake model" in "".join(
+            event.json["data"].get("text", "") for event in events if event.event == "text_delta"
+        )
+        assert plane.log().count("re-attaching to the harness's stream") == reattached
+        assert ("relaying from the stored record" in plane.log()) is from_the_record
+        assert harness_pids(plane.data_dir) == [pid]  # the harness was never replaced
+        job = client.get(f"/v1/jobs/{events[-1].json['job_id']}").json()
+        assert job["status"] == "succeeded", job
