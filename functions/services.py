@@ -327,7 +327,11 @@ class Services:
 
             self._harness_http = httpx.AsyncClient(
                 timeout=httpx.Timeout(30.0),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
+                # Idle connections dropped well before a harness drops them (its 15 s,
+                # `harness.serve.KEEP_ALIVE_S`), so none is reused as the harness closes it.
+                limits=httpx.Limits(
+                    max_connections=None, max_keepalive_connections=200, keepalive_expiry=4.0
+                ),
                 trust_env=False,  # the harness is local or in-cluster, never behind a proxy
                 verify=verified_context(),
             )

@@ -18,6 +18,12 @@ from eventing.tracing import HARNESS_SERVICE, TracingSettingsError, configure_tr
 from harness.app import create_app
 from harness.settings import HarnessSettings, SettingsError
 
+# How long an idle connection stays open: well past how long the control plane's pool keeps one
+# (`functions.services`, 4 s). Were they equal (uvicorn's 5 s and httpx's 5 s), a connection
+# the pool picks just as the harness closes it fails the call (a reset job stream: ReadError),
+# which a saturated machine makes common.
+KEEP_ALIVE_S = 15
+
 
 def serve() -> int:
     configure_logging()
@@ -60,6 +66,7 @@ def serve() -> int:
         log_level=logging.getLevelName(logging.getLogger().level).lower(),
         access_log=False,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     QuietServer(config).run(sockets=[sock])
     return 0

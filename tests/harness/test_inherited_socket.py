@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,10 +57,24 @@ def test_a_harness_serves_on_the_socket_it_inherits(
         health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30)
         assert health.status_code == 200, health.text
         assert health.json()["cli"] == "claude"
+        assert_idle_connections_outlive_the_control_planes_pool(port)
     finally:
         harness.terminate()
         output, _ = harness.communicate(timeout=30)
     assert f"harness: claude on http://127.0.0.1:{port}," in output
+
+
+def assert_idle_connections_outlive_the_control_planes_pool(port: int) -> None:
+    """A connection idle for longer than the control plane's pool keeps one (4 s) is still
+    open: the pool drops it first, and never reuses one the harness is closing
+    (`harness.serve.KEEP_ALIVE_S`)."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: harness\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request)
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        time.sleep(5.5)  # past uvicorn's default (5 s), which equalled httpx's
+        conn.sendall(request)
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200"), "the harness closed it"
 
 
 @pytest.mark.parametrize("value", ["three", "-3", "3.0"])
