@@ -8,8 +8,8 @@ model's or a CLI's. For each database and each N it prints:
   were not 1, 2, 3, ... without a hole);
 - GET /v1/sessions/{id} during the load, p50 / p99 (one call every 200 ms);
 - CPU per prompt, by process: the control plane and the harnesses (read from /proc before and
-  after the load), the stand-in CLI (as its runs log it), and this process (the streams' one
-  client and the model stand-in, which share the two cores with VWM);
+  after the load), the stand-in CLI (as its runs log it), and this process (the streams'
+  clients and the model stand-in, which share the two cores with VWM);
 - the memory (RSS) the N idle harnesses hold before the load.
 
     python bench/scale.py [--sessions 50 100 200] [--database sqlite postgresql]
@@ -27,6 +27,7 @@ import contextlib
 import os
 import re
 import resource
+import ssl
 import sys
 import tempfile
 import threading
@@ -143,22 +144,35 @@ def create_sessions(
     return [session_id for session_id, _ in made], [took for _, took in made]
 
 
+PROBLEM = re.compile(r'"level": ?"(warning|error|critical)"|Traceback', re.IGNORECASE)
+
+
 @dataclass
 class Stream:
     first_byte: float
     total: float
     ok: bool
     gap: bool
+    why: str = ""  # what a failed stream ended with: its status and last line, or the exception
 
 
-def stream_prompt(client: httpx.Client, session_id: str) -> Stream:
+def stream_prompt(
+    base_url: str,
+    headers: dict[str, str],
+    session_id: str,
+    tls: ssl.SSLContext | None = None,
+) -> Stream:
     started = time.perf_counter()
     first = None
     ok = False
     ids: list[int] = []
+    last = ""
     try:
         with (
-            client.stream(
+            httpx.Client(
+                base_url=base_url, headers=headers, timeout=600, verify=tls or True
+            ) as own,
+            own.stream(
                 "POST",
                 "/v1/prompts",
                 json={"session_id": session_id, "prompt": "say hi", "mode": "stream"},
@@ -166,14 +180,19 @@ def stream_prompt(client: httpx.Client, session_id: str) -> Stream:
         ):
             for line in response.iter_lines():
                 first = first or time.perf_counter() - started
+                last = line or last
                 if found := SSE_ID.match(line):
                     ids.append(int(found.group(1)))
                 ok = ok or ("job_finished" in line and '"status":"succeeded"' in line)
             ok = ok and response.status_code == 200
-    except httpx.HTTPError:
-        ok = False
+            why = (
+                f"{session_id}: HTTP {response.status_code} after {time.perf_counter() - started:.1f} s, "
+                f"{len(ids)} events, last line {last[:300]!r}"
+            )
+    except httpx.HTTPError as exc:
+        ok, why = False, f"{session_id}: {type(exc).__name__}: {exc}"
     gap = ids != list(range(1, len(ids) + 1))
-    return Stream(first or float("nan"), time.perf_counter() - started, ok, gap)
+    return Stream(first or float("nan"), time.perf_counter() - started, ok, gap, "" if ok else why)
 
 
 def run_load(plane: ControlPlane, client: httpx.Client, ids: list[str]) -> None:
@@ -195,18 +214,15 @@ def run_load(plane: ControlPlane, client: httpx.Client, ids: list[str]) -> None:
 
     prober = threading.Thread(target=probe)
     prober.start()
-    # One client for every stream, a connection each: a client per stream made an SSL context
-    # each (tens of ms of CPU), which the load generator spent on the same two cores as VWM
-    # just as the prompts started.
-    streaming = httpx.Client(
-        base_url=client.base_url,
-        headers=client.headers,
-        timeout=600,
-        limits=httpx.Limits(max_connections=len(ids), max_keepalive_connections=len(ids)),
-    )
+    # A client per stream, as separate consumers have, but one TLS context for all: a client
+    # makes its own otherwise (tens of ms of CPU loading the CA bundle), spent on the same two
+    # cores as VWM just as the prompts start. (One client for every stream was slower still:
+    # first byte p50 14.6 s against 7.0 s at 200 sessions, its pool shared by 200 threads.)
+    tls = ssl.create_default_context()
+    base_url, headers = str(client.base_url), dict(client.headers)
     generator_before = own_cpu_seconds()
-    with streaming, concurrent.futures.ThreadPoolExecutor(max_workers=len(ids)) as pool:
-        streams = list(pool.map(lambda sid: stream_prompt(streaming, sid), ids))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(ids)) as pool:
+        streams = list(pool.map(lambda sid: stream_prompt(base_url, headers, sid, tls), ids))
     done.set()
     prober.join()
     generator = own_cpu_seconds() - generator_before
@@ -224,6 +240,16 @@ def run_load(plane: ControlPlane, client: httpx.Client, ids: list[str]) -> None:
         f"p50/p99 {ms(totals)}; GET a session p50/p99 {ms(latencies)} ({len(latencies)} calls)",
         flush=True,
     )
+    for failed in [s for s in streams if not s.ok][:3]:
+        print(f"    failed: {failed.why}", flush=True)
+    if any(not s.ok for s in streams):
+        problems = [line for line in plane.log().splitlines() if PROBLEM.search(line)]
+        print(f"    the control plane logged {len(problems)} warnings and errors; the first:")
+        for line in problems[:8]:
+            print(f"      {line[:400]}", flush=True)
+        failed_session = next(s.why for s in streams if not s.ok).split(":")[0]
+        for line in [line for line in plane.log().splitlines() if failed_session in line][-12:]:
+            print(f"      {line[:400]}", flush=True)
     print(
         f"  CPU per prompt: control plane {control_plane / count * 1000:.0f} ms, harness "
         f"{harness_own / count * 1000:.0f} ms, stand-in CLI {cli / count * 1000:.0f} ms, this "
