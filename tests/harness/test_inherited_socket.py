@@ -4,6 +4,7 @@ with a clear message when the descriptor is no such socket."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import subprocess
@@ -68,13 +69,17 @@ def assert_idle_connections_outlive_the_control_planes_pool(port: int) -> None:
     """A connection idle for longer than the control plane's pool keeps one (4 s) is still
     open: the pool drops it first, and never reuses one the harness is closing
     (`harness.serve.KEEP_ALIVE_S`)."""
-    request = b"GET /healthz HTTP/1.1\r\nHost: harness\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-        conn.sendall(request)
-        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read()
+        kept = conn.sock
         time.sleep(5.5)  # past uvicorn's default (5 s), which equalled httpx's
-        conn.sendall(request)
-        assert conn.recv(65536).startswith(b"HTTP/1.1 200"), "the harness closed it"
+        conn.request("GET", "/healthz")  # on the same socket: http.client never reconnects here
+        assert conn.getresponse().status == 200, "the harness closed it"
+        assert conn.sock is kept
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("value", ["three", "-3", "3.0"])
