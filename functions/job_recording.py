@@ -17,6 +17,7 @@ Nothing here lives beyond a call: no task registry, no cache of live work.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -36,6 +37,11 @@ from functions.runtime.errors import RuntimeBackendError
 from functions.session_runtime import client_for, load, recover
 
 logger = logging.getLogger(__name__)
+
+# How many times a job's stream is followed again after it broke while its harness still
+# answers about the job (`answers_about`): a kept-open connection reset, a proxy's cut. Past
+# that, the job's record (the harness's CloudEvents, the reconciler) says how it ended.
+REATTACH_LIMIT = 3
 
 
 async def record_followed(job_id: str, events: list[JobEvent], harness: HarnessClient) -> None:
@@ -87,17 +93,38 @@ async def raw_output(harness: HarnessClient, job_id: str) -> str:
 
 
 async def follow_to_end(job_id: str, session_id: str, endpoint: HarnessEndpoint) -> None:
-    """Follow the job's events to its end and record it. A harness that falls silent (no
-    event, no heartbeat within the bound) is replaced and the job fails with it."""
+    """Follow the job's events to its end and record it. A stream that breaks while the harness
+    still answers about the job is followed again from its last event (`REATTACH_LIMIT` times);
+    a harness that falls silent (no event, no heartbeat within the bound) is replaced and the job
+    fails with it. Returns once the job's row is final."""
     if await db(is_final, job_id):
         return  # a replayed idempotency key of a finished job
-    try:
-        async with client_for(endpoint) as harness:
-            events = [decode(message) async for message in harness.events(job_id)]
-            await record_followed(job_id, events, harness)
-    except HarnessUnavailable:
-        logger.warning("the job's harness stopped answering", extra={"job_id": job_id})
-        await lose_with_harness(job_id, session_id)
+    events: list[JobEvent] = []
+    for attempt in range(1, REATTACH_LIMIT + 2):
+        after = events[-1].seq if events else 0
+        try:
+            async with client_for(endpoint) as harness:
+                events += [decode(message) async for message in harness.events(job_id, after)]
+                await record_followed(job_id, events, harness)
+            return
+        except HarnessUnavailable as exc:
+            if attempt <= REATTACH_LIMIT and await answers_about(job_id, session_id):
+                logger.info(
+                    "re-attaching to the harness's stream",
+                    extra={"job_id": job_id, "after": after, "reason": str(exc)},
+                )
+                continue
+            logger.warning(
+                "the job's harness stopped answering", extra={"job_id": job_id, "reason": str(exc)}
+            )
+            await lose_with_harness(job_id, session_id)
+            break
+    # Lost with its harness (failed above), or recorded from the harness's CloudEvents or by
+    # the reconciler: a sync answer is never a job still running.
+    pause = 0.2
+    while not await db(is_final, job_id):
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 2.0)
 
 
 async def lose_with_harness(job_id: str, session_id: str) -> bool:

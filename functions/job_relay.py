@@ -34,6 +34,7 @@ from functions.db.models import (
 from functions.harness_client import decode
 from functions.job_log import stored_log
 from functions.job_recording import (
+    REATTACH_LIMIT,
     answers_about,
     lose_with_harness,
     record_followed,
@@ -45,9 +46,6 @@ from functions.session_runtime import client_for
 logger = logging.getLogger(__name__)
 
 EndpointSource = Callable[[], Awaitable[HarnessEndpoint]]
-# How many times a relay follows a harness's stream again after it broke while the harness still
-# answers about the job; then it waits for the stored record instead (`_follow_stored`).
-REATTACH_LIMIT = 3
 
 
 def relay(

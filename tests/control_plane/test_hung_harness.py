@@ -486,3 +486,25 @@ def test_a_stream_broken_while_the_harness_runs_on_is_followed_again_without_a_g
         assert harness_pids(plane.data_dir) == [pid]  # the harness was never replaced
         job = client.get(f"/v1/jobs/{events[-1].json['job_id']}").json()
         assert job["status"] == "succeeded", job
+
+
+def test_a_sync_prompt_whose_stream_breaks_is_followed_again_and_answers_the_whole_job(
+    plane, fake_provider, tmp_path
+) -> None:
+    with plane.client(timeout=60) as client:
+        sid = start_session(plane, client, fake_provider, tmp_path)
+        pid = harness_pid(plane)
+        port = send_harness_calls_to(plane, sid, 0)
+        with raw_server(cutting_streams(port, cuts=2)) as proxy:
+            send_harness_calls_to(plane, sid, proxy.port)
+            job = client.post(
+                "/v1/prompts", json={"session_id": sid, "prompt": "sleep 4", "mode": "sync"}
+            ).json()
+
+        assert job["status"] == "succeeded", (job, plane.log())
+        assert job["result"]["final_text"] == "hello from fake model"
+        assert plane.log().count("re-attaching to the harness's stream") == 2
+        assert harness_pids(plane.data_dir) == [pid]
+        events = list(iter_sse(client.get(f"/v1/jobs/{job['id']}/events")))
+        ids = [int(event.id) for event in events if event.id]
+        assert ids == list(range(1, len(ids) + 1)) and events[-1].event == "job_finished"
