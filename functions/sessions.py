@@ -8,18 +8,21 @@ write the transcript, commit and push, then tears the harness down.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from eventing.errors import VwmError
+from eventing.errors import CONFLICT, VwmError
 from eventing.events import EndReason
 from eventing.harness_api import ShutdownOutcome
 from eventing.lazy_models import LazyModel
@@ -60,6 +63,16 @@ logger = logging.getLogger(__name__)
 _CALLER_FIXABLE = {"git_failed", "bad_request", "invalid_request", "conflict", "credential_missing"}
 
 
+# How much longer than a harness may take to answer a replayed create waits for the first
+# request's session (it bootstraps after it answers: clones, instructions, skills).
+REPLAY_WAIT_MARGIN_S = 120.0
+
+
+class IdempotencyKeyReused(VwmError):
+    code = CONFLICT
+    status = 409
+
+
 class RepoRef(LazyModel):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(min_length=1, max_length=2000)
@@ -74,6 +87,13 @@ class SessionIn(LazyModel):
     budget: SessionBudgetIn | None = Field(
         default=None, description="the session's own budget (docs/budgets.md)"
     )
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="sent again with the same key (per worker), the create answers the session "
+        "the first request made, as it is now, instead of starting another",
+    )
 
 
 class SessionOut(LazyModel):
@@ -82,6 +102,7 @@ class SessionOut(LazyModel):
     status: Literal["provisioning", "ready", "ending", "ended", "failed"]
     session_repo: RepoRef | None
     cli_session_id: str | None
+    idempotency_key: str | None = None  # the create request's, if it had one
     error: dict[str, Any] | None
     # Once ended: what became of the work, per repository (docs/control-plane.md, "Ending").
     result: dict[str, Any] | None = None
@@ -134,6 +155,7 @@ def session_out(
             status=row.status,
             session_repo=repo,  # type: ignore[arg-type]
             cli_session_id=row.cli_session_id,
+            idempotency_key=row.idempotency_key,
             error=row.error,
             result=row.result,
             created_at=row.created_at,
@@ -148,8 +170,10 @@ def session_out(
 async def create_session(request: Request) -> Response:
     body = await parse_body(request, SessionIn, settings().max_request_bytes)
 
-    def create(session: Session) -> dict[str, Any]:
+    def create(session: Session) -> tuple[dict[str, Any], bool]:
         worker = Workers(session).get(body.worker)
+        if body.idempotency_key is not None and (earlier := _keyed(session, worker.id, body)):
+            return earlier, False
         # Before anything is written: which repositories this session may have cloned.
         policy = RepoPolicy.read(session, settings().allow_local_repos)
         policy.check_worker_repo(worker.repo_url, worker.name)
@@ -160,6 +184,7 @@ async def create_session(request: Request) -> Response:
             require_credential(runtime)  # refuse now rather than fail the session later
         row = WorkerSession(
             worker_id=worker.id,
+            idempotency_key=body.idempotency_key,
             status=SessionStatus.PROVISIONING,
             session_repo_url=body.session_repo.url if body.session_repo else None,
             session_repo_branch=body.session_repo.branch if body.session_repo else None,
@@ -169,9 +194,16 @@ async def create_session(request: Request) -> Response:
             set_session_limits(row, body.budget)
         session.add(row)
         session.flush()
-        return session_out(row, worker.name, session_budget(session, row))
+        return session_out(row, worker.name, session_budget(session, row)), True
 
-    created = await db(create)
+    try:
+        created, new = await db(create)
+    except IntegrityError:
+        if body.idempotency_key is None:
+            raise
+        created, new = await db(create)  # the same key at the same moment: that one's session
+    if not new:
+        return await _replayed(created, body.wait)
     if not body.wait:
         # Outlives this request: the app's services keep it, and cancel it at shutdown (the
         # reconciler then fails the session, as after a crash).
@@ -180,19 +212,66 @@ async def create_session(request: Request) -> Response:
     current = await _provision(created["id"])
     if current is None:  # failed: read again, with the reason why
         current = await db(lambda s: _out(s, created["id"]))
-    if current["status"] != "ready":
-        error = current["error"] or {}
-        code = error.get("code", "session_failed")
-        # The harness could not use what the request named (repo, branch): the caller's to fix.
-        status = 422 if code in _CALLER_FIXABLE else 503
-        return error_response(
-            status,
-            "session_failed",
-            error.get("message", "the session could not start"),
-            cause=code,
-            session_id=current["id"],
+    return _answer(current, 201)
+
+
+def _keyed(session: Session, worker_id: str, body: SessionIn) -> dict[str, Any] | None:
+    """The session an earlier request with this idempotency key made for the worker, as it is
+    now; a `conflict` if that request named another session repository."""
+    row = session.scalar(
+        select(WorkerSession).where(
+            WorkerSession.worker_id == worker_id,
+            WorkerSession.idempotency_key == body.idempotency_key,
         )
-    return JSONResponse(current, status_code=201)
+    )
+    if row is None:
+        return None
+    asked = (body.session_repo.url, body.session_repo.branch) if body.session_repo else None
+    made = (row.session_repo_url, row.session_repo_branch) if row.session_repo_url else None
+    if asked != made:
+        raise IdempotencyKeyReused(
+            "this idempotency key made a session with another session repository; use a new "
+            "key for a new session",
+            session_id=row.id,
+        )
+    return _out(session, row.id)
+
+
+async def _replayed(earlier: dict[str, Any], wait: bool) -> Response:
+    """The answer to a create sent again: the session as it is now (200). With `wait`, one the
+    first request is still starting is waited for, as the first request waits."""
+    current = earlier
+    if wait:
+        deadline = time.monotonic() + settings().harness_ready_timeout_s + REPLAY_WAIT_MARGIN_S
+        pause = 0.1
+        while current["status"] == SessionStatus.PROVISIONING and time.monotonic() < deadline:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+            current = await read(_out, earlier["id"])
+    return _answer(current, 200)
+
+
+def _answer(current: dict[str, Any], ok_status: int) -> Response:
+    """A create's answer: the session once ready (201 when this request made it, 200 for one
+    made before under the same idempotency key, ended since or not); 202 for one the first
+    request is still starting; else the reason it failed, with the status its cause calls for."""
+    status = current["status"]
+    if status == SessionStatus.READY or (
+        ok_status == 200 and status in (SessionStatus.ENDING, SessionStatus.ENDED)
+    ):
+        return JSONResponse(current, status_code=ok_status)
+    if status == SessionStatus.PROVISIONING and ok_status == 200:
+        return JSONResponse(current, status_code=202)
+    error = current["error"] or {}
+    code = error.get("code", "session_failed")
+    # The harness could not use what the request named (repo, branch): the caller's to fix.
+    return error_response(
+        422 if code in _CALLER_FIXABLE else 503,
+        "session_failed",
+        error.get("message", "the session could not start"),
+        cause=code,
+        session_id=current["id"],
+    )
 
 
 async def _provision(session_id: str) -> dict[str, Any] | None:
@@ -451,7 +530,7 @@ ENDPOINTS = [
         body=SessionIn,
         response=SessionOut,
         status=201,
-        other_statuses=(202, 404, 409, 422, 503),
+        other_statuses=(200, 202, 404, 409, 422, 503),  # 200: sent again with its key
         tags=TAGS,
     ),
     Endpoint(

@@ -241,11 +241,15 @@ class WorkerSession(Base):
         *(CheckConstraint(f"{c} >= 0", name=f"{c}_non_negative") for c in SESSION_BUDGET_COLUMNS),
         Index(None, "worker_id", "created_at"),
         Index(None, "created_at", "id"),
+        # A unique index, not a constraint: SQLite adds one without rebuilding the table (0014).
+        Index("uq_sessions_worker_id_idempotency_key", "worker_id", "idempotency_key", unique=True),
         {"schema": "vwm"},
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     worker_id: Mapped[str] = mapped_column(ForeignKey("vwm.workers.id"))
+    # The caller's key for its create request: sent again, it answers this session (0014).
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default=SessionStatus.PROVISIONING, index=True)
     session_repo_url: Mapped[str | None] = mapped_column(Text)
     session_repo_branch: Mapped[str | None] = mapped_column(String(200))

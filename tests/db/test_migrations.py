@@ -51,7 +51,7 @@ def _check_constraints(engine: Engine) -> tuple[dict[str, set[str]], dict[str, s
         return in_database, in_models
 
 
-HEAD = "0013"  # the newest revision in migrations/versions
+HEAD = "0014"  # the newest revision in migrations/versions
 
 
 def test_a_database_at_the_previous_revision_upgrades_keeping_its_rows(empty_url: str) -> None:
@@ -397,3 +397,54 @@ def test_command_line_upgrades_and_downgrades(tmp_path: Path) -> None:
     )
     assert down.returncode == 0, down.stderr
     assert "database at revision None" in down.stdout
+
+
+def test_0014_keeps_sessions_without_a_key_and_refuses_a_key_twice_per_worker(
+    empty_url: str,
+) -> None:
+    upgrade(empty_url, "0013")
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as connection:
+            shared, vwm = ("", "") if connection.dialect.name == "sqlite" else ("shared.", "vwm.")
+            when = "'2026-01-01 00:00:00.000000'"
+            _seed_runtime_and_worker(connection, shared, vwm, when)
+            for sid in ("s1", "s2"):
+                connection.exec_driver_sql(
+                    f"INSERT INTO {vwm}sessions (id, worker_id, status, workspace, runtime_state, "
+                    f"created_at, last_activity_at) VALUES ('{sid}', 'w1', 'ready', '/w', '{{}}', "
+                    f"{when}, {when})"
+                )
+            connection.exec_driver_sql(
+                f"INSERT INTO {vwm}jobs (id, session_id, kind, prompt, mode, status, created_at) "
+                f"VALUES ('j1', 's1', 'prompt', 'p', 'async', 'running', {when})"
+            )
+        upgrade(empty_url)
+
+        def add(sid: str, key: str | None) -> None:
+            with engine.begin() as connection:
+                connection.exec_driver_sql(
+                    f"INSERT INTO {vwm}sessions (id, worker_id, status, workspace, runtime_state, "
+                    f"created_at, last_activity_at, idempotency_key) VALUES ('{sid}', 'w1', "
+                    f"'ready', '/w', '{{}}', {when}, {when}, "
+                    f"{'NULL' if key is None else repr(key)})"
+                )
+
+        add("s3", None)  # sessions without a key never collide
+        add("s4", "k")
+        with pytest.raises(IntegrityError):
+            add("s5", "k")
+        with engine.connect() as connection:
+            keys = connection.exec_driver_sql(
+                f"SELECT id, idempotency_key FROM {vwm}sessions ORDER BY id"
+            ).all()
+        assert [tuple(row) for row in keys] == [
+            ("s1", None),
+            ("s2", None),
+            ("s3", None),
+            ("s4", "k"),
+        ]
+        downgrade(empty_url, "0013")  # with the jobs row: no table rebuild on SQLite
+        assert current_revision(empty_url) == "0013"
+    finally:
+        engine.dispose()

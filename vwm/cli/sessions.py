@@ -30,12 +30,23 @@ def session_start(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait until the session is ready.")
     ] = True,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Run again with the same key, answer the session the first run started "
+            "instead of starting another."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the session as JSON.")] = False,
 ) -> None:
     """Start a session of WORKER and print its id."""
     repo = {"url": session_repo, "branch": branch} if session_repo else None
     with spinner(f"starting a session of {worker}…"):
-        session = client(ctx).worker(worker).session(session_repo=repo, wait=wait)
+        session = (
+            client(ctx)
+            .worker(worker)
+            .session(session_repo=repo, wait=wait, idempotency_key=idempotency_key)
+        )
     if as_json:
         print_json(session.data)
         return

@@ -46,11 +46,16 @@ class VirtualWorker:
         *,
         timeout_s: float = PROVISION_TIMEOUT_S,
         budget: dict[str, int | float | None] | None = None,
+        idempotency_key: str | None = None,
     ) -> VWSession:
         """Start a session. ``session_repo`` is ``{"url", "branch"}`` of the repository to work in.
         With ``wait`` the answer comes when the session is ``ready``; without, it is
-        ``provisioning`` and `VWSession.wait_ready` waits for it."""
+        ``provisioning`` and `VWSession.wait_ready` waits for it. Sent again with the same
+        ``idempotency_key`` (a retry after a timeout, a restarted caller), it answers the session
+        the first call started, as it is now, instead of starting another."""
         body: dict[str, Any] = {"worker": self.name, "wait": wait}
+        if idempotency_key is not None:
+            body["idempotency_key"] = idempotency_key
         if session_repo is not None:
             body["session_repo"] = session_repo
         if budget is not None:
