@@ -12,22 +12,38 @@ from vwm.errors import (
     ValidationError,
     VWMError,
 )
-from vwm.sdk import Client, Event, Job, JobResult, StreamSettings, VirtualWorker, VWSession
+from vwm.sdk import (
+    Client,
+    EntityStore,
+    Event,
+    Job,
+    JobResult,
+    SqlEntityStore,
+    StreamSettings,
+    VirtualWorker,
+    VWSession,
+    VWSessionEntity,
+    VWTurnEntity,
+)
 
 __all__ = [
     "AuthError",
     "Client",
     "ConflictError",
+    "EntityStore",
     "Event",
     "Job",
     "JobResult",
     "NotFoundError",
     "ServerError",
     "SessionBusyError",
+    "SqlEntityStore",
     "StreamSettings",
     "UnreachableError",
     "VWMError",
     "VWSession",
+    "VWSessionEntity",
+    "VWTurnEntity",
     "ValidationError",
     "VirtualWorker",
 ]

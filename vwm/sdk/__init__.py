@@ -7,6 +7,8 @@
 
 from vwm.sdk.admin import AdminAPI
 from vwm.sdk.client import DEFAULT_URL, Client
+from vwm.sdk.entities import VWSessionEntity, VWTurnEntity
+from vwm.sdk.entity_store import EntityStore, SqlEntityStore
 from vwm.sdk.jobs import Job
 from vwm.sdk.models import (
     JOB_FINISHED,
@@ -31,18 +33,22 @@ __all__ = [
     "SESSION_FINISHED",
     "AdminAPI",
     "Client",
+    "EntityStore",
     "Event",
     "Job",
     "JobResult",
     "Learning",
     "Skill",
     "SkillVersions",
+    "SqlEntityStore",
     "StreamSettings",
     "Subscription",
     "SubscriptionsAPI",
     "TelemetryAPI",
     "UploadedSkill",
     "VWSession",
+    "VWSessionEntity",
+    "VWTurnEntity",
     "VirtualWorker",
     "WorkerSkill",
 ]
