@@ -1,7 +1,7 @@
 """The Starlette app: routes each path the four CLIs call to a wire module, the script, the ledger.
 
 `create_app()` builds it around a `FakeProvider`, which owns the script and the ledger and answers
-model calls: check the key (one containing "bad" gets the API's own 401), ask the script, record
+model calls: check the key (one with "bad" as a word of its own gets the API's own 401), ask the script, record
 the call, then encode the reply in the API's format, streamed or not. Side endpoints the CLIs touch
 (model lists, token counts) get small plausible answers; any other path is logged and recorded as
 "unknown".
@@ -29,7 +29,7 @@ from fake_provider.ledger import SYSTEM_LIMIT, TOOL_DESCRIPTION_LIMIT, Ledger, c
 from fake_provider.openai_chat import OpenAIChat
 from fake_provider.openai_responses import OpenAIResponses
 from fake_provider.script import DefaultScript, Failure, ModelRequest, Reply, Script
-from fake_provider.side_endpoints import BAD_KEY_MARKER, SideEndpoints
+from fake_provider.side_endpoints import SideEndpoints, is_bad_key
 from fake_provider.sse import SSE_HEADERS
 from fake_provider.usage import AUX, FIXED
 from fake_provider.wire import Call, WireApi
@@ -55,7 +55,7 @@ class FakeProvider:
         keys: Collection[str] | None = None,
     ) -> None:
         self.script: Script = script or DefaultScript()
-        # The only keys accepted, like a real provider's; None accepts any without "bad".
+        # The only keys accepted, like a real provider's; None accepts any but a "bad" one.
         self.keys = frozenset(keys) if keys is not None else None
         self.ledger = ledger or Ledger()
         self.dump_dir = dump_dir
@@ -70,7 +70,7 @@ class FakeProvider:
             return self._reject(api, request, None, Failure(400, f"invalid request body: {error}"))
         self._dump(api.name, request, body)
         key = api.api_key(request)
-        if not key or BAD_KEY_MARKER in key or (self.keys is not None and key not in self.keys):
+        if not key or is_bad_key(key) or (self.keys is not None and key not in self.keys):
             return self._reject(api, request, parsed, api.auth_failure(key))
         answer = self.script.reply(parsed)
         if isinstance(answer, Failure):

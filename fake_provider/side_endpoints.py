@@ -8,6 +8,7 @@ warning, recorded with kind "unknown" and answered 404 in a neutral JSON error.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -34,7 +35,7 @@ class SideEndpoints:
 
     def _refused(self, request: Request, api: str) -> Response | None:
         key = _api_key(request)
-        if key and BAD_KEY_MARKER not in key:
+        if key and not is_bad_key(key):
             return None
         self._record(request, api, "models", status=401)
         message = "invalid api key" if key else "no api key"
@@ -108,8 +109,14 @@ class SideEndpoints:
         return JSONResponse({"error": {"message": message, "type": "not_found"}}, status_code=404)
 
 
-# A key containing this is refused (`fake_provider.app` refuses model calls with it too).
-BAD_KEY_MARKER = "bad"
+# A key with "bad" as a word of its own is refused (`fake_provider.app` refuses model calls with
+# it too): "bad-key", "a-bad-key", "sk-bad-0123". Not "bad" inside letters or digits: random keys
+# such as `f"run-{uuid4().hex[:8]}"` hold "bad" now and then and must not be refused for it.
+_BAD_KEY = re.compile(r"(?<![0-9A-Za-z])bad(?![0-9A-Za-z])")
+
+
+def is_bad_key(key: str) -> bool:
+    return _BAD_KEY.search(key) is not None
 
 
 def _api_key(request: Request) -> str | None:

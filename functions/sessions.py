@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from eventing.errors import CONFLICT, VwmError
+from eventing.errors import VwmError
 from eventing.events import EndReason
 from eventing.harness_api import ShutdownOutcome
 from eventing.lazy_models import LazyModel
@@ -36,6 +36,7 @@ from functions.budgets_api import (
     set_session_limits,
 )
 from functions.context import backend, db, read, services, settings
+from functions.db.errors import ConflictError
 from functions.db.models import ACTIVE_JOB_STATUSES, Job, SessionStatus, WorkerSession
 from functions.db.repositories import Runtimes, Sessions, Workers
 from functions.db.transitions import transition_session
@@ -66,11 +67,6 @@ _CALLER_FIXABLE = {"git_failed", "bad_request", "invalid_request", "conflict", "
 # How much longer than a harness may take to answer a replayed create waits for the first
 # request's session (it bootstraps after it answers: clones, instructions, skills).
 REPLAY_WAIT_MARGIN_S = 120.0
-
-
-class IdempotencyKeyReused(VwmError):
-    code = CONFLICT
-    status = 409
 
 
 class RepoRef(LazyModel):
@@ -229,9 +225,10 @@ def _keyed(session: Session, worker_id: str, body: SessionIn) -> dict[str, Any] 
     asked = (body.session_repo.url, body.session_repo.branch) if body.session_repo else None
     made = (row.session_repo_url, row.session_repo_branch) if row.session_repo_url else None
     if asked != made:
-        raise IdempotencyKeyReused(
+        raise ConflictError(
             "this idempotency key made a session with another session repository; use a new "
             "key for a new session",
+            code="idempotency_key_reused",
             session_id=row.id,
         )
     return _out(session, row.id)

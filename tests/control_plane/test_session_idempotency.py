@@ -81,7 +81,7 @@ def test_keys_are_per_worker_and_a_key_naming_another_repository_is_a_conflict(p
                 body["session_repo"] = changed
             conflict = client.post("/v1/sessions", json=body)
             assert conflict.status_code == 409, conflict.text
-            assert conflict.json()["error"]["code"] == "conflict"
+            assert conflict.json()["error"]["code"] == "idempotency_key_reused"
             assert conflict.json()["error"]["details"]["session_id"] == made.json()["id"]
         assert len(sessions_of(client, "w")) == 1
 

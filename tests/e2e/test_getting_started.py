@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.control_plane import ControlPlane, kill_harnesses
+from vwm.local.clis import pinned_version
 
 pytestmark = pytest.mark.cli
 
@@ -42,6 +43,14 @@ def test_the_page_says_which_blocks_start_a_server() -> None:
     assert len(run) >= 4
     assert PAGE_PROVIDER_URL in "".join(run)
     assert PAGE.read_text().count(SERVER_MARK) == 3  # each mark is on a block
+
+
+def test_the_versions_the_page_names_are_the_pinned_ones() -> None:
+    """The page names each CLI's version (some only in prose); they must be what `./task up`
+    installs (`harness/clis/package.json`), or a reader's runtime would ask for another."""
+    named = dict(re.findall(r"--cli\s+(\w+)\s+--cli-version\s+([\w.-]+)", PAGE.read_text()))
+    assert set(named) == {"claude", "codex", "gemini", "opencode"}, named
+    assert named == {cli: pinned_version(cli) for cli in named}
 
 
 def test_every_command_of_the_page_runs(tmp_path: Path, fake_provider) -> None:

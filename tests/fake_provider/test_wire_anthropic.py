@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
 from fake_provider.anthropic import AnthropicMessages
 from fake_provider.testing import RunningProvider
@@ -145,3 +146,22 @@ def test_count_tokens_and_base_url_probe(client: httpx.Client) -> None:
     counted = client.post("/v1/messages/count_tokens?beta=true", json=body("hi"), headers=HEADERS)
     assert counted.json() == {"input_tokens": 100}
     assert client.head("/").status_code == 200
+
+
+@pytest.mark.parametrize("key", ["deadline-1bad2c3f", "bad0cafe", "run-abadcafe", "badger"])
+def test_a_random_key_holding_bad_in_its_hex_is_accepted(client: httpx.Client, key: str) -> None:
+    # Tests name keys f"<test>-{uuid4().hex[:8]}", and hex holds "bad" in about 1 of 700; a key is
+    # refused only where "bad" stands as a word ("bad-key", "a-bad-key").
+    reply = client.post("/v1/messages", json=body("hi"), headers={"x-api-key": key})
+    assert reply.status_code == 200, reply.text
+    models = client.get("/v1/models", headers={"x-api-key": key, "anthropic-version": "2023-06-01"})
+    assert models.status_code == 200, models.text
+
+
+@pytest.mark.parametrize("key", ["bad", "bad-key", "a-bad-key", "sk-bad-0123456789abcdef"])
+def test_a_key_with_bad_as_a_word_is_refused_everywhere(client: httpx.Client, key: str) -> None:
+    assert (
+        client.post("/v1/messages", json=body("hi"), headers={"x-api-key": key}).status_code == 401
+    )
+    models = client.get("/v1/models", headers={"x-api-key": key, "anthropic-version": "2023-06-01"})
+    assert models.status_code == 401
