@@ -133,6 +133,7 @@ async def bootstrap_workspace(request: Request) -> Response:
             allow_local=state.settings.git.allow_local,
             cli=state.cli,
         )
+    state.runner.warm_up()  # the CLI's server, if it has one, while the caller moves on
     return JSONResponse(report.to_dict())
 
 
@@ -307,6 +308,7 @@ def create_app(settings: HarnessSettings) -> Starlette:
         await meter.start()
         runner = JobRunner(settings, workspace, adapter, cli, meter=meter)
         runner.recover()
+        runner.warm_up()  # a restarted harness of a bootstrapped session
         publishing = None
         if settings.events.enabled:  # after recover: it republishes the jobs recover finished
             publishing = await EventPublishing.open(

@@ -41,6 +41,7 @@ from harness.workspace import Workspace
 
 if TYPE_CHECKING:  # the meter's HTTP stack is the app's to load, not the runner's
     from harness.meter.service import Meter
+    from harness.opencode_server import OpencodeServer, ServerInvocation
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +205,9 @@ class JobRunner:
         meter: Meter | None = None,
     ) -> None:
         self._settings = settings
+        # The CLI's own long-lived server (OpenCode's), prompted over HTTP; None: a process a run.
+        self._server = _cli_server(adapter, settings, workspace)
+        self._warming: asyncio.Task[None] | None = None
         # Between the CLI and its provider (`harness.meter`); None only where a test runs the
         # runner alone: the CLI then gets the provider itself.
         self._meter = meter
@@ -310,9 +314,15 @@ class JobRunner:
         return job
 
     async def close(self) -> None:
-        """Stop a running job (harness shutting down); its log records the cancellation."""
+        """Stop a running job (harness shutting down; its log records the cancellation), then
+        the CLI's server if there is one."""
         if (job := self.current) is not None:
             await self.cancel(job.id)
+        if self._warming is not None:
+            self._warming.cancel()
+            await asyncio.gather(self._warming, return_exceptions=True)
+        if self._server is not None:
+            await self._server.close()
 
     def recover(self) -> None:
         """After a restart: jobs the previous process left running can never finish; say so."""
@@ -464,6 +474,8 @@ class JobRunner:
     async def _attempt(self, job: Job, run: _PreparedRun) -> str:
         """One CLI process from start to exit; returns its stderr tail. The process is always
         closed, whatever interrupts the run (timeout, cancel, a transport error)."""
+        if self._server is not None:
+            return await self._attempt_on_server(job, run)
         limits = self._settings.limits
         raw = RawOutput(self._ws.jobs_dir / f"{job.id}.stdout", limits.raw_output_bytes)
         process = CliProcess(
@@ -494,6 +506,69 @@ class JobRunner:
             if tail := process.stderr.text():
                 self._append(job, EventKind.STDERR, {"tail": tail})
         return process.stderr.text()
+
+    async def _attempt_on_server(self, job: Job, run: _PreparedRun) -> str:
+        """One prompt on the CLI's server (`harness.opencode_server`): the same lines, parser and
+        end as a process run; what a process would have written to stderr is returned."""
+        assert self._server is not None
+        adapter: Any = self._adapter  # OpencodeAdapter: the only CLI with a server
+        raw = RawOutput(
+            self._ws.jobs_dir / f"{job.id}.stdout", self._settings.limits.raw_output_bytes
+        )
+
+        def on_line(line: dict[str, Any]) -> None:
+            raw.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+            self._emit(job, run.parser.feed(line))
+
+        job.exit_code = None
+        try:
+            outcome = await self._server.run(
+                self._server_invocation(run.spec),
+                resume_id=run.spec.resume_id,
+                new_session=adapter.new_session(),
+                message=adapter.message(run.spec),
+                on_line=on_line,
+            )
+        finally:
+            raw.close()
+        job.exit_code = outcome.exit_code
+        self._emit(job, run.parser.finish(outcome.exit_code))
+        if outcome.error_text:
+            self._append(job, EventKind.STDERR, {"tail": outcome.error_text})
+        return outcome.error_text
+
+    def _server_invocation(self, spec: RunSpec) -> ServerInvocation:
+        from harness.opencode_server import ServerInvocation  # only an opencode harness needs it
+
+        adapter: Any = self._adapter
+        serve = adapter.server_invocation(spec)
+        return ServerInvocation(
+            argv=serve.argv,
+            env=self._child_env(serve.env),
+            cwd=spec.cwd,
+            watched=adapter.server_reads_at_start(spec),
+        )
+
+    def warm_up(self) -> None:
+        """Start the CLI's server now, in the background, so that the first prompt does not
+        wait for it (about 2 s for OpenCode): after a bootstrap, and at the start of a harness
+        whose workspace is bootstrapped. A failure is only logged; the first prompt tries again
+        and reports it."""
+        if self._server is None or not self._ws.session_repo.is_dir():
+            return
+        if self._warming is not None and not self._warming.done():
+            return
+        self._warming = asyncio.create_task(self._warm_up(), name="warm-cli-server")
+
+    async def _warm_up(self) -> None:
+        assert self._server is not None
+        try:
+            await self.ready_cli()
+            spec = self._spec(JobRequest(prompt="(warm-up)"), resume_id=None)
+            self._adapter.write_config(spec)
+            await self._server.ensure(self._server_invocation(spec))
+        except Exception as exc:  # the first prompt meets it again, and says so
+            logger.warning("cli server warm-up failed", extra={"error": str(exc)})
 
     def _resume_was_refused(self, run: _PreparedRun, exit_code: int | None, stderr: str) -> bool:
         return (
@@ -686,6 +761,22 @@ class JobRunner:
         )
         self._jobs[job_id] = job
         return job
+
+
+def _cli_server(
+    adapter: Adapter, settings: HarnessSettings, workspace: Workspace
+) -> OpencodeServer | None:
+    if not hasattr(adapter, "server_invocation"):
+        return None
+    from harness.opencode_server import OpencodeServer  # only an opencode harness loads it
+
+    return OpencodeServer(
+        sandboxed=lambda argv, cwd: sandbox.command(
+            settings.sandbox, argv, workspace=workspace.root, cwd=cwd
+        ),
+        kill_grace_s=settings.limits.kill_grace_s,
+        stderr_tail_bytes=settings.limits.stderr_tail_bytes,
+    )
 
 
 def _trace_context(value: Any) -> dict[str, str] | None:

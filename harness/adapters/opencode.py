@@ -33,6 +33,7 @@ from harness.adapters.runenv import (
 )
 
 _PROVIDER_ID = "vwm"
+_SYSTEM_PROMPT_FILE = "vwm-system-prompt.md"
 
 
 class OpencodeAdapter:
@@ -45,7 +46,7 @@ class OpencodeAdapter:
         config_dir = _config_dir(spec.home)
         # OpenCode has no system-prompt flag that keeps its own prompt: the harness's system
         # prompt becomes one more instruction file.
-        system_prompt_file = config_dir / "vwm-system-prompt.md"
+        system_prompt_file = config_dir / _SYSTEM_PROMPT_FILE
         instructions = [str(spec.instruction_file)]
         if spec.system_prompt:
             write_if_changed(system_prompt_file, spec.system_prompt.rstrip("\n") + "\n")
@@ -60,6 +61,9 @@ class OpencodeAdapter:
         return _config_dir(home) / "skills"
 
     def invocation(self, spec: RunSpec) -> Invocation:
+        """`opencode run`: one process per prompt. The harness runs prompts on the session's
+        server instead (`server_invocation`); this stays the bare CLI the benchmarks compare
+        against and the transcripts were recorded with."""
         argv = [spec.binary, "run", "--format", "json", "--dir", str(spec.cwd)]
         if model := _model_ref(spec):
             argv += ["-m", model]
@@ -68,18 +72,44 @@ class OpencodeAdapter:
         # Unattended: approve every permission that is not explicitly denied, as the other CLIs'
         # bypass flags do; otherwise a permission that asks would end the run.
         argv += ["--auto", prompt_arg(spec.prompt)]
-        env = {
-            **home_env(spec),
-            **{name: str(path) for name, path in _xdg_dirs(spec.home).items()},
-            "OPENCODE_DISABLE_MODELS_FETCH": "1",
-            "OPENCODE_DISABLE_AUTOUPDATE": "1",
-            "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
-            # Otherwise every fresh run installs @opencode-ai/plugin from the npm registry.
-            "npm_config_offline": "true",
+        return Invocation(argv=argv, env=_env(spec))
+
+    # -- the server (`harness.opencode_server`) ------------------------------------------------
+
+    def server_invocation(self, spec: RunSpec) -> Invocation:
+        """`opencode serve` on loopback, on a port it picks (it prints which); the harness adds
+        the password. Same environment as `run`: the same config, database and provider."""
+        argv = [spec.binary, "serve", "--hostname", "127.0.0.1", "--port", "0"]
+        return Invocation(argv=argv, env=_env(spec))
+
+    def server_reads_at_start(self, spec: RunSpec) -> tuple[Path, ...]:
+        """What the server reads once, at its start: opencode.json, the system prompt file and
+        the skills. A change to any means a new server. (Not the whole config folder: the
+        server writes there itself. The instruction files it reads again for every prompt.)"""
+        config_dir = _config_dir(spec.home)
+        return (
+            config_dir / "opencode.json",
+            config_dir / _SYSTEM_PROMPT_FILE,
+            self.skills_dir(spec.home),
+        )
+
+    def new_session(self) -> dict[str, Any]:
+        """`POST /session`'s body: the rules `run` gives a session it creates (no questions to
+        a user, no plan mode: nobody is there to answer)."""
+        return {
+            "permission": [
+                {"permission": name, "action": "deny", "pattern": "*"}
+                for name in ("question", "plan_enter", "plan_exit")
+            ]
         }
-        if spec.provider is not None:
-            env[PROVIDER_KEY_ENV] = spec.provider.api_key
-        return Invocation(argv=argv, env=env)
+
+    def message(self, spec: RunSpec) -> dict[str, Any]:
+        """`POST /session/{id}/message`'s body: the prompt, and the model as `run -m` names it."""
+        body: dict[str, Any] = {"parts": [{"type": "text", "text": spec.prompt}]}
+        if model := _model_ref(spec):
+            provider, _, name = model.partition("/")
+            body["model"] = {"providerID": provider, "modelID": name}
+        return body
 
     def new_parser(
         self, *, usage_baseline: Usage | None = None, prices: Prices | None = None
@@ -90,6 +120,21 @@ class OpencodeAdapter:
         # An unknown resume id fails with "Session not found" (recorded in
         # tests/fixtures/transcripts/opencode/resume-unknown.stderr.txt).
         return exit_code != 0 and "Session not found" in stderr
+
+
+def _env(spec: RunSpec) -> dict[str, str]:
+    env = {
+        **home_env(spec),
+        **{name: str(path) for name, path in _xdg_dirs(spec.home).items()},
+        "OPENCODE_DISABLE_MODELS_FETCH": "1",
+        "OPENCODE_DISABLE_AUTOUPDATE": "1",
+        "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+        # Otherwise every fresh run installs @opencode-ai/plugin from the npm registry.
+        "npm_config_offline": "true",
+    }
+    if spec.provider is not None:
+        env[PROVIDER_KEY_ENV] = spec.provider.api_key
+    return env
 
 
 def _xdg_dirs(home: Path) -> dict[str, Path]:

@@ -81,8 +81,25 @@ def bootstrap_body(repos: dict[str, Path]) -> dict[str, object]:
     }
 
 
-def processes_in(directory: Path) -> list[int]:
-    """Live processes whose working directory is inside `directory` (leftover CLI runs)."""
+def is_cli_server(pid: int) -> bool:
+    """Whether `pid` is a CLI's long-lived server (`opencode serve`, bare or under bwrap)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(
+        Path(os.fsdecode(arg)).name == "opencode" and argv[i + 1 : i + 2] == [b"serve"]
+        for i, arg in enumerate(argv)
+    )
+
+
+def cli_servers_in(directory: Path) -> list[int]:
+    return [pid for pid in processes_in(directory) if is_cli_server(pid)]
+
+
+def processes_in(directory: Path, *, but_cli_servers: bool = False) -> list[int]:
+    """Live processes whose working directory is inside `directory` (leftover CLI runs); with
+    `but_cli_servers`, not the session's CLI server, which outlives its prompts by design."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -92,7 +109,8 @@ def processes_in(directory: Path) -> list[int]:
             state = (entry / "stat").read_text().split(")")[-1].split()[0]
         except OSError:
             continue
-        if state != "Z" and (cwd == directory or directory in cwd.parents):
+        inside = cwd == directory or directory in cwd.parents
+        if state != "Z" and inside and not (but_cli_servers and is_cli_server(int(entry.name))):
             found.append(int(entry.name))
     return found
 

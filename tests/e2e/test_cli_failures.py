@@ -18,8 +18,10 @@ pytestmark = pytest.mark.cli
 
 
 def _wait_for_no_processes(directory, timeout: float = 10) -> list[int]:
+    """No process of a run left: OpenCode's server stays for the next prompt (its own tests are
+    in test_opencode_server.py), the tools it ran must not."""
     deadline = time.monotonic() + timeout
-    while (left := processes_in(directory)) and time.monotonic() < deadline:
+    while (left := processes_in(directory, but_cli_servers=True)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
 
@@ -73,7 +75,7 @@ def test_a_provider_that_is_down_fails_the_job_fast(cli, booted):
     assert _wait_for_no_processes(harness.workspace) == []
 
 
-@pytest.mark.parametrize("cli", ["claude", "codex"])
+@pytest.mark.parametrize("cli", ["claude", "codex", "opencode"])
 def test_cancel_mid_run_and_a_concurrent_job_gets_409(cli, booted, fake_provider):
     harness = booted(cli, harness_env(cli, fake_provider.base_url))
     with harness.client() as client:
