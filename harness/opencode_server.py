@@ -67,8 +67,8 @@ except (OSError, AttributeError):  # not Linux: the lifespan's close is all ther
 
 
 class _HideServerRequests(logging.Filter):
-    """httpx logs each request's URL at INFO; the server's address and session ids are the
-    harness's business only."""
+    """httpx logs each request's URL at INFO; the server's address is the harness's business
+    only (and a request line per prompt step would drown the job's own log lines)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -83,15 +83,18 @@ _HIDDEN = _HideServerRequests()
 logging.getLogger("httpx").addFilter(_HIDDEN)
 
 
-class _Unreachable(Exception):
-    """The server took no subscription: it is gone, whatever its process handle says."""
-
-
 class CliServerFailed(HarnessError):
     """The CLI's server could not be started; its output says why."""
 
     status = 502
     code = "cli_server_failed"
+
+
+class _Unreachable(CliServerFailed):
+    """The server took no subscription: it is gone, whatever its process handle says. Caught
+    once, to start a new server; the second time it is a `CliServerFailed`."""
+
+    code = "cli_server_unreachable"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """An orchestrator process for the durable-entity tests (`test_entities.py`): runs the turns named
 on its command line (``turn_id=prompt``) on one session entity, appending what its loop sees to
 an output file, one line per event. With ``KILL_AT=<step>`` it kills itself (SIGKILL: nothing
-runs after it) when it reaches that step, as a crash would at that point."""
+runs after it) when it reaches that step, as a crash would at that point. ``DELIVERY`` names the
+turns' event delivery (at_least_once by default)."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def main() -> None:
             step(f"{turn_id}:recorded")
             turn.send()
             step(f"{turn_id}:sent")
-            for event in turn.events():
+            for event in turn.events(delivery=os.environ.get("DELIVERY", "at_least_once")):  # type: ignore[arg-type]
                 step(f"{turn_id}:before-event-{event.seq}")
                 seen(f"event {turn_id} {event.seq} {event.kind}")
                 step(f"{turn_id}:after-event-{event.seq}")

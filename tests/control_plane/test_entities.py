@@ -40,8 +40,19 @@ def plane(tmp_path_factory, fake_provider) -> ControlPlane:
     plane.stop()
 
 
-def orchestrate(plane: ControlPlane, tmp_path: Path, name: str, kill_at: str | None) -> int:
-    env = {**os.environ, "VWM_URL": plane.url, "VWM_API_KEY": str(plane.admin_key)}
+def orchestrate(
+    plane: ControlPlane,
+    tmp_path: Path,
+    name: str,
+    kill_at: str | None,
+    delivery: str = "at_least_once",
+) -> int:
+    env = {
+        **os.environ,
+        "VWM_URL": plane.url,
+        "VWM_API_KEY": str(plane.admin_key),
+        "DELIVERY": delivery,
+    }
     env.pop("KILL_AT", None)
     if kill_at is not None:
         env["KILL_AT"] = kill_at
@@ -121,6 +132,34 @@ def test_a_kill_while_handling_an_event_hands_that_event_over_again(
     assert [line for line, n in counts.items() if n > 1] == [
         next(line for line in seen if line.startswith("event t1 2 "))
     ]
+
+
+def test_at_most_once_a_kill_while_handling_an_event_does_not_hand_it_over_again(
+    plane: ControlPlane, tmp_path: Path
+) -> None:
+    """The same kill as above with ``delivery="at_most_once"``: no event comes twice; the one
+    being handled when the process died (event 2) was handed over once, and the rest follow."""
+    name = "entity-at-most-once"
+    args = (plane, tmp_path, name)
+    assert orchestrate(*args, "t1:after-event-2", delivery="at_most_once") == -signal.SIGKILL
+    assert orchestrate(*args, None, delivery="at_most_once") == 0
+    seen = (tmp_path / "seen.txt").read_text().splitlines()
+    events = [line for line in seen if line.startswith("event ")]
+    assert len(events) == len(set(events)), seen  # none twice
+    for turn in ("t1", "t2"):
+        seqs = [int(line.split()[2]) for line in events if line.startswith(f"event {turn} ")]
+        assert seqs == list(range(1, len(seqs) + 1)), seen  # and none lost but by the kill
+        assert f"result {turn} succeeded" in seen
+
+
+def test_an_unknown_delivery_is_refused_before_anything_is_sent(plane: ControlPlane) -> None:
+    client = Client(plane.url, str(plane.admin_key))
+    store = SqlEntityStore("sqlite://")
+    entity = VWSessionEntity(client, store, "entity-bad-delivery", worker="w")
+    turn = entity.turn("t1", "say hi")
+    with pytest.raises(ValueError, match="at_least_once, at_most_once"):
+        next(turn.events(delivery="twice"))  # type: ignore[arg-type]
+    assert turn.record.job_id is None  # nothing was sent
 
 
 def test_a_finished_turn_answers_without_running_again_and_streams_async(

@@ -1,5 +1,7 @@
 """docs/getting-started.md, run as a reader would: every `sh` block in order, in one shell, against
-the embedded control plane and the fake model provider, with Claude Code. The blocks marked
+the embedded control plane and the fake model provider, with each CLI the page offers: its
+blocks name Claude Code, and its prose names the flags for the other three, which replace them. The
+blocks marked
 `<!-- getting-started: server -->` start a server (the control plane, the provider) or name its
 address and key: this test starts both itself and gives the shell their address and key instead.
 A command that stops working, or a page that stops saying what it runs, fails here."""
@@ -53,9 +55,33 @@ def test_the_versions_the_page_names_are_the_pinned_ones() -> None:
     assert named == {cli: pinned_version(cli) for cli in named}
 
 
-def test_every_command_of_the_page_runs(tmp_path: Path, fake_provider) -> None:
-    run, _ = blocks(PAGE.read_text())
+# The runtime's CLI flags: in the block (Claude Code), and in the prose for the others.
+CLI_FLAGS = re.compile(
+    r"--cli\s+(?P<cli>\w+)\s+--cli-version\s+[\w.-]+\s+(?:\\\n\s*)?--default-model\s+[\w.-]+"
+)
+
+
+def runtime_flags(page: str) -> dict[str, str]:
+    """Each CLI's runtime flags as the page gives them, first mention first."""
+    found: dict[str, str] = {}
+    for match in CLI_FLAGS.finditer(page):
+        found.setdefault(match.group("cli"), match.group(0))
+    return found
+
+
+def test_the_page_gives_runtime_flags_for_every_cli() -> None:
+    assert set(runtime_flags(PAGE.read_text())) == {"claude", "codex", "gemini", "opencode"}
+
+
+@pytest.mark.parametrize("cli", ["claude", "codex", "gemini", "opencode"])
+def test_every_command_of_the_page_runs(cli: str, tmp_path: Path, fake_provider) -> None:
+    page = PAGE.read_text()
+    run, _ = blocks(page)
     script = "\n".join(run).replace(PAGE_PROVIDER_URL, fake_provider.base_url)
+    flags = runtime_flags(page)
+    assert flags["claude"] in script  # the block's own runtime, which the reader may swap
+    words = [word for word in flags[cli].split() if word != "\\"]  # the block's line break
+    script = script.replace(flags["claude"], " ".join(words))
     plane = ControlPlane(tmp_path / "data", {"FAKE_PROVIDER_KEY": "any-key"})
     plane.start()
     try:

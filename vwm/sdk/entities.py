@@ -15,10 +15,15 @@ finds everything where it was:
 - a running turn is followed again from the last event its caller saw: no gap, no repeat;
 - a finished turn answers its result without running the prompt again.
 
-Events are delivered at least once across a kill, exactly once otherwise: an event counts as
-seen when the caller's loop asks for the next one (or `result` returns), so a process killed
-while handling an event handles it again after its restart. A handler that must not repeat an
-effect records the event's ``seq`` with it.
+Events are delivered exactly once while the process lives. Across a kill the caller chooses
+(`delivery`):
+
+- ``"at_least_once"`` (the default): an event counts as seen when the caller's loop asks for
+  the next one (or `result` returns), so a process killed while handling an event handles it
+  again after its restart. A handler that must not repeat an effect records the event's ``seq``
+  with it.
+- ``"at_most_once"``: an event counts as seen as it is handed over, so none is handed over
+  twice; the one being handled when the process died is not handed over again.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from vwm.errors import ConflictError, ProtocolError
 from vwm.sdk.entity_store import FINISHED, SENT, EntityStore, SessionRecord, TurnRecord
@@ -40,6 +45,9 @@ if TYPE_CHECKING:
 # The session create's idempotency key: the entity's name, under a prefix of its own so it does
 # not meet a key a caller chose for a session of the same worker.
 SESSION_KEY_PREFIX = "vwm-entity:"
+
+Delivery = Literal["at_least_once", "at_most_once"]
+DELIVERIES: tuple[Delivery, ...] = ("at_least_once", "at_most_once")
 
 
 class VWSessionEntity:
@@ -155,27 +163,35 @@ class VWTurnEntity:
         self.session.store.save_turn(replace(record, job_id=job.id, status=SENT))
         return job.id
 
-    def events(self) -> Iterator[Event]:
+    def events(self, *, delivery: Delivery = "at_least_once") -> Iterator[Event]:
         """The turn's events the caller has not seen yet, live until ``job_finished``; sends
-        the prompt first if needed. Nothing for a finished turn."""
+        the prompt first if needed. Nothing for a finished turn. `delivery` says when an event
+        counts as seen (the module's docstring)."""
+        if delivery not in DELIVERIES:
+            raise ValueError(f"delivery must be one of {', '.join(DELIVERIES)}, not {delivery!r}")
         if self.record.status == FINISHED:
             return
         job_id = self.send()
         client = self.session._client
         for event in follow(client, job_id=job_id, after=self.record.last_event_id):
+            if delivery == "at_most_once":
+                self._seen(event, job_id)
             yield event
-            # Back from the caller: it has handled the event, which now counts as seen.
-            record = replace(self.record, last_event_id=event.seq)
-            if event.is_final:
-                # The ending as the event tells it (`JobResult.from_event`): the job's row may
-                # be recorded a moment after its stream said how it ended.
-                record = replace(record, status=FINISHED, result={"id": job_id, **event.data})
-            self.session.store.save_turn(record)
+            if delivery == "at_least_once":
+                self._seen(event, job_id)  # back from the caller: it has handled the event
 
-    async def stream(self) -> AsyncIterator[Event]:
+    def _seen(self, event: Event, job_id: str) -> None:
+        record = replace(self.record, last_event_id=event.seq)
+        if event.is_final:
+            # The ending as the event tells it (`JobResult.from_event`): the job's row may be
+            # recorded a moment after its stream said how it ended.
+            record = replace(record, status=FINISHED, result={"id": job_id, **event.data})
+        self.session.store.save_turn(record)
+
+    async def stream(self, *, delivery: Delivery = "at_least_once") -> AsyncIterator[Event]:
         """`events` as an async iterator (each read in a worker thread), for an orchestrator's
         event loop."""
-        events = self.events()
+        events = self.events(delivery=delivery)
         done = object()
         while (event := await asyncio.to_thread(next, events, done)) is not done:
             assert isinstance(event, Event)
@@ -195,4 +211,4 @@ class VWTurnEntity:
         return f"VWTurnEntity({self.turn_id!r}, session={self.session.name!r})"
 
 
-__all__ = ["SESSION_KEY_PREFIX", "VWSessionEntity", "VWTurnEntity"]
+__all__ = ["DELIVERIES", "SESSION_KEY_PREFIX", "Delivery", "VWSessionEntity", "VWTurnEntity"]
