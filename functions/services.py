@@ -315,25 +315,34 @@ class Services:
 
     @property
     def harness_http(self) -> httpx.AsyncClient:
-        """One connection pool for every harness call: building an httpx client costs
-        milliseconds of CPU (TLS context), too much to pay on every call of every prompt. Its
-        default timeouts are never used: every call passes its own bounds."""
+        """One client for every harness call, with a connection pool per harness: building an
+        httpx client costs milliseconds of CPU (TLS context), too much to pay on every call of
+        every prompt. Its default timeouts are never used: every call passes its own bounds."""
         if self._closing:  # closed at shutdown; a call now would fail obscurely
             raise ServicesClosed("the control plane is shutting down; try again")
         if self._harness_http is None:
             import httpx
 
             from eventing.tls import verified_context
+            from functions.origin_pools import PoolPerOrigin
+
+            def one_harness_pool() -> httpx.AsyncHTTPTransport:
+                return httpx.AsyncHTTPTransport(
+                    verify=verified_context(),
+                    trust_env=False,  # the harness is local or in-cluster, never behind a proxy
+                    # Idle connections dropped well before a harness drops them (its 15 s,
+                    # `harness.serve.KEEP_ALIVE_S`), so none is reused as the harness closes it.
+                    limits=httpx.Limits(
+                        max_connections=None, max_keepalive_connections=8, keepalive_expiry=4.0
+                    ),
+                )
 
             self._harness_http = httpx.AsyncClient(
                 timeout=httpx.Timeout(30.0),
-                # Idle connections dropped well before a harness drops them (its 15 s,
-                # `harness.serve.KEEP_ALIVE_S`), so none is reused as the harness closes it.
-                limits=httpx.Limits(
-                    max_connections=None, max_keepalive_connections=200, keepalive_expiry=4.0
-                ),
-                trust_env=False,  # the harness is local or in-cluster, never behind a proxy
-                verify=verified_context(),
+                # A pool per harness: one pool for all walks every harness's connections at
+                # each call (functions.origin_pools).
+                transport=PoolPerOrigin(one_harness_pool),
+                trust_env=False,
             )
             _traced(self._harness_http)
         return self._harness_http
