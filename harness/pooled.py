@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 # What a harness imports, imported before any session asks for one.
 from eventing.lazy_models import build_all
 from harness import serve as harness_entry
+from harness.warm_imports import import_first_prompt_modules
 
 # Far above what a session's environment takes (a few KiB; prices, instructions stay in files).
 MAX_ASSIGNMENT_BYTES = 1 << 20
@@ -32,12 +33,7 @@ def warm_up() -> None:
     """What a harness does the first time in a process and the same way for any session, done
     before the claim rather than after it (about 0.1 s of CPU here): nothing of a session is
     known yet, and nothing made here is kept but what a module caches for any caller."""
-    # httpx imports its transport's package only when the first client is made (the event
-    # publishing's, at start), and anyio's asyncio backend and memory streams at the first
-    # request (the first event a session publishes).
-    import anyio._backends._asyncio
-    import anyio.streams.memory  # noqa: F401
-    import httpcore  # noqa: F401
+    import_first_prompt_modules()
 
     # Imported here, not with the module: `harness` (imported above) first keeps httpx's
     # command-line client out (eventing.lean_httpx), and this imports httpx.
