@@ -327,10 +327,14 @@ class ControlPlaneSettings:
         data_dir = Path(env.get("VWM_DATA_DIR", ".data")).resolve()
         database_url = env.get("VWM_DATABASE_URL") or f"sqlite:///{data_dir / 'vwm.sqlite3'}"
         heartbeat_s = _seconds(env, "VWM_HEARTBEAT_S", 15.0, high=3600)
+        runtime_backend = _choice(env, "VWM_RUNTIME_BACKEND", ("local", "knative"))
+        local = runtime_backend == "local"
+        if not local:
+            _refuse_local_only(env)
         return cls(
             data_dir=data_dir,
             database_url=database_url,
-            runtime_backend=_choice(env, "VWM_RUNTIME_BACKEND", ("local", "knative")),
+            runtime_backend=runtime_backend,
             allow_local_repos=_flag(env, "VWM_ALLOW_LOCAL_REPOS", default=False),
             token_key_file=_path(env.get("VWM_TOKEN_KEY_FILE")),
             harness_ready_timeout_s=_seconds(env, "VWM_HARNESS_READY_TIMEOUT_S", 60.0),
@@ -342,8 +346,9 @@ class ControlPlaneSettings:
             harness_control_url=env.get("VWM_HARNESS_CONTROL_URL", "").strip() or None,
             session_idle_s=_optional_seconds(env, "VWM_SESSION_IDLE_S"),
             session_max_age_s=_optional_seconds(env, "VWM_SESSION_MAX_AGE_S"),
-            harness_idle_s=_seconds(env, "VWM_HARNESS_IDLE_S", 300.0, zero=True),
-            warm_harnesses=_whole(env, "VWM_WARM_HARNESSES", 2, high=64),
+            # Local harness processes only (on Knative: `_LOCAL_ONLY`).
+            harness_idle_s=_seconds(env, "VWM_HARNESS_IDLE_S", 300.0, zero=True) if local else 0,
+            warm_harnesses=_whole(env, "VWM_WARM_HARNESSES", 2, high=64) if local else 0,
             reconcile_grace_s=_seconds(env, "VWM_RECONCILE_GRACE_S", 10.0, zero=True),
             processed_events_retention_s=_seconds(
                 env, "VWM_PROCESSED_EVENTS_RETENTION_S", 7 * 86_400, high=365 * 86_400
@@ -360,6 +365,33 @@ class ControlPlaneSettings:
                 if part
             ),
         )
+
+
+# Settings of the local runtime backend's harness processes, and what stands for each on
+# Knative: set with the Knative backend they would do nothing, so they are refused instead.
+_LOCAL_ONLY = {
+    "VWM_WARM_HARNESSES": "a pool of pre-made session Services is not built for Knative; "
+    "a session's Service starts when the session does",
+    "VWM_HARNESS_IDLE_S": "Knative scales an idle session's pod to zero itself: set "
+    "VWM_SESSION_IDLE_POD_S",
+    "VWM_SANDBOX": "the session's pod is its CLI's boundary (the harness image runs with "
+    "VWM_SANDBOX=none)",
+    "VWM_SANDBOX_BWRAP": "no harness runs beside the control plane",
+    "VWM_SANDBOX_SHOW": "no harness runs beside the control plane",
+}
+
+
+def _refuse_local_only(env: Mapping[str, str]) -> None:
+    """With the Knative backend, a local-only setting given a value that would change
+    something is refused, naming what to set instead (0 for a count or a delay is what Knative
+    does anyway, so it passes)."""
+    for name, instead in _LOCAL_ONLY.items():
+        value = env.get(name, "").strip()
+        if value and value != "0":
+            raise SettingError(
+                f"{name}={value!r} applies to the local runtime backend's harness processes, "
+                f"not to VWM_RUNTIME_BACKEND=knative ({instead}): unset it"
+            )
 
 
 def _optional_seconds(env: Mapping[str, str], name: str) -> float | None:

@@ -77,10 +77,46 @@ def test_values_a_cluster_would_refuse_are_refused_at_start_naming_the_variable(
         ControlPlaneSettings.from_env({**GOOD, name: value, "VWM_DATA_DIR": "/nonexistent"})
 
 
+LOCAL_ONLY = [
+    ("VWM_WARM_HARNESSES", "2", "not built for Knative"),
+    ("VWM_HARNESS_IDLE_S", "60", "VWM_SESSION_IDLE_POD_S"),
+    ("VWM_SANDBOX", "required", "the session's pod is its CLI's boundary"),
+    ("VWM_SANDBOX", "off", "the session's pod is its CLI's boundary"),
+    ("VWM_SANDBOX_BWRAP", "/usr/bin/bwrap", "no harness runs beside"),
+    ("VWM_SANDBOX_SHOW", "/opt/tools", "no harness runs beside"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "instead"), LOCAL_ONLY)
+def test_a_local_only_setting_is_refused_with_knative_saying_what_stands_for_it(
+    name: str, value: str, instead: str
+) -> None:
+    knative = {**GOOD, "VWM_RUNTIME_BACKEND": "knative", "VWM_DATA_DIR": "/nonexistent"}
+    with pytest.raises(ValueError, match=name) as refused:
+        ControlPlaneSettings.from_env({**knative, name: value})
+    assert instead in str(refused.value) and "unset it" in str(refused.value)
+    # The same value with the local backend is taken.
+    ControlPlaneSettings.from_env({"VWM_DATA_DIR": "/nonexistent", name: value})
+
+
+def test_with_knative_no_local_harness_is_pooled_or_stopped_for_idleness() -> None:
+    knative = {**GOOD, "VWM_RUNTIME_BACKEND": "knative", "VWM_DATA_DIR": "/nonexistent"}
+    for given in ({}, {"VWM_WARM_HARNESSES": "0", "VWM_HARNESS_IDLE_S": "0"}):
+        settings = ControlPlaneSettings.from_env({**knative, **given})
+        assert (settings.warm_harnesses, settings.harness_idle_s) == (0, 0)
+    local = ControlPlaneSettings.from_env({"VWM_DATA_DIR": "/nonexistent"})
+    assert (local.warm_harnesses, local.harness_idle_s) == (2, 300.0)
+
+
 @pytest.mark.parametrize(
     ("env", "code", "says"),
     [
         ({"VWM_RUNTIME_BACKEND": "kubernetes"}, "invalid_setting", "use local, knative"),
+        (
+            {"VWM_RUNTIME_BACKEND": "knative", "VWM_WARM_HARNESSES": "4"},
+            "invalid_setting",
+            "VWM_WARM_HARNESSES='4' applies to the local runtime backend",
+        ),
         (
             {"VWM_RUNTIME_BACKEND": "knative", "VWM_SESSION_MEMORY": "2GB"},
             "invalid_setting",
