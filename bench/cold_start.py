@@ -27,6 +27,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.machine import describe  # noqa: E402
 from eventing import codec  # noqa: E402
 from tests.broker.events import job_started  # noqa: E402
 from tests.support.control_plane import ControlPlane  # noqa: E402
@@ -153,6 +154,7 @@ def main() -> None:
     parser.add_argument("--imports", action="store_true")
     parser.add_argument("--command", choices=sorted(COMMANDS), default="image")
     args = parser.parse_args()
+    print(describe(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         plane = ControlPlane(Path(tmp) / "data", {})
         plane.start()  # makes the database and the admin key, then steps aside

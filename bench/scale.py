@@ -41,6 +41,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.machine import describe  # noqa: E402
 from bench.standin_cli import cpu_seconds as standin_cpu  # noqa: E402
 from bench.standin_cli import standin_env  # noqa: E402
 from fake_provider.testing import serve_in_thread  # noqa: E402
@@ -283,6 +284,7 @@ def main() -> None:
     parser.add_argument("--case", default="tool", choices=["text", "tool"])
     parser.add_argument("--pace", type=float, default=1.0, help="seconds each stand-in run takes")
     args = parser.parse_args()
+    print(describe(), flush=True)
     os.environ["BENCH_KEY"] = "bench-key"
     with serve_in_thread() as provider:
         for kind in args.database:

@@ -19,6 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.machine import describe  # noqa: E402
 from bench.scale import bench_plane, ms, setup  # noqa: E402
 from fake_provider.testing import serve_in_thread  # noqa: E402
 
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=2)
     parser.add_argument("--pause", type=float, default=1.0)
     args = parser.parse_args()
+    print(describe(), flush=True)
     os.environ["BENCH_KEY"] = "bench-key"
     with serve_in_thread() as provider:
         for pool in (0, args.pool):
