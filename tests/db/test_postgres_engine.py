@@ -108,3 +108,89 @@ def test_rows_added_together_go_in_one_insert(engine: Engine) -> None:
         with transaction(factory) as db:
             for key in keys:
                 db.delete(db.get(SystemSetting, key))
+
+
+def test_connections_share_one_tls_context_and_a_refusal_is_asked_once(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test server offers no TLS: the first connection asks and is refused, the rest ask
+    for none; no connection builds a TLS context of its own (pg8000's default, ~20 ms each)."""
+    import ssl
+
+    import pg8000
+
+    made: list[object] = []
+    real_context = ssl.create_default_context
+    monkeypatch.setattr(
+        ssl, "create_default_context", lambda *a, **k: made.append(1) or real_context(*a, **k)
+    )
+    asked: list[object] = []
+    real_connect = pg8000.connect
+
+    def connect(*args: object, **kwargs: object) -> object:
+        asked.append(kwargs.get("ssl_context"))
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(pg8000, "connect", connect)
+    monkeypatch.setattr(postgres, "_context", None)
+    engine = make_engine(pg_url)
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            assert list(pool.map(lambda _: _backend_pid(engine), range(6)))
+        opened = engine.pool.checkedin()
+    finally:
+        engine.dispose()
+    assert opened >= 2
+    assert len(made) == 1, "one context for the process, not one per connection"
+    assert isinstance(asked[0], ssl.SSLContext)  # asked for TLS, refused...
+    assert asked[1:] == [False] * (len(asked) - 1)  # ...then never asked again
+
+
+class _FakeDbapi:
+    """pg8000's `connect` as seen by `_OpportunisticTls`: records what it was given, and
+    refuses TLS when told to."""
+
+    class InterfaceError(Exception):
+        pass
+
+    def __init__(self, offers_tls: bool) -> None:
+        self.offers_tls = offers_tls
+        self.given: list[object] = []
+
+    def connect(self, **kwargs: object) -> str:
+        self.given.append(kwargs.get("ssl_context", "absent"))
+        if kwargs.get("ssl_context") not in (None, False, "absent") and not self.offers_tls:
+            raise self.InterfaceError("Server refuses SSL")
+        return "connection"
+
+
+class _FakeDialect:
+    def __init__(self, dbapi: _FakeDbapi) -> None:
+        self.loaded_dbapi = dbapi
+
+
+def test_a_server_offering_tls_gets_it_on_every_connection_with_the_shared_context() -> None:
+    dbapi = _FakeDbapi(offers_tls=True)
+    tls = postgres._OpportunisticTls()
+    for _ in range(3):
+        assert tls.connect(_FakeDialect(dbapi), None, (), {"user": "u"}) == "connection"
+    assert dbapi.given == [postgres._shared_tls_context()] * 3
+    assert dbapi.given[0].verify_mode.name == "CERT_NONE"  # as pg8000's own default
+
+
+def test_a_callers_own_tls_choice_is_left_to_sqlalchemy() -> None:
+    dbapi = _FakeDbapi(offers_tls=False)
+    tls = postgres._OpportunisticTls()
+    assert tls.connect(_FakeDialect(dbapi), None, (), {"ssl_context": False}) is None
+    assert dbapi.given == []
+
+
+def test_another_connect_error_is_raised_not_taken_for_a_refusal() -> None:
+    class Broken(_FakeDbapi):
+        def connect(self, **kwargs: object) -> str:
+            raise self.InterfaceError("Can't create a connection to host db")
+
+    tls = postgres._OpportunisticTls()
+    with pytest.raises(_FakeDbapi.InterfaceError, match="Can't create"):
+        tls.connect(_FakeDialect(Broken(offers_tls=True)), None, (), {})
+    assert tls.refused is None  # nothing learned: the next connection asks again
