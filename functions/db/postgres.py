@@ -89,6 +89,8 @@ class _OpportunisticTls:
         return connection
 
 
+# The process's one context for every engine, made at the first connection.
+_context: ssl.SSLContext | None = None
 _context_lock = threading.Lock()
 
 
@@ -102,9 +104,6 @@ def _shared_tls_context() -> ssl.SSLContext:
             _context.check_hostname = False
             _context.verify_mode = ssl.CERT_NONE
         return _context
-
-
-_context: ssl.SSLContext | None = None
 
 
 def _note_return(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
