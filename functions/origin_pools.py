@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
@@ -26,8 +26,12 @@ Origin = tuple[bytes, bytes, int | None]
 @dataclass
 class _OriginPool:
     transport: httpx.AsyncHTTPTransport
+    clock: Callable[[], float]  # the transport's: every time of a pool is read from one clock
     open_responses: int = 0
-    last_used: float = field(default_factory=time.monotonic)
+    last_used: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.last_used = self.clock()
 
     def idle_for(self, now: float) -> float:
         return 0.0 if self.open_responses else now - self.last_used
@@ -51,7 +55,7 @@ class _CountedStream(httpx.AsyncByteStream):
         finally:
             if self._pool is not None:  # closed once, counted once
                 self._pool.open_responses -= 1
-                self._pool.last_used = time.monotonic()
+                self._pool.last_used = self._pool.clock()
                 self._pool = None
 
 
@@ -83,7 +87,7 @@ class PoolPerOrigin(httpx.AsyncBaseTransport):
         origin = (url.raw_scheme, url.raw_host, url.port)
         pool = self._pools.get(origin)
         if pool is None:
-            pool = self._pools[origin] = _OriginPool(self._new_transport())
+            pool = self._pools[origin] = _OriginPool(self._new_transport(), self._clock)
         pool.open_responses += 1
         pool.last_used = self._clock()
         try:

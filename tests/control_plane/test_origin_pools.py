@@ -73,7 +73,9 @@ def servers() -> Iterator[list[_Server]]:
 
 class Clock:
     def __init__(self) -> None:
-        self.now = 1000.0
+        # Far below any real monotonic time, so a time read from the real clock instead of
+        # this one (a response closed at "now") shows as a pool that never goes idle.
+        self.now = -1e9
 
     def __call__(self) -> float:
         return self.now

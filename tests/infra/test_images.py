@@ -28,6 +28,7 @@ from packaging.utils import canonicalize_name
 from functions.db.migrate import MIGRATIONS_DIR
 from functions.main import FUNCTIONS
 from functions.settings import KnativeSessionSettings
+from harness.warm_imports import FIRST_PROMPT_MODULES
 from tests.infra.manifests import REPO, one
 
 DOCKER = REPO / "infra" / "docker"
@@ -36,7 +37,7 @@ HADOLINT = Path(sys.executable).parent / "hadolint"
 # does not copy shows up in its closure.
 FIRST_PARTY = ("functions", "eventing", "harness", "vwm", "fake_provider")
 # Modules loaded by name at run time, which no import statement shows (tested below).
-DYNAMIC_IMPORTS = {"functions/main.py", "functions/embedded.py"}
+DYNAMIC_IMPORTS = {"functions/main.py", "functions/embedded.py", "harness/warm_imports.py"}
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,12 @@ def test_the_only_imports_by_name_are_the_ones_the_roots_account_for() -> None:
         if re.search(r"\bimport_module\(|__import__\(", path.read_text())
     }
     assert found == DYNAMIC_IMPORTS
+
+
+def test_the_modules_a_harness_imports_ahead_are_installed_in_its_image() -> None:
+    """harness.warm_imports imports third-party modules by name; their distributions are in
+    the harness image, or a pool member's warm-up fails there."""
+    assert third_party(FIRST_PROMPT_MODULES) <= installed_with(pinned(HARNESS_IMAGE.requirements))
 
 
 def test_the_functions_entry_point_is_the_copied_main_module() -> None:
