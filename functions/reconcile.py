@@ -18,7 +18,9 @@ It compares the database with the harnesses and fixes what a process that died l
   kept, where the backend does not scale to zero itself (`session_runtime.stop_if_idle`);
 - harnesses (and on Knative their Triggers and Secrets) that no session owns are removed
   (`RuntimeBackend.sweep`); on Knative, so are the volumes of sessions that have no row or have
-  ended (`VolumeKeeper`: what a teardown cut short left), unless volumes are retained.
+  ended (`VolumeKeeper`: what a teardown cut short left), unless volumes are retained;
+- on Knative, the warm pool of each runtime's shape is filled to ``VWM_WARM_HARNESSES``
+  Services, and its ready members probed so their pods stay up (`ServicePooling`).
 
 "Stuck" means unchanged for longer than the work can take (the harness bounds of
 `HarnessCallSettings`), or, when `vwm up` starts, anything from before it started: the embedded
@@ -50,6 +52,7 @@ from functions.db.models import (
     Job,
     JobStatus,
     ProcessedEvent,
+    Runtime,
     SessionStatus,
     Worker,
     WorkerSession,
@@ -63,9 +66,16 @@ from functions.job_recording import (
     lost_error,
     record_from_harness,
 )
-from functions.runtime.base import IdleStopper, RuntimeHandle, VolumeKeeper, idle_stopped
+from functions.runtime.base import (
+    IdleStopper,
+    PoolShape,
+    RuntimeHandle,
+    ServicePooling,
+    VolumeKeeper,
+    idle_stopped,
+)
 from functions.runtime.errors import RuntimeBackendError
-from functions.session_runtime import idle_sessions, load, relaunch, stop_if_idle
+from functions.session_runtime import idle_sessions, load, quantity, relaunch, stop_if_idle
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +96,7 @@ class Report:
     harnesses_idled: list[str] = field(default_factory=list)  # stopped for being idle
     volumes_removed: list[str] = field(default_factory=list)
     events_forgotten: int = 0  # processed-event ids past their retention, deleted
+    warm_members_made: int = 0  # warm pool members made (Knative Services with their PVCs)
 
     def changed(self) -> bool:
         return any(
@@ -99,6 +110,7 @@ class Report:
                 self.harnesses_idled,
                 self.volumes_removed,
                 self.events_forgotten,
+                self.warm_members_made,
             )
         )
 
@@ -115,6 +127,7 @@ async def reconcile(*, interrupted_before: datetime | None = None) -> Report:
     await _idle_harnesses(report)
     await _orphans(report)
     await _orphan_volumes(report)
+    await _warm_pools(report)
     report.events_forgotten = await db(_forget_processed_events, now)
     if report.changed():
         logger.info("reconciled", extra={"report": report.__dict__})
@@ -452,6 +465,28 @@ async def _orphan_volumes(report: Report) -> None:
         report.volumes_removed.extend(await runtime.remove_volumes(orphans))
     except RuntimeBackendError as exc:
         logger.warning("could not remove orphaned volumes", extra={"error": str(exc)})
+
+
+def _runtime_shapes(session: Session) -> set[PoolShape]:
+    rows = session.execute(select(Runtime.image, Runtime.limits)).tuples()
+    return {
+        PoolShape(
+            image, quantity((limits or {}).get("cpu")), quantity((limits or {}).get("memory"))
+        )
+        for image, limits in rows
+    }
+
+
+async def _warm_pools(report: Report) -> None:
+    """Fill the warm pools of the runtimes there are, where the backend keeps them in the
+    cluster (`ServicePooling`); those of runtimes gone, or changed, are removed."""
+    runtime = backend()
+    if not isinstance(runtime, ServicePooling):
+        return
+    try:
+        report.warm_members_made = await runtime.fill_pools(await db(_runtime_shapes))
+    except RuntimeBackendError as exc:
+        logger.warning("could not fill the warm pools", extra={"error": str(exc)})
 
 
 def _forget_processed_events(session: Session, now: datetime) -> int:

@@ -311,6 +311,7 @@ class Services:
             # A Ready Service scaled to zero wakes a new pod (scheduled, its volume attached)
             # before it answers: as long as a start may take, not a mute harness until then.
             startup_grace_s=max(current.harness.startup_grace_s, current.harness_ready_timeout_s),
+            warm_services=current.warm_harnesses,
         )
 
     @property

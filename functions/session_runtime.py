@@ -129,8 +129,8 @@ def harness_spec(view: SessionView) -> HarnessSpec:
         git_allow_local=view.allow_local_repos,
         image=runtime.image,
         worker=worker.name,
-        cpu=_quantity(limits.get("cpu")),
-        memory=_quantity(limits.get("memory")),
+        cpu=quantity(limits.get("cpu")),
+        memory=quantity(limits.get("memory")),
     )
 
 
@@ -148,7 +148,7 @@ def pinned_cli_version(runtime: Runtime) -> str:
     return runtime.cli_version
 
 
-def _quantity(value: Any) -> str | None:
+def quantity(value: Any) -> str | None:
     """A runtime's CPU or memory limit as a Kubernetes quantity (``2``, ``500m``, ``4Gi``)."""
     return None if value is None else str(value)
 

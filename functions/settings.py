@@ -298,9 +298,10 @@ class ControlPlaneSettings:
     # next call that needs it relaunches it: the embedded default's scale to zero (Knative
     # Services do it themselves, `KnativeSessionSettings.idle_pod_s`). 0: never.
     harness_idle_s: float = 300.0
-    # Harness processes `vwm up` keeps started ahead of any session (VWM_WARM_HARNESSES): a
-    # session's harness is one of them, configured at the claim, and skips a process start.
-    # 0: every harness starts cold. (Knative sessions: docs/runtime.md.)
+    # Harnesses kept started ahead of any session (VWM_WARM_HARNESSES): a session's harness
+    # is one of them, configured at the claim. Local: processes `vwm up` starts (default 2);
+    # Knative: Services with their PVCs per runtime shape (default 0), made by the reconciler
+    # (`functions.runtime.knative_pool`). 0: every harness starts cold.
     warm_harnesses: int = 2
     # The reconciler leaves alone what changed more recently than this (a job just dispatched,
     # a session just created): the process doing it is most likely still at work.
@@ -348,7 +349,9 @@ class ControlPlaneSettings:
             session_max_age_s=_optional_seconds(env, "VWM_SESSION_MAX_AGE_S"),
             # Local harness processes only (on Knative: `_LOCAL_ONLY`).
             harness_idle_s=_seconds(env, "VWM_HARNESS_IDLE_S", 300.0, zero=True) if local else 0,
-            warm_harnesses=_whole(env, "VWM_WARM_HARNESSES", 2, high=64) if local else 0,
+            # Local: processes, 2 by default; Knative: Services with their volumes, per
+            # runtime shape, none unless asked (each member holds a volume and a pod).
+            warm_harnesses=_whole(env, "VWM_WARM_HARNESSES", 2 if local else 0, high=64),
             reconcile_grace_s=_seconds(env, "VWM_RECONCILE_GRACE_S", 10.0, zero=True),
             processed_events_retention_s=_seconds(
                 env, "VWM_PROCESSED_EVENTS_RETENTION_S", 7 * 86_400, high=365 * 86_400
@@ -370,8 +373,6 @@ class ControlPlaneSettings:
 # Settings of the local runtime backend's harness processes, and what stands for each on
 # Knative: set with the Knative backend they would do nothing, so they are refused instead.
 _LOCAL_ONLY = {
-    "VWM_WARM_HARNESSES": "a pool of pre-made session Services is not built for Knative; "
-    "a session's Service starts when the session does",
     "VWM_HARNESS_IDLE_S": "Knative scales an idle session's pod to zero itself: set "
     "VWM_SESSION_IDLE_POD_S",
     "VWM_SANDBOX": "the session's pod is its CLI's boundary (the harness image runs with "

@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from eventing.logs import configure_logging
 from eventing.quiet_server import QuietServer
@@ -16,7 +18,8 @@ from eventing.sockets import listening_tcp_socket
 from eventing.start_gc import CollectAfterFirstAnswer
 from eventing.tracing import HARNESS_SERVICE, TracingSettingsError, configure_tracing
 from harness.app import create_app
-from harness.settings import HarnessSettings, SettingsError
+from harness.pool_member import is_pool_member
+from harness.settings import HarnessSettings, SettingsError, server_settings
 
 # How long an idle connection stays open: well past how long the control plane's pool keeps one
 # (`functions.services`, 4 s). Were they equal (uvicorn's 5 s and httpx's 5 s), a connection
@@ -27,6 +30,8 @@ KEEP_ALIVE_S = 15
 
 def serve() -> int:
     configure_logging()
+    if is_pool_member(os.environ):
+        return _serve_pool_member()
     try:
         settings = HarnessSettings.from_env()
     except SettingsError as exc:
@@ -60,9 +65,13 @@ def serve() -> int:
     if server.token_generated:
         # Shown once, on the terminal only: the token is a secret and never goes to the log.
         print(f"harness: session token (generated): {server.session_token}", flush=True)
+    # The first answer is the control plane's readiness probe: the start is over by then.
+    return _run(CollectAfterFirstAnswer(create_app(settings)), sock)
+
+
+def _run(app: ASGIApp, sock: socket.socket) -> int:
     config = uvicorn.Config(
-        # The first answer is the control plane's readiness probe: the start is over by then.
-        CollectAfterFirstAnswer(create_app(settings)),
+        app,
         log_level=logging.getLevelName(logging.getLogger().level).lower(),
         access_log=False,
         timeout_graceful_shutdown=10,
@@ -70,6 +79,23 @@ def serve() -> int:
     )
     QuietServer(config).run(sockets=[sock])
     return 0
+
+
+def _serve_pool_member() -> int:
+    """A warm Knative Service before its session: its imports done now, then the waiting app
+    (`harness.pool_member`) until a claim makes it a session's harness."""
+    from harness.pool_member import pool_member_app
+    from harness.pooled import warm_up
+
+    server = server_settings(os.environ)
+    try:
+        sock = listening_tcp_socket(server.host, server.port)
+    except OSError as exc:
+        print(f"harness: cannot listen on {server.host}:{server.port}: {exc}", file=sys.stderr)
+        return 3
+    warm_up()
+    print(f"harness: warm pool member on {_url(sock)}, waiting for a session", flush=True)
+    return _run(CollectAfterFirstAnswer(pool_member_app(os.environ)), sock)
 
 
 def _inherited(fd: int) -> socket.socket:

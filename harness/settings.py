@@ -54,6 +54,22 @@ class ServerSettings:
     heartbeat_s: float = 15.0
 
 
+def server_settings(env: Mapping[str, str]) -> ServerSettings:
+    """Where the harness listens and the token it takes (generated when none is given), from
+    the environment: a session's harness's, or a warm pool member's (`harness.pool_member`)."""
+    token = env.get("VWM_SESSION_TOKEN", "")
+    return ServerSettings(
+        host=env.get("VWM_HARNESS_HOST", "127.0.0.1"),
+        # Knative tells its container where to listen in PORT (reserved: nobody else sets it).
+        port=_int(env, "VWM_HARNESS_PORT", _int(env, "PORT", 8080)),
+        listen_fd=_listen_fd(env),
+        session_token=token or secrets.token_urlsafe(24),
+        token_generated=not token,
+        max_request_bytes=_int(env, "VWM_MAX_REQUEST_BYTES", 1 << 20),
+        heartbeat_s=_float(env, "VWM_HEARTBEAT_S", 15.0),
+    )
+
+
 @dataclass(frozen=True)
 class CliSettings:
     kind: str = "claude"
@@ -225,17 +241,7 @@ class HarnessSettings:
         kind = env.get("VWM_CLI", "claude")
         if kind not in ADAPTERS:
             raise SettingsError(f"VWM_CLI={kind!r} is not one of {', '.join(sorted(ADAPTERS))}")
-        token = env.get("VWM_SESSION_TOKEN", "")
-        server = ServerSettings(
-            host=env.get("VWM_HARNESS_HOST", "127.0.0.1"),
-            # Knative tells its container where to listen in PORT (reserved: nobody else sets it).
-            port=_int(env, "VWM_HARNESS_PORT", _int(env, "PORT", 8080)),
-            listen_fd=_listen_fd(env),
-            session_token=token or secrets.token_urlsafe(24),
-            token_generated=not token,
-            max_request_bytes=_int(env, "VWM_MAX_REQUEST_BYTES", 1 << 20),
-            heartbeat_s=_float(env, "VWM_HEARTBEAT_S", 15.0),
-        )
+        server = server_settings(env)
         base_url = _provider_url(env)
         provider = (
             ProviderConfig(base_url=base_url, api_key=env.get("VWM_PROVIDER_API_KEY", ""))

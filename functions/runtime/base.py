@@ -263,6 +263,27 @@ class IdleStopper(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class PoolShape:
+    """What a runtime fixes of its harnesses' Services: its image, CPU and memory (None: the
+    backend's default). A warm pool serves one shape."""
+
+    image: str | None = None
+    cpu: str | None = None
+    memory: str | None = None
+
+
+@runtime_checkable
+class ServicePooling(Protocol):
+    """A backend that keeps harnesses made ahead per runtime shape in the cluster (Knative's
+    warm Services). The reconciler fills the pools of the runtimes there are."""
+
+    async def fill_pools(self, shapes: Collection[PoolShape]) -> int:
+        """Make what the pools of `shapes` lack, remove the members of any other shape;
+        returns how many members were made."""
+        ...
+
+
 @runtime_checkable
 class WarmPooling(Protocol):
     """A backend that keeps harnesses started ahead of any session (the local backend's warm

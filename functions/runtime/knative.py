@@ -49,6 +49,7 @@ from functions.runtime.base import (
     HarnessEndpoint,
     HarnessSpec,
     HarnessStatus,
+    PoolShape,
     RuntimeHandle,
     StillOwned,
     checked_session_id,
@@ -63,12 +64,15 @@ from functions.runtime.errors import (
     TeardownFailed,
 )
 from functions.runtime.knative_objects import (
+    SESSION_LABEL,
     SESSION_SELECTOR,
     SessionNames,
     SessionObjects,
     build,
+    label_value,
     session_id_of,
 )
+from functions.runtime.knative_pool import ClaimRefused, WarmServices, claim_env
 from functions.runtime.tokens import TokenKey
 from functions.settings import KnativeSessionSettings
 
@@ -91,10 +95,13 @@ class KnativeBackend:
         probe_timeout_s: float = 5.0,
         startup_grace_s: float = 30.0,
         delete_wait_s: float = 60.0,
+        warm_services: int = 0,
     ) -> None:
         """`startup_grace_s`: how long a Service that is
         Ready may stay mute before `ensure_running` counts its harness as hung.
-        `delete_wait_s`: how long a replacement waits for the old Service to be gone."""
+        `delete_wait_s`: how long a replacement waits for the old Service to be gone.
+        `warm_services`: the members of each runtime shape's warm pool (0: none; every session
+        starts cold), `functions.runtime.knative_pool`."""
         if not sessions.harness_image:
             raise InvalidHarnessSpec(
                 "the Knative backend needs the harness image: set VWM_HARNESS_IMAGE",
@@ -110,23 +117,35 @@ class KnativeBackend:
         self._delete_wait_s = delete_wait_s
         self._addresses: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.pool = WarmServices(
+            api,
+            namespace=namespace,
+            sessions=sessions,
+            token_key=token_key,
+            size=warm_services,
+            probe_timeout_s=probe_timeout_s,
+        )
 
     # -- the objects ---------------------------------------------------------------------------
 
-    def objects(self, spec: HarnessSpec) -> SessionObjects:
-        """What this backend applies for `spec` (also what ``vwm`` prints for operators)."""
+    def objects(self, spec: HarnessSpec, names: SessionNames | None = None) -> SessionObjects:
+        """What this backend applies for `spec` (also what ``vwm`` prints for operators), named
+        `names` (a claimed pool member's) or after the session."""
         return build(
             spec,
             token=self._token_key.token(spec.session_id),
             namespace=self.namespace,
             broker=self.broker,
             sessions=self.sessions,
+            names=names,
         )
 
     # -- the contract --------------------------------------------------------------------------
 
     async def provision(self, spec: HarnessSpec) -> RuntimeHandle:
         _check_spec(spec)
+        if self.pool.size and (claimed := await self._claim(spec)) is not None:
+            return claimed
         objects = self.objects(spec)
         names = SessionNames.of(spec.session_id)
         async with self._lock(spec.session_id):
@@ -151,6 +170,58 @@ class KnativeBackend:
             extra={"session_id": spec.session_id, "service": names.service},
         )
         return self._handle(spec)
+
+    async def _claim(self, spec: HarnessSpec) -> RuntimeHandle | None:
+        """The session made of a warm pool member of its shape (None: no member is ready, or
+        the pool could not be read; start cold). Raises `SessionExists` as a cold provision
+        would, when the session has a volume already."""
+        try:
+            if await self.api.list(PERSISTENT_VOLUME_CLAIMS, self.namespace, _of_session(spec)):
+                raise SessionExists(
+                    f"session {spec.session_id} already has a volume in {self.namespace}; use "
+                    "its handle (ensure_running), or tear it down first",
+                    session_id=spec.session_id,
+                )
+            taken = await self.pool.take(spec)
+        except KubeError as exc:
+            logger.warning(
+                "could not take from the warm pool; starting cold",
+                extra={"session_id": spec.session_id, "error": exc.message},
+            )
+            return None
+        if taken is None:
+            return None
+        names, url = taken
+        self.pool.refill_in_background(spec)
+        env = claim_env(spec, self._token_key.token(spec.session_id))
+        objects = self.objects(spec, names)
+        async with self._lock(spec.session_id):
+            try:
+                # The Secret first: from now on a pod of the member starts as the session's.
+                await self._apply(SECRETS, {**objects.secret, "stringData": env})
+                await self.pool.relabel_volume(spec, names)
+                await self._apply(TRIGGERS, objects.trigger)
+            except KubeError as exc:
+                raise _backend_error(exc, spec.session_id) from None
+            try:
+                async with probe.client(self._probe_timeout_s) as http:
+                    await self.pool.hand_over(http, url, names, env)
+            except ClaimRefused as exc:
+                raise HarnessStartFailed(
+                    f"session {spec.session_id}: {exc}", session_id=spec.session_id, log_tail=""
+                ) from None
+        self._addresses[spec.session_id] = url
+        logger.info(
+            "session provisioned from the warm pool",
+            extra={"session_id": spec.session_id, "service": names.service},
+        )
+        return self._handle(spec, names)
+
+    async def fill_pools(self, shapes: Collection[PoolShape]) -> int:
+        try:
+            return await self.pool.fill(shapes, prune=True)
+        except KubeError as exc:
+            raise _backend_error(exc, "") from None
 
     async def wait_ready(self, handle: RuntimeHandle, timeout_s: float) -> HarnessEndpoint:
         names = self._names(handle)
@@ -231,8 +302,8 @@ class KnativeBackend:
                 )
             current = await self._service(handle.session_id, names.service)
             if current is not None and await self._healthy(handle, current):
-                return self._handle(spec)
-            objects = self.objects(spec)
+                return self._handle(spec, names)
+            objects = self.objects(spec, names)
             try:
                 if current is not None:
                     # Failed, or Ready with a harness that does not answer: its pod goes with
@@ -255,7 +326,7 @@ class KnativeBackend:
                 HARNESS_RESTARTS.inc()
             except KubeError as exc:
                 raise _backend_error(exc, handle.session_id) from None
-        return self._handle(spec)
+        return self._handle(spec, names)
 
     async def teardown(self, handle: RuntimeHandle, *, keep_workspace: bool = False) -> None:
         names = self._names(handle)
@@ -322,9 +393,12 @@ class KnativeBackend:
             return []
         removed: list[str] = []
         try:
+            # By the names they have: a session made of a pool member has the member's. One
+            # not listed is gone already, or never was (deleting it again is harmless).
+            found = await self.volumes()
             for session_id in sorted(session_ids):
-                names = SessionNames.of(session_id)
-                await self._delete(PERSISTENT_VOLUME_CLAIMS, names.volume)
+                name = found.get(session_id) or SessionNames.of(session_id).volume
+                await self._delete(PERSISTENT_VOLUME_CLAIMS, name)
                 removed.append(session_id)
         except KubeError as exc:
             raise _backend_error(exc, "") from None
@@ -332,8 +406,8 @@ class KnativeBackend:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _handle(self, spec: HarnessSpec) -> RuntimeHandle:
-        names = SessionNames.of(spec.session_id)
+    def _handle(self, spec: HarnessSpec, names: SessionNames | None = None) -> RuntimeHandle:
+        names = names or SessionNames.of(spec.session_id)
         state = {
             "namespace": self.namespace,
             "service": names.service,
@@ -358,7 +432,9 @@ class KnativeBackend:
                 f"plane manages {self.namespace!r}; set VWM_KNATIVE_NAMESPACE to it",
                 session_id=handle.session_id,
             )
-        return SessionNames.of(handle.session_id)
+        # A session made of a warm pool member has the member's names (in its handle).
+        service = handle.state.get("service")
+        return SessionNames(str(service)) if service else SessionNames.of(handle.session_id)
 
     async def _healthy(self, handle: RuntimeHandle, current: Mapping[str, Any]) -> bool:
         """Ready, and its harness answers (within what is left of its startup grace)."""
@@ -485,6 +561,11 @@ def _address(service: Mapping[str, Any]) -> str | None:
     status = service.get("status") or {}
     url = (status.get("address") or {}).get("url") or status.get("url")
     return str(url).rstrip("/") if url else None
+
+
+def _of_session(spec: HarnessSpec) -> str:
+    """The label selector of the session's objects."""
+    return f"{SESSION_SELECTOR},{SESSION_LABEL}={label_value(spec.session_id)}"
 
 
 def _check_spec(spec: HarnessSpec) -> None:

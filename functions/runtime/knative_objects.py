@@ -40,6 +40,13 @@ SESSION_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={COMPONEN
 
 WORKSPACE = "/workspace"
 HARNESS_PORT = 8080
+# What every harness pod is told whatever its session (a warm pool member's, before any).
+POD_ENV = {
+    "VWM_WORKSPACE": WORKSPACE,
+    "VWM_HARNESS_HOST": "0.0.0.0",
+    # The pod is the sandbox: it runs nothing else, as a user with no API access.
+    "VWM_SANDBOX": "none",
+}
 TOKEN_ENV = "VWM_SESSION_TOKEN"  # noqa: S105 (the variable's name, not a secret)
 PROMPT_REQUESTED = "dev.vwm.prompt.requested"
 # Signed prompt requests only (`eventing.signatures`): the Trigger carries no credential, so
@@ -118,8 +125,11 @@ def build(
     namespace: str,
     broker: str,
     sessions: KnativeSessionSettings,
+    names: SessionNames | None = None,
 ) -> SessionObjects:
-    names = SessionNames.of(spec.session_id)
+    """`names`: the session's own (None: derived from its id), or a warm pool member's it
+    claimed (`functions.runtime.knative_pool`)."""
+    names = names or SessionNames.of(spec.session_id)
     return SessionObjects(
         secret=secret(spec, names, namespace, token),
         volume=volume_claim(spec, names, namespace, sessions),
@@ -155,6 +165,10 @@ def secret(spec: HarnessSpec, names: SessionNames, namespace: str, token: str) -
 def volume_claim(
     spec: HarnessSpec, names: SessionNames, namespace: str, sessions: KnativeSessionSettings
 ) -> dict[str, Any]:
+    return volume_claim_of(metadata(spec, names.volume, namespace), sessions)
+
+
+def volume_claim_of(meta: dict[str, Any], sessions: KnativeSessionSettings) -> dict[str, Any]:
     claim: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": sessions.volume_size}},
@@ -164,7 +178,7 @@ def volume_claim(
     return {
         "apiVersion": PERSISTENT_VOLUME_CLAIMS.api_version,
         "kind": PERSISTENT_VOLUME_CLAIMS.kind,
-        "metadata": metadata(spec, names.volume, namespace),
+        "metadata": meta,
         "spec": claim,
     }
 
@@ -172,15 +186,7 @@ def volume_claim(
 def harness_env(spec: HarnessSpec, names: SessionNames) -> list[dict[str, Any]]:
     """The harness's environment: plain values, and references into the session's Secret for
     the token and credentials (never their values: the Service is readable more widely)."""
-    plain = spec_env(spec)
-    plain.update(
-        {
-            "VWM_WORKSPACE": WORKSPACE,
-            "VWM_HARNESS_HOST": "0.0.0.0",
-            # The pod is the sandbox: it runs nothing else, as a user with no API access.
-            "VWM_SANDBOX": "none",
-        }
-    )
+    plain = {**spec_env(spec), **POD_ENV}
     env: list[dict[str, Any]] = [{"name": name, "value": plain[name]} for name in sorted(plain)]
     for key in sorted({TOKEN_ENV, *spec.credential_env}):
         env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": names.secret, "key": key}}})
@@ -191,7 +197,21 @@ def service(
     spec: HarnessSpec, names: SessionNames, namespace: str, sessions: KnativeSessionSettings
 ) -> dict[str, Any]:
     resources = {"cpu": spec.cpu or sessions.cpu, "memory": spec.memory or sessions.memory}
-    meta = metadata(spec, names.service, namespace)
+    container = {"image": spec.image or sessions.harness_image, "env": harness_env(spec, names)}
+    return service_of(
+        metadata(spec, names.service, namespace), names, container, resources, sessions
+    )
+
+
+def service_of(
+    meta: dict[str, Any],
+    names: SessionNames,
+    container: dict[str, Any],
+    resources: dict[str, str],
+    sessions: KnativeSessionSettings,
+) -> dict[str, Any]:
+    """A harness's Service: `container` gives its image and environment (``env``, and
+    ``envFrom`` for a pool member), the rest is every harness's."""
     # Reached through the cluster only: the control plane and the Broker call it.
     meta["labels"]["networking.knative.dev/visibility"] = "cluster-local"
     return {
@@ -226,9 +246,8 @@ def service(
                     "containers": [
                         {
                             "name": "harness",
-                            "image": spec.image or sessions.harness_image,
+                            **container,
                             "ports": [{"name": "http1", "containerPort": HARNESS_PORT}],
-                            "env": harness_env(spec, names),
                             "resources": {"requests": resources, "limits": resources},
                             "readinessProbe": {"httpGet": {"path": "/healthz"}},
                             "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE}],

@@ -34,6 +34,7 @@ from tests.runtime.knative_cluster import (
     NAMESPACE,
     TRIGGERS,
     Cluster,
+    control_plane_env,
     knative_cluster,
 )
 from tests.support.control_plane import ControlPlane, add_claude_workers, until
@@ -65,18 +66,9 @@ def plane(root: Path, cluster: Cluster, fake_provider: Any) -> Iterator[ControlP
     plane = ControlPlane(
         root / "data",
         {
+            **control_plane_env(cluster),
             "FAKE_PROVIDER_KEY": f"knative-{uuid.uuid4().hex[:8]}",
-            "VWM_RUNTIME_BACKEND": "knative",
-            "VWM_KUBE_API_URL": cluster.url,
-            "VWM_HARNESS_IMAGE": HARNESS_IMAGE,
-            "VWM_KNATIVE_NAMESPACE": NAMESPACE,
-            "VWM_KNATIVE_BROKER": BROKER,
             "VWM_EVENTING": "knative",
-            "VWM_ALLOW_LOCAL_REPOS": "1",
-            # The reconciler ticks every second, and leaves alone for 3 s what just changed (a
-            # prompt's job takes about one).
-            "VWM_TICK_S": "1",
-            "VWM_RECONCILE_GRACE_S": "3",
         },
     )
     plane.start()

@@ -34,7 +34,8 @@ class Cluster:
     url: str
     token_key: TokenKey
 
-    def backend(self, **settings: object) -> KnativeBackend:
+    def backend(self, warm_services: int = 0, **settings: object) -> KnativeBackend:
+        """A control plane's backend: `settings` are `KnativeSessionSettings` fields."""
         sessions = KnativeSessionSettings(harness_image=HARNESS_IMAGE, **settings)  # type: ignore[arg-type]
         return KnativeBackend(
             KubeApi(Configuration(host=self.url), attempts=3, first_delay_s=0.01),
@@ -45,6 +46,7 @@ class Cluster:
             probe_timeout_s=2.0,
             startup_grace_s=3.0,
             delete_wait_s=15.0,
+            warm_services=warm_services,
         )
 
 
@@ -60,3 +62,19 @@ def knative_cluster(root: Path, **serving_env: str) -> Iterator[Cluster]:
         ) as knative,
     ):
         yield Cluster(api, knative, url, TokenKey(secrets.token_bytes(32), "test"))
+
+
+def control_plane_env(cluster: Cluster) -> dict[str, str]:
+    """What a `vwm up` on this cluster is given: the Knative backend on the fake API server,
+    local repositories allowed, and a reconciler that ticks every second and leaves alone for
+    3 s what just changed (a prompt's job takes about one)."""
+    return {
+        "VWM_RUNTIME_BACKEND": "knative",
+        "VWM_KUBE_API_URL": cluster.url,
+        "VWM_HARNESS_IMAGE": HARNESS_IMAGE,
+        "VWM_KNATIVE_NAMESPACE": NAMESPACE,
+        "VWM_KNATIVE_BROKER": BROKER,
+        "VWM_ALLOW_LOCAL_REPOS": "1",
+        "VWM_TICK_S": "1",
+        "VWM_RECONCILE_GRACE_S": "3",
+    }

@@ -78,7 +78,6 @@ def test_values_a_cluster_would_refuse_are_refused_at_start_naming_the_variable(
 
 
 LOCAL_ONLY = [
-    ("VWM_WARM_HARNESSES", "2", "not built for Knative"),
     ("VWM_HARNESS_IDLE_S", "60", "VWM_SESSION_IDLE_POD_S"),
     ("VWM_SANDBOX", "required", "the session's pod is its CLI's boundary"),
     ("VWM_SANDBOX", "off", "the session's pod is its CLI's boundary"),
@@ -99,11 +98,14 @@ def test_a_local_only_setting_is_refused_with_knative_saying_what_stands_for_it(
     ControlPlaneSettings.from_env({"VWM_DATA_DIR": "/nonexistent", name: value})
 
 
-def test_with_knative_no_local_harness_is_pooled_or_stopped_for_idleness() -> None:
+def test_with_knative_no_harness_is_stopped_for_idleness_and_the_pool_is_asked_for() -> None:
     knative = {**GOOD, "VWM_RUNTIME_BACKEND": "knative", "VWM_DATA_DIR": "/nonexistent"}
     for given in ({}, {"VWM_WARM_HARNESSES": "0", "VWM_HARNESS_IDLE_S": "0"}):
         settings = ControlPlaneSettings.from_env({**knative, **given})
         assert (settings.warm_harnesses, settings.harness_idle_s) == (0, 0)
+    # Warm Services hold a volume and a pod each: none unless asked for.
+    pooled = ControlPlaneSettings.from_env({**knative, "VWM_WARM_HARNESSES": "3"})
+    assert pooled.warm_harnesses == 3
     local = ControlPlaneSettings.from_env({"VWM_DATA_DIR": "/nonexistent"})
     assert (local.warm_harnesses, local.harness_idle_s) == (2, 300.0)
 
@@ -113,9 +115,9 @@ def test_with_knative_no_local_harness_is_pooled_or_stopped_for_idleness() -> No
     [
         ({"VWM_RUNTIME_BACKEND": "kubernetes"}, "invalid_setting", "use local, knative"),
         (
-            {"VWM_RUNTIME_BACKEND": "knative", "VWM_WARM_HARNESSES": "4"},
+            {"VWM_RUNTIME_BACKEND": "knative", "VWM_HARNESS_IDLE_S": "4"},
             "invalid_setting",
-            "VWM_WARM_HARNESSES='4' applies to the local runtime backend",
+            "VWM_HARNESS_IDLE_S='4' applies to the local runtime backend",
         ),
         (
             {"VWM_RUNTIME_BACKEND": "knative", "VWM_SESSION_MEMORY": "2GB"},
