@@ -39,6 +39,7 @@ import logging
 import uuid
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -74,6 +75,9 @@ CLAIM_PATH = "/v1/claim"
 MEMBER_COMPONENT = "pool-member"
 POOL_LABEL = "vwm.dev/pool"
 MEMBER_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={MEMBER_COMPONENT}"
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+# How old a member's PVC or Secret without its Service must be to count as left over.
+STRAY_GRACE_S = 600.0
 _MEMBER_PREFIX = "vwm-w-"
 
 
@@ -132,6 +136,7 @@ class WarmServices:
         token_key: TokenKey,
         size: int,
         probe_timeout_s: float = 5.0,
+        stray_grace_s: float = STRAY_GRACE_S,
     ) -> None:
         self.api = api
         self.namespace = namespace
@@ -139,6 +144,7 @@ class WarmServices:
         self.size = size
         self._token_key = token_key
         self._probe_timeout_s = probe_timeout_s
+        self.stray_grace_s = stray_grace_s
         self._filling = asyncio.Lock()
         self._refills: set[asyncio.Task[None]] = set()
 
@@ -174,7 +180,8 @@ class WarmServices:
     async def fill(self, shapes: Iterable[PoolShape], *, prune: bool = False) -> int:
         """Make members until each shape's pool has `size`, and probe those that are ready
         (which keeps their pods up). `prune`: `shapes` are all the shapes wanted, so the members
-        of any other shape, and those past `size`, are deleted. Returns how many were made."""
+        of any other shape, and those past `size`, are deleted, and so are members' PVCs and
+        Secrets left without a Service. Returns how many were made."""
         wanted = {shape.key: shape for shape in (Shape.of(s, self.sessions) for s in shapes)}
         async with self._filling:
             members = await self._members()
@@ -192,6 +199,7 @@ class WarmServices:
                     keep = self.size if key in wanted else 0
                     for member in sorted(have, key=_created)[keep:]:
                         await self.remove(member["metadata"]["name"])
+                await self._remove_strays()
             await self._probe([m for m in members if _ready_address(m)])
         return made
 
@@ -227,6 +235,27 @@ class WarmServices:
         ):
             with contextlib.suppress(KubeNotFound):
                 await self.api.delete(resource, self.namespace, name)
+
+    async def _remove_strays(self) -> None:
+        """Delete a member's PVC or Secret left without its Service, made longer than the grace
+        ago (a member being made has them a moment before its Service): what a fill cut off
+        half-way left, or a claim cut off before it relabelled the volume."""
+        services = {
+            s["metadata"]["name"]
+            for s in await self.api.list(KNATIVE_SERVICES, self.namespace, MANAGED_SELECTOR)
+        }
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.stray_grace_s)
+        for resource, suffix in ((PERSISTENT_VOLUME_CLAIMS, "-workspace"), (SECRETS, "-env")):
+            for obj in await self.api.list(resource, self.namespace, MEMBER_SELECTOR):
+                name = obj["metadata"]["name"]
+                service = name.removesuffix(suffix)
+                if service in services or not _made_before(obj, cutoff):
+                    continue
+                logger.warning(
+                    "removing what is left of a warm pool member", extra={"object": name}
+                )
+                with contextlib.suppress(KubeNotFound):
+                    await self.api.delete(resource, self.namespace, name)
 
     # -- taking one ------------------------------------------------------------------------------
 
@@ -323,6 +352,13 @@ class WarmServices:
 
 def _pool_of(member: Mapping[str, Any]) -> str:
     return str(((member.get("metadata") or {}).get("labels") or {}).get(POOL_LABEL, ""))
+
+
+def _made_before(obj: Mapping[str, Any], cutoff: datetime) -> bool:
+    made = (obj.get("metadata") or {}).get("creationTimestamp")
+    if not made:
+        return False  # not known: left alone
+    return datetime.fromisoformat(str(made).replace("Z", "+00:00")) < cutoff
 
 
 def _created(member: Mapping[str, Any]) -> str:

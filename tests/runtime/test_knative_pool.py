@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from functions.kube import PERSISTENT_VOLUME_CLAIMS, SECRETS
 from functions.runtime.base import PoolShape
 from functions.runtime.knative import KnativeBackend
 from functions.runtime.knative_objects import SESSION_ANNOTATION, SessionNames
@@ -127,6 +128,32 @@ async def test_fill_makes_each_shapes_pool_and_prunes_shapes_no_runtime_has(
     # A smaller pool: the newest members past the size go.
     assert await cluster.backend(warm_services=1).fill_pools([DEFAULT]) == 0
     assert len(members(cluster)) == 1
+
+
+async def test_what_a_member_left_without_its_service_is_removed_after_a_grace(
+    cluster: Cluster,
+) -> None:
+    """A fill cut off between a member's volume and its Service, or a claim cut off before it
+    relabelled the volume, leaves objects no Service accounts for: they cost storage."""
+    backend = cluster.backend(warm_services=1)
+    secret, volume, _ = backend.pool.member_objects(
+        Shape.of(DEFAULT, backend.sessions), "vwm-w-left0behind000"
+    )
+    await backend.api.create(SECRETS, NAMESPACE, secret)
+    await backend.api.create(PERSISTENT_VOLUME_CLAIMS, NAMESPACE, volume)
+    names = SessionNames("vwm-w-left0behind000")
+
+    await backend.fill_pools([DEFAULT])  # within the grace: a member being made, maybe
+    assert names.volume in cluster.api.objects(PVCS, NAMESPACE)
+    [member] = members(cluster)
+
+    backend.pool.stray_grace_s = 0
+    await backend.fill_pools([DEFAULT])
+    assert names.volume not in cluster.api.objects(PVCS, NAMESPACE)
+    assert names.secret not in cluster.api.objects(SECRET_KIND, NAMESPACE)
+    # The member with its Service keeps its objects.
+    assert SessionNames(member).volume in cluster.api.objects(PVCS, NAMESPACE)
+    assert SessionNames(member).secret in cluster.api.objects(SECRET_KIND, NAMESPACE)
 
 
 # -- a claim -----------------------------------------------------------------------------------
