@@ -8,6 +8,7 @@ so the Role never keeps a permission nobody needs."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from collections.abc import Iterator
@@ -17,8 +18,9 @@ import pytest
 from kubernetes.client import Configuration
 
 from functions.broker.knative_triggers import SubscriptionTriggers
-from functions.kube import KubeApi
+from functions.kube import KNATIVE_SERVICES, KubeApi
 from functions.runtime import HarnessNotReady, HarnessSpec, SessionExists
+from functions.runtime.base import PoolShape
 from functions.runtime.knative import KnativeBackend
 from functions.runtime.tokens import TokenKey
 from functions.settings import KnativeSessionSettings
@@ -97,6 +99,7 @@ async def use_everything(fake: FakeKubeApi, api: KubeApi) -> None:
     )
     spec = session_spec("0123456789abcdef0123456789abcdef")
     handle = await backend.provision(spec)
+    await claim_from_the_pool(fake, api)
     with pytest.raises(SessionExists):
         await backend.provision(spec)
     with pytest.raises(HarnessNotReady):
@@ -130,6 +133,33 @@ async def use_everything(fake: FakeKubeApi, api: KubeApi) -> None:
     await triggers.delete(subscription.name)  # gone already: fine
 
 
+async def claim_from_the_pool(fake: FakeKubeApi, api: KubeApi) -> None:
+    """The warm pool: members made, one taken (relabelled, its Secret and PVC the session's),
+    the rest pruned, and what a member left without its Service removed."""
+    backend = KnativeBackend(
+        api,
+        namespace=NAMESPACE,
+        broker="vwm",
+        sessions=KnativeSessionSettings(harness_image=TEMPLATE_VARIABLES["harness_image"]),
+        token_key=TokenKey(secrets.token_bytes(32), "test"),
+        probe_timeout_s=0.2,
+        warm_services=1,
+    )
+    assert await backend.fill_pools([PoolShape()]) == 1
+    [member] = [name for name in fake.objects(SERVICES, NAMESPACE) if name.startswith("vwm-w-")]
+    ready = {"type": "Ready", "status": "True"}
+    address = {"url": "http://127.0.0.1:9"}  # nobody listens: the claim's post fails, logged
+    generation = fake.get(SERVICES, NAMESPACE, member)["metadata"].get("generation", 1)  # type: ignore[index]
+    status = {"observedGeneration": generation, "conditions": [ready], "address": address}
+    fake.set_status(SERVICES, NAMESPACE, member, status)
+    handle = await backend.provision(session_spec("fedcba9876543210fedcba9876543210"))
+    assert handle.state["service"] == member
+    await asyncio.gather(*backend.pool._refills)
+    backend.pool.stray_grace_s = 0
+    await api.delete(KNATIVE_SERVICES, NAMESPACE, member)  # the session's end, in short
+    await backend.fill_pools([])  # no runtime: the new member goes, and the strays
+
+
 def granted() -> set[Permission]:
     role = one("Role", "vwm-control-plane")
     return {
@@ -151,12 +181,22 @@ async def test_the_role_grants_exactly_what_the_control_plane_asks_of_the_api_se
     )
 
 
-def test_services_and_volumes_are_never_changed_in_place() -> None:
-    """A running session's Service is never patched (a new revision would wait for the volume
-    the old pod holds), and a volume is never resized or edited: the Role says so too."""
+def test_services_and_volumes_are_never_changed_but_in_their_labels() -> None:
+    """A Service's template is never changed (a new revision would wait for the volume the old
+    pod holds), and a volume is never resized: the Role grants no update of either, and the
+    only patches, the warm pool's claim relabelling a member, touch labels and annotations."""
     for group, resource, verb in granted():
         if resource in ("services", "persistentvolumeclaims"):
-            assert verb not in ("update", "patch"), (group, resource, verb)
+            assert verb != "update", (group, resource, verb)
+    with api_server() as (fake, api):
+        asyncio.run(use_everything(fake, api))
+    assert {path.split("/")[-2] for path, _ in fake.patches} == {
+        "services",
+        "persistentvolumeclaims",
+    }
+    for path, body in fake.patches:
+        assert set(body) == {"metadata"}, path
+        assert set(body["metadata"]) <= {"labels", "annotations", "resourceVersion"}, path
 
 
 @pytest.mark.parametrize(

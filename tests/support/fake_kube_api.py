@@ -319,6 +319,7 @@ class FakeKubeApi:
     namespaces: set[str] = field(default_factory=lambda: {"default"})
     faults: deque[int] = field(default_factory=deque)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of each
+    patches: list[tuple[str, Any]] = field(default_factory=list)  # (path, body) of each PATCH
     _objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     _versions: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -506,6 +507,8 @@ class FakeKubeApi:
         subresource = request.url.path.endswith("/status") and "name" in request.path_params
         with_body = ("POST", "PUT", "PATCH", "DELETE")
         body = await self._body(request) if request.method in with_body else None
+        if request.method == "PATCH":
+            self.patches.append((request.url.path, body))
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         try:
             with self._lock:
