@@ -29,6 +29,7 @@ from tests.support.fake_kube_api import Kind
 
 TRIGGER_KIND = Kind("eventing.knative.dev", "v1", "triggers", "Trigger")
 READY_S = 60.0
+CLI_BINS = Path(__file__).resolve().parents[2] / ".tools" / "clis" / "node_modules" / ".bin"
 PRICES = {"input": 3, "cache_read": 0.3, "cache_write": 3.75, "output": 15}
 DEFAULT = PoolShape()
 BIG = PoolShape(image="registry.example/big-harness:1", cpu="4", memory="8Gi")
@@ -259,6 +260,19 @@ async def test_a_claim_whose_pod_is_gone_still_makes_the_session(
     assert handle.state["service"] == member
     assert endpoint.token == cluster.token_key.token("s-missed")
     assert (await health(endpoint.url, endpoint.token)).json()["cli"] == "claude"
+    await backend.teardown(handle)
+
+
+@pytest.mark.parametrize("cli", ["codex", "gemini", "opencode"])
+async def test_one_pool_serves_every_cli_of_a_shape(cluster: Cluster, make_spec, cli: str) -> None:
+    """A member knows no CLI until its claim: the same warm Service becomes any CLI's harness."""
+    backend = cluster.backend(warm_services=1)
+    [member] = await warm(cluster, backend)
+    spec = spec_for(make_spec, f"s-{cli}", cli=cli, cli_bin=str(CLI_BINS / cli))
+    handle = await backend.provision(spec)
+    endpoint = await backend.wait_ready(handle, READY_S)  # answers as `cli`, with its token
+    assert handle.state["service"] == member
+    assert (await health(endpoint.url, endpoint.token)).json()["cli"] == cli
     await backend.teardown(handle)
 
 
