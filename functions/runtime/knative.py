@@ -207,10 +207,21 @@ class KnativeBackend:
                 async with probe.client(self._probe_timeout_s) as http:
                     await self.pool.hand_over(http, url, names, env)
             except ClaimRefused as exc:
-                raise HarnessStartFailed(
-                    f"session {spec.session_id}: {exc}", session_id=spec.session_id, log_tail=""
-                ) from None
-        self._addresses[spec.session_id] = url
+                # The session's settings cannot start a harness. The member is made a cold
+                # session's Service on its volume, whose pod then fails its start as any
+                # session's would: `wait_ready` reports it, `ensure_running` retries it.
+                logger.warning(
+                    "a warm pool member refused its claim; starting the session's own Service",
+                    extra={"session_id": spec.session_id, "error": str(exc)},
+                )
+                try:
+                    await self._apply(SECRETS, objects.secret)
+                    await self._create_service(spec.session_id, objects.service)
+                except KubeError as error:
+                    raise _backend_error(error, spec.session_id) from None
+                url = ""  # the new Service's address is read by `wait_ready`
+        if url:
+            self._addresses[spec.session_id] = url
         logger.info(
             "session provisioned from the warm pool",
             extra={"session_id": spec.session_id, "service": names.service},

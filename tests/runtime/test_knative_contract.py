@@ -14,9 +14,11 @@ import pytest
 
 from functions.kube import KNATIVE_SERVICES
 from functions.runtime import RuntimeHandle
+from functions.runtime.base import PoolShape
 from functions.runtime.knative import KnativeBackend
 from tests.runtime.contract import RuntimeBackendContract
 from tests.runtime.knative_cluster import NAMESPACE, Cluster, knative_cluster
+from tests.support.fake_knative import SERVICES
 
 
 @pytest.fixture
@@ -41,3 +43,17 @@ class TestKnativeBackendContract(RuntimeBackendContract):
             await api.delete(KNATIVE_SERVICES, NAMESPACE, handle.state["service"])
 
         return delete_service
+
+
+class TestKnativeBackendFromTheWarmPoolContract(TestKnativeBackendContract):
+    """The same contract for sessions made of warm pool members (functions.runtime.knative_pool):
+    three members ready before each test, so its sessions are claimed, not started cold; a
+    restarted control plane finds them by their handles, which name the members' objects."""
+
+    @pytest.fixture
+    async def backend(self, cluster: Cluster) -> KnativeBackend:
+        pooled = cluster.backend(warm_services=3)
+        await pooled.fill_pools([PoolShape()])
+        for name in cluster.api.objects(SERVICES, NAMESPACE):
+            cluster.serving.wait_condition(name, "True", NAMESPACE, timeout=60)
+        return pooled
