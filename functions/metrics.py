@@ -41,6 +41,12 @@ HARNESS_RESTARTS = Counter(
     "vwm_harness_restarts_total",
     "Harnesses the runtime backend started again for a live session (dead, stopped, or mute).",
 )
+HARNESS_STARTS = Counter(
+    "vwm_harness_starts_total",
+    "Harnesses the runtime backend started for a session, by start: warm (a warm pool member "
+    "claimed) or cold. Many cold starts with a pool set: the pool is too small.",
+    ["start"],
+)
 DELIVERY_RETRIES = Counter(
     "vwm_broker_delivery_retries_total",
     "Embedded broker deliveries that failed and were scheduled again.",

@@ -42,7 +42,7 @@ from functions.kube import (
     KubernetesUnavailable,
     Resource,
 )
-from functions.metrics import HARNESS_RESTARTS
+from functions.metrics import HARNESS_RESTARTS, HARNESS_STARTS
 from functions.runtime import probe
 from functions.runtime.base import (
     RESERVED_ENV,
@@ -145,6 +145,7 @@ class KnativeBackend:
     async def provision(self, spec: HarnessSpec) -> RuntimeHandle:
         _check_spec(spec)
         if self.pool.size and (claimed := await self._claim(spec)) is not None:
+            HARNESS_STARTS.labels(start="warm").inc()
             return claimed
         objects = self.objects(spec)
         names = SessionNames.of(spec.session_id)
@@ -165,6 +166,7 @@ class KnativeBackend:
                 await self._apply(TRIGGERS, objects.trigger)
             except KubeError as exc:
                 raise _backend_error(exc, spec.session_id) from None
+        HARNESS_STARTS.labels(start="cold").inc()
         logger.info(
             "session provisioned on Knative",
             extra={"session_id": spec.session_id, "service": names.service},
@@ -335,6 +337,7 @@ class KnativeBackend:
                 await self._create_service(handle.session_id, objects.service)
                 await self._apply(TRIGGERS, objects.trigger)
                 HARNESS_RESTARTS.inc()
+                HARNESS_STARTS.labels(start="cold").inc()
             except KubeError as exc:
                 raise _backend_error(exc, handle.session_id) from None
         return self._handle(spec, names)

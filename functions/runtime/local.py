@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from functions.metrics import HARNESS_RESTARTS
+from functions.metrics import HARNESS_RESTARTS, HARNESS_STARTS
 from functions.private_files import open_private_append, private_dir
 from functions.runtime import probe, procs
 from functions.runtime.base import (
@@ -315,6 +315,7 @@ class LocalBackend:
             env = self._harness_env(spec, workspace, port, token, listener.fileno())
             member = self._from_pool(workspace, env, listener, log.fileno())
             proc = member.proc if member else self._start_cold(spec, workspace, env, listener, log)
+        HARNESS_STARTS.labels(start="warm" if member else "cold").inc()
         self._children[proc.pid] = proc
         state: dict[str, Any] = {
             "workspace": str(workspace),

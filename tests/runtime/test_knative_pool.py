@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from functions.kube import PERSISTENT_VOLUME_CLAIMS, SECRETS
 from functions.runtime.base import PoolShape
@@ -39,6 +40,11 @@ BIG = PoolShape(image="registry.example/big-harness:1", cpu="4", memory="8Gi")
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     with knative_cluster(tmp_path / "cluster") as running:
         yield running
+
+
+def starts(how: str) -> float:
+    """`vwm_harness_starts_total{start=how}` in this process."""
+    return REGISTRY.get_sample_value("vwm_harness_starts_total", {"start": how}) or 0.0
 
 
 def members(cluster: Cluster) -> dict[str, dict[str, Any]]:
@@ -171,8 +177,10 @@ async def test_a_session_takes_a_ready_member_and_it_becomes_the_sessions_harnes
     pid = cluster.serving.pid_of(member, NAMESPACE)
 
     spec = spec_for(make_spec, "s-pooled")
+    warm_starts = starts("warm")
     handle = await backend.provision(spec)
     endpoint = await backend.wait_ready(handle, READY_S)
+    assert starts("warm") == warm_starts + 1
 
     names = SessionNames(member)
     assert handle.state["service"] == member and handle.state["volume"] == names.volume
@@ -294,7 +302,9 @@ async def test_two_control_planes_never_take_the_same_member(cluster: Cluster, m
 async def test_without_a_ready_member_a_session_starts_cold(cluster: Cluster, make_spec) -> None:
     backend = cluster.backend(warm_services=1)
     other = await warm(cluster, backend, BIG)  # a pool of another shape only
+    cold_starts = starts("cold")
     handle = await backend.provision(spec_for(make_spec, "s-cold"))
+    assert starts("cold") == cold_starts + 1
     assert handle.state["service"] == SessionNames.of("s-cold").service
     await backend.wait_ready(handle, READY_S)
     assert sorted(members(cluster)) == other

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from functions.runtime import procs
 from functions.runtime.local import LocalBackend
@@ -63,6 +64,11 @@ def claims(backend: LocalBackend) -> list[Path]:
     ]
 
 
+def starts(how: str) -> float:
+    """`vwm_harness_starts_total{start=how}` in this process."""
+    return REGISTRY.get_sample_value("vwm_harness_starts_total", {"start": how}) or 0.0
+
+
 def _unclaimed(backend: LocalBackend) -> dict[str, int]:
     return {
         folder: pid
@@ -75,11 +81,13 @@ async def test_a_session_gets_a_warm_member_configured_at_the_claim(
     pooled: LocalBackend, sessions: Sessions, make_spec
 ) -> None:
     before = await full(pooled)
+    warm_starts = starts("warm")
     spec = make_spec("s-warm", credential_env={"VWM_PROVIDER_API_KEY": "sk-secret-of-s-warm"})
     handle, endpoint = await sessions.ready(spec)
     try:
         pid = handle.state["pid"]
         assert pid in before.values(), "the harness is one of the members started before"
+        assert starts("warm") == warm_starts + 1  # counted for the operator
         # It serves this session, with its token (wait_ready checked the CLI and the token).
         async with httpx.AsyncClient() as client:
             health = await client.get(f"{endpoint.url}/healthz")
@@ -132,9 +140,11 @@ async def test_a_member_that_died_is_skipped_and_the_harness_starts_cold(
     async with asyncio.timeout(10):
         while _unclaimed(pooled):  # noqa: ASYNC110 (processes)
             await asyncio.sleep(0.02)
+    cold_starts = starts("cold")
     handle, _ = await sessions.ready(make_spec("s-cold"))
     try:
         assert "VWM_SESSION_ID" in environ(handle.state["pid"]), "started cold, its env its own"
+        assert starts("cold") == cold_starts + 1
     finally:
         await pooled.teardown(handle)
 
