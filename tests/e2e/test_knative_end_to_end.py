@@ -28,13 +28,13 @@ from functions.runtime.knative_objects import SessionNames, build
 from functions.runtime.tokens import TokenKey
 from functions.settings import KnativeSessionSettings
 from tests.e2e.conftest import git, make_bare_repo
+from tests.e2e.knative_plane import knative_plane
 from tests.runtime.knative_cluster import (
     BROKER,
     HARNESS_IMAGE,
     NAMESPACE,
     TRIGGERS,
     Cluster,
-    control_plane_env,
     knative_cluster,
 )
 from tests.support.control_plane import ControlPlane, add_claude_workers, until
@@ -63,20 +63,14 @@ def cluster(root: Path) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def plane(root: Path, cluster: Cluster, fake_provider: Any) -> Iterator[ControlPlane]:
-    plane = ControlPlane(
-        root / "data",
-        {
-            **control_plane_env(cluster),
-            "FAKE_PROVIDER_KEY": f"knative-{uuid.uuid4().hex[:8]}",
-            "VWM_EVENTING": "knative",
-        },
-    )
-    plane.start()
-    repo = make_bare_repo(root / "worker.git", {"README.md": "# knowledge\n"})
-    with plane.client() as admin:
-        add_claude_workers(admin, fake_provider.base_url, repo)
-    yield plane
-    plane.stop()
+    with knative_plane(
+        root,
+        cluster,
+        fake_provider.base_url,
+        FAKE_PROVIDER_KEY=f"knative-{uuid.uuid4().hex[:8]}",
+        VWM_EVENTING="knative",
+    ) as plane:
+        yield plane
 
 
 def restarted(plane: ControlPlane, **env: str) -> ControlPlane:

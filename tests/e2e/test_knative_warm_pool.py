@@ -17,15 +17,15 @@ import pytest
 from functions.runtime.knative_objects import SESSION_ANNOTATION, SessionNames
 from functions.runtime.knative_pool import MEMBER_COMPONENT
 from tests.e2e.conftest import git, make_bare_repo
+from tests.e2e.knative_plane import knative_plane
 from tests.e2e.test_knative_end_to_end import prompt, start_session
 from tests.runtime.knative_cluster import (
     NAMESPACE,
     TRIGGERS,
     Cluster,
-    control_plane_env,
     knative_cluster,
 )
-from tests.support.control_plane import ControlPlane, add_claude_workers, until
+from tests.support.control_plane import ControlPlane, until
 from tests.support.fake_knative import PVCS, SECRETS, SERVICES
 
 pytestmark = [pytest.mark.cli, pytest.mark.xdist_group("knative-warm-pool")]
@@ -44,20 +44,14 @@ def cluster(root: Path) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def plane(root: Path, cluster: Cluster, fake_provider: Any) -> Iterator[ControlPlane]:
-    plane = ControlPlane(
-        root / "data",
-        {
-            **control_plane_env(cluster),
-            "FAKE_PROVIDER_KEY": f"warm-{uuid.uuid4().hex[:8]}",
-            "VWM_WARM_HARNESSES": "1",
-        },
-    )
-    plane.start()
-    repo = make_bare_repo(root / "worker.git", {"README.md": "# knowledge\n"})
-    with plane.client() as admin:
-        add_claude_workers(admin, fake_provider.base_url, repo)
-    yield plane
-    plane.stop()
+    with knative_plane(
+        root,
+        cluster,
+        fake_provider.base_url,
+        FAKE_PROVIDER_KEY=f"warm-{uuid.uuid4().hex[:8]}",
+        VWM_WARM_HARNESSES="1",
+    ) as plane:
+        yield plane
 
 
 def ready_members(cluster: Cluster) -> list[dict[str, Any]]:

@@ -84,10 +84,8 @@ def session_spec(session_id: str) -> HarnessSpec:
     )
 
 
-async def use_everything(fake: FakeKubeApi, api: KubeApi) -> None:
-    """Every operation the functions run against the API server, including the paths taken
-    when an object exists already, failed, or is gone."""
-    backend = KnativeBackend(
+def backend_on(api: KubeApi, warm_services: int = 0) -> KnativeBackend:
+    return KnativeBackend(
         api,
         namespace=NAMESPACE,
         broker="vwm",
@@ -96,7 +94,14 @@ async def use_everything(fake: FakeKubeApi, api: KubeApi) -> None:
         probe_timeout_s=0.2,
         startup_grace_s=0.2,
         delete_wait_s=5.0,
+        warm_services=warm_services,
     )
+
+
+async def use_everything(fake: FakeKubeApi, api: KubeApi) -> None:
+    """Every operation the functions run against the API server, including the paths taken
+    when an object exists already, failed, or is gone."""
+    backend = backend_on(api)
     spec = session_spec("0123456789abcdef0123456789abcdef")
     handle = await backend.provision(spec)
     await claim_from_the_pool(fake, api)
@@ -136,15 +141,7 @@ async def use_everything(fake: FakeKubeApi, api: KubeApi) -> None:
 async def claim_from_the_pool(fake: FakeKubeApi, api: KubeApi) -> None:
     """The warm pool: members made, one taken (relabelled, its Secret and PVC the session's),
     the rest pruned, and what a member left without its Service removed."""
-    backend = KnativeBackend(
-        api,
-        namespace=NAMESPACE,
-        broker="vwm",
-        sessions=KnativeSessionSettings(harness_image=TEMPLATE_VARIABLES["harness_image"]),
-        token_key=TokenKey(secrets.token_bytes(32), "test"),
-        probe_timeout_s=0.2,
-        warm_services=1,
-    )
+    backend = backend_on(api, warm_services=1)
     assert await backend.fill_pools([PoolShape()]) == 1
     [member] = [name for name in fake.objects(SERVICES, NAMESPACE) if name.startswith("vwm-w-")]
     ready = {"type": "Ready", "status": "True"}
