@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from eventing.lazy_models import LazyModel
 from harness.errors import Conflict, HarnessError
 from harness.http import EXCEPTION_HANDLERS, InputGuard, TokenAuth, parse_json
 from harness.settings import HarnessSettings, SettingsError
@@ -49,7 +50,7 @@ def is_pool_member(env: Mapping[str, str]) -> bool:
     return bool(env.get(POOL_TOKEN_ENV)) and not env.get("VWM_SESSION_ID")
 
 
-class Claim(BaseModel):
+class Claim(LazyModel):
     model_config = ConfigDict(extra="forbid")
 
     env: dict[str, str]

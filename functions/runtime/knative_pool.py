@@ -54,6 +54,7 @@ from functions.kube import (
     KubeNotFound,
 )
 from functions.runtime.base import HarnessSpec, PoolShape, spec_env
+from functions.runtime.errors import RuntimeBackendError
 from functions.runtime.knative_objects import (
     COMPONENT_LABEL,
     MANAGED_BY,
@@ -119,9 +120,11 @@ def claim_env(spec: HarnessSpec, token: str) -> dict[str, str]:
     return {**spec_env(spec), TOKEN_ENV: token, **spec.credential_env}
 
 
-class ClaimRefused(Exception):
+class ClaimRefused(RuntimeBackendError):
     """A member's harness refused the session's environment: its pod would refuse it from the
-    Secret too, so the session cannot start there."""
+    Secret too. The backend answers it by starting the session's own Service instead."""
+
+    code = "claim_refused"
 
 
 class WarmServices:
@@ -326,7 +329,8 @@ class WarmServices:
         if response.status_code != 200:
             raise ClaimRefused(
                 f"the warm pool member {names.service} refused the session's environment "
-                f"({response.status_code}): {response.text[:2000]}"
+                f"({response.status_code}): {response.text[:2000]}",
+                session_id=env.get("VWM_SESSION_ID", ""),
             )
         return True
 
