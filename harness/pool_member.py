@@ -66,6 +66,11 @@ class ClaimRefused(HarnessError):
     code = "invalid_claim"
 
 
+class ClaimFailed(HarnessError):
+    status = 500
+    code = "claim_failed"
+
+
 class AlreadyClaimed(Conflict):
     code = "already_claimed"
 
@@ -120,10 +125,16 @@ class PoolMemberApp:
             if self._session_app is not None:
                 raise AlreadyClaimed("this pool member serves a session already")
             settings = _adopt(claim.env)
-            app = self._build(settings)
             started = asyncio.get_running_loop().create_future()
-            self._lifespan = asyncio.create_task(self._run_lifespan(app, started))
-            await started  # the harness's own start failing fails the claim
+            try:
+                app = self._build(settings)
+                self._lifespan = asyncio.create_task(self._run_lifespan(app, started))
+                await started
+            except Exception as exc:  # the harness's own start failed: so does the claim
+                raise ClaimFailed(
+                    f"the session's harness did not start: {exc}; the control plane starts the "
+                    "session's own Service instead, whose log tells more"
+                ) from None
             self._session_app = app
         return JSONResponse({"status": "claimed", "session_id": settings.session_id})
 

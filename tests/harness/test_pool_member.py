@@ -169,3 +169,24 @@ async def test_a_claim_makes_it_the_sessions_harness_until_shutdown(environment:
         assert again.status_code == 404
         assert len(recorder.built) == 1
     assert recorder.lifespan == ["started", "stopped"]
+
+
+async def test_a_harness_that_fails_to_start_fails_the_claim_with_a_stable_code(
+    environment: None,
+) -> None:
+    def broken(settings: HarnessSettings) -> Starlette:
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            raise RuntimeError("the meter could not start")
+            yield
+
+        return Starlette(lifespan=lifespan)
+
+    app = PoolMemberApp(POOL_TOKEN, broken)
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://member") as client:
+        failed = await claim(client, session_env())
+    assert failed.status_code == 500
+    assert failed.json()["error"]["code"] == "claim_failed"
+    assert "the meter could not start" in failed.json()["error"]["message"]
+    assert not app.claimed
