@@ -25,26 +25,17 @@ sys.path.insert(0, str(REPO))
 
 from bench.machine import describe  # noqa: E402
 from bench.scale import ms  # noqa: E402
-from functions.runtime import HarnessSpec  # noqa: E402
 from functions.runtime.base import PoolShape  # noqa: E402
 from functions.runtime.knative import KnativeBackend  # noqa: E402
-from tests.runtime.knative_cluster import NAMESPACE, Cluster, knative_cluster  # noqa: E402
+from tests.runtime.knative_cluster import (  # noqa: E402
+    NAMESPACE,
+    Cluster,
+    claude_spec,
+    knative_cluster,
+)
 from tests.support.fake_knative import SERVICES  # noqa: E402
 
 READY_S = 60.0
-
-
-def spec(session_id: str) -> HarnessSpec:
-    return HarnessSpec(
-        session_id=session_id,
-        cli="claude",
-        cli_bin=None,
-        model=None,
-        provider_base_url=None,
-        credential_env={"VWM_PROVIDER_API_KEY": "sk-bench"},
-        job_timeout_s=None,
-        worker="bench",
-    )
 
 
 async def wait_warm(cluster: Cluster, backend: KnativeBackend) -> None:
@@ -59,7 +50,7 @@ async def start(cluster: Cluster, backend: KnativeBackend, session_id: str) -> t
     """Provision → ready of one session: seconds, and the API requests it made."""
     requests = len(cluster.api.requests)
     began = time.perf_counter()
-    handle = await backend.provision(spec(session_id))
+    handle = await backend.provision(claude_spec(session_id))
     await backend.wait_ready(handle, READY_S)
     took = time.perf_counter() - began
     made = len(cluster.api.requests) - requests

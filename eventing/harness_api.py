@@ -32,6 +32,7 @@ __all__ = [
     "JobState",
     "LearningCommitOutcome",
     "ListedFile",
+    "PoolClaim",
     "RepoSaveOutcome",
     "ShutdownOutcome",
     "SkillInstallOutcome",
@@ -198,3 +199,20 @@ class SkillListing(HarnessAnswer):
     """``GET /v1/skills``: the installed skills, sorted by name."""
 
     items: list[InstalledSkill]
+
+
+# -- a warm Knative Service before its session (harness.pool_member) -----------------------------
+
+# The variable that makes `python -m harness` a pool member (with no VWM_SESSION_ID), holding the
+# token its claim must bear; and the claim's path.
+POOL_TOKEN_ENV = "VWM_POOL_TOKEN"  # noqa: S105 (the variable's name, not a secret)
+CLAIM_PATH = "/v1/claim"
+
+
+class PoolClaim(LazyModel):
+    """``POST /v1/claim``'s body: the session's whole harness environment. A request, so strict
+    both ways: an unknown field is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env: dict[str, str]

@@ -28,10 +28,7 @@ class _OriginPool:
     transport: httpx.AsyncHTTPTransport
     clock: Callable[[], float]  # the transport's: every time of a pool is read from one clock
     open_responses: int = 0
-    last_used: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.last_used = self.clock()
+    last_used: float = 0.0  # set by each request it sends, and each response closed
 
     def idle_for(self, now: float) -> float:
         return 0.0 if self.open_responses else now - self.last_used

@@ -75,7 +75,13 @@ from functions.runtime.base import (
     idle_stopped,
 )
 from functions.runtime.errors import RuntimeBackendError
-from functions.session_runtime import idle_sessions, load, quantity, relaunch, stop_if_idle
+from functions.session_runtime import (
+    idle_sessions,
+    load,
+    relaunch,
+    runtime_shape,
+    stop_if_idle,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -468,13 +474,7 @@ async def _orphan_volumes(report: Report) -> None:
 
 
 def _runtime_shapes(session: Session) -> set[PoolShape]:
-    rows = session.execute(select(Runtime.image, Runtime.limits)).tuples()
-    return {
-        PoolShape(
-            image, quantity((limits or {}).get("cpu")), quantity((limits or {}).get("memory"))
-        )
-        for image, limits in rows
-    }
+    return {runtime_shape(runtime) for runtime in session.scalars(select(Runtime))}
 
 
 async def _warm_pools(report: Report) -> None:

@@ -38,6 +38,7 @@ from functions.runtime.base import (
     HarnessEndpoint,
     HarnessSpec,
     IdleStopper,
+    PoolShape,
     RuntimeHandle,
     idle_stopped,
     marked_idle,
@@ -115,7 +116,7 @@ def harness_spec(view: SessionView) -> HarnessSpec:
     # How long a prompt request waits for its turn on a busy session before it fails.
     extra["VWM_PROMPT_WAIT_S"] = f"{current.prompt_wait_s:g}"
     timeout = job_timeout_s(view)
-    limits = runtime.limits or {}
+    shape = runtime_shape(runtime)
     return HarnessSpec(
         session_id=view.session.id,
         cli=runtime.cli,
@@ -127,11 +128,17 @@ def harness_spec(view: SessionView) -> HarnessSpec:
         job_timeout_s=timeout,
         extra_env=extra,
         git_allow_local=view.allow_local_repos,
-        image=runtime.image,
+        image=shape.image,
         worker=worker.name,
-        cpu=quantity(limits.get("cpu")),
-        memory=quantity(limits.get("memory")),
+        cpu=shape.cpu,
+        memory=shape.memory,
     )
+
+
+def runtime_shape(runtime: Runtime) -> PoolShape:
+    """The image, CPU and memory the runtime gives its harnesses (None: the backend's)."""
+    limits = runtime.limits or {}
+    return PoolShape(runtime.image, _quantity(limits.get("cpu")), _quantity(limits.get("memory")))
 
 
 def pinned_cli_version(runtime: Runtime) -> str:
@@ -148,7 +155,7 @@ def pinned_cli_version(runtime: Runtime) -> str:
     return runtime.cli_version
 
 
-def quantity(value: Any) -> str | None:
+def _quantity(value: Any) -> str | None:
     """A runtime's CPU or memory limit as a Kubernetes quantity (``2``, ``500m``, ``4Gi``)."""
     return None if value is None else str(value)
 

@@ -23,7 +23,6 @@ import os
 import re
 from collections.abc import Callable, Mapping
 
-from pydantic import ConfigDict
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -31,13 +30,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from eventing.lazy_models import LazyModel
+from eventing.harness_api import CLAIM_PATH, POOL_TOKEN_ENV, PoolClaim
 from harness.errors import Conflict, HarnessError
 from harness.http import EXCEPTION_HANDLERS, InputGuard, TokenAuth, parse_json
 from harness.settings import HarnessSettings, SettingsError
 
-POOL_TOKEN_ENV = "VWM_POOL_TOKEN"  # noqa: S105 (the variable's name, not a secret)
-CLAIM_PATH = "/v1/claim"
 # A session's environment is a few KiB (prices and instructions included).
 MAX_CLAIM_BYTES = 1 << 20
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -48,12 +45,6 @@ _REQUIRED = ("VWM_SESSION_ID", "VWM_SESSION_TOKEN", "VWM_CLI")
 
 def is_pool_member(env: Mapping[str, str]) -> bool:
     return bool(env.get(POOL_TOKEN_ENV)) and not env.get("VWM_SESSION_ID")
-
-
-class Claim(LazyModel):
-    model_config = ConfigDict(extra="forbid")
-
-    env: dict[str, str]
 
 
 class NotClaimed(HarnessError):
@@ -120,7 +111,7 @@ class PoolMemberApp:
         return JSONResponse(refusal.to_body(), status_code=refusal.status)
 
     async def _claim(self, request: Request) -> Response:
-        claim = await parse_json(request, Claim, MAX_CLAIM_BYTES)
+        claim = await parse_json(request, PoolClaim, MAX_CLAIM_BYTES)
         async with self._claiming:  # two claims at once: one wins, the other is refused
             if self._session_app is not None:
                 raise AlreadyClaimed("this pool member serves a session already")
@@ -167,7 +158,8 @@ class PoolMemberApp:
 def _adopt(env: Mapping[str, str]) -> HarnessSettings:
     """The session's settings from the claim's environment, made the process's (the CLI and
     git inherit it, as they would a cold start's); on a refusal the environment is as before."""
-    bad = sorted(name for name in env if not _NAME.fullmatch(name) or "\0" in env[name])
+    # (A NUL in a value never gets here: the JSON reader refuses control characters.)
+    bad = sorted(name for name in env if not _NAME.fullmatch(name))
     if bad:
         raise ClaimRefused(f"the claim's environment has invalid variables: {', '.join(bad)}")
     missing = [name for name in _REQUIRED if not env.get(name)]

@@ -272,6 +272,10 @@ class PoolShape:
     cpu: str | None = None
     memory: str | None = None
 
+    @classmethod
+    def of(cls, spec: HarnessSpec) -> PoolShape:
+        return cls(spec.image, spec.cpu, spec.memory)
+
 
 @runtime_checkable
 class ServicePooling(Protocol):

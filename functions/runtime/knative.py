@@ -73,6 +73,7 @@ from functions.runtime.knative_objects import (
     session_id_of,
 )
 from functions.runtime.knative_pool import ClaimRefused, WarmServices, claim_env
+from functions.runtime.knative_status import address, readiness, terminating
 from functions.runtime.tokens import TokenKey
 from functions.settings import KnativeSessionSettings
 
@@ -145,7 +146,6 @@ class KnativeBackend:
     async def provision(self, spec: HarnessSpec) -> RuntimeHandle:
         _check_spec(spec)
         if self.pool.size and (claimed := await self._claim(spec)) is not None:
-            HARNESS_STARTS.labels(start="warm").inc()
             return claimed
         objects = self.objects(spec)
         names = SessionNames.of(spec.session_id)
@@ -222,6 +222,7 @@ class KnativeBackend:
                 except KubeError as error:
                     raise _backend_error(error, spec.session_id) from None
                 url = ""  # the new Service's address is read by `wait_ready`
+        HARNESS_STARTS.labels(start="warm" if url else "cold").inc()
         if url:
             self._addresses[spec.session_id] = url
         logger.info(
@@ -243,7 +244,7 @@ class KnativeBackend:
         async with probe.client(self._probe_timeout_s) as http:
             while True:
                 current = await self._service(handle.session_id, names.service)
-                if current is None or _terminating(current):
+                if current is None or terminating(current):
                     raise HarnessStartFailed(
                         f"the Knative Service {names.service} of session {handle.session_id} "
                         "is gone or being deleted; call ensure_running to create it again",
@@ -251,7 +252,7 @@ class KnativeBackend:
                         log_tail="",
                         retryable=True,
                     )
-                state, reason, message = _readiness(current)
+                state, reason, message = readiness(current)
                 last = f"{reason}: {message}" if reason or message else last
                 if state == "False":
                     raise HarnessStartFailed(
@@ -260,7 +261,7 @@ class KnativeBackend:
                         session_id=handle.session_id,
                         log_tail=last,
                     )
-                if state == "True" and (url := _address(current)):
+                if state == "True" and (url := address(current)):
                     self._addresses[handle.session_id] = url
                     endpoint = self.endpoint(handle)
                     remaining = max(deadline - time.monotonic(), _POLL_S)
@@ -290,9 +291,9 @@ class KnativeBackend:
         failed), ``missing`` when the volume is gone too."""
         names = self._names(handle)
         current = await self._service(handle.session_id, names.service)
-        if current is not None and not _terminating(current):
-            state, _, _ = _readiness(current)
-            if url := _address(current):
+        if current is not None and not terminating(current):
+            state, _, _ = readiness(current)
+            if url := address(current):
                 self._addresses[handle.session_id] = url
             if state != "False":
                 return "running"
@@ -372,7 +373,7 @@ class KnativeBackend:
             for resource in (TRIGGERS, KNATIVE_SERVICES, SECRETS):
                 for obj in await self.api.list(resource, self.namespace, SESSION_SELECTOR):
                     session_id = session_id_of(obj)
-                    if session_id is not None and not _terminating(obj):
+                    if session_id is not None and not terminating(obj):
                         found.append((resource, obj["metadata"]["name"], session_id))
             if not found:
                 return []
@@ -452,8 +453,8 @@ class KnativeBackend:
 
     async def _healthy(self, handle: RuntimeHandle, current: Mapping[str, Any]) -> bool:
         """Ready, and its harness answers (within what is left of its startup grace)."""
-        state, _, _ = _readiness(current)
-        if state == "False" or _terminating(current):
+        state, _, _ = readiness(current)
+        if state == "False" or terminating(current):
             return False
         if state != "True":
             return True  # still deploying: wait_ready tells whether it comes up
@@ -546,35 +547,6 @@ class KnativeBackend:
 
     def _lock(self, session_id: str) -> asyncio.Lock:
         return self._locks.setdefault(session_id, asyncio.Lock())
-
-
-def _readiness(service: Mapping[str, Any]) -> tuple[str, str, str]:
-    """The ``Ready`` condition of the Service's current generation: its status (``True``,
-    ``False``, ``Unknown``), reason and message. A status of an older generation is
-    ``Unknown``: the controller has not looked at this one yet."""
-    status = service.get("status") or {}
-    generation = (service.get("metadata") or {}).get("generation")
-    if generation is not None and status.get("observedGeneration") != generation:
-        return "Unknown", "", "the Knative controller has not seen this generation yet"
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == "Ready":
-            return (
-                str(condition.get("status", "Unknown")),
-                str(condition.get("reason", "")),
-                str(condition.get("message", "")),
-            )
-    return "Unknown", "", ""
-
-
-def _terminating(obj: Mapping[str, Any]) -> bool:
-    """Deleted, and waiting for its dependents (a foreground deletion): no longer running."""
-    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
-
-
-def _address(service: Mapping[str, Any]) -> str | None:
-    status = service.get("status") or {}
-    url = (status.get("address") or {}).get("url") or status.get("url")
-    return str(url).rstrip("/") if url else None
 
 
 def _of_session(spec: HarnessSpec) -> str:

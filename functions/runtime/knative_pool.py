@@ -44,6 +44,7 @@ from typing import Any
 
 import httpx
 
+from eventing.harness_api import CLAIM_PATH, POOL_TOKEN_ENV, PoolClaim
 from functions.kube import (
     KNATIVE_SERVICES,
     PERSISTENT_VOLUME_CLAIMS,
@@ -53,6 +54,7 @@ from functions.kube import (
     KubeError,
     KubeNotFound,
 )
+from functions.runtime import probe
 from functions.runtime.base import HarnessSpec, PoolShape, spec_env
 from functions.runtime.errors import RuntimeBackendError
 from functions.runtime.knative_objects import (
@@ -66,13 +68,12 @@ from functions.runtime.knative_objects import (
     service_of,
     volume_claim_of,
 )
+from functions.runtime.knative_status import ready_address, terminating
 from functions.runtime.tokens import TokenKey
 from functions.settings import KnativeSessionSettings
 
 logger = logging.getLogger(__name__)
 
-POOL_TOKEN_ENV = "VWM_POOL_TOKEN"  # noqa: S105 (the variable's name, not a secret)
-CLAIM_PATH = "/v1/claim"
 MEMBER_COMPONENT = "pool-member"
 POOL_LABEL = "vwm.dev/pool"
 MEMBER_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={MEMBER_COMPONENT}"
@@ -97,10 +98,6 @@ class Shape:
             shape.cpu or sessions.cpu,
             shape.memory or sessions.memory,
         )
-
-    @classmethod
-    def of_spec(cls, spec: HarnessSpec, sessions: KnativeSessionSettings) -> Shape:
-        return cls.of(PoolShape(spec.image, spec.cpu, spec.memory), sessions)
 
     @property
     def key(self) -> str:
@@ -187,7 +184,8 @@ class WarmServices:
         Secrets left without a Service. Returns how many were made."""
         wanted = {shape.key: shape for shape in (Shape.of(s, self.sessions) for s in shapes)}
         async with self._filling:
-            members = await self._members()
+            services = await self.api.list(KNATIVE_SERVICES, self.namespace, MANAGED_SELECTOR)
+            members = [s for s in services if _is_member(s)]
             by_pool: dict[str, list[dict[str, Any]]] = {}
             for member in members:
                 by_pool.setdefault(_pool_of(member), []).append(member)
@@ -202,15 +200,14 @@ class WarmServices:
                     keep = self.size if key in wanted else 0
                     for member in sorted(have, key=_created)[keep:]:
                         await self.remove(member["metadata"]["name"])
-                await self._remove_strays()
-            await self._probe([m for m in members if _ready_address(m)])
+                await self._remove_strays({s["metadata"]["name"] for s in services})
+            await self._probe([url for m in members if (url := ready_address(m))])
         return made
 
     def refill_in_background(self, spec: HarnessSpec) -> None:
         """After a claim: make the taken member's replacement without holding up the session
         (the reconciler's fill makes it too, should this process stop first)."""
-        shape = PoolShape(spec.image, spec.cpu, spec.memory)
-        task = asyncio.create_task(self._refill(shape), name="warm-services-refill")
+        task = asyncio.create_task(self._refill(PoolShape.of(spec)), name="warm-services-refill")
         self._refills.add(task)
         task.add_done_callback(self._refills.discard)
 
@@ -239,14 +236,11 @@ class WarmServices:
             with contextlib.suppress(KubeNotFound):
                 await self.api.delete(resource, self.namespace, name)
 
-    async def _remove_strays(self) -> None:
-        """Delete a member's PVC or Secret left without its Service, made longer than the grace
-        ago (a member being made has them a moment before its Service): what a fill cut off
-        half-way left, or a claim cut off before it relabelled the volume."""
-        services = {
-            s["metadata"]["name"]
-            for s in await self.api.list(KNATIVE_SERVICES, self.namespace, MANAGED_SELECTOR)
-        }
+    async def _remove_strays(self, services: set[str]) -> None:
+        """Delete a member's PVC or Secret left without its Service (`services`: the names of
+        every Service of ours, a session's too), made longer than the grace ago (a member being
+        made has them a moment before its Service): what a fill cut off half-way left, or a
+        claim cut off before it relabelled the volume."""
         cutoff = datetime.now(UTC) - timedelta(seconds=self.stray_grace_s)
         for resource, suffix in ((PERSISTENT_VOLUME_CLAIMS, "-workspace"), (SECRETS, "-env")):
             for obj in await self.api.list(resource, self.namespace, MEMBER_SELECTOR):
@@ -264,40 +258,36 @@ class WarmServices:
 
     async def take(self, spec: HarnessSpec) -> tuple[SessionNames, str] | None:
         """A ready member of the spec's shape and its address, its Service relabelled as the
-        session's (None:
-        the pool has no ready member; start cold). The relabelling is made at the version the
-        member was listed at: a member another control plane took meanwhile is a conflict, and
-        the next one is tried."""
-        shape = Shape.of_spec(spec, self.sessions)
-        selector = f"{MEMBER_SELECTOR},{POOL_LABEL}={shape.key}"
+        session's (None: the pool has no ready member; start cold). The relabelling is made at
+        the version the member was listed at: a member another control plane took meanwhile is
+        a conflict, and the next one is tried."""
+        selector = (
+            f"{MEMBER_SELECTOR},{POOL_LABEL}={Shape.of(PoolShape.of(spec), self.sessions).key}"
+        )
         candidates = await self.api.list(KNATIVE_SERVICES, self.namespace, selector)
-        for member in sorted(filter(_ready_address, candidates), key=_created):
+        ready = [(m, url) for m in candidates if (url := ready_address(m))]
+        for member, url in sorted(ready, key=lambda found: _created(found[0])):
             name = member["metadata"]["name"]
-            session_meta = metadata(spec, name, self.namespace)
-            patch = {
-                "metadata": {
-                    "resourceVersion": member["metadata"].get("resourceVersion"),
-                    "labels": {**session_meta["labels"], POOL_LABEL: None},
-                    "annotations": session_meta["annotations"],
-                }
-            }
+            patch = self._as_sessions(spec, name)
+            patch["metadata"]["resourceVersion"] = member["metadata"].get("resourceVersion")
             try:
                 await self.api.patch(KNATIVE_SERVICES, self.namespace, name, patch)
             except (KubeConflict, KubeNotFound):
                 continue  # taken by another, or removed: the next one
-            return SessionNames(name), str(_ready_address(member))
+            return SessionNames(name), url
         return None
 
     async def relabel_volume(self, spec: HarnessSpec, names: SessionNames) -> None:
         """The member's PVC as the session's, so the volume reconciler finds it."""
-        session_meta = metadata(spec, names.volume, self.namespace)
-        patch = {
-            "metadata": {
-                "labels": {**session_meta["labels"], POOL_LABEL: None},
-                "annotations": session_meta["annotations"],
-            }
-        }
+        patch = self._as_sessions(spec, names.volume)
         await self.api.patch(PERSISTENT_VOLUME_CLAIMS, self.namespace, names.volume, patch)
+
+    def _as_sessions(self, spec: HarnessSpec, name: str) -> dict[str, Any]:
+        """The merge patch that makes a member's object the session's: its labels and
+        annotations (the pool's label removed), nothing else."""
+        session_meta = metadata(spec, name, self.namespace)
+        labels = {**session_meta["labels"], POOL_LABEL: None}
+        return {"metadata": {"labels": labels, "annotations": session_meta["annotations"]}}
 
     async def hand_over(
         self, http: httpx.AsyncClient, url: str, names: SessionNames, env: Mapping[str, str]
@@ -309,7 +299,7 @@ class WarmServices:
         try:
             response = await http.post(
                 url + CLAIM_PATH,
-                json={"env": dict(env)},
+                json=PoolClaim(env=dict(env)).model_dump(),
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=self._probe_timeout_s,
             )
@@ -336,22 +326,24 @@ class WarmServices:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    async def _members(self) -> list[dict[str, Any]]:
-        found = await self.api.list(KNATIVE_SERVICES, self.namespace, MEMBER_SELECTOR)
-        return [m for m in found if not (m.get("metadata") or {}).get("deletionTimestamp")]
-
-    async def _probe(self, members: Collection[dict[str, Any]]) -> None:
+    async def _probe(self, urls: Collection[str]) -> None:
         """``GET /healthz`` of each ready member: traffic, so Knative keeps its pod up."""
-        if not members:
+        if not urls:
             return
-        async with httpx.AsyncClient(timeout=self._probe_timeout_s) as http:
+        async with probe.client(self._probe_timeout_s) as http:
 
-            async def one(member: dict[str, Any]) -> None:
+            async def one(url: str) -> None:
                 # A member whose pod is starting again does not answer: the next fill probes it.
                 with contextlib.suppress(httpx.HTTPError):
-                    await http.get(str(_ready_address(member)) + "/healthz")
+                    await http.get(url + "/healthz")
 
-            await asyncio.gather(*(one(m) for m in members))
+            await asyncio.gather(*(one(url) for url in urls))
+
+
+def _is_member(service: Mapping[str, Any]) -> bool:
+    """An unclaimed member, not being deleted."""
+    labels = (service.get("metadata") or {}).get("labels") or {}
+    return labels.get(COMPONENT_LABEL) == MEMBER_COMPONENT and not terminating(service)
 
 
 def _pool_of(member: Mapping[str, Any]) -> str:
@@ -367,17 +359,3 @@ def _made_before(obj: Mapping[str, Any], cutoff: datetime) -> bool:
 
 def _created(member: Mapping[str, Any]) -> str:
     return str((member.get("metadata") or {}).get("creationTimestamp") or "")
-
-
-def _ready_address(service: Mapping[str, Any]) -> str | None:
-    """The address of a Service whose current generation is Ready, else None."""
-    status = service.get("status") or {}
-    generation = (service.get("metadata") or {}).get("generation")
-    if generation is not None and status.get("observedGeneration") != generation:
-        return None
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-    )
-    url = (status.get("address") or {}).get("url") or status.get("url")
-    return str(url).rstrip("/") if ready and url else None

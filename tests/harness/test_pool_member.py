@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from harness.pool_member import POOL_TOKEN_ENV, PoolMemberApp, is_pool_member
+from eventing.harness_api import POOL_TOKEN_ENV
+from harness.pool_member import PoolMemberApp, is_pool_member
 from harness.settings import HarnessSettings
 
 POOL_TOKEN = "pool-token-value"
@@ -190,3 +191,16 @@ async def test_a_harness_that_fails_to_start_fails_the_claim_with_a_stable_code(
     assert failed.json()["error"]["code"] == "claim_failed"
     assert "the meter could not start" in failed.json()["error"]["message"]
     assert not app.claimed
+
+
+async def test_of_two_claims_at_once_one_wins_and_the_other_is_refused(environment: None) -> None:
+    recorder = Recorder()
+    async with member(recorder) as (app, client):
+        first, second = await asyncio.gather(
+            claim(client, session_env()), claim(client, session_env(VWM_SESSION_ID="s-other"))
+        )
+        statuses = sorted([first.status_code, second.status_code])
+        assert statuses == [200, 409], (first.text, second.text)
+        loser = first if first.status_code == 409 else second
+        assert loser.json()["error"]["code"] == "already_claimed"
+        assert len(recorder.built) == 1 and app.claimed

@@ -19,13 +19,14 @@ from kubernetes.client import Configuration
 
 from functions.broker.knative_triggers import SubscriptionTriggers
 from functions.kube import KNATIVE_SERVICES, KubeApi
-from functions.runtime import HarnessNotReady, HarnessSpec, SessionExists
+from functions.runtime import HarnessNotReady, SessionExists
 from functions.runtime.base import PoolShape
 from functions.runtime.knative import KnativeBackend
 from functions.runtime.tokens import TokenKey
 from functions.settings import KnativeSessionSettings
 from tests.infra.manifests import TEMPLATE_VARIABLES, one
 from tests.runtime.contract import owned_among
+from tests.runtime.knative_cluster import claude_spec
 from tests.support.fake_knative import PVCS, SECRETS, SERVICES
 from tests.support.fake_kube_api import FakeKubeApi, Kind, serving
 
@@ -71,19 +72,6 @@ def api_server() -> Iterator[tuple[FakeKubeApi, KubeApi]]:
         yield fake, KubeApi(Configuration(host=url), attempts=1)
 
 
-def session_spec(session_id: str) -> HarnessSpec:
-    return HarnessSpec(
-        session_id=session_id,
-        cli="claude",
-        cli_bin=None,
-        model=None,
-        provider_base_url=None,
-        credential_env={"VWM_PROVIDER_API_KEY": "sk-test"},
-        job_timeout_s=None,
-        worker="reviewer",
-    )
-
-
 def backend_on(api: KubeApi, warm_services: int = 0) -> KnativeBackend:
     return KnativeBackend(
         api,
@@ -102,7 +90,7 @@ async def use_everything(fake: FakeKubeApi, api: KubeApi) -> None:
     """Every operation the functions run against the API server, including the paths taken
     when an object exists already, failed, or is gone."""
     backend = backend_on(api)
-    spec = session_spec("0123456789abcdef0123456789abcdef")
+    spec = claude_spec("0123456789abcdef0123456789abcdef")
     handle = await backend.provision(spec)
     await claim_from_the_pool(fake, api)
     with pytest.raises(SessionExists):
@@ -149,7 +137,7 @@ async def claim_from_the_pool(fake: FakeKubeApi, api: KubeApi) -> None:
     generation = fake.get(SERVICES, NAMESPACE, member)["metadata"].get("generation", 1)  # type: ignore[index]
     status = {"observedGeneration": generation, "conditions": [ready], "address": address}
     fake.set_status(SERVICES, NAMESPACE, member, status)
-    handle = await backend.provision(session_spec("fedcba9876543210fedcba9876543210"))
+    handle = await backend.provision(claude_spec("fedcba9876543210fedcba9876543210"))
     assert handle.state["service"] == member
     await asyncio.gather(*backend.pool._refills)
     backend.pool.stray_grace_s = 0

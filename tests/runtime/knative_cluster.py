@@ -14,6 +14,7 @@ from pathlib import Path
 from kubernetes.client import Configuration
 
 from functions.kube import KubeApi
+from functions.runtime.base import HarnessSpec
 from functions.runtime.knative import KnativeBackend
 from functions.runtime.tokens import TokenKey
 from functions.settings import KnativeSessionSettings
@@ -78,3 +79,17 @@ def control_plane_env(cluster: Cluster) -> dict[str, str]:
         "VWM_TICK_S": "1",
         "VWM_RECONCILE_GRACE_S": "3",
     }
+
+
+def claude_spec(session_id: str) -> HarnessSpec:
+    """A Claude Code session with a provider key: what the Knative tests and benchmarks start."""
+    return HarnessSpec(
+        session_id=session_id,
+        cli="claude",
+        cli_bin=None,
+        model=None,
+        provider_base_url=None,
+        credential_env={"VWM_PROVIDER_API_KEY": "sk-test"},
+        job_timeout_s=None,
+        worker="reviewer",
+    )

@@ -16,11 +16,13 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from eventing.harness_api import POOL_TOKEN_ENV
 from functions.kube import PERSISTENT_VOLUME_CLAIMS, SECRETS
+from functions.runtime import HarnessStartFailed
 from functions.runtime.base import PoolShape
 from functions.runtime.knative import KnativeBackend
 from functions.runtime.knative_objects import SESSION_ANNOTATION, SessionNames
-from functions.runtime.knative_pool import MEMBER_COMPONENT, POOL_LABEL, POOL_TOKEN_ENV, Shape
+from functions.runtime.knative_pool import MEMBER_COMPONENT, POOL_LABEL, Shape
 from tests.runtime.contract import eventually
 from tests.runtime.knative_cluster import HARNESS_IMAGE, NAMESPACE, Cluster, knative_cluster
 from tests.support import k8s_schema, knative_rules
@@ -281,6 +283,25 @@ async def test_one_pool_serves_every_cli_of_a_shape(cluster: Cluster, make_spec,
     endpoint = await backend.wait_ready(handle, READY_S)  # answers as `cli`, with its token
     assert handle.state["service"] == member
     assert (await health(endpoint.url, endpoint.token)).json()["cli"] == cli
+    await backend.teardown(handle)
+
+
+async def test_a_claim_the_member_refuses_becomes_a_cold_start_that_fails_as_one(
+    cluster: Cluster, make_spec
+) -> None:
+    """Settings no harness can start with: the member's harness refuses them, its Service is
+    replaced by the session's own on the same volume, whose pod fails with its log."""
+    backend = cluster.backend(warm_services=1)
+    [member] = await warm(cluster, backend)
+    warm_starts, cold_starts = starts("warm"), starts("cold")
+    handle = await backend.provision(spec_for(make_spec, "s-refused", cli="bogus"))
+    assert handle.state["service"] == member
+    assert (starts("warm"), starts("cold")) == (warm_starts, cold_starts + 1)
+    with pytest.raises(HarnessStartFailed) as failed:
+        await backend.wait_ready(handle, READY_S)
+    assert "bogus" in failed.value.log_tail
+    service = cluster.api.get(SERVICES, NAMESPACE, member)
+    assert "envFrom" not in service["spec"]["template"]["spec"]["containers"][0]
     await backend.teardown(handle)
 
 
