@@ -139,13 +139,33 @@ def classify(status: int) -> Literal["sent", "retry", "refused"]:
 
 class Publisher:
     """POSTs events to the sink through one `httpx.AsyncClient`, reused for every event. Use as
-    ``async with Publisher(settings) as publisher:`` or call `aclose` when done."""
+    ``async with Publisher(settings) as publisher:`` or call `aclose` when done.
 
-    def __init__(self, settings: PublisherSettings, *, client: httpx.AsyncClient | None = None):
+    Without a `client` of the caller's, the publisher makes its own at its first event, sending
+    `headers` with each: making one imports httpx's transport and loads the TLS context (tens
+    of ms), which a harness would otherwise pay on its way to ready rather than after it."""
+
+    def __init__(
+        self,
+        settings: PublisherSettings,
+        *,
+        client: httpx.AsyncClient | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
+        if client is not None and headers:
+            raise ValueError("headers are for the publisher's own client: set them on `client`")
         self.settings = settings
         self._owns_client = client is None
-        # No proxy from the environment: the sink is the cluster's broker or a local process.
-        self._client = client or httpx.AsyncClient(trust_env=False, verify=verified_context())
+        self._client = client
+        self._headers = dict(headers or {})
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            # No proxy from the environment: the sink is the cluster's broker or a local process.
+            self._client = httpx.AsyncClient(
+                trust_env=False, verify=verified_context(), headers=self._headers
+            )
+        return self._client
 
     async def __aenter__(self) -> Self:
         return self
@@ -154,7 +174,7 @@ class Publisher:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._owns_client:
+        if self._owns_client and self._client is not None:
             await self._client.aclose()
 
     async def attempt(self, event: VwmEvent) -> Attempt:
@@ -162,7 +182,7 @@ class Publisher:
         encode = codec.to_binary if self.settings.mode == "binary" else codec.to_structured
         headers, body = encode(event)
         try:
-            response = await self._client.post(
+            response = await self._http().post(
                 self.settings.sink,
                 headers=headers,
                 content=body,

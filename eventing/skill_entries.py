@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from typing import IO, Literal
 
 from eventing.skill_errors import SkillArchiveError, shown
+from eventing.skill_rules import ArchiveLimits
+
+__all__ = ["ArchiveFormat", "ArchiveLimits", "Entry", "normalize_path", "read_entries"]
 
 ArchiveFormat = Literal["tar.gz", "zip"]
 
@@ -37,20 +40,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _WINDOWS_DRIVE = re.compile(r"[A-Za-z]:")
 _ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
-
-
-@dataclass(frozen=True)
-class ArchiveLimits:
-    max_archive_bytes: int = 20 << 20  # the archive itself
-    max_total_bytes: int = 100 << 20  # all files unpacked
-    max_file_bytes: int = 50 << 20  # one file unpacked
-    max_files: int = 2000  # entries (files + folders)
-    max_ratio: int = 200  # unpacked / packed, the zip-bomb bound
-    max_path_chars: int = 400  # one entry's normalized path
-    max_depth: int = 32  # folders in one entry's path, the file's own name included
-    # The ratio is judged only past this many unpacked bytes: a tiny package of repetitive
-    # text may compress better than 200:1 and is no bomb.
-    ratio_grace_bytes: int = 1 << 20
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,8 @@ from typing import Any
 import yaml
 
 from eventing.skill_errors import SkillArchiveError, shown
+from eventing.skill_rules import MANIFEST_NAME, NAME_PATTERN, NAME_RULE
 
-MANIFEST_NAME = "SKILL.md"
-NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$"
 # semver.org's own pattern: no leading zeros in numbers, prerelease and build identifiers.
 _NUMBER = r"(?:0|[1-9][0-9]*)"
 _PRERELEASE_ID = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
@@ -41,10 +40,6 @@ _BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # tab and newline are text
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
-NAME_RULE = (
-    "1 to 64 lowercase letters, digits and hyphens, not starting or ending with a hyphen "
-    "(such as pdf-tools)"
-)
 VERSION_RULE = "a semantic version MAJOR.MINOR.PATCH[-prerelease][+build], such as 1.2.0"
 DESCRIPTION_RULE = (
     f"one paragraph of 1 to {MAX_DESCRIPTION_CHARS} characters saying what the skill does and "

@@ -13,7 +13,6 @@ once for all of VWM's connections.
 
 from __future__ import annotations
 
-import functools
 import os
 import ssl
 
@@ -27,9 +26,20 @@ def verified_context() -> ssl.SSLContext:
     """Certificates and host names verified, against the CAs above. Keyed by what the variables
     say now: a process whose environment changes (a warm pool member handed its session's)
     never uses a context made for other CAs."""
-    return _context(tuple(os.environ.get(name) or None for name in CA_VARIABLES))
+    named = _named_cas()
+    context = _contexts.get(named)
+    if context is None:  # two threads at once make two, and one is kept: harmless
+        context = _contexts[named] = httpx.create_ssl_context(trust_env=any(named))
+    return context
 
 
-@functools.cache
-def _context(named: tuple[str | None, ...]) -> ssl.SSLContext:
-    return httpx.create_ssl_context(trust_env=any(named))
+def has_verified_context() -> bool:
+    """Whether `verified_context` has one made already for what the variables say now."""
+    return _named_cas() in _contexts
+
+
+_contexts: dict[tuple[str | None, ...], ssl.SSLContext] = {}
+
+
+def _named_cas() -> tuple[str | None, ...]:
+    return tuple(os.environ.get(name) or None for name in CA_VARIABLES)

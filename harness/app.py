@@ -66,7 +66,7 @@ from harness.skills import Skills
 from harness.sse import event_stream, resume_point
 from harness.tracing import JobTracing
 from harness.transcript import shutdown_repos
-from harness.warm_imports import import_in_background
+from harness.warm_imports import prepare_in_background
 from harness.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ async def bootstrap_workspace(request: Request) -> Response:
             cli=state.cli,
         )
     state.runner.warm_up()  # the CLI's server, if it has one, while the caller moves on
-    import_in_background()  # what the first prompt imports, likewise
+    prepare_in_background()  # what the first prompt imports, likewise
     return JSONResponse(report.to_dict())
 
 
@@ -312,7 +312,7 @@ def create_app(settings: HarnessSettings) -> Starlette:
         runner.recover()
         runner.warm_up()  # a restarted harness of a bootstrapped session
         if workspace.session_repo.is_dir():
-            import_in_background()
+            prepare_in_background()
         publishing = None
         if settings.events.enabled:  # after recover: it republishes the jobs recover finished
             publishing = await EventPublishing.open(

@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 # What a harness imports, imported before any session asks for one.
 from eventing.lazy_models import build_all
 from harness import serve as harness_entry
-from harness.warm_imports import import_first_prompt_modules
+from harness.warm_imports import prepare_first_prompt
 
 # Far above what a session's environment takes (a few KiB; prices, instructions stay in files).
 MAX_ASSIGNMENT_BYTES = 1 << 20
@@ -33,16 +33,10 @@ def warm_up() -> None:
     """What a harness does the first time in a process and the same way for any session, done
     before the claim rather than after it (about 0.1 s of CPU here): nothing of a session is
     known yet, and nothing made here is kept but what a module caches for any caller."""
-    import_first_prompt_modules()
-
-    # Imported here, not with the module: `harness` (imported above) first keeps httpx's
-    # command-line client out (eventing.lean_httpx), and this imports httpx.
-    from eventing.tls import verified_context
-
-    # The process's TLS context, its CA bundle loaded (tens of ms): the CAs a member is told
-    # of (`SSL_CERT_FILE`, `SSL_CERT_DIR`) are those its session is given, so the harness's
+    # The process's TLS context among them, its CA bundle loaded: the CAs a member is told of
+    # (`SSL_CERT_FILE`, `SSL_CERT_DIR`) are those its session is given, so the harness's
     # clients find it made. Were they others, `verified_context` would make another.
-    verified_context()
+    prepare_first_prompt()
     # uvicorn imports its HTTP protocol and lifespan modules when a server is configured, and
     # its first configuration sets up its loggers; the harness configures its own server
     # again, its way, at the claim (`harness.serve`).

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 from pydantic import BaseModel, ValidationError
 
 from eventing import codec
@@ -60,7 +59,6 @@ from eventing.job_events import JobEvent, JobEventKind, JobStatus
 from eventing.outbox import DEAD_LETTER_FILE, FileOutbox, OutboxError
 from eventing.publisher import Publisher
 from eventing.relay import Relay
-from eventing.tls import verified_context
 from harness.jobs import Job, JobRunner
 from harness.settings import EventSettings
 from harness.workspace import Workspace
@@ -613,13 +611,11 @@ class EventPublishing:
         outbox: FileOutbox,
         relay: Relay,
         writer: JobEventPublisher,
-        client: httpx.AsyncClient,
     ) -> None:
         self.settings = settings
         self.outbox = outbox
         self.relay = relay
         self.writer = writer
-        self._client = client  # the relay's Publisher was handed it, so closing it is ours
 
     @classmethod
     async def open(
@@ -653,12 +649,11 @@ class EventPublishing:
         # httpx logs every request at INFO: one line per event, with the sink's URL. The relay
         # logs what matters (a sink that stays down, a refusal) itself.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        client = httpx.AsyncClient(
-            trust_env=False,
-            verify=verified_context(),
-            headers={"Authorization": f"Bearer {session_token}"},
+        # Its client is made at the first event, off the way to ready (`Publisher`).
+        publisher = Publisher(
+            settings.publisher, headers={"Authorization": f"Bearer {session_token}"}
         )
-        relay = Relay(outbox, Publisher(settings.publisher, client=client))
+        relay = Relay(outbox, publisher)
         writer = JobEventPublisher(
             relay,
             runner,
@@ -678,7 +673,7 @@ class EventPublishing:
                 "republishing jobs whose events may not have left", extra={"jobs": len(stale)}
             )
         runner.observer = writer
-        return cls(settings, outbox, relay, writer, client)
+        return cls(settings, outbox, relay, writer)
 
     async def health(self) -> dict[str, Any]:
         return {
@@ -717,7 +712,7 @@ class EventPublishing:
         await self.writer.stop(grace_s=1.0)
         await self.relay.stop()
         await self.outbox.close()  # its cursor: the next start repeats nothing already sent
-        await self._client.aclose()
+        await self.relay.publisher.aclose()
         if pending:
             logger.warning(
                 "the harness stops with events still in its outbox: they are sent when it next "

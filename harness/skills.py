@@ -18,19 +18,16 @@ import re
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventing.harness_api import InstalledSkill
-from eventing.skill_archive import (
-    ArchiveLimits,
-    SkillArchive,
-    SkillArchiveError,
-    read_skill_archive,
-    write_skill_tree,
-)
-from eventing.skill_manifest import MANIFEST_NAME, NAME_PATTERN, NAME_RULE
+from eventing.skill_errors import SkillArchiveError
+from eventing.skill_rules import MANIFEST_NAME, NAME_PATTERN, NAME_RULE, ArchiveLimits
 from harness.errors import Conflict, HarnessError
 from harness.workspace import Workspace
+
+if TYPE_CHECKING:
+    from eventing.skill_archive import SkillArchive
 
 SKILL_NAME = re.compile(NAME_PATTERN)  # the manifest's rule: a URL name can match a manifest's
 STATE_KEY = "skills"
@@ -92,6 +89,10 @@ class Skills:
     async def install(self, name: str, data: bytes, sha256: str) -> tuple[InstalledSkill, bool]:
         """Install the archive `data` as skill `name`; True if anything changed. The same name
         and checksum again changes nothing; another version replaces the tree in one step."""
+        # The archive reader (YAML, tar, zip) is imported by the first install, not with the
+        # harness: most sessions install none (eventing.skill_rules).
+        from eventing.skill_archive import read_skill_archive, write_skill_tree
+
         check_name(name)
         skills_dir = self._skills_dir()
         async with self._lock:

@@ -11,12 +11,13 @@ import pytest
 
 from eventing import tls
 from eventing.publisher import Publisher, PublisherSettings
+from tests.broker.events import job_started
 
 
 @pytest.fixture
 def ca_loads(monkeypatch):
     """How many times a default TLS context (the CA bundle read) is made from here on."""
-    tls._context.cache_clear()
+    tls._contexts.clear()
     made = []
     original = ssl.create_default_context
 
@@ -26,14 +27,19 @@ def ca_loads(monkeypatch):
 
     monkeypatch.setattr(ssl, "create_default_context", counted)
     yield made
-    tls._context.cache_clear()
+    tls._contexts.clear()
 
 
 async def test_many_clients_load_the_ca_bundle_once(ca_loads):
-    publishers = [Publisher(PublisherSettings(sink="https://broker.example/")) for _ in range(3)]
+    # Unreachable: each publisher makes its client at its first attempt, which fails at once.
+    sink = PublisherSettings(sink="https://127.0.0.1:9/", timeout_s=1)
+    publishers = [Publisher(sink) for _ in range(3)]
+    assert ca_loads == []  # none made before a publisher sends: a harness starts without it
     for publisher in publishers:
+        assert (await publisher.attempt(job_started())).outcome == "retry"
         await publisher.aclose()
     assert len(ca_loads) == 1
+    assert tls.has_verified_context()
 
 
 def test_the_ca_file_the_environment_names_is_used(ca_loads, monkeypatch, tmp_path):
