@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from pydantic import Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -30,7 +31,8 @@ class SessionActivity(LazyModel):
     jobs: int = 0
     # The newest job's start or end, whichever is later; null: no job yet.
     last_activity_at: datetime | None = None
-    tokens: SessionTokens = SessionTokens()
+    # A factory, not an instance: an instance here would build the model at import.
+    tokens: SessionTokens = Field(default_factory=SessionTokens)
     # The sum of the recorded jobs' costs; null when none of them has a known cost.
     cost_usd: float | None = None
 

@@ -3,6 +3,7 @@ window (`summary`) or per time bucket (`series`)."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any, Literal
 
@@ -250,10 +251,15 @@ async def series(request: Request) -> Response:
 
 def _iso(moment: datetime) -> str:
     """A UTC time as every answer writes it (pydantic's JSON: ``2026-06-01T10:00:00Z``)."""
-    return str(_TIME.dump_python(moment, mode="json"))
+    return str(_time_adapter().dump_python(moment, mode="json"))
 
 
-_TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+@functools.cache
+def _time_adapter() -> TypeAdapter[datetime]:
+    # Made at first use, as the models are (eventing.lazy_models): not by the import.
+    return TypeAdapter(datetime)
+
+
 TAGS = ("telemetry",)
 ENDPOINTS = [
     Endpoint(

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator
-from pydantic.dataclasses import dataclass as model_dataclass
 
 from eventing.harness_api import BootstrapReport as BootstrapAnswer
 from eventing.lazy_models import LazyModel
@@ -41,11 +40,11 @@ KNOWLEDGE_DIR = "knowledge"  # in worker_repo: what earlier sessions learned
 KNOWLEDGE_LISTED = 100  # files named in the instruction file; the rest are counted
 
 
-@model_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class RepoSpec:
+class RepoSpec(LazyModel):
     """A repository to clone: an https, ssh or git URL (a local path or file:// URL only where
     local repositories are allowed)."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
     url: str = Field(min_length=1, max_length=4096)
     branch: str = Field(default="main", min_length=1, max_length=255)
 

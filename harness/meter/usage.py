@@ -40,8 +40,6 @@ from harness.meter.wire import WireApi
 # The largest non-streamed answer read; a larger one is passed on but reported incomplete.
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
-ZERO = Usage()
-
 
 @dataclass(frozen=True)
 class CallUsage:
@@ -281,7 +279,7 @@ class UsageReader:
         if not self._streamed:
             self._read_body()
         tally = self._tally
-        usage = USAGE_DECODERS[self._api](tally.fields) if tally.fields else ZERO
+        usage = USAGE_DECODERS[self._api](tally.fields) if tally.fields else Usage()
         return CallUsage(
             usage=usage,
             model=tally.model,

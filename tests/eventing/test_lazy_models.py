@@ -44,11 +44,13 @@ def test_build_all_builds_every_imported_model_once():
 # A fresh interpreter: this test process has built many models already.
 PROJECT_MODELS = textwrap.dedent(
     """
-    import functions.main, functions.api, harness.serve
+    import pkgutil
     from importlib import import_module
-    from functions.main import FUNCTIONS
-    for name in FUNCTIONS:
-        import_module(f"functions.{name}")
+    import eventing, functions, harness, vwm
+    for package in (eventing, functions, harness, vwm):  # every module of the project
+        for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            if not module.name.endswith("__main__"):
+                import_module(module.name)
     from pydantic import BaseModel
     from eventing.lazy_models import LazyModel, build_all
 
@@ -60,6 +62,17 @@ PROJECT_MODELS = textwrap.dedent(
     ours = [m for m in every(BaseModel) if m is not LazyModel and m.__module__.split(".")[0] in ("functions", "harness", "eventing", "vwm")]
     eager = sorted(f"{m.__module__}.{m.__qualname__}" for m in ours if not issubclass(m, LazyModel))
     built_at_import = sorted(f"{m.__module__}.{m.__qualname__}" for m in ours if m.__pydantic_complete__)
+    # What pydantic builds when it is made, and no LazyModel can defer: a pydantic dataclass, a
+    # TypeAdapter kept in a module.
+    import dataclasses, sys
+    from pydantic import TypeAdapter
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] not in ("functions", "harness", "eventing", "vwm"):
+            continue
+        for attribute, value in vars(module).items():
+            pydantic_dataclass = dataclasses.is_dataclass(value) and hasattr(value, "__pydantic_validator__")
+            if isinstance(value, TypeAdapter) or (pydantic_dataclass and value.__module__ == name):
+                built_at_import.append(f"{name}.{attribute}")
     import json
     print(json.dumps({"models": len(ours), "built": build_all(), "eager": eager, "generic": sum(1 for m in ours if m.__pydantic_generic_metadata__["parameters"]), "at_import": built_at_import}))
     """
@@ -74,8 +87,9 @@ def test_the_projects_models_are_all_lazy_and_few_are_built_by_an_import():
     )
     assert found["models"] > 50
     assert found["eager"] == [], "models that are not LazyModel"
-    # A module may make an instance at import (an empty `Usage` as a default): its model is
-    # built then. Anything more is the import cost LazyModel is there to avoid.
-    assert len(found["at_import"]) <= 3, found["at_import"]
+    # A module that makes an instance at import (an empty model as a field's default, a module
+    # constant) builds its model then: the import cost LazyModel is there to avoid. Use a
+    # default_factory, or make the instance where it is used.
+    assert found["at_import"] == [], found["at_import"]
     # An unparametrized generic is never built: its parametrizations are, as they are used.
     assert found["built"] == found["models"] - len(found["at_import"]) - found["generic"]

@@ -312,7 +312,7 @@ def test_bootstrap_requests_are_validated(body):
 
 
 def test_repo_spec_defaults_to_main():
-    assert RepoSpec("https://example.invalid/r.git").branch == "main"
+    assert RepoSpec(url="https://example.invalid/r.git").branch == "main"
     assert BootstrapRequest().session_repo is None
 
 
