@@ -7,6 +7,11 @@ built, its services made, the database reached). `--command functions-framework`
 `functions-framework --target T --asgi` instead (gunicorn forking one uvicorn worker).
 
     python bench/cold_start.py [--runs 5] [--imports] [--command image|functions-framework]
+                               [--database sqlite|postgresql]
+
+`--database postgresql` starts each function on a fresh PostgreSQL database (the server the tests
+use, 127.0.0.1:5432), as Knative runs them in production: its driver and dialect are imported and
+its first connection made on the way to the first answer. SQLite is `vwm up`'s database.
 
 `--imports` also lists the slowest modules the first request of `prompts` imports
 (``python -X importtime``), to see what to make lazy next.
@@ -15,6 +20,7 @@ built, its services made, the database reached). `--command functions-framework`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -32,6 +38,7 @@ from eventing import codec  # noqa: E402
 from tests.broker.events import job_started  # noqa: E402
 from tests.support.control_plane import ControlPlane  # noqa: E402
 from tests.support.harness_process import free_port  # noqa: E402
+from tests.support.postgres import postgres_database  # noqa: E402
 
 # The first request each target gets: one that reads the database where the target has any.
 FIRST_REQUESTS = {
@@ -153,10 +160,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--imports", action="store_true")
     parser.add_argument("--command", choices=sorted(COMMANDS), default="image")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
     print(describe(), flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        plane = ControlPlane(Path(tmp) / "data", {})
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        env = {}
+        if args.database == "postgresql":
+            env["VWM_DATABASE_URL"] = stack.enter_context(postgres_database("vwm_bench"))
+        print(f"database: {args.database}", flush=True)
+        plane = ControlPlane(Path(tmp) / "data", env)
         plane.start()  # makes the database and the admin key, then steps aside
         plane.stop()
         compile_sources()
