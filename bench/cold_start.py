@@ -15,6 +15,10 @@ its first connection made on the way to the first answer. SQLite is `vwm up`'s d
 
 `--imports` also lists the slowest modules the first request of `prompts` imports
 (``python -X importtime``), to see what to make lazy next.
+
+It also times the floor the chosen packages set, served the same way: a function of a few lines
+with functions-framework, uvicorn, pydantic and the SQLAlchemy ORM (one model, one query on
+SQLite), none of VWM's modules (`FLOOR_FUNCTION`). What a target takes above it is VWM's own.
 """
 
 from __future__ import annotations
@@ -53,6 +57,40 @@ FIRST_REQUESTS = {
 ANSWERED = (200, 202, 204, 404)
 
 
+# The least a function on the chosen packages imports and does to answer from a database.
+FLOOR_FUNCTION = """
+import functions_framework.aio as ff
+from pydantic import BaseModel
+from sqlalchemy import String, create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from starlette.responses import JSONResponse
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Row(Base):
+    __tablename__ = "rows"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(20))
+
+
+class Count(BaseModel):
+    rows: int
+
+
+engine = create_engine(f"sqlite:///{__file__}.sqlite")
+Base.metadata.create_all(engine)
+
+
+@ff.http
+async def floor(request):
+    with Session(engine) as db:
+        rows = len(db.execute(select(Row)).all())
+    return JSONResponse(Count(rows=rows).model_dump())
+"""
+
 # The program each `--command` starts, before the options both take.
 COMMANDS = {
     "image": [sys.executable, "-m", "functions.serve"],  # infra/docker/functions.Dockerfile
@@ -61,13 +99,17 @@ COMMANDS = {
 
 
 def start_to_first_answer(
-    plane: ControlPlane, target: str, env_extra: dict[str, str], program: list[str]
+    plane: ControlPlane,
+    target: str,
+    env_extra: dict[str, str],
+    program: list[str],
+    source: Path = REPO / "functions" / "main.py",
 ) -> float:
-    method, path = FIRST_REQUESTS[target]
+    method, path = FIRST_REQUESTS.get(target, ("GET", "/"))
     port = free_port()
     command = [
         *program,
-        *("--source", str(REPO / "functions" / "main.py"), "--target", target, "--asgi"),
+        *("--source", str(source), "--target", target, "--asgi"),
         *("--port", str(port), "--host", "127.0.0.1"),
     ]
     if target == "events":
@@ -184,6 +226,19 @@ def main() -> None:
                 f"{' '.join(FIRST_REQUESTS[target])})",
                 flush=True,
             )
+        floor_source = Path(tmp) / "floor" / "main.py"
+        floor_source.parent.mkdir()
+        floor_source.write_text(FLOOR_FUNCTION)
+        times = [
+            start_to_first_answer(plane, "floor", {}, COMMANDS[args.command], floor_source)
+            for _ in range(args.runs)
+        ]
+        print(
+            f"the packages' floor   : median {statistics.median(times) * 1000:.0f} ms, best "
+            f"{min(times) * 1000:.0f} ms (a function of a few lines on the same packages and "
+            "server, one model, one query: bench/cold_start.py FLOOR_FUNCTION)",
+            flush=True,
+        )
         if args.imports:
             print("slowest imports of functions.main and the prompts app (cumulative):")
             slowest_imports(plane)
