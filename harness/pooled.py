@@ -33,9 +33,10 @@ def warm_up() -> None:
     """What a harness does the first time in a process and the same way for any session, done
     before the claim rather than after it (about 0.1 s of CPU here): nothing of a session is
     known yet, and nothing made here is kept but what a module caches for any caller."""
-    # The process's TLS context among them, its CA bundle loaded: the CAs a member is told of
-    # (`SSL_CERT_FILE`, `SSL_CERT_DIR`) are those its session is given, so the harness's
-    # clients find it made. Were they others, `verified_context` would make another.
+    # The first prompt's modules, and the process's TLS context with its CA bundle loaded: the
+    # CAs a member is told of (`SSL_CERT_FILE`, `SSL_CERT_DIR`) are those its session is given,
+    # so the harness's clients find it made. Were they others, `verified_context` would make
+    # another.
     prepare_first_prompt()
     # uvicorn imports its HTTP protocol and lifespan modules when a server is configured, and
     # its first configuration sets up its loggers; the harness configures its own server
