@@ -1,6 +1,6 @@
 """What a harness's first prompt imports is imported ahead, and its TLS context made, on a
-thread of its own (harness.warm_imports), in a fresh interpreter each time so that nothing is
-imported or made yet."""
+thread of its own (harness.warm_imports), and not on the way to ready; in a fresh interpreter
+each time so that nothing is imported or made yet."""
 
 from __future__ import annotations
 
@@ -33,10 +33,31 @@ print(threading.active_count() - before)
 """
 
 
-def run(script: str) -> str:
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+# A harness that publishes events, through its lifespan (where it is ready): its event client is
+# made at the first event, so neither httpx's transport nor the TLS context is made on the way.
+_STARTED = """
+import asyncio, os, sys
+os.environ.update({
+    "VWM_WORKSPACE": sys.argv[1], "VWM_CLI": "claude", "VWM_SESSION_ID": "s-start",
+    "VWM_SESSION_TOKEN": "t" * 32, "VWM_EVENT_SINK": "http://127.0.0.1:9/", "VWM_SANDBOX": "none",
+})
+from eventing import tls
+from harness.app import create_app
+from harness.settings import HarnessSettings
+app = create_app(HarnessSettings.from_env())
+
+async def main():
+    async with app.router.lifespan_context(app):
+        print("httpcore" in sys.modules, tls.has_verified_context())
+
+asyncio.run(main())
+"""
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return done.stdout.strip().splitlines()[-1]
 
 
 def test_a_cold_harness_imports_the_first_prompts_modules_in_the_background() -> None:
@@ -45,3 +66,7 @@ def test_a_cold_harness_imports_the_first_prompts_modules_in_the_background() ->
 
 def test_nothing_is_started_when_they_are_imported_already() -> None:
     assert run(_WARM) == "0"
+
+
+def test_a_harness_is_ready_before_its_event_client_is_made(tmp_path) -> None:
+    assert run(_STARTED, str(tmp_path / "workspace")) == "False False"
