@@ -138,26 +138,17 @@ def classify(status: int) -> Literal["sent", "retry", "refused"]:
 
 
 class Publisher:
-    """POSTs events to the sink through one `httpx.AsyncClient`, reused for every event. Use as
-    ``async with Publisher(settings) as publisher:`` or call `aclose` when done.
+    """POSTs events to the sink through one `httpx.AsyncClient`, reused for every event and
+    sending `headers` with each. Use as ``async with Publisher(settings) as publisher:`` or call
+    `aclose` when done.
 
-    Without a `client` of the caller's, the publisher makes its own at its first event, sending
-    `headers` with each: making one imports httpx's transport and loads the TLS context (tens
-    of ms), which a harness would otherwise pay on its way to ready rather than after it."""
+    The client is made at the first event: making one imports httpx's transport and loads the
+    TLS context (tens of ms), which a harness would otherwise pay on its way to ready."""
 
-    def __init__(
-        self,
-        settings: PublisherSettings,
-        *,
-        client: httpx.AsyncClient | None = None,
-        headers: Mapping[str, str] | None = None,
-    ):
-        if client is not None and headers:
-            raise ValueError("headers are for the publisher's own client: set them on `client`")
+    def __init__(self, settings: PublisherSettings, *, headers: Mapping[str, str] | None = None):
         self.settings = settings
-        self._owns_client = client is None
-        self._client = client
         self._headers = dict(headers or {})
+        self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -174,7 +165,7 @@ class Publisher:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._owns_client and self._client is not None:
+        if self._client is not None:
             await self._client.aclose()
 
     async def attempt(self, event: VwmEvent) -> Attempt:

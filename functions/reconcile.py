@@ -41,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from eventing.events import EndReason
 from functions import lifecycle_events
@@ -474,7 +474,9 @@ async def _orphan_volumes(report: Report) -> None:
 
 
 def _runtime_shapes(session: Session) -> set[PoolShape]:
-    return {runtime_shape(runtime) for runtime in session.scalars(select(Runtime))}
+    # Only what a shape reads: the reconciler asks on every tick.
+    only = load_only(Runtime.image, Runtime.limits)
+    return {runtime_shape(runtime) for runtime in session.scalars(select(Runtime).options(only))}
 
 
 async def _warm_pools(report: Report) -> None:

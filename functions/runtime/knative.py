@@ -222,12 +222,13 @@ class KnativeBackend:
                 except KubeError as error:
                     raise _backend_error(error, spec.session_id) from None
                 url = ""  # the new Service's address is read by `wait_ready`
-        HARNESS_STARTS.labels(start="warm" if url else "cold").inc()
+        start = "warm" if url else "cold"
+        HARNESS_STARTS.labels(start=start).inc()
         if url:
             self._addresses[spec.session_id] = url
         logger.info(
-            "session provisioned from the warm pool",
-            extra={"session_id": spec.session_id, "service": names.service},
+            "session provisioned on a warm pool member's volume",
+            extra={"session_id": spec.session_id, "service": names.service, "start": start},
         )
         return self._handle(spec, names)
 
