@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -119,11 +120,16 @@ def test_connections_share_one_tls_context_and_a_refusal_is_asked_once(
 
     import pg8000
 
-    made: list[object] = []
-    real_context = ssl.create_default_context
+    made: list[object] = []  # contexts made by pg8000 (its default) or by the engine
+    real_default = ssl.create_default_context
     monkeypatch.setattr(
-        ssl, "create_default_context", lambda *a, **k: made.append(1) or real_context(*a, **k)
+        ssl, "create_default_context", lambda *a, **k: made.append(1) or real_default(*a, **k)
     )
+    counted_ssl = SimpleNamespace(
+        **{name: getattr(ssl, name) for name in ("PROTOCOL_TLS_CLIENT", "CERT_NONE")},
+        SSLContext=lambda *a, **k: made.append(1) or ssl.SSLContext(*a, **k),
+    )
+    monkeypatch.setattr(postgres, "ssl", counted_ssl)
     asked: list[object] = []
     real_connect = pg8000.connect
 
@@ -194,3 +200,39 @@ def test_another_connect_error_is_raised_not_taken_for_a_refusal() -> None:
     with pytest.raises(_FakeDbapi.InterfaceError, match="Can't create"):
         tls.connect(_FakeDialect(Broken(offers_tls=True)), None, (), {})
     assert tls.refused is None  # nothing learned: the next connection asks again
+
+
+def test_the_shared_context_speaks_tls_to_any_certificate_and_loads_no_ca_bundle() -> None:
+    """As pg8000's own default: the server's certificate (here one no public CA signed) is not
+    checked, so the system's CA bundle, which pg8000's context loads at every connection, is
+    not loaded at all (about 20 ms of a function's cold start)."""
+    import socket
+    import ssl
+
+    import trustme
+
+    authority = trustme.CA()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    authority.issue_cert("db.internal").configure_cert(server_context)
+    context = postgres._shared_tls_context()
+    assert context.cert_store_stats()["x509_ca"] == 0
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[str | None] = []
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with server_context.wrap_socket(connection, server_side=True) as tls:
+            accepted.append(tls.version())
+            tls.sendall(b"ok")
+
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        with socket.create_connection(listener.getsockname()) as raw:
+            with context.wrap_socket(raw) as tls:
+                assert tls.recv(2) == b"ok"
+                assert tls.version() is not None
+    finally:
+        server.join(5)
+        listener.close()
+    assert accepted and accepted[0] is not None
