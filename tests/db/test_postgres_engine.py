@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from types import SimpleNamespace
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import Engine, create_engine, event, exc, text
@@ -228,10 +228,12 @@ def test_the_shared_context_speaks_tls_to_any_certificate_and_loads_no_ca_bundle
     server = threading.Thread(target=serve)
     server.start()
     try:
-        with socket.create_connection(listener.getsockname()) as raw:
-            with context.wrap_socket(raw) as tls:
-                assert tls.recv(2) == b"ok"
-                assert tls.version() is not None
+        with (
+            socket.create_connection(listener.getsockname()) as raw,
+            context.wrap_socket(raw) as tls,
+        ):
+            assert tls.recv(2) == b"ok"
+            assert tls.version() is not None
     finally:
         server.join(5)
         listener.close()
