@@ -18,7 +18,8 @@ its first connection made on the way to the first answer. SQLite is `vwm up`'s d
 
 It also times the floor the chosen packages set, served the same way: a function of a few lines
 with functions-framework, uvicorn, pydantic and the SQLAlchemy ORM (one model, one query on
-SQLite), none of VWM's modules (`FLOOR_FUNCTION`). What a target takes above it is VWM's own.
+the chosen database: on PostgreSQL through pg8000, as the targets), none of VWM's modules
+(`FLOOR_FUNCTION`). What a target takes above it is VWM's own.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ ANSWERED = (200, 202, 204, 404)
 
 # The least a function on the chosen packages imports and does to answer from a database.
 FLOOR_FUNCTION = """
+import os
+
 import functions_framework.aio as ff
 from pydantic import BaseModel
 from sqlalchemy import String, create_engine, select
@@ -80,7 +83,7 @@ class Count(BaseModel):
     rows: int
 
 
-engine = create_engine(f"sqlite:///{__file__}.sqlite")
+engine = create_engine(os.environ.get("FLOOR_DATABASE_URL") or f"sqlite:///{__file__}.sqlite")
 Base.metadata.create_all(engine)
 
 
@@ -154,6 +157,12 @@ def image_env(plane: ControlPlane) -> dict[str, str]:
     return {k: v for k, v in plane.env.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
+def pg8000_url(url: str) -> str:
+    """`url` with the driver the functions use on PostgreSQL named (`functions.db.engine`)."""
+    scheme, rest = url.split("://", 1)
+    return f"postgresql+pg8000://{rest}" if scheme == "postgresql" else url
+
+
 def compile_sources() -> None:
     """What the image's build does (`python -m compileall`, infra/docker/functions.Dockerfile):
     without it every start compiles the project's modules again."""
@@ -206,9 +215,10 @@ def main() -> None:
     args = parser.parse_args()
     print(describe(), flush=True)
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        env = {}
+        env, floor_env = {}, {}
         if args.database == "postgresql":
             env["VWM_DATABASE_URL"] = stack.enter_context(postgres_database("vwm_bench"))
+            floor_env["FLOOR_DATABASE_URL"] = pg8000_url(env["VWM_DATABASE_URL"])
         print(f"database: {args.database}", flush=True)
         plane = ControlPlane(Path(tmp) / "data", env)
         plane.start()  # makes the database and the admin key, then steps aside
@@ -230,7 +240,7 @@ def main() -> None:
         floor_source.parent.mkdir()
         floor_source.write_text(FLOOR_FUNCTION)
         times = [
-            start_to_first_answer(plane, "floor", {}, COMMANDS[args.command], floor_source)
+            start_to_first_answer(plane, "floor", floor_env, COMMANDS[args.command], floor_source)
             for _ in range(args.runs)
         ]
         print(
